@@ -1,0 +1,213 @@
+"""``marketplace``: run the platform locally and operate it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from shared.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    if getattr(args, "host", None) and getattr(args, "port", None):
+        overrides["public_url"] = f"http://{args.host}:{args.port}"
+    return Settings(**overrides)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)  # noqa: T201 - the CLI's progress output
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start embedded PostgreSQL, migrate, seed, serve the gateway; stop cleanly on a signal."""
+    from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: PLC0415
+
+    from functions.gateway import create_gateway  # noqa: PLC0415
+    from shared.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
+    from shared.composition import build_container  # noqa: PLC0415
+    from shared.jsonlog import configure_logging  # noqa: PLC0415
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    _say(f"data directory: {settings.data_dir}")
+    pg = EmbeddedPostgres(settings.data_dir)
+    if settings.database_url is None:
+        _say("starting embedded PostgreSQL ...")
+        info = pg.ensure_running()
+        _say(f"PostgreSQL {info.version} on {info.host}:{info.port}")
+    _say("applying migrations ...")
+    container = build_container(settings)
+    seeded = _seed(container)
+    if seeded:
+        _say(f"catalog: {seeded}")
+    app = create_gateway(container)
+    WSGIRequestHandler.protocol_version = "HTTP/1.1"  # keep-alive
+    server = make_server(args.host, args.port, app, threaded=True)
+    background = _start_background(container, args.workers)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        _say(f"received {signal.Signals(signum).name}, stopping ...")
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    url = f"http://{args.host}:{server.server_port}"
+    _say(f"serving the API on {url}  (OpenAPI: {url}/openapi.json)")
+    data_flag = f" --data-dir {settings.data_dir}" if getattr(args, "data_dir", None) else ""
+    _say(f"get a token: marketplace token --email you@example.com{data_flag}")
+    _say(f"READY {url}")
+    try:
+        server.serve_forever()
+    finally:
+        for worker in background:
+            worker.stop()
+        container.close()
+        if pg.stop():
+            _say("stopped embedded PostgreSQL")
+        _say("stopped")
+    return 0
+
+
+def _seed(container: Any) -> str:
+    """Publish the built-in agents when the catalog module is present."""
+    seeder = container.extras.get("seed")
+    return str(seeder()) if seeder else ""
+
+
+def _start_background(container: Any, workers: int) -> list[Any]:
+    """Local data-plane workers and the scheduler, once the runtime provides them."""
+    starter = container.extras.get("start_background")
+    return list(starter(workers)) if starter else []
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print an access token for a user (local mode), creating the user."""
+    from shared.composition import build_container  # noqa: PLC0415
+
+    settings = _settings(args)
+    if settings.mode != "local":
+        _say("marketplace token works in local mode only")
+        return 2
+    container = build_container(settings)
+    try:
+        pair = container.identity.dev_grant(args.email, platform_admin=True if args.platform_admin else None)
+    finally:
+        container.close()
+    if args.json:
+        _say(json.dumps({"access_token": pair.access_token, "refresh_token": pair.refresh_token,
+                         "expires_in": pair.expires_in}))
+    else:
+        _say(pair.access_token)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply pending migrations."""
+    from shared.composition import build_container  # noqa: PLC0415
+    from shared.db.migrate import schema_version  # noqa: PLC0415
+
+    container = build_container(_settings(args))
+    try:
+        _say(f"schema version {schema_version(container.db)}")
+    finally:
+        container.close()
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Report what is running where, without starting anything."""
+    from functions.health import platform_version  # noqa: PLC0415
+    from shared.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
+
+    settings = _settings(args)
+    report: dict[str, Any] = {"platform_version": platform_version(), "mode": settings.mode,
+                              "data_dir": str(settings.data_dir), "python": sys.version.split()[0]}
+    info = EmbeddedPostgres(settings.data_dir).running() if settings.mode == "local" else None
+    report["postgres"] = ({"running": True, "host": info.host, "port": info.port, "pid": info.pid,
+                           "version": info.version} if info else {"running": False})
+    if info:
+        from shared.composition import build_container  # noqa: PLC0415
+        from shared.db.migrate import load_migrations, schema_version  # noqa: PLC0415
+
+        container = build_container(settings, migrate=False)
+        try:
+            report["schema_version"] = schema_version(container.db)
+            report["schema_latest"] = load_migrations()[-1].version
+        finally:
+            container.close()
+    _say(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    """Print the OpenAPI document, or the API Gateway config."""
+    import yaml  # noqa: PLC0415
+
+    from functions.main import load_operations  # noqa: PLC0415
+    from functions.openapi import gateway_document, openapi_document  # noqa: PLC0415
+
+    load_operations()
+    if args.gateway:
+        _say(yaml.safe_dump(gateway_document(project=args.project, region=args.region), sort_keys=False))
+    else:
+        _say(json.dumps(openapi_document(), indent=2, sort_keys=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's arguments."""
+    parser = argparse.ArgumentParser(prog="marketplace", description="Agent marketplace platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    data_help = "data directory (default: MARKETPLACE_DATA_DIR or a per-user folder)"
+
+    up = sub.add_parser("up", help="run the platform locally")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--data-dir", help=data_help)
+    up.add_argument("--workers", type=int, default=2, help="local data-plane workers")
+    up.set_defaults(func=cmd_up)
+
+    token = sub.add_parser("token", help="print an access token (local mode)")
+    token.add_argument("--email", required=True)
+    token.add_argument("--platform-admin", action="store_true")
+    token.add_argument("--data-dir", help=data_help)
+    token.add_argument("--json", action="store_true", help="print access and refresh tokens as JSON")
+    token.set_defaults(func=cmd_token)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--data-dir", help=data_help)
+    migrate.set_defaults(func=cmd_migrate)
+
+    doctor = sub.add_parser("doctor", help="show what is running, versions, data dir")
+    doctor.add_argument("--data-dir", help=data_help)
+    doctor.set_defaults(func=cmd_doctor)
+
+    openapi = sub.add_parser("openapi", help="print the OpenAPI document")
+    openapi.add_argument("--gateway", action="store_true", help="API Gateway (OpenAPI 2.0) config instead")
+    openapi.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", "PROJECT_ID"))
+    openapi.add_argument("--region", default=os.environ.get("GOOGLE_CLOUD_REGION", "us-central1"))
+    openapi.set_defaults(func=cmd_openapi)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``marketplace`` command."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "data_dir", None):
+        os.environ["MARKETPLACE_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

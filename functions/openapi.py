@@ -1,0 +1,112 @@
+"""OpenAPI 3.1 generated from the registered operations, and the API Gateway (2.0) export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from functions.operation import REGISTRY, Operation, Registry
+
+_REF = "#/components/schemas/{model}"
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message", "details"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object"}}}}},
+}
+
+
+def _error_responses(op: Operation) -> dict[str, Any]:
+    codes = {"400": "Bad request", "422": "Validation failed"}
+    if op.auth:
+        codes |= {"401": "Not authenticated", "403": "Role not allowed"}
+    if "{" in op.path:
+        codes["404"] = "Not found (also: not a member of the org)"
+    if op.idempotent:
+        codes["409"] = "Conflict (or an Idempotency-Key still in progress)"
+    if op.body is not None:
+        codes |= {"413": "Body too large", "415": "Body is not JSON"}
+    return {code: {"description": text, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}}}} for code, text in codes.items()}
+
+
+def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = None,
+                     version: str = "0.1.0") -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every registered operation."""
+    ops = list(registry)
+    models: list[tuple[type[BaseModel], Any]] = []
+    for op in ops:
+        if op.body is not None:
+            models.append((op.body, "validation"))
+        if op.response is not None:
+            models.append((op.response, "serialization"))
+    refs, defs = models_json_schema(models, ref_template=_REF) if models else ({}, {})
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    schemas["Error"] = ERROR_SCHEMA
+    paths: dict[str, Any] = {}
+    for op in ops:
+        entry: dict[str, Any] = {"operationId": op.name, "summary": op.summary, "tags": list(op.tags)}
+        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for p in op.path_params]
+        if op.query is not None:
+            qschema = op.query.model_json_schema()
+            required = set(qschema.get("required", []))
+            for name, prop in qschema.get("properties", {}).items():
+                params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+        if op.idempotent:
+            params.append({"name": "Idempotency-Key", "in": "header", "required": False,
+                           "schema": {"type": "string", "maxLength": 255},
+                           "description": "Replays the first response for the same key and request."})
+        if params:
+            entry["parameters"] = params
+        if op.body is not None:
+            entry["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": refs[(op.body, "validation")]}}}
+        ok: dict[str, Any] = {"description": "Success"}
+        if op.response is not None:
+            ok["content"] = {"application/json": {"schema": refs[(op.response, "serialization")]}}
+        entry["responses"] = {str(op.status): ok, **_error_responses(op)}
+        entry["security"] = [{"bearer": []}] if op.auth else []
+        if op.platform_admin:
+            entry["x-platform-admin"] = True
+        if op.roles is not None:
+            entry["x-roles"] = sorted(r.value for r in op.roles)
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Agent Marketplace API", "version": version,
+                 "description": "Publish, install, run and pay for AI agents."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "An access token (JWT) or an org API key (mk.<id>.<secret>)."}}},
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url}]
+    return doc
+
+
+def gateway_document(registry: Registry = REGISTRY, *, project: str, region: str,
+                     title: str = "agent-marketplace") -> dict[str, Any]:
+    """An API Gateway config (OpenAPI 2.0): one ``x-google-backend`` per operation's function."""
+    paths: dict[str, Any] = {}
+    for op in registry:
+        entry: dict[str, Any] = {
+            "operationId": op.name,
+            "summary": op.summary,
+            "x-google-backend": {
+                "address": f"https://{region}-{project}.cloudfunctions.net/{op.name}",
+                "path_translation": "APPEND_PATH_TO_ADDRESS",
+                "deadline": 60.0,
+            },
+            "parameters": [{"name": p, "in": "path", "required": True, "type": "string"}
+                           for p in op.path_params],
+            "responses": {str(op.status): {"description": "Success"}},
+        }
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    return {"swagger": "2.0", "info": {"title": title, "version": "1.0.0"}, "schemes": ["https"],
+            "produces": ["application/json"], "paths": paths}

@@ -1,0 +1,368 @@
+"""The one decorator every API operation goes through.
+
+It owns the HTTP concerns: authentication, the org role check (a non-member gets 404),
+the body-size limit, JSON parsing into pydantic models (422 with field paths), the
+``Idempotency-Key`` replay, error mapping to SPEC's error body, the request id, and one
+structured log line per request. An operation itself parses nothing and catches nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask
+from pydantic import BaseModel, ValidationError
+
+from shared.errors import (
+    AppError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from shared.ids import new_id
+from shared.models.identity import Principal, Role
+
+_log = logging.getLogger("marketplace.http")
+_CONTAINER_KEY = "marketplace"
+_container_lock = threading.Lock()
+
+ANY_MEMBER = frozenset({Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER, Role.VIEWER})
+ADMIN = frozenset({Role.ADMIN})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An explicit status/body/headers, for operations whose success is not plain 200 JSON."""
+
+    body: Any = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Call:
+    """What an operation receives: the parsed request and the services."""
+
+    services: Any
+    principal: Principal | None
+    role: Role | None
+    params: dict[str, str]
+    body: Any
+    query: Any
+    request: flask.Request
+    request_id: str
+
+    @property
+    def org_id(self) -> str:
+        """The ``{org_id}`` path parameter."""
+        return self.params["org_id"]
+
+    @property
+    def caller(self) -> Principal:
+        """The authenticated principal (operations with ``auth=False`` have none)."""
+        if self.principal is None:
+            raise Unauthorized("authentication required")
+        return self.principal
+
+
+@dataclass
+class Operation:
+    """One API operation: its contract (for OpenAPI) and its wrapped HTTP handler."""
+
+    name: str
+    method: str
+    path: str
+    summary: str
+    tags: tuple[str, ...]
+    auth: bool
+    roles: frozenset[Role] | None
+    platform_admin: bool
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    max_body: int | None
+    idempotent: bool
+    fn: Callable[[Call], Any]
+    pattern: re.Pattern[str] = field(init=False)
+    handler: Callable[[flask.Request], flask.Response] = field(init=False)
+
+    def __post_init__(self) -> None:
+        regex = re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(self.path))
+        self.pattern = re.compile(f"^{regex}$")
+
+    @property
+    def path_params(self) -> list[str]:
+        """Names of the ``{param}`` segments."""
+        return re.findall(r"{(\w+)}", self.path)
+
+
+class Registry:
+    """The registered operations; registering a name or a method+path twice fails at import."""
+
+    def __init__(self) -> None:
+        self._ops: dict[str, Operation] = {}
+        self._routes: set[tuple[str, str]] = set()
+
+    def add(self, op: Operation) -> None:
+        """Register ``op``."""
+        route = (op.method, op.path)
+        if op.name in self._ops:
+            raise RuntimeError(f"operation name registered twice: {op.name}")
+        if route in self._routes:
+            raise RuntimeError(f"route registered twice: {op.method} {op.path}")
+        self._ops[op.name] = op
+        self._routes.add(route)
+
+    def __iter__(self) -> Iterable[Operation]:  # type: ignore[override]
+        return iter(sorted(self._ops.values(), key=lambda o: (o.path, o.method)))
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def get(self, name: str) -> Operation:
+        """An operation by name."""
+        return self._ops[name]
+
+
+REGISTRY = Registry()
+
+
+def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (), auth: bool = True,
+              roles: frozenset[Role] | None = None, platform_admin: bool = False,
+              body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+              response: type[BaseModel] | None = None, status: int = 200, max_body: int | None = None,
+              idempotent: bool | None = None, name: str | None = None,
+              registry: Registry = REGISTRY) -> Callable[[Callable[[Call], Any]], Operation]:
+    """Register an API operation and wrap it with the HTTP concerns."""
+    if "{org_id}" in path and auth and roles is None:
+        raise RuntimeError(f"{method} {path}: an org-scoped operation must name the roles it allows")
+
+    def wrap(fn: Callable[[Call], Any]) -> Operation:
+        op = Operation(name=name or fn.__name__, method=method.upper(), path=path, summary=summary,
+                       tags=tuple(tags), auth=auth, roles=roles, platform_admin=platform_admin, body=body,
+                       query=query, response=response, status=status, max_body=max_body,
+                       idempotent=(method.upper() == "POST" and auth) if idempotent is None else idempotent,
+                       fn=fn)
+        op.handler = _make_handler(op)
+        registry.add(op)
+        return op
+    return wrap
+
+
+# -- request handling --------------------------------------------------------
+
+def get_container() -> Any:
+    """The services of this Flask app: set by the gateway, or built once from the environment."""
+    app = flask.current_app
+    container = app.extensions.get(_CONTAINER_KEY)
+    if container is None:
+        with _container_lock:
+            container = app.extensions.get(_CONTAINER_KEY)
+            if container is None:
+                from shared.composition import build_container  # noqa: PLC0415
+                from shared.jsonlog import configure_logging  # noqa: PLC0415
+                from shared.settings import Settings  # noqa: PLC0415
+
+                settings = Settings()
+                configure_logging(settings.log_level)
+                container = build_container(settings, migrate=False)
+                app.extensions[_CONTAINER_KEY] = container
+    return container
+
+
+def install_container(app: flask.Flask, container: Any) -> None:
+    """Give ``app`` its services explicitly (the local gateway and tests)."""
+    app.extensions[_CONTAINER_KEY] = container
+
+
+def _json_response(status: int, body: Any, request_id: str, headers: dict[str, str] | None = None
+                   ) -> flask.Response:
+    payload = b"" if body is None and status == 204 else json.dumps(body, default=str).encode()
+    resp = flask.Response(payload, status=status, mimetype="application/json" if payload else None)
+    resp.headers["X-Request-Id"] = request_id
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
+    return resp
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    return value
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{"path": "a.b[0]", "message": ...}`` entries."""
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        path = ""
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        details.append({"path": path or "(body)", "message": err["msg"], "type": err["type"]})
+    return details
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _read_body(op: Operation, request: flask.Request, limit: int) -> tuple[bytes, Any]:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if op.body is None:
+        return raw, None
+    if raw.strip():
+        mimetype = request.mimetype or ""
+        if mimetype != "application/json" and not mimetype.endswith("+json"):
+            raise UnsupportedMediaType("send the body as application/json")
+        try:
+            data = json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from exc
+    else:
+        data = {}
+    if not isinstance(data, dict):
+        raise Unprocessable("the request body must be a JSON object",
+                            details=[{"path": "(body)", "message": "expected an object"}])
+    try:
+        return raw, op.body.model_validate(data)
+    except ValidationError as exc:
+        raise Unprocessable("the request body is invalid", details=validation_details(exc)) from exc
+
+
+def _parse_query(op: Operation, request: flask.Request) -> Any:
+    if op.query is None:
+        return None
+    data: dict[str, Any] = {}
+    for key in request.args:
+        values = request.args.getlist(key)
+        data[key] = values if len(values) > 1 else values[0]
+    try:
+        return op.query.model_validate(data)
+    except ValidationError as exc:
+        raise Unprocessable("the query parameters are invalid", details=validation_details(exc)) from exc
+
+
+def _authenticate(services: Any, request: flask.Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    if services.settings.mode == "gcp" and "X-Forwarded-Authorization" in request.headers:
+        # API Gateway authenticates itself to the function with its own token and forwards
+        # the caller's credential in this header.
+        header = request.headers["X-Forwarded-Authorization"]
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthorized("send 'Authorization: Bearer <access token or API key>'")
+    principal: Principal = services.identity.authenticate(credential.strip())
+    return principal
+
+
+def _authorize(op: Operation, services: Any, principal: Principal, params: dict[str, str]) -> Role | None:
+    if op.platform_admin and not principal.platform_admin:
+        raise Forbidden("this operation is for platform admins only")
+    if op.roles is None:
+        return None
+    org_id = params.get("org_id")
+    if org_id is None:
+        return None
+    role: Role | None = services.orgs.role_of(principal, org_id)
+    if role is None:
+        # Same answer whether the org exists or not: membership is never disclosed.
+        raise NotFound("organisation not found")
+    if role not in op.roles:
+        raise Forbidden(f"role '{role.value}' may not {op.summary[:1].lower()}{op.summary[1:]}".rstrip("."))
+    return role
+
+
+def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
+    def handler(request: flask.Request) -> flask.Response:
+        started = time.perf_counter()
+        request_id = request.headers.get("X-Request-Id", "")[:64] or new_id("req")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", request_id):
+            request_id = new_id("req")
+        principal: Principal | None = None
+        status = 500
+        try:
+            resp = _handle(op, request, request_id)
+            status = resp.status_code
+            return resp
+        except AppError as exc:
+            status = exc.status
+            return _json_response(exc.status, exc.body(), request_id)
+        except Exception:
+            _log.exception("unhandled error in %s", op.name, extra={"fields": {"request_id": request_id}})
+            return _json_response(500, {"error": {"code": "internal", "message": "internal error",
+                                                  "details": [{"request_id": request_id}]}}, request_id)
+        finally:
+            principal = getattr(request, "_marketplace_principal", None)
+            _log.info("%s %s %s", op.method, request.path, status, extra={"fields": {
+                "request_id": request_id, "operation": op.name, "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "principal": principal.actor if principal else None}})
+    handler.__name__ = op.name
+    return handler
+
+
+def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Response:
+    match = op.pattern.match(request.path)
+    if match is None:
+        raise NotFound(f"no operation at {request.path}")
+    params = match.groupdict()
+    services = get_container()
+    principal = None
+    role = None
+    if op.auth:
+        principal = _authenticate(services, request)
+        request._marketplace_principal = principal  # type: ignore[attr-defined]  # for the access log
+        role = _authorize(op, services, principal, params)
+    limit = op.max_body or services.settings.max_body_bytes
+    raw, body = _read_body(op, request, limit)
+    query = _parse_query(op, request)
+
+    idem_key = request.headers.get("Idempotency-Key") if op.idempotent and principal else None
+    if idem_key is not None:
+        if not re.fullmatch(r"[\x21-\x7e]{1,255}", idem_key):
+            raise BadRequest("Idempotency-Key must be 1-255 visible ASCII characters", code="bad_idempotency_key")
+        digest = hashlib.sha256(raw).hexdigest()
+        stored = services.idempotency.begin(principal.actor, idem_key, op.method, request.path, digest)  # type: ignore[union-attr]
+        if stored is not None:
+            return _json_response(stored.status, stored.body, request_id, {"Idempotent-Replayed": "true"})
+    call = Call(services=services, principal=principal, role=role, params=params, body=body, query=query,
+                request=request, request_id=request_id)
+    try:
+        result = op.fn(call)
+        if isinstance(result, flask.Response):
+            result.headers["X-Request-Id"] = request_id
+            return result
+        reply = result if isinstance(result, Reply) else Reply(body=result, status=op.status)
+        out = _dump(reply.body)
+        if idem_key is not None:
+            services.idempotency.complete(principal.actor, idem_key, reply.status, out)  # type: ignore[union-attr]
+        return _json_response(reply.status, out, request_id, reply.headers)
+    except AppError as exc:
+        if idem_key is not None:
+            services.idempotency.complete(principal.actor, idem_key, exc.status, exc.body())  # type: ignore[union-attr]
+        raise
+    except BaseException:
+        if idem_key is not None:
+            services.idempotency.abandon(principal.actor, idem_key)  # type: ignore[union-attr]
+        raise

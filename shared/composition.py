@@ -1,0 +1,146 @@
+"""The composition root: the only module that picks adapters, from ``Settings``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.db.database import ConnectionFactory, Database
+from shared.db.migrate import apply_migrations
+from shared.ports.tokens import TokenIssuer, TokenVerifier
+from shared.services.audit import AuditLog
+from shared.services.idempotency import IdempotencyStore
+from shared.services.identity import IdentityService, Users
+from shared.services.orgs import OrgService
+from shared.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    """Every service the operations use, built once per process."""
+
+    settings: Settings
+    db: Database
+    audit: AuditLog
+    users: Users
+    identity: IdentityService
+    orgs: OrgService
+    idempotency: IdempotencyStore
+    issuer: TokenIssuer | None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.db.close()
+
+
+def _local_connection_factory(settings: Settings) -> ConnectionFactory:
+    import pg8000.dbapi  # noqa: PLC0415
+
+    from shared.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
+
+    if settings.database_url is not None:
+        return _url_connection_factory(settings.database_url.get_secret_value())
+    server = EmbeddedPostgres(settings.data_dir).ensure_running()
+    _ensure_database(server.host, server.port, settings.db_name)
+
+    def connect() -> Any:
+        return pg8000.dbapi.connect(user="postgres", host=server.host, port=server.port,
+                                    database=settings.db_name, application_name="marketplace")
+    return connect
+
+
+def _url_connection_factory(url: str) -> ConnectionFactory:
+    from urllib.parse import unquote, urlparse  # noqa: PLC0415
+
+    import pg8000.dbapi  # noqa: PLC0415
+
+    parsed = urlparse(url)
+
+    def connect() -> Any:
+        return pg8000.dbapi.connect(user=unquote(parsed.username or "postgres"),
+                                    password=unquote(parsed.password) if parsed.password else None,
+                                    host=parsed.hostname or "127.0.0.1", port=parsed.port or 5432,
+                                    database=(parsed.path or "/postgres").lstrip("/"),
+                                    application_name="marketplace")
+    return connect
+
+
+def _cloudsql_connection_factory(settings: Settings) -> ConnectionFactory:
+    # Imported lazily: the connector pulls in google-auth and aiohttp, too heavy for a cold start
+    # that does not need them.
+    from google.cloud.sql.connector import Connector, IPTypes  # noqa: PLC0415
+
+    connector = Connector(ip_type=IPTypes.PRIVATE, refresh_strategy="lazy")
+    password = settings.db_password.get_secret_value() if settings.db_password else None
+
+    def connect() -> Any:
+        return connector.connect(settings.cloudsql_instance, "pg8000", user=settings.db_user,
+                                 password=password, db=settings.db_name,
+                                 enable_iam_auth=password is None)
+    return connect
+
+
+def _ensure_database(host: str, port: int, name: str) -> None:
+    import pg8000.dbapi  # noqa: PLC0415
+
+    conn = pg8000.dbapi.connect(user="postgres", host=host, port=port, database="postgres")
+    try:
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            _log.info("creating database %s", name)
+            try:
+                cur.execute(f'CREATE DATABASE "{name}"')
+            except pg8000.dbapi.DatabaseError as exc:  # created concurrently by another process
+                if "already exists" not in str(exc):
+                    raise
+    finally:
+        conn.close()
+
+
+def connection_factory(settings: Settings) -> ConnectionFactory:
+    """The database for the configured mode."""
+    if settings.mode == "gcp":
+        if settings.cloudsql_instance:
+            return _cloudsql_connection_factory(settings)
+        if settings.database_url is None:
+            raise RuntimeError("gcp mode needs MARKETPLACE_CLOUDSQL_INSTANCE or MARKETPLACE_DATABASE_URL")
+        return _url_connection_factory(settings.database_url.get_secret_value())
+    return _local_connection_factory(settings)
+
+
+def _token_ports(settings: Settings) -> tuple[TokenVerifier, TokenIssuer | None]:
+    if settings.mode == "local":
+        from shared.adapters.local_issuer import LocalIssuer  # noqa: PLC0415
+
+        issuer = LocalIssuer(settings.keys_dir, issuer=settings.token_issuer, audience=settings.token_audience)
+        return issuer, issuer
+    from shared.adapters.oidc_verifier import OidcVerifier  # noqa: PLC0415
+
+    if not settings.oidc_issuer:
+        raise RuntimeError("gcp mode needs MARKETPLACE_OIDC_ISSUER")
+    return OidcVerifier(issuer=settings.oidc_issuer, audience=settings.token_audience,
+                        jwks_url=settings.oidc_jwks_url), None
+
+
+def build_container(settings: Settings, *, migrate: bool = True) -> Container:
+    """Wire every port and service for ``settings``."""
+    db = Database(connection_factory(settings), size=settings.db_pool_size)
+    if migrate:
+        apply_migrations(db)
+    verifier, issuer = _token_ports(settings)
+    audit = AuditLog(db)
+    users = Users(db)
+    identity = IdentityService(db, users, audit, verifier, issuer, access_ttl=settings.access_token_ttl_seconds,
+                               refresh_ttl=settings.refresh_token_ttl_seconds)
+    return Container(
+        settings=settings, db=db, audit=audit, users=users, identity=identity,
+        orgs=OrgService(db, users, identity, audit),
+        idempotency=IdempotencyStore(db, ttl_seconds=settings.idempotency_ttl_seconds),
+        issuer=issuer,
+    )

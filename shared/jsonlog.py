@@ -1,0 +1,73 @@
+"""Structured JSON logs with secret redaction on every record, whatever logged it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+REDACTED = "[REDACTED]"
+
+# Credentials the platform issues, JWTs, and bearer headers, wherever they appear in text.
+_PATTERNS = [
+    re.compile(r"\b(?:mk|rt)\.[A-Za-z0-9_]+\.[A-Za-z0-9_\-]{16,}"),
+    re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"),
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-~+/]+=*"),
+    re.compile(r"\bwhsec_[A-Za-z0-9+/=_\-]+"),
+    re.compile(r"\bsk_(?:test|live)_[A-Za-z0-9]+"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+]
+_SECRET_KEYS = re.compile(r"(?i)(secret|password|passwd|token|authorization|api[_-]?key|private[_-]?key|"
+                          r"credential|signature|cookie)")
+
+
+def redact_text(text: str) -> str:
+    """Replace every credential-shaped substring."""
+    for pattern in _PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+def redact(value: Any, *, key: str | None = None) -> Any:
+    """Redact a structure: values under secret-named keys entirely, credential shapes in any string."""
+    if key is not None and _SECRET_KEYS.search(key) and value not in (None, "", [], {}):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact(v, key=str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; extra fields passed as ``extra={"fields": {...}}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return redact_text(json.dumps(redact(entry), default=str, ensure_ascii=False))
+
+
+def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+    """Route every logger through the redacting JSON formatter (idempotent)."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.set_name("marketplace-json")
+    root.handlers = [h for h in root.handlers if h.get_name() != "marketplace-json"] + [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -1,0 +1,133 @@
+"""Who is calling, what they belong to, and the roles of SPEC §3."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+
+class Role(StrEnum):
+    """Roles inside an org; ``dataplane`` is only ever held by a data-plane API key."""
+
+    ADMIN = "admin"
+    DEVELOPER = "developer"
+    OPERATOR = "operator"
+    APPROVER = "approver"
+    VIEWER = "viewer"
+    DATAPLANE = "dataplane"
+
+
+MEMBER_ROLES = (Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER, Role.VIEWER)
+ALL_MEMBER_ROLES = frozenset(MEMBER_ROLES)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: a user (by access token) or an org API key."""
+
+    kind: str  # "user" | "api_key"
+    subject: str  # user id or api key id
+    email: str | None = None
+    platform_admin: bool = False
+    key_org_id: str | None = None
+    key_role: Role | None = None
+    deployment_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return f"user:{self.subject}" if self.kind == "user" else f"api_key:{self.subject}"
+
+
+class StrictModel(BaseModel):
+    """Request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=120)]
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    display_name: str | None = None
+    platform_admin: bool = False
+
+
+class MembershipOut(BaseModel):
+    org_id: str
+    org_name: str
+    role: Role
+
+
+class MeOut(BaseModel):
+    kind: str
+    user: UserOut | None = None
+    api_key_id: str | None = None
+    org_id: str | None = None
+    role: Role | None = None
+    memberships: list[MembershipOut] = Field(default_factory=list)
+
+
+class OrgCreate(StrictModel):
+    name: Name
+
+
+class OrgOut(BaseModel):
+    id: str
+    name: str
+    created_by: str
+    created_at: datetime
+    role: Role | None = Field(default=None, description="The caller's role in this org.")
+
+
+class MemberAdd(StrictModel):
+    email: EmailStr
+    role: Role
+
+
+class MemberUpdate(StrictModel):
+    role: Role
+
+
+class MemberOut(BaseModel):
+    org_id: str
+    user_id: str
+    email: str
+    role: Role
+    created_at: datetime
+
+
+class ApiKeyCreate(StrictModel):
+    name: Name
+    role: Role = Role.OPERATOR
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    org_id: str
+    name: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The secret: shown once, stored only as a hash.")
+
+
+class Preferences(StrictModel):
+    """Level 5 memory: an org's preferences, free-form but bounded."""
+
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class PreferencesOut(BaseModel):
+    org_id: str
+    data: dict[str, Any]
+    updated_at: datetime | None = None

@@ -1,0 +1,59 @@
+"""Idempotency-Key replay for mutating POSTs (the first response is stored and replayed)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from shared.db.database import Database
+from shared.errors import Conflict, Unprocessable
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A completed request's status and JSON body."""
+
+    status: int
+    body: Any
+
+
+class IdempotencyStore:
+    """Claim a key before running the operation; record its response afterwards."""
+
+    def __init__(self, db: Database, *, ttl_seconds: int) -> None:
+        self.db = db
+        self.ttl_seconds = ttl_seconds
+
+    def begin(self, scope: str, key: str, method: str, path: str, request_hash: str) -> StoredResponse | None:
+        """None when the caller should run the operation; a stored response to replay otherwise."""
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM idempotency_keys WHERE scope = %s AND key = %s "
+                       "AND created_at < now() - make_interval(secs => %s)", scope, key, self.ttl_seconds)
+            claimed = tx.execute(
+                "INSERT INTO idempotency_keys (scope, key, method, path, request_hash) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (scope, key) DO NOTHING", scope, key, method, path, request_hash)
+            if claimed:
+                return None
+            row = tx.fetch_one("SELECT method, path, request_hash, status_code, response FROM idempotency_keys "
+                               "WHERE scope = %s AND key = %s", scope, key)
+        if row is None:  # expired and removed between the two statements: treat as in flight
+            raise Conflict("a request with this Idempotency-Key is in progress", code="idempotency_in_progress")
+        if (row["method"], row["path"], row["request_hash"]) != (method, path, request_hash):
+            raise Unprocessable("this Idempotency-Key was used with a different request",
+                                code="idempotency_key_reused")
+        if row["status_code"] is None:
+            raise Conflict("a request with this Idempotency-Key is in progress", code="idempotency_in_progress")
+        return StoredResponse(int(row["status_code"]), row["response"])
+
+    def complete(self, scope: str, key: str, status: int, body: Any) -> None:
+        """Record the response to replay."""
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE idempotency_keys SET status_code = %s, response = %s::jsonb "
+                       "WHERE scope = %s AND key = %s", status, json.dumps(body), scope, key)
+
+    def abandon(self, scope: str, key: str) -> None:
+        """Forget a claim whose request failed on our side, so a retry runs again."""
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM idempotency_keys WHERE scope = %s AND key = %s AND status_code IS NULL",
+                       scope, key)

@@ -1,0 +1,63 @@
+"""Platform settings, read once by the composition root (never at import time)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """Where local mode keeps its database and keys when no directory is given.
+
+    As root, PostgreSQL must run as an unprivileged service user that can traverse every
+    parent of the data directory; ``/root`` is private, so root defaults to ``/var/lib``
+    instead of changing the permissions of anyone's home.
+    """
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/marketplace")
+    return Path(platformdirs.user_data_dir("marketplace", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything the platform reads from its environment (prefix ``MARKETPLACE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MARKETPLACE_", extra="ignore")
+
+    mode: Literal["local", "gcp"] = "local"
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # Set in gcp mode (or to point local mode at an external server): a libpq-style URL.
+    database_url: SecretStr | None = None
+    # gcp mode: Cloud SQL instance connection name "project:region:instance".
+    cloudsql_instance: str | None = None
+    db_user: str = "postgres"
+    db_name: str = "marketplace"
+    db_password: SecretStr | None = None
+    db_pool_size: int = Field(default=16, ge=1, le=200)
+
+    public_url: str = "http://127.0.0.1:8080"
+    token_issuer: str = "marketplace-local"
+    token_audience: str = "marketplace-api"
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=60)
+    # gcp mode: the OIDC issuer whose JWKS verifies access tokens.
+    oidc_issuer: str | None = None
+    oidc_jwks_url: str | None = None
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    idempotency_ttl_seconds: int = 24 * 3600
+    log_level: str = "INFO"
+
+    @property
+    def pg_dir(self) -> Path:
+        """The PostgreSQL cluster directory inside the data dir."""
+        return self.data_dir / "pg"
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where the local token issuer keeps its signing keys."""
+        return self.data_dir / "keys"
