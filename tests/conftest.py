@@ -1,0 +1,148 @@
+"""Test fixtures: one embedded PostgreSQL per session, the local gateway in-process.
+
+The suite runs against the embedded default. Every test makes its own users and orgs
+(unique emails), so tests never need to clean the database and can share one server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from functions.gateway import create_gateway
+from shared.adapters.embedded_pg import EmbeddedPostgres
+from shared.composition import Container, build_container
+from shared.settings import Settings
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    # Not pytest's tmp_path: its base folder is private (0700), and as root the database runs
+    # as an unprivileged user who must be able to traverse into the data directory.
+    path = Path(tempfile.mkdtemp(prefix="marketplace-test-"))
+    path.chmod(0o755)
+    yield path
+    EmbeddedPostgres(path).stop(force=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Settings:
+    return Settings(mode="local", data_dir=data_dir, public_url="http://testserver", db_pool_size=24)
+
+
+@pytest.fixture(scope="session")
+def container(settings: Settings) -> Iterator[Container]:
+    built = build_container(settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="session")
+def app(container: Container) -> Any:
+    return create_gateway(container)
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: Any
+
+    def __repr__(self) -> str:
+        return f"<{self.status} {self.body!r}>"
+
+
+class Client:
+    """The gateway's test client with an optional bearer credential."""
+
+    def __init__(self, app: Any, token: str | None = None) -> None:
+        self._client = app.test_client()
+        self.token = token
+
+    def request(self, method: str, path: str, *, json: Any = None, data: Any = None,
+                headers: dict[str, str] | None = None, token: str | None = None, **kw: Any) -> Response:
+        hdrs = dict(headers or {})
+        bearer = token if token is not None else self.token
+        if bearer:
+            hdrs.setdefault("Authorization", f"Bearer {bearer}")
+        resp = self._client.open(path, method=method, json=json, data=data, headers=hdrs, **kw)
+        body = resp.get_json(silent=True) if resp.data else None
+        return Response(resp.status_code, body, resp.headers)
+
+    def get(self, path: str, **kw: Any) -> Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Response:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Response:
+        return self.request("PUT", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Response:
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Response:
+        return self.request("DELETE", path, **kw)
+
+
+def unique_email(tag: str = "user") -> str:
+    return f"{tag}-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:6]}@example.com"
+
+
+@pytest.fixture
+def anon(app: Any) -> Client:
+    return Client(app)
+
+
+@pytest.fixture
+def make_user(app: Any, container: Container):
+    """``make_user(platform_admin=False) -> Client`` authenticated as a brand-new user."""
+
+    def make(tag: str = "user", *, platform_admin: bool = False) -> Client:
+        email = unique_email(tag)
+        pair = container.identity.dev_grant(email, platform_admin=True if platform_admin else None)
+        client = Client(app, pair.access_token)
+        client.email = email  # type: ignore[attr-defined]
+        client.refresh_token = pair.refresh_token  # type: ignore[attr-defined]
+        return client
+
+    return make
+
+
+@pytest.fixture
+def make_org(make_user):
+    """``make_org() -> (admin_client, org_id)``: a fresh org and its admin."""
+
+    def make(name: str = "Acme") -> tuple[Client, str]:
+        admin = make_user("admin")
+        resp = admin.post("/orgs", json={"name": name})
+        assert resp.status == 201, resp
+        return admin, resp.body["id"]
+
+    return make
+
+
+@pytest.fixture
+def member(app: Any, make_user):
+    """``member(admin, org_id, role) -> Client``: a new user added to the org with ``role``."""
+
+    def add(admin: Client, org_id: str, role: str) -> Client:
+        user = make_user(role)
+        resp = admin.post(f"/orgs/{org_id}/members", json={"email": user.email, "role": role})  # type: ignore[attr-defined]
+        assert resp.status == 201, resp
+        user.user_id = resp.body["user_id"]  # type: ignore[attr-defined]
+        return user
+
+    return add
