@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, EmailStr, Field, RootModel
 
 from functions.operation import Call, operation
-from shared.models.identity import MeOut, MembershipOut, StrictModel, UserOut
+from shared.models.identity import MembershipOut, MeOut, StrictModel, UserOut
 from shared.services.identity import token_response
 
 

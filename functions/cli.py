@@ -24,7 +24,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)  # noqa: T201 - the CLI's progress output
+    print(message, flush=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -203,10 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``marketplace`` command."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from shared.adapters.embedded_pg import EmbeddedPostgresError  # noqa: PLC0415
+
     args = build_parser().parse_args(argv)
     if getattr(args, "data_dir", None):
         os.environ["MARKETPLACE_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (EmbeddedPostgresError, ValidationError, OSError) as exc:
+        print(f"marketplace: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=16, ge=1, le=200)
 
     public_url: str = "http://127.0.0.1:8080"
-    token_issuer: str = "marketplace-local"
-    token_audience: str = "marketplace-api"
+    token_issuer: str = "marketplace-local"  # noqa: S105 - an issuer name, not a secret
+    token_audience: str = "marketplace-api"  # noqa: S105 - an audience name, not a secret
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=60)
     # gcp mode: the OIDC issuer whose JWKS verifies access tokens.

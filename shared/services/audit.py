@@ -74,7 +74,8 @@ class AuditLog:
     def list(self, org_id: str, *, limit: int, after_seq: int | None = None, action: str | None = None,
              actor: str | None = None, target: str | None = None) -> list[Row]:
         """Entries newest first, filtered, strictly below ``after_seq`` when paging."""
-        clauses, args = ["org_id = %s"], [org_id]
+        clauses: list[str] = ["org_id = %s"]
+        args: list[object] = [org_id]
         for column, value in (("action", action), ("actor", actor), ("target", target)):
             if value is not None:
                 clauses.append(f"{column} = %s")
@@ -84,7 +85,7 @@ class AuditLog:
             args.append(after_seq)
         sql = (f"SELECT seq, id, occurred_at, actor, action, target, details, prev_hash, hash FROM audit_log "
                f"WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT %s")
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             return tx.fetch_all(sql, *args, limit)
 
     def verify(self, org_id: str) -> VerifyResult:

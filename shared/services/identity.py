@@ -61,7 +61,7 @@ class Users:
 
     def get(self, user_id: str) -> Row | None:
         """A user by id."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             return tx.fetch_one("SELECT * FROM users WHERE id = %s", user_id)
 
 
@@ -138,7 +138,7 @@ class IdentityService:
         if bearer.startswith(API_KEY_PREFIX + "."):
             return self._authenticate_key(bearer)
         claims = self.verifier.verify(bearer)
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             if self.issuer is not None:
                 user = tx.fetch_one("SELECT * FROM users WHERE id = %s", claims.subject)
             else:
@@ -155,7 +155,7 @@ class IdentityService:
         if parts is None:
             raise Unauthorized("the API key is malformed", code="invalid_api_key")
         key_id, secret = parts
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             row = tx.fetch_one("SELECT id, org_id, role, secret_hash, deployment_id, revoked_at "
                                "FROM api_keys WHERE id = %s", key_id)
         if row is None or not hmac.compare_digest(row["secret_hash"], secret_hash(secret)):

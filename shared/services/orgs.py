@@ -28,14 +28,14 @@ class OrgService:
         """The caller's role in ``org_id``; None when it is not a member (or the org does not exist)."""
         if principal.kind == "api_key":
             return principal.key_role if principal.key_org_id == org_id else None
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             role = tx.fetch_val("SELECT role FROM memberships WHERE org_id = %s AND user_id = %s",
                                 org_id, principal.subject)
         return Role(role) if role else None
 
     def memberships(self, user_id: str) -> list[Row]:
         """The orgs a user belongs to."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             return tx.fetch_all("SELECT m.org_id, o.name AS org_name, m.role FROM memberships m "
                                 "JOIN orgs o ON o.id = m.org_id WHERE m.user_id = %s ORDER BY o.created_at",
                                 user_id)
@@ -59,7 +59,7 @@ class OrgService:
 
     def get(self, org_id: str) -> Row:
         """An org by id."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             org = tx.fetch_one("SELECT * FROM orgs WHERE id = %s", org_id)
         if org is None:
             raise NotFound("organisation not found")
@@ -68,7 +68,7 @@ class OrgService:
     # -- members -------------------------------------------------------------
     def list_members(self, org_id: str) -> list[Row]:
         """Every member with their role."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             return tx.fetch_all("SELECT m.org_id, m.user_id, u.email, m.role, m.created_at FROM memberships m "
                                 "JOIN users u ON u.id = m.user_id WHERE m.org_id = %s ORDER BY m.created_at",
                                 org_id)
@@ -142,7 +142,7 @@ class OrgService:
 
     def list_api_keys(self, org_id: str) -> list[Row]:
         """Every key of the org (never the secrets)."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             return tx.fetch_all("SELECT id, org_id, name, role, created_at, revoked_at FROM api_keys "
                                 "WHERE org_id = %s ORDER BY created_at", org_id)
 
@@ -157,7 +157,7 @@ class OrgService:
     # -- preferences (memory Level 5) ------------------------------------------
     def get_preferences(self, org_id: str) -> Row:
         """The org's preferences ({} until set)."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             row = tx.fetch_one("SELECT org_id, data, updated_at FROM org_preferences WHERE org_id = %s", org_id)
         return row or {"org_id": org_id, "data": {}, "updated_at": None}
 

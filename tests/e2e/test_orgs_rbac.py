@@ -1,4 +1,4 @@
-"""Orgs and the role matrix: each role × each org operation; non-members get 404 everywhere."""
+"""Orgs and the role matrix: each role x each org operation; non-members get 404 everywhere."""
 
 from __future__ import annotations
 

@@ -1,0 +1,110 @@
+"""Bad input gets SPEC's error body with a 4xx and changes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _counts(container):
+    with container.db.transaction() as tx:
+        return {t: tx.fetch_val(f"SELECT count(*) FROM {t}")
+                for t in ("users", "orgs", "memberships", "api_keys", "audit_log", "org_preferences")}
+
+
+def _is_error_body(body, status):
+    assert set(body) == {"error"}, body
+    assert isinstance(body["error"]["code"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["details"], list)
+    return status
+
+
+BAD_REQUESTS = [
+    ("malformed json", "POST", "/orgs", {"data": b'{"name": "x"', "content_type": "application/json"}, 400),
+    ("json NaN", "POST", "/orgs", {"data": b'{"name": NaN}', "content_type": "application/json"}, 400),
+    ("not utf-8", "POST", "/orgs", {"data": b'{"name": "\xff"}', "content_type": "application/json"}, 400),
+    ("array body", "POST", "/orgs", {"json": ["x"]}, 422),
+    ("wrong type", "POST", "/orgs", {"json": {"name": 5}}, 422),
+    ("missing field", "POST", "/orgs", {"json": {}}, 422),
+    ("unknown field", "POST", "/orgs", {"json": {"name": "x", "admin": True}}, 422),
+    ("empty name", "POST", "/orgs", {"json": {"name": ""}}, 422),
+    ("too long name", "POST", "/orgs", {"json": {"name": "x" * 500}}, 422),
+    ("form body", "POST", "/orgs", {"data": b"name=x", "content_type": "application/x-www-form-urlencoded"}, 415),
+    ("oversized body", "POST", "/orgs", {"data": b'{"name": "' + b"x" * 2_000_000 + b'"}',
+                                         "content_type": "application/json"}, 413),
+    ("unknown route", "GET", "/no/such/thing", {}, 404),
+    ("wrong method", "DELETE", "/orgs", {}, 405),
+    ("bad grant", "POST", "/auth/token", {"json": {"grant_type": "password", "email": "a@b.c"}}, 422),
+    ("bad email", "POST", "/auth/token", {"json": {"grant_type": "dev", "email": "not-an-email"}}, 422),
+]
+
+
+@pytest.mark.parametrize(("name", "method", "path", "kw", "status"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_change_nothing(container, make_user, name, method, path, kw, status):
+    user = make_user()
+    before = _counts(container)
+    resp = user.request(method, path, **kw)
+    assert resp.status == status, (name, resp)
+    _is_error_body(resp.body, status)
+    assert _counts(container) == before
+
+
+def test_field_paths_in_validation_errors(make_org):
+    admin, org_id = make_org()
+    resp = admin.post(f"/orgs/{org_id}/members", json={"email": "x@example.com", "role": "owner"})
+    assert resp.status == 422
+    assert [d["path"] for d in resp.body["error"]["details"]] == ["role"]
+    resp = admin.put(f"/orgs/{org_id}/preferences", json={"data": [1]})
+    assert resp.body["error"]["details"][0]["path"] == "data"
+
+
+def test_unknown_org_and_bad_query(container, make_org):
+    admin, org_id = make_org()
+    before = _counts(container)
+    for method, path in (("GET", "/orgs/org_nope"), ("POST", "/orgs/org_nope/members"),
+                         ("PUT", "/orgs/org_nope/preferences")):
+        resp = admin.request(method, path, json={"email": "a@example.com", "role": "viewer"})
+        assert resp.status == 404 and _is_error_body(resp.body, 404)
+    assert admin.get(f"/orgs/{org_id}/audit?limit=0").status == 422
+    assert admin.get(f"/orgs/{org_id}/audit?limit=abc").status == 422
+    assert admin.get(f"/orgs/{org_id}/audit?bogus=1").status == 422
+    bad_cursor = admin.get(f"/orgs/{org_id}/audit?cursor=!!!")
+    assert bad_cursor.status == 400 and bad_cursor.body["error"]["code"] == "invalid_cursor"
+    assert _counts(container) == before
+
+
+def test_idempotency_key_replays_the_first_response(container, make_user):
+    user = make_user()
+    headers = {"Idempotency-Key": "create-org-1"}
+    first = user.post("/orgs", json={"name": "Once"}, headers=headers)
+    before = _counts(container)
+    second = user.post("/orgs", json={"name": "Once"}, headers=headers)
+    assert second.status == first.status == 201
+    assert second.body == first.body and second.headers["Idempotent-Replayed"] == "true"
+    assert _counts(container) == before
+    assert len([m for m in user.get("/me").body["memberships"] if m["org_name"] == "Once"]) == 1
+    # The same key with another body is refused; another user's same key is independent.
+    other = user.post("/orgs", json={"name": "Different"}, headers=headers)
+    assert other.status == 422 and other.body["error"]["code"] == "idempotency_key_reused"
+    assert make_user().post("/orgs", json={"name": "Once"}, headers=headers).body["id"] != first.body["id"]
+    assert _counts(container)["orgs"] == before["orgs"] + 1
+
+
+def test_idempotent_replay_of_an_error(container, make_org):
+    admin, org_id = make_org()
+    headers = {"Idempotency-Key": "dup-member"}
+    body = {"email": "dup-idem@example.com", "role": "viewer"}
+    assert admin.post(f"/orgs/{org_id}/members", json=body, headers=headers).status == 201
+    again = admin.post(f"/orgs/{org_id}/members", json=body, headers=headers)
+    assert again.status == 201 and again.headers.get("Idempotent-Replayed") == "true"
+    assert admin.post(f"/orgs/{org_id}/members", json=body).status == 409
+    bad_key = admin.post(f"/orgs/{org_id}/members", json=body, headers={"Idempotency-Key": "bad key é"})
+    assert bad_key.status == 400
+
+
+def test_error_body_is_json_everywhere(anon):
+    resp = anon.get("/me")
+    assert resp.status == 401 and resp.headers["Content-Type"] == "application/json"
+    assert json.loads(json.dumps(resp.body))["error"]["code"] == "unauthorized"
+    assert resp.headers["X-Request-Id"]

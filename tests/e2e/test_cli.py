@@ -1,0 +1,94 @@
+"""The README's local command: ``marketplace up`` serves the API; ``token`` mints tokens; SIGTERM stops all."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent / "marketplace"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def fresh_dir():
+    path = Path(tempfile.mkdtemp(prefix="marketplace-cli-"))
+    path.chmod(0o755)
+    yield path / "data"
+    subprocess.run([str(BIN), "doctor", "--data-dir", str(path / "data")], capture_output=True, check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_up_token_doctor_and_clean_stop(fresh_dir):
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([str(BIN), "up", "--port", str(port), "--data-dir", str(fresh_dir), "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("READY "):
+                break
+        assert any(line.startswith("READY ") for line in lines), "".join(lines)
+        url = f"http://127.0.0.1:{port}"
+        status, health = _get(f"{url}/health")
+        assert status == 200 and health["status"] == "ok"
+        assert health["database_version"].startswith("18") and health["schema_version"] >= 1
+        token = subprocess.run([str(BIN), "token", "--email", "cli@example.com", "--platform-admin",
+                                "--data-dir", str(fresh_dir)], capture_output=True, text=True, check=True
+                               ).stdout.strip().splitlines()[-1]
+        status, me = _get(f"{url}/me", token)
+        assert status == 200 and me["user"]["email"] == "cli@example.com" and me["user"]["platform_admin"]
+        doctor = json.loads(subprocess.run([str(BIN), "doctor", "--data-dir", str(fresh_dir)], capture_output=True,
+                                           text=True, check=True).stdout)
+        assert doctor["postgres"]["running"] is True and doctor["schema_version"] == doctor["schema_latest"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "stopped embedded PostgreSQL" in out
+    pidfile = fresh_dir / "pg" / "postmaster.pid"
+    assert not pidfile.exists()
+
+
+def test_up_refuses_an_unreachable_data_dir_as_root(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("only root runs PostgreSQL as a separate service user")
+    private = Path(tempfile.mkdtemp(prefix="marketplace-private-"))  # mode 0700
+    try:
+        result = subprocess.run([str(BIN), "up", "--port", str(_free_port()), "--data-dir", str(private / "d")],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode != 0
+        assert "cannot enter" in (result.stdout + result.stderr)
+        assert oct(private.stat().st_mode & 0o777) == "0o700"  # left as it was
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

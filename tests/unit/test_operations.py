@@ -1,0 +1,87 @@
+"""The operation registry, the OpenAPI document and the gateway export."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from functions.main import load_operations
+from functions.openapi import gateway_document, openapi_document
+from functions.operation import ANY_MEMBER, REGISTRY, Registry, operation
+
+
+def test_duplicates_fail_at_registration():
+    registry = Registry()
+
+    @operation("GET", "/x", summary="x", registry=registry)
+    def first(call):
+        return None
+
+    with pytest.raises(RuntimeError, match="route registered twice"):
+        @operation("GET", "/x", summary="x", registry=registry, name="other")
+        def second(call):
+            return None
+
+    with pytest.raises(RuntimeError, match="name registered twice"):
+        @operation("GET", "/y", summary="y", registry=registry, name="first")
+        def third(call):
+            return None
+
+
+def test_org_scoped_operations_must_name_roles():
+    with pytest.raises(RuntimeError, match="must name the roles"):
+        operation("GET", "/orgs/{org_id}/z", summary="z", registry=Registry())
+    operation("GET", "/orgs/{org_id}/z", summary="z", roles=ANY_MEMBER, registry=Registry())
+
+
+def test_openapi_document_describes_every_operation():
+    load_operations()
+    doc = openapi_document()
+    assert doc["openapi"] == "3.1.0"
+    ops = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
+    assert ops == {(op.method, op.path) for op in REGISTRY}
+    schemas = doc["components"]["schemas"]
+    for path, item in doc["paths"].items():
+        for method, entry in item.items():
+            assert entry["operationId"] and entry["responses"], (method, path)
+            for response in entry["responses"].values():
+                ref = response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+                if ref:
+                    assert ref.split("/")[-1] in schemas, ref
+    create_org = doc["paths"]["/orgs"]["post"]
+    assert create_org["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/OrgCreate")
+    assert any(p["name"] == "Idempotency-Key" for p in create_org["parameters"])
+    assert doc["paths"]["/health"]["get"]["security"] == []
+
+
+def test_openapi_validates_as_3_1():
+    validator = pytest.importorskip("openapi_spec_validator")
+    load_operations()
+    validator.validate(openapi_document())
+
+
+def test_gateway_export_points_each_operation_at_its_function():
+    load_operations()
+    doc = gateway_document(project="proj", region="europe-west1")
+    assert doc["swagger"] == "2.0"
+    get_org = doc["paths"]["/orgs/{org_id}"]["get"]
+    assert get_org["x-google-backend"]["address"] == "https://europe-west1-proj.cloudfunctions.net/get_org"
+    assert get_org["parameters"] == [{"name": "org_id", "in": "path", "required": True, "type": "string"}]
+
+
+def test_functions_framework_targets_resolve():
+    import functions.main as main
+
+    assert main.get_org.__name__ == "get_org"
+    with pytest.raises(AttributeError):
+        _ = main.no_such_function
+
+
+class _Body(BaseModel):
+    x: int
+
+
+def test_served_openapi_matches_generated(anon):
+    served = anon.get("/openapi.json")
+    assert served.status == 200
+    assert served.body["paths"].keys() == openapi_document()["paths"].keys()
