@@ -4,6 +4,8 @@ Every amount the platform prices, meters, bills or pays out is an ``int`` of mic
 never carry money. Amounts arrive from people (manifests, API bodies) as decimal strings or JSON
 numbers, so :func:`usd_to_micros` converts them exactly or refuses them with a message that says
 why, and :func:`micros_to_usd_str` turns micros back into a decimal string for display and JSON.
+:class:`UsdDecimal` applies the same rules to pydantic fields; :class:`PricingSpec` is an agent's
+price list (the manifest's ``pricing`` section) with its amounts in micros.
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 MICROS_PER_USD = 1_000_000
 """Micro-dollars in one US dollar."""
 
 MAX_USD = 10**12
-"""Largest accepted magnitude in USD: 10**18 micros still fits a Postgres BIGINT (max ≈ 9.2 × 10**18)."""
+"""Largest accepted magnitude in USD: 10**18 micros still fits a Postgres BIGINT (max about 9.2e18)."""
 
 # A double carries 15 significant decimal digits faithfully (sys.float_info.dig): any decimal literal
 # with at most 15 of them parses to a float whose shortest repr is that same literal again. A float
@@ -57,6 +65,7 @@ def usd_to_micros(value: UsdAmount, *, allow_negative: bool = False) -> int:
     if coefficient == 0:
         return 0
     shift = exponent + 6
+    micros: int
     if shift >= 0:
         micros = coefficient * 10**shift
     else:
@@ -101,7 +110,7 @@ def _to_decimal(value: object) -> Decimal:
             )
         return written
     if isinstance(value, str):
-        text = value.strip()
+        text = value
         if len(text) > _MAX_TEXT_LENGTH:
             raise MoneyError(f"must be at most {_MAX_TEXT_LENGTH} characters")
         try:
@@ -114,3 +123,95 @@ def _to_decimal(value: object) -> Decimal:
             raise MoneyError(f'must be a decimal amount such as "0.50", not {value!r}')
         return parsed
     raise MoneyError(f"must be a number or a decimal string, not {type(value).__name__}")
+
+
+class UsdDecimal:
+    """Pydantic marker for a non-negative USD amount: ``Annotated[Decimal, UsdDecimal()]``.
+
+    Validates with :func:`usd_to_micros` (so the value is exact to one micro-dollar), holds the
+    amount as a canonical Decimal (``Decimal("0.50")``), serialises to JSON as a decimal string,
+    and publishes a JSON Schema accepting a decimal string or a number.
+    """
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        def parse(value: Any) -> Decimal:
+            try:
+                return Decimal(micros_to_usd_str(usd_to_micros(value)))
+            except MoneyError as error:
+                raise PydanticCustomError("usd_amount", "{message}", {"message": str(error)}) from None
+
+        def as_text(value: Decimal) -> str:
+            return micros_to_usd_str(usd_to_micros(value))
+
+        return core_schema.no_info_plain_validator_function(
+            parse, serialization=core_schema.plain_serializer_function_ser_schema(as_text, when_used="json")
+        )
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler
+                                     ) -> JsonSchemaValue:
+        return {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,6}0*)?$"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "US dollars, exact to one micro-dollar (at most 6 decimal places)",
+        }
+
+
+Usd = Annotated[Decimal, UsdDecimal()]
+"""A non-negative USD amount field, exact to one micro-dollar."""
+
+
+class PricingModel(StrEnum):
+    """Catalog summary of a price list (SPEC §3 filter ``pricing_model``)."""
+
+    FREE = "free"
+    USAGE = "usage"
+    SUBSCRIPTION = "subscription"
+    HYBRID = "hybrid"
+
+
+class PricingSpec(BaseModel):
+    """An agent's price list (manifest ``pricing``), in USD exact to one micro-dollar."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    base_usd: Usd
+    """Charged once per run."""
+    per_record_usd: Usd
+    """Charged per record processed."""
+    per_cpu_hour_usd: Usd
+    """Charged per CPU-hour consumed."""
+    subscription_monthly_usd: Usd | None = None
+    """Monthly fee while installed, if any."""
+
+    @property
+    def base_micros(self) -> int:
+        """``base_usd`` in micro-dollars."""
+        return usd_to_micros(self.base_usd)
+
+    @property
+    def per_record_micros(self) -> int:
+        """``per_record_usd`` in micro-dollars."""
+        return usd_to_micros(self.per_record_usd)
+
+    @property
+    def per_cpu_hour_micros(self) -> int:
+        """``per_cpu_hour_usd`` in micro-dollars."""
+        return usd_to_micros(self.per_cpu_hour_usd)
+
+    @property
+    def subscription_monthly_micros(self) -> int:
+        """``subscription_monthly_usd`` in micro-dollars (0 without a subscription)."""
+        return usd_to_micros(self.subscription_monthly_usd or 0)
+
+    @property
+    def pricing_model(self) -> PricingModel:
+        """free, usage (per run), subscription, or hybrid (both)."""
+        usage = any((self.base_micros, self.per_record_micros, self.per_cpu_hour_micros))
+        subscription = self.subscription_monthly_micros > 0
+        if usage and subscription:
+            return PricingModel.HYBRID
+        if subscription:
+            return PricingModel.SUBSCRIPTION
+        return PricingModel.USAGE if usage else PricingModel.FREE
