@@ -1,0 +1,473 @@
+"""The task queue on PostgreSQL: ``FOR UPDATE SKIP LOCKED`` claims, ``LISTEN/NOTIFY`` wake-ups.
+
+Every state change is one row update keyed by the task id, and every claim is one statement:
+the next claimable row (queued and due, or leased with an expired lease) is locked with
+``FOR UPDATE SKIP LOCKED`` and leased in the same ``UPDATE``, so concurrent claimers never
+wait for each other and never take the same row. Notifications only wake waiting claimers;
+what a claimer gets is always decided by that statement, and a poll every ``poll_interval``
+seconds covers a missed or delayed notification (and tasks whose delay or lease runs out).
+
+The queue's own statements run as named prepared statements on autocommit connections
+borrowed from the pool: one round trip each, instead of the five (BEGIN, parse, bind,
+execute, COMMIT) of an ordinary DB-API transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import select
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pg8000.converters import make_params
+
+from shared.db.database import ConnectionFactory, Database, DbConnection, Tx
+from shared.ids import new_id
+from shared.ports.task_queue import (
+    ClaimedTask,
+    HeartbeatResult,
+    LeaseLost,
+    RetryPolicy,
+    TaskInfo,
+    TaskState,
+)
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_CHANNEL = "task_queue"
+# A notification payload that wakes every waiter, whatever deployment it waits for.
+_WAKE_ALL = "*"
+_MAX_ERROR_CHARS = 8000
+
+_ENQUEUE = """
+WITH ins AS (
+    INSERT INTO tasks (id, kind, payload, run_id, org_id, deployment_id, max_attempts, available_at)
+    VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, coalesce($8::timestamptz, now()))
+    RETURNING id
+)
+SELECT pg_notify($9, $10) FROM ins
+"""
+
+# $1 worker id, $2 lease seconds[, $3 deployment id]. A row whose lease expired after its last
+# allowed attempt, or whose cancellation was requested, is closed instead of leased; the caller
+# then claims again.
+_CLAIM = """
+UPDATE tasks AS t SET
+    state = CASE WHEN c.cancelled THEN 'cancelled' WHEN c.exhausted THEN 'dead' ELSE 'leased' END,
+    attempt = t.attempt + CASE WHEN c.cancelled OR c.exhausted THEN 0 ELSE 1 END,
+    available_at = CASE WHEN c.cancelled OR c.exhausted THEN NULL
+                        ELSE now() + make_interval(secs => $2) END,
+    lease_expires_at = CASE WHEN c.cancelled OR c.exhausted THEN NULL
+                            ELSE now() + make_interval(secs => $2) END,
+    lease_token = CASE WHEN c.cancelled OR c.exhausted THEN NULL ELSE gen_random_uuid()::text END,
+    lease_owner = CASE WHEN c.cancelled OR c.exhausted THEN t.lease_owner ELSE $1 END,
+    last_error = CASE WHEN c.exhausted THEN 'lease expired on the last attempt (' || t.attempt || ')'
+                      ELSE t.last_error END,
+    finished_at = CASE WHEN c.cancelled OR c.exhausted THEN now() END
+FROM (
+    SELECT id, cancel_requested AS cancelled,
+           NOT cancel_requested AND attempt >= max_attempts AS exhausted
+    FROM tasks
+    WHERE state IN ('queued', 'leased') AND available_at <= now() {deployment_filter}
+    ORDER BY available_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+) AS c
+WHERE t.id = c.id
+RETURNING t.state, t.id, t.kind, t.payload, t.run_id, t.org_id, t.deployment_id, t.attempt,
+          t.lease_token, t.lease_expires_at
+"""
+_CLAIM_ANY = _CLAIM.format(deployment_filter="")
+_CLAIM_DEPLOYMENT = _CLAIM.format(deployment_filter="AND deployment_id = $3")
+
+_HEARTBEAT = """
+UPDATE tasks SET available_at = now() + make_interval(secs => $3),
+                 lease_expires_at = now() + make_interval(secs => $3)
+WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+RETURNING cancel_requested, lease_expires_at
+"""
+
+_COMPLETE = """
+UPDATE tasks SET state = 'done', available_at = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 finished_at = now()
+WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+RETURNING id
+"""
+
+_LOCK_LEASE = """
+SELECT attempt, max_attempts, cancel_requested FROM tasks
+WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+FOR UPDATE
+"""
+
+_RECORD_FAILURE = """
+UPDATE tasks SET state = $2, last_error = $3,
+                 available_at = CASE WHEN $2 = 'queued' THEN now() + make_interval(secs => $4) END,
+                 lease_token = NULL, lease_expires_at = NULL,
+                 finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
+WHERE id = $1
+"""
+
+# A queued task, or a leased one whose lease already ran out (nobody may be working on it),
+# is cancelled at once; a live lease only gets the flag its worker sees in heartbeat.
+_REQUEST_CANCEL = """
+UPDATE tasks SET
+    state = CASE WHEN state = 'queued' OR available_at <= now() THEN 'cancelled' ELSE state END,
+    cancel_requested = true,
+    lease_token = CASE WHEN state = 'queued' OR available_at <= now() THEN NULL ELSE lease_token END,
+    lease_expires_at = CASE WHEN state = 'queued' OR available_at <= now() THEN NULL
+                            ELSE lease_expires_at END,
+    finished_at = CASE WHEN state = 'queued' OR available_at <= now() THEN now() ELSE finished_at END,
+    available_at = CASE WHEN state = 'queued' OR available_at <= now() THEN NULL ELSE available_at END
+WHERE id = $1 AND state IN ('queued', 'leased')
+RETURNING state
+"""
+
+_GET = """
+SELECT id, kind, payload, run_id, org_id, deployment_id, state, attempt, max_attempts, available_at,
+       lease_owner, lease_expires_at, cancel_requested, last_error, created_at, finished_at
+FROM tasks WHERE id = $1
+"""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    name: bytes
+    columns: Any
+    input_funcs: Any
+
+
+class _StatementCache:
+    """Named prepared statements, per connection (a statement lives as long as its session)."""
+
+    def __init__(self) -> None:
+        self._by_conn: weakref.WeakKeyDictionary[Any, dict[str, _Prepared]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def run(self, conn: Any, sql: str, params: Sequence[Any]) -> list[list[Any]]:
+        """Execute ``sql`` (``$n`` placeholders) on ``conn``; rows as lists (empty without rows)."""
+        with self._lock:
+            statements = self._by_conn.setdefault(conn, {})
+        prepared = statements.get(sql)
+        if prepared is None:
+            name, columns, input_funcs = conn.prepare_statement(sql, ())
+            prepared = statements[sql] = _Prepared(name, columns, input_funcs)
+        context = conn.execute_named(prepared.name, make_params(conn.py_types, params),
+                                     prepared.columns, prepared.input_funcs, sql)
+        return list(context.rows or [])
+
+
+@contextlib.contextmanager
+def _autocommit(conn: DbConnection) -> Iterator[Any]:
+    raw: Any = conn
+    raw.autocommit = True
+    try:
+        yield raw
+    finally:
+        raw.autocommit = False
+
+
+class _Listener:
+    """One LISTEN connection per queue object, fanning wake-ups out to waiting claimers.
+
+    The thread sleeps in ``select()`` on the connection's socket (pg8000 keeps the raw socket
+    as ``_usock``); when the server sends something it runs an empty query, which makes pg8000
+    read the pending ``NotificationResponse`` messages into ``conn.notifications``. It also
+    drains every ``idle_check`` seconds, which both checks the connection and picks up a
+    notification that pg8000's buffered reader read ahead of the select.
+    """
+
+    def __init__(self, source: Callable[[], contextlib.AbstractContextManager[DbConnection]],
+                 channel: str, idle_check: float) -> None:
+        self._source = source
+        self._channel = channel
+        self._idle_check = idle_check
+        self._waiters: dict[threading.Event, str | None] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._interrupt_r, self._interrupt_w = socket.socketpair()
+        self.listening = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"pg-listen-{channel}", daemon=True)
+        self._thread.start()
+
+    def register(self, deployment_id: str | None) -> threading.Event:
+        """An event set whenever a task for ``deployment_id`` (None: any) may have arrived."""
+        event = threading.Event()
+        with self._lock:
+            self._waiters[event] = deployment_id
+        return event
+
+    def unregister(self, event: threading.Event) -> None:
+        """Stop waking ``event``."""
+        with self._lock:
+            self._waiters.pop(event, None)
+
+    def stop(self) -> None:
+        """End the thread and release its connection."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._interrupt_w.send(b"x")
+        self._thread.join(timeout=10)
+        self._interrupt_r.close()
+        self._interrupt_w.close()
+
+    def _wake(self, payloads: set[str] | None) -> None:
+        with self._lock:
+            for event, deployment_id in self._waiters.items():
+                if (payloads is None or deployment_id is None or _WAKE_ALL in payloads
+                        or deployment_id in payloads):
+                    event.set()
+
+    def _run(self) -> None:
+        delay = 0.2
+        while not self._stopping.is_set():
+            try:
+                with self._source() as conn:
+                    self._listen(conn)
+                delay = 0.2
+            except Exception:  # noqa: BLE001 - the listener must survive a lost connection
+                _log.warning("task queue listener lost its connection; reconnecting", exc_info=True)
+            finally:
+                self.listening.clear()
+                self._wake(None)  # waiters fall back to polling until we are back
+            if self._stopping.wait(delay):
+                break
+            delay = min(delay * 2, 5.0)
+
+    def _listen(self, conn: DbConnection) -> None:
+        raw: Any = conn
+        raw.autocommit = True
+        raw.execute_simple(f'LISTEN "{self._channel}"')
+        self.listening.set()
+        # Notifications sent while we were not listening are lost: let every waiter look again.
+        self._wake(None)
+        sock = raw._usock  # pg8000 exposes no public socket handle
+        try:
+            while not self._stopping.is_set():
+                ready, _, _ = select.select([sock, self._interrupt_r], [], [], self._idle_check)
+                if self._interrupt_r in ready:
+                    return
+                raw.execute_simple("")
+                payloads = set()
+                while raw.notifications:
+                    _pid, _channel, payload = raw.notifications.popleft()
+                    payloads.add(payload)
+                if payloads:
+                    self._wake(payloads)
+        finally:
+            if self._stopping.is_set():
+                with contextlib.suppress(Exception):
+                    raw.execute_simple("UNLISTEN *")
+            raw.autocommit = False
+
+
+class PgTaskQueue:
+    """``TaskQueue`` on PostgreSQL (the local mode's queue, and the state behind the gcp one).
+
+    ``listen_connect`` opens the dedicated LISTEN connection; without it the listener holds
+    one connection of the pool for as long as the queue lives. ``poll_interval`` bounds how
+    long a waiting claimer goes without looking, notification or not.
+    """
+
+    def __init__(self, db: Database, *, listen_connect: ConnectionFactory | None = None,
+                 retry: RetryPolicy | None = None, poll_interval: float = 1.0,
+                 channel: str = DEFAULT_CHANNEL) -> None:
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        self.db = db
+        self.retry = retry or RetryPolicy()
+        self.poll_interval = poll_interval
+        self.channel = channel
+        self._listen_connect = listen_connect
+        self._statements = _StatementCache()
+        self._listener: _Listener | None = None
+        self._listener_lock = threading.Lock()
+        self._closed = False
+
+    # -- plumbing ----------------------------------------------------------
+    def _run(self, sql: str, *params: Any) -> list[list[Any]]:
+        """One statement in its own (implicit) transaction."""
+        with self.db.connection() as conn, _autocommit(conn) as raw:
+            return self._statements.run(raw, sql, params)
+
+    def _run_in(self, tx: Tx, sql: str, *params: Any) -> list[list[Any]]:
+        """One statement inside the caller's transaction."""
+        raw: Any = tx.conn
+        # pg8000's own cursor opens the transaction lazily the same way.
+        if not raw.autocommit and not raw._in_transaction:
+            raw.execute_simple("BEGIN TRANSACTION")
+        return self._statements.run(raw, sql, params)
+
+    def _listen_source(self) -> contextlib.AbstractContextManager[DbConnection]:
+        if self._listen_connect is not None:
+            return contextlib.closing(self._listen_connect())
+        return self.db.connection()
+
+    def listener(self) -> _Listener:
+        """The shared listener, started on first use."""
+        with self._listener_lock:
+            if self._closed:
+                raise RuntimeError("the task queue is closed")
+            if self._listener is None:
+                self._listener = _Listener(self._listen_source, self.channel,
+                                           idle_check=min(max(self.poll_interval, 0.5), 5.0))
+            return self._listener
+
+    # -- TaskQueue -----------------------------------------------------------
+    def enqueue(self, tx: Tx | None, *, kind: str, payload: dict[str, Any], run_id: str | None,
+                org_id: str, deployment_id: str | None, max_attempts: int = 5,
+                available_at: datetime | None = None) -> str:
+        """Add a task (in ``tx`` when given) and notify waiting claimers on commit."""
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        task_id = new_id("task")
+        params = (task_id, kind, json.dumps(payload), run_id, org_id, deployment_id, max_attempts,
+                  available_at, self.channel, _notify_payload(deployment_id))
+        if tx is None:
+            self._run(_ENQUEUE, *params)
+        else:
+            self._run_in(tx, _ENQUEUE, *params)
+        return task_id
+
+    def claim_next(self, *, deployment_id: str | None, worker_id: str, lease_seconds: int,
+                   wait_seconds: float) -> ClaimedTask | None:
+        """Lease the next due task, waiting up to ``wait_seconds`` for one."""
+        if lease_seconds < 1:
+            raise ValueError("lease_seconds must be at least 1")
+        deadline = time.monotonic() + max(wait_seconds, 0.0)
+        listener: _Listener | None = None
+        waiter: threading.Event | None = None
+        try:
+            while True:
+                task = self._claim_once(deployment_id, worker_id, lease_seconds)
+                if task is not None:
+                    return task
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                if waiter is None:
+                    # Register, then look once more: a task that arrived between the claim
+                    # above and the registration would otherwise wait for the next poll.
+                    listener = self.listener()
+                    waiter = listener.register(deployment_id)
+                    continue
+                waiter.wait(min(remaining, self.poll_interval))
+                waiter.clear()
+        finally:
+            if listener is not None and waiter is not None:
+                listener.unregister(waiter)
+
+    def _claim_once(self, deployment_id: str | None, worker_id: str,
+                    lease_seconds: int) -> ClaimedTask | None:
+        with self.db.connection() as conn, _autocommit(conn) as raw:
+            while True:
+                if deployment_id is None:
+                    rows = self._statements.run(raw, _CLAIM_ANY, (worker_id, lease_seconds))
+                else:
+                    rows = self._statements.run(raw, _CLAIM_DEPLOYMENT,
+                                                (worker_id, lease_seconds, deployment_id))
+                if not rows:
+                    return None
+                state, *fields = rows[0]
+                if state == TaskState.LEASED:
+                    return _claimed(fields)
+                # An expired lease past its last attempt, or a cancelled one: now closed.
+
+    def heartbeat(self, task_id: str, lease_token: str, lease_seconds: int) -> HeartbeatResult:
+        """Extend the lease; ``ok`` False if the lease was lost."""
+        if lease_seconds < 1:
+            raise ValueError("lease_seconds must be at least 1")
+        rows = self._run(_HEARTBEAT, task_id, lease_token, lease_seconds)
+        if not rows:
+            info = self.get(task_id)
+            return HeartbeatResult(ok=False, cancel_requested=bool(info and info.cancel_requested),
+                                   lease_expires_at=None)
+        cancel_requested, expires_at = rows[0]
+        return HeartbeatResult(ok=True, cancel_requested=bool(cancel_requested), lease_expires_at=expires_at)
+
+    def complete(self, task_id: str, lease_token: str) -> bool:
+        """Mark done if ``lease_token`` is still the task's lease."""
+        return bool(self._run(_COMPLETE, task_id, lease_token))
+
+    def fail(self, task_id: str, lease_token: str, error: str, retryable: bool) -> TaskState:
+        """Record a failed attempt: retry after a backoff, or close the task."""
+        error = error[:_MAX_ERROR_CHARS]
+        with self.db.connection() as conn, _autocommit(conn) as raw:
+            raw.execute_simple("BEGIN")
+            try:
+                rows = self._statements.run(raw, _LOCK_LEASE, (task_id, lease_token))
+                if not rows:
+                    raise LeaseLost(f"task {task_id}: the lease was lost")
+                attempt, max_attempts, cancel_requested = rows[0]
+                delay: float | None = None
+                if cancel_requested:
+                    state = TaskState.CANCELLED
+                elif retryable and attempt < max_attempts:
+                    state, delay = TaskState.QUEUED, self.retry.delay(attempt)
+                else:
+                    state = TaskState.DEAD
+                self._statements.run(raw, _RECORD_FAILURE, (task_id, state.value, error, delay))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    raw.execute_simple("ROLLBACK")
+                raise
+            raw.execute_simple("COMMIT")
+        return state
+
+    def request_cancel(self, task_id: str) -> TaskState | None:
+        """Cancel a queued task now, or flag a leased one for its worker."""
+        rows = self._run(_REQUEST_CANCEL, task_id)
+        if rows:
+            return TaskState(rows[0][0])
+        info = self.get(task_id)
+        return None if info is None else info.state
+
+    def get(self, task_id: str) -> TaskInfo | None:
+        """The task's current state, or None."""
+        rows = self._run(_GET, task_id)
+        if not rows:
+            return None
+        (id_, kind, payload, run_id, org_id, deployment_id, state, attempt, max_attempts, available_at,
+         lease_owner, lease_expires_at, cancel_requested, last_error, created_at, finished_at) = rows[0]
+        return TaskInfo(id=id_, kind=kind, payload=_as_dict(payload), run_id=run_id, org_id=org_id,
+                        deployment_id=deployment_id, state=TaskState(state), attempt=attempt,
+                        max_attempts=max_attempts, available_at=available_at, lease_owner=lease_owner,
+                        lease_expires_at=lease_expires_at, cancel_requested=cancel_requested,
+                        last_error=last_error, created_at=created_at, finished_at=finished_at)
+
+    def close(self) -> None:
+        """Stop the listener (the pool belongs to the caller)."""
+        with self._listener_lock:
+            self._closed = True
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+
+
+def _notify_payload(deployment_id: str | None) -> str:
+    # pg8000 decodes notification payloads as ASCII; anything else wakes every waiter.
+    if deployment_id is None or not deployment_id.isascii():
+        return _WAKE_ALL
+    return deployment_id
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    loaded = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(loaded, dict):
+        raise TypeError("a task payload is a JSON object")
+    return loaded
+
+
+def _claimed(fields: list[Any]) -> ClaimedTask:
+    id_, kind, payload, run_id, org_id, deployment_id, attempt, lease_token, expires_at = fields
+    return ClaimedTask(id=id_, kind=kind, payload=_as_dict(payload), run_id=run_id, org_id=org_id,
+                       deployment_id=deployment_id, attempt=attempt, lease_token=lease_token,
+                       lease_expires_at=expires_at)
