@@ -46,9 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(f"PostgreSQL {info.version} on {info.host}:{info.port}")
     _say("applying migrations ...")
     container = build_container(settings)
-    seeded = _seed(container)
-    if seeded:
-        _say(f"catalog: {seeded}")
+    _say(f"catalog: {container.catalog.publish_builtin_agents()}")
     app = create_gateway(container)
     WSGIRequestHandler.protocol_version = "HTTP/1.1"  # keep-alive
     server = make_server(args.host, args.port, app, threaded=True)
@@ -77,12 +75,6 @@ def cmd_up(args: argparse.Namespace) -> int:
             _say("stopped embedded PostgreSQL")
         _say("stopped")
     return 0
-
-
-def _seed(container: Any) -> str:
-    """Publish the built-in agents when the catalog module is present."""
-    seeder = container.extras.get("seed")
-    return str(seeder()) if seeder else ""
 
 
 def _start_background(container: Any, workers: int) -> list[Any]:
@@ -165,6 +157,22 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifest_validate(args: argparse.Namespace) -> int:
+    """Validate a manifest file (or "-" for stdin) and print the verdict of POST /manifests/validate."""
+    from shared.services.catalog import check_manifest, verdict_body  # noqa: PLC0415
+
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"marketplace: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    verdict = check_manifest(manifest_yaml=text)
+    _say(json.dumps(verdict_body(verdict), indent=2, ensure_ascii=False))
+    for problem in verdict.problems:
+        print(f"{args.file}: {problem['path'] or '(document)'}: {problem['message']}", file=sys.stderr)
+    return 0 if verdict.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's arguments."""
     parser = argparse.ArgumentParser(prog="marketplace", description="Agent marketplace platform")
@@ -198,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", "PROJECT_ID"))
     openapi.add_argument("--region", default=os.environ.get("GOOGLE_CLOUD_REGION", "us-central1"))
     openapi.set_defaults(func=cmd_openapi)
+
+    manifest = sub.add_parser("manifest", help="work with agent manifests")
+    manifest_sub = manifest.add_subparsers(dest="manifest_command", required=True)
+    validate = manifest_sub.add_parser("validate", help="validate a manifest file; exit 1 when it is invalid")
+    validate.add_argument("file", help='the manifest (YAML or JSON), or "-" for stdin')
+    validate.set_defaults(func=cmd_manifest_validate)
     return parser
 
 

@@ -15,6 +15,9 @@ OPERATION_MODULES = (
     "functions.auth",
     "functions.orgs",
     "functions.audit",
+    "functions.manifests",
+    "functions.catalog",
+    "functions.moderation",
 )
 
 

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from shared.db.database import ConnectionFactory, Database
 from shared.db.migrate import apply_migrations
 from shared.ports.tokens import TokenIssuer, TokenVerifier
 from shared.services.audit import AuditLog
+from shared.services.catalog import CatalogService
 from shared.services.idempotency import IdempotencyStore
 from shared.services.identity import IdentityService, Users
 from shared.services.orgs import OrgService
 from shared.settings import Settings
 
 _log = logging.getLogger(__name__)
+
+# The built-in agents' manifests (runtime/agents/*/manifest.yaml), shipped as package data.
+BUILTIN_AGENTS_DIR = Path(__file__).resolve().parents[1] / "runtime" / "agents"
 
 
 @dataclass
@@ -30,6 +35,7 @@ class Container:
     orgs: OrgService
     idempotency: IdempotencyStore
     issuer: TokenIssuer | None
+    catalog: CatalogService
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -138,9 +144,12 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     users = Users(db)
     identity = IdentityService(db, users, audit, verifier, issuer, access_ttl=settings.access_token_ttl_seconds,
                                refresh_ttl=settings.refresh_token_ttl_seconds)
+    orgs = OrgService(db, users, identity, audit)
+    catalog = CatalogService(db, audit, users, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR)
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
-        orgs=OrgService(db, users, identity, audit),
+        orgs=orgs,
         idempotency=IdempotencyStore(db, ttl_seconds=settings.idempotency_ttl_seconds),
         issuer=issuer,
+        catalog=catalog,
     )
