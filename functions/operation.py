@@ -89,6 +89,7 @@ class Operation:
     auth: bool
     roles: frozenset[Role] | None
     platform_admin: bool
+    dataplane: bool
     body: type[BaseModel] | None
     query: type[BaseModel] | None
     response: type[BaseModel] | None
@@ -141,7 +142,7 @@ REGISTRY = Registry()
 
 
 def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (), auth: bool = True,
-              roles: frozenset[Role] | None = None, platform_admin: bool = False,
+              roles: frozenset[Role] | None = None, platform_admin: bool = False, dataplane: bool = False,
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, max_body: int | None = None,
               idempotent: bool | None = None, name: str | None = None,
@@ -152,7 +153,8 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
 
     def wrap(fn: Callable[[Call], Any]) -> Operation:
         op = Operation(name=name or fn.__name__, method=method.upper(), path=path, summary=summary,
-                       tags=tuple(tags), auth=auth, roles=roles, platform_admin=platform_admin, body=body,
+                       tags=tuple(tags), auth=auth, roles=roles, platform_admin=platform_admin,
+                       dataplane=dataplane, body=body,
                        query=query, response=response, status=status, max_body=max_body,
                        idempotent=(method.upper() == "POST" and auth) if idempotent is None else idempotent,
                        fn=fn)
@@ -279,6 +281,11 @@ def _authenticate(services: Any, request: flask.Request) -> Principal:
 def _authorize(op: Operation, services: Any, principal: Principal, params: dict[str, str]) -> Role | None:
     if op.platform_admin and not principal.platform_admin:
         raise Forbidden("this operation is for platform admins only")
+    is_dataplane = principal.key_role == Role.DATAPLANE
+    if op.dataplane != is_dataplane:
+        # Data-plane keys reach only the data-plane API, and only they reach it.
+        raise Forbidden("this operation is for data-plane credentials only" if op.dataplane
+                        else "data-plane credentials may only call the data-plane API")
     if op.roles is None:
         return None
     org_id = params.get("org_id")

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = None
     oidc_jwks_url: str | None = None
 
+    # gcp mode: where SaaS data planes run.
+    gcp_project: str | None = None
+    gcp_region: str = "us-central1"
+    runner_image: str = "us-docker.pkg.dev/agent-marketplace/runner/data-plane:latest"
+    dataplane_service_account: str | None = None
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     idempotency_ttl_seconds: int = 24 * 3600
     log_level: str = "INFO"
@@ -56,6 +62,11 @@ class Settings(BaseSettings):
     def pg_dir(self) -> Path:
         """The PostgreSQL cluster directory inside the data dir."""
         return self.data_dir / "pg"
+
+    @property
+    def dataplanes_dir(self) -> Path:
+        """Local mode: the deployments the local worker pool serves (one credential file each)."""
+        return self.data_dir / "dataplanes"
 
     @property
     def keys_dir(self) -> Path:

@@ -1,0 +1,99 @@
+"""Installing agents: deployments, upgrades with consent, and the BYOC bundle."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import flask
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.operation import ADMIN, ANY_MEMBER, Call, Reply, operation
+from shared.models.deployment import (
+    ConsentRequest,
+    DeploymentOut,
+    DeploymentStatus,
+    InstallOut,
+    InstallRequest,
+    UpgradeRequest,
+)
+from shared.models.identity import Role
+from shared.pagination import Page
+
+DEPLOYERS = frozenset({Role.ADMIN, Role.DEVELOPER})
+
+
+class DeploymentQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=512)
+    status: DeploymentStatus | None = None
+
+
+class BundleQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cloud: Literal["gke", "eks", "aks"] = "gke"
+    include_secret: Annotated[bool, Field(description=(
+        "Embed a freshly issued data-plane key in clear (the previous key is revoked). "
+        "By default the bundle only references a Kubernetes secret you create."))] = False
+
+
+@operation("POST", "/orgs/{org_id}/install", summary="Install an agent", tags=["deployments"], roles=DEPLOYERS,
+           body=InstallRequest, response=InstallOut, status=201)
+def install_agent(call: Call) -> InstallOut:
+    b = call.body
+    row, key = call.services.deployments.install(call.caller, call.org_id, b.agent_id, version=b.version,
+                                                 deployment_type=b.deployment_type, config=b.config)
+    return InstallOut(**row, dataplane_key=key)
+
+
+@operation("GET", "/orgs/{org_id}/deployments", summary="List deployments", tags=["deployments"],
+           roles=ANY_MEMBER, query=DeploymentQuery, response=Page[DeploymentOut])
+def list_deployments(call: Call) -> Page[DeploymentOut]:
+    q = call.query
+    rows, cursor = call.services.deployments.page(call.org_id, limit=q.limit, cursor=q.cursor,
+                                                  status=q.status.value if q.status else None)
+    return Page[DeploymentOut](items=[DeploymentOut(**r) for r in rows], next_cursor=cursor)
+
+
+@operation("GET", "/orgs/{org_id}/deployments/{deployment_id}", summary="Read a deployment", tags=["deployments"],
+           roles=ANY_MEMBER, response=DeploymentOut)
+def get_deployment(call: Call) -> DeploymentOut:
+    return DeploymentOut(**call.services.deployments.get(call.org_id, call.params["deployment_id"]))
+
+
+@operation("DELETE", "/orgs/{org_id}/deployments/{deployment_id}", summary="Uninstall a deployment",
+           tags=["deployments"], roles=DEPLOYERS, response=DeploymentOut)
+def uninstall_deployment(call: Call) -> DeploymentOut:
+    return DeploymentOut(**call.services.deployments.uninstall(call.caller, call.org_id,
+                                                               call.params["deployment_id"]))
+
+
+@operation("POST", "/orgs/{org_id}/deployments/{deployment_id}/upgrade", summary="Upgrade a deployment",
+           tags=["deployments"], roles=DEPLOYERS, body=UpgradeRequest, response=DeploymentOut)
+def upgrade_deployment(call: Call) -> Reply:
+    row = call.services.deployments.upgrade(call.caller, call.org_id, call.params["deployment_id"],
+                                            call.body.version)
+    waiting = row["status"] == DeploymentStatus.UPGRADE_PENDING_CONSENT
+    return Reply(body=DeploymentOut(**row), status=202 if waiting else 200)
+
+
+@operation("POST", "/orgs/{org_id}/deployments/{deployment_id}/upgrade/consent",
+           summary="Consent to (or refuse) an upgrade's new permissions", tags=["deployments"], roles=ADMIN,
+           body=ConsentRequest, response=DeploymentOut)
+def consent_upgrade(call: Call) -> DeploymentOut:
+    row = call.services.deployments.decide_upgrade(call.caller, call.org_id, call.params["deployment_id"],
+                                                   approve=call.body.approve, comment=call.body.comment)
+    return DeploymentOut(**row)
+
+
+@operation("GET", "/orgs/{org_id}/deployments/{deployment_id}/bundle", summary="Download the BYOC bundle",
+           tags=["deployments"], roles=DEPLOYERS, query=BundleQuery)
+def get_bundle(call: Call) -> flask.Response:
+    data, filename = call.services.deployments.bundle(call.caller, call.org_id, call.params["deployment_id"],
+                                                      cloud=call.query.cloud,
+                                                      include_secret=call.query.include_secret)
+    resp = flask.Response(data, status=200, mimetype="application/gzip")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return resp
