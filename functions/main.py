@@ -15,6 +15,8 @@ OPERATION_MODULES = (
     "functions.auth",
     "functions.orgs",
     "functions.audit",
+    "functions.deployments",
+    "functions.dataplane",
     "functions.manifests",
     "functions.catalog",
     "functions.moderation",

@@ -9,9 +9,11 @@ from typing import Any
 
 from shared.db.database import ConnectionFactory, Database
 from shared.db.migrate import apply_migrations
+from shared.ports.provisioner import Provisioner
 from shared.ports.tokens import TokenIssuer, TokenVerifier
 from shared.services.audit import AuditLog
 from shared.services.catalog import CatalogService
+from shared.services.deployments import DeploymentService
 from shared.services.idempotency import IdempotencyStore
 from shared.services.identity import IdentityService, Users
 from shared.services.orgs import OrgService
@@ -36,6 +38,7 @@ class Container:
     idempotency: IdempotencyStore
     issuer: TokenIssuer | None
     catalog: CatalogService
+    deployments: DeploymentService
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -134,6 +137,20 @@ def _token_ports(settings: Settings) -> tuple[TokenVerifier, TokenIssuer | None]
                         jwks_url=settings.oidc_jwks_url), None
 
 
+def _provisioner(settings: Settings) -> Provisioner:
+    if settings.mode == "local":
+        from shared.adapters.local_provisioner import LocalProvisioner  # noqa: PLC0415
+
+        return LocalProvisioner(settings.dataplanes_dir)
+    from shared.adapters.cloudrun_provisioner import CloudRunProvisioner  # noqa: PLC0415
+
+    if not settings.gcp_project or not settings.dataplane_service_account:
+        raise RuntimeError("gcp mode needs MARKETPLACE_GCP_PROJECT and MARKETPLACE_DATAPLANE_SERVICE_ACCOUNT")
+    return CloudRunProvisioner(settings.gcp_project, settings.gcp_region,
+                               service_account=settings.dataplane_service_account,
+                               default_image=settings.runner_image)
+
+
 def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     """Wire every port and service for ``settings``."""
     db = Database(connection_factory(settings), size=settings.db_pool_size)
@@ -152,4 +169,6 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         idempotency=IdempotencyStore(db, ttl_seconds=settings.idempotency_ttl_seconds),
         issuer=issuer,
         catalog=catalog,
+        deployments=DeploymentService(db, audit, identity, catalog, _provisioner(settings),
+                                      control_plane_url=settings.public_url),
     )
