@@ -46,6 +46,8 @@ DEFAULT_CHANNEL = "task_queue"
 # A notification payload that wakes every waiter, whatever deployment it waits for.
 _WAKE_ALL = "*"
 _MAX_ERROR_CHARS = 8000
+# How long a waiting claimer sleeps when a due row exists but another session has it locked.
+_LOCKED_RETRY_SECONDS = 0.05
 
 _ENQUEUE = """
 WITH ins AS (
@@ -130,6 +132,14 @@ UPDATE tasks SET
 WHERE id = $1 AND state IN ('queued', 'leased')
 RETURNING state
 """
+
+# Seconds until the next claimable row is due (a delayed start, a retry's backoff, a lease's expiry).
+_NEXT_DUE = """
+SELECT extract(epoch FROM min(available_at) - now())::float8 FROM tasks
+WHERE state IN ('queued', 'leased') {deployment_filter}
+"""
+_NEXT_DUE_ANY = _NEXT_DUE.format(deployment_filter="")
+_NEXT_DUE_DEPLOYMENT = _NEXT_DUE.format(deployment_filter="AND deployment_id = $1")
 
 _GET = """
 SELECT id, kind, payload, run_id, org_id, deployment_id, state, attempt, max_attempts, available_at,
@@ -359,7 +369,11 @@ class PgTaskQueue:
                     listener = self.listener()
                     waiter = listener.register(deployment_id)
                     continue
-                waiter.wait(min(remaining, self.poll_interval))
+                sleep = min(remaining, self.poll_interval)
+                due_in = self._seconds_until_due(deployment_id)
+                if due_in is not None:
+                    sleep = min(sleep, max(due_in, _LOCKED_RETRY_SECONDS))
+                waiter.wait(sleep)
                 waiter.clear()
         finally:
             if listener is not None and waiter is not None:
@@ -380,6 +394,12 @@ class PgTaskQueue:
                 if state == TaskState.LEASED:
                     return _claimed(fields)
                 # An expired lease past its last attempt, or a cancelled one: now closed.
+
+    def _seconds_until_due(self, deployment_id: str | None) -> float | None:
+        args = () if deployment_id is None else (deployment_id,)
+        rows = self._run(_NEXT_DUE_ANY if deployment_id is None else _NEXT_DUE_DEPLOYMENT, *args)
+        due = rows[0][0] if rows else None
+        return None if due is None else float(due)
 
     def heartbeat(self, task_id: str, lease_token: str, lease_seconds: int) -> HeartbeatResult:
         """Extend the lease; ``ok`` False if the lease was lost."""
