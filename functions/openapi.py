@@ -53,7 +53,8 @@ def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = 
         params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                   for p in op.path_params]
         if op.query is not None:
-            qschema = op.query.model_json_schema()
+            qschema = op.query.model_json_schema(ref_template=_REF)
+            schemas.update(qschema.pop("$defs", {}))
             required = set(qschema.get("required", []))
             for name, prop in qschema.get("properties", {}).items():
                 params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
