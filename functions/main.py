@@ -20,6 +20,8 @@ OPERATION_MODULES = (
     "functions.manifests",
     "functions.catalog",
     "functions.moderation",
+    "functions.runs",
+    "functions.tasks",
 )
 
 

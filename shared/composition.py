@@ -10,6 +10,7 @@ from typing import Any
 from shared.db.database import ConnectionFactory, Database
 from shared.db.migrate import apply_migrations
 from shared.ports.provisioner import Provisioner
+from shared.ports.task_queue import TaskQueue
 from shared.ports.tokens import TokenIssuer, TokenVerifier
 from shared.services.audit import AuditLog
 from shared.services.catalog import CatalogService
@@ -17,6 +18,7 @@ from shared.services.deployments import DeploymentService
 from shared.services.idempotency import IdempotencyStore
 from shared.services.identity import IdentityService, Users
 from shared.services.orgs import OrgService
+from shared.services.runs import RunService
 from shared.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -39,10 +41,13 @@ class Container:
     issuer: TokenIssuer | None
     catalog: CatalogService
     deployments: DeploymentService
+    queue: TaskQueue
+    runs: RunService
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Stop the queue's listener and release the database connections."""
+        self.queue.close()
         self.db.close()
 
 
@@ -151,9 +156,20 @@ def _provisioner(settings: Settings) -> Provisioner:
                                default_image=settings.runner_image)
 
 
+def _task_queue(db: Database, connect: ConnectionFactory) -> TaskQueue:
+    # PostgreSQL holds the queue's state in both modes and data planes pull from it over HTTP
+    # (GET /tasks/next). In gcp mode CloudTasksQueue can wrap it to push deliveries to Cloud Run
+    # jobs; that needs a queue path and a dispatch URL in the settings.
+    from shared.adapters.pg_task_queue import PgTaskQueue  # noqa: PLC0415
+
+    # Its own connection for LISTEN, so the wake-up listener never holds one of the pool's.
+    return PgTaskQueue(db, listen_connect=connect)
+
+
 def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     """Wire every port and service for ``settings``."""
-    db = Database(connection_factory(settings), size=settings.db_pool_size)
+    connect = connection_factory(settings)
+    db = Database(connect, size=settings.db_pool_size)
     if migrate:
         apply_migrations(db)
     verifier, issuer = _token_ports(settings)
@@ -163,6 +179,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
                                refresh_ttl=settings.refresh_token_ttl_seconds)
     orgs = OrgService(db, users, identity, audit)
     catalog = CatalogService(db, audit, users, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR)
+    queue = _task_queue(db, connect)
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
@@ -171,4 +188,6 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         catalog=catalog,
         deployments=DeploymentService(db, audit, identity, catalog, _provisioner(settings),
                                       control_plane_url=settings.public_url),
+        queue=queue,
+        runs=RunService(db, audit, orgs, queue),
     )

@@ -1,0 +1,102 @@
+"""The data-plane API for runs: lease tasks, heartbeat, stream logs, checkpoint, complete.
+
+Only data-plane keys reach these operations, and each key only its own deployment's tasks and runs.
+"""
+
+from __future__ import annotations
+
+from functions.operation import Call, Reply, operation
+from shared.errors import BadRequest
+from shared.models.run import (
+    CheckpointIn,
+    CheckpointList,
+    CheckpointOut,
+    CheckpointQuery,
+    CheckpointWritesIn,
+    CompleteIn,
+    CompletionOut,
+    HeartbeatIn,
+    HeartbeatOut,
+    LogBatchIn,
+    LogBatchOut,
+    TaskOut,
+    TaskQuery,
+)
+
+LEASE_HEADER = "X-Lease-Token"
+_MIB = 1024 * 1024
+
+
+def _lease_token(call: Call) -> str:
+    token = call.request.headers.get(LEASE_HEADER, "").strip()
+    if not token or len(token) > 200:
+        raise BadRequest(f"send the task's lease token in the {LEASE_HEADER} header", code="lease_token_required")
+    return token
+
+
+@operation("GET", "/tasks/next", summary="Lease the next task (long poll)", tags=["data plane"], dataplane=True,
+           query=TaskQuery, response=TaskOut)
+def next_task(call: Call) -> TaskOut | Reply:
+    q: TaskQuery = call.query
+    leased = call.services.runs.claim(call.caller, worker=q.worker or call.caller.actor, wait_seconds=q.wait,
+                                      lease_seconds=q.lease_seconds)
+    if leased is None:
+        return Reply(status=204)
+    task, run = leased.task, leased.run
+    return TaskOut(task_id=task.id, lease_token=task.lease_token, lease_expires_at=task.lease_expires_at,
+                   lease_seconds=q.lease_seconds, run_id=run["id"], agent_id=run["agent_id"], version=run["version"],
+                   inputs=run["inputs"], config=leased.config, granted_permissions=leased.granted_permissions,
+                   manifest=leased.manifest.model_dump(mode="json"), attempt=task.attempt,
+                   max_attempts=run["max_attempts"], cancel_requested=run["cancel_requested"],
+                   next_log_seq=leased.next_log_seq)
+
+
+@operation("POST", "/tasks/{task_id}/heartbeat", summary="Extend a task's lease", tags=["data plane"],
+           dataplane=True, body=HeartbeatIn, response=HeartbeatOut, idempotent=False)
+def task_heartbeat(call: Call) -> HeartbeatOut:
+    result = call.services.runs.heartbeat(call.caller, call.params["task_id"], call.body.lease_token,
+                                          call.body.lease_seconds)
+    return HeartbeatOut(cancel_requested=result.cancel_requested, lease_expires_at=result.lease_expires_at)
+
+
+@operation("POST", "/agents/{agent_id}/runs/{run_id}/logs", summary="Append run log lines", tags=["data plane"],
+           dataplane=True, body=LogBatchIn, response=LogBatchOut, max_body=4 * _MIB, idempotent=False)
+def append_run_logs(call: Call) -> LogBatchOut:
+    accepted, duplicates = call.services.runs.append_logs(call.caller, call.params["agent_id"], call.params["run_id"],
+                                                          call.body.lease_token, call.body.lines)
+    return LogBatchOut(accepted=accepted, duplicates=duplicates)
+
+
+@operation("POST", "/agents/{agent_id}/runs/{run_id}/complete", summary="Report a run's outcome",
+           tags=["data plane"], dataplane=True, body=CompleteIn, response=CompletionOut, max_body=16 * _MIB,
+           idempotent=False)
+def complete_run(call: Call) -> Reply:
+    answer, replayed = call.services.runs.complete(call.caller, call.params["agent_id"], call.params["run_id"],
+                                                   call.body)
+    return Reply(body=CompletionOut(**answer), headers={"Idempotent-Replayed": "true"} if replayed else {})
+
+
+@operation("PUT", "/tasks/{task_id}/checkpoints/{checkpoint_id}", summary="Store a run checkpoint",
+           tags=["data plane"], dataplane=True, body=CheckpointIn, status=204, max_body=64 * _MIB)
+def put_checkpoint(call: Call) -> Reply:
+    call.services.runs.put_checkpoint(call.caller, call.params["task_id"], _lease_token(call),
+                                      call.params["checkpoint_id"], call.body)
+    return Reply(status=204)
+
+
+@operation("PUT", "/tasks/{task_id}/checkpoints/{checkpoint_id}/writes", summary="Store a checkpoint's pending writes",
+           tags=["data plane"], dataplane=True, body=CheckpointWritesIn, status=204, max_body=64 * _MIB)
+def put_checkpoint_writes(call: Call) -> Reply:
+    call.services.runs.put_writes(call.caller, call.params["task_id"], _lease_token(call),
+                                  call.params["checkpoint_id"], call.body)
+    return Reply(status=204)
+
+
+@operation("GET", "/tasks/{task_id}/checkpoints", summary="List a run's checkpoints", tags=["data plane"],
+           dataplane=True, query=CheckpointQuery, response=CheckpointList)
+def list_checkpoints(call: Call) -> CheckpointList:
+    q: CheckpointQuery = call.query
+    items = call.services.runs.list_checkpoints(call.caller, call.params["task_id"], _lease_token(call),
+                                                checkpoint_ns=q.checkpoint_ns, checkpoint_id=q.checkpoint_id,
+                                                before=q.before, limit=q.limit)
+    return CheckpointList(items=[CheckpointOut(**item) for item in items])
