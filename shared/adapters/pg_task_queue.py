@@ -58,49 +58,51 @@ WITH ins AS (
 SELECT pg_notify($9, $10) FROM ins
 """
 
-# $1 worker id, $2 lease seconds[, $3 deployment id]. A row whose lease expired after its last
-# allowed attempt, or whose cancellation was requested, is closed instead of leased; the caller
+# $1 worker id, $2 lease seconds[, $3 deployment id]. The candidate is a scalar subquery on
+# purpose: PostgreSQL evaluates it exactly once, whereas a join against a LIMIT ... SKIP LOCKED
+# subquery may be rescanned and lease several rows for one claim. The UPDATE then sees the row
+# as locked. A row whose lease expired after its last allowed attempt (queued rows always have
+# attempts left), or whose cancellation was requested, is closed instead of leased; the caller
 # then claims again.
 _CLAIM = """
 UPDATE tasks AS t SET
-    state = CASE WHEN c.cancelled THEN 'cancelled' WHEN c.exhausted THEN 'dead' ELSE 'leased' END,
-    attempt = t.attempt + CASE WHEN c.cancelled OR c.exhausted THEN 0 ELSE 1 END,
-    available_at = CASE WHEN c.cancelled OR c.exhausted THEN NULL
+    state = CASE WHEN t.cancel_requested THEN 'cancelled'
+                 WHEN t.attempt >= t.max_attempts THEN 'dead' ELSE 'leased' END,
+    attempt = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN t.attempt
+                   ELSE t.attempt + 1 END,
+    available_at = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN NULL
                         ELSE now() + make_interval(secs => $2) END,
-    lease_expires_at = CASE WHEN c.cancelled OR c.exhausted THEN NULL
+    lease_expires_at = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN NULL
                             ELSE now() + make_interval(secs => $2) END,
-    lease_token = CASE WHEN c.cancelled OR c.exhausted THEN NULL ELSE gen_random_uuid()::text END,
-    lease_owner = CASE WHEN c.cancelled OR c.exhausted THEN t.lease_owner ELSE $1 END,
-    last_error = CASE WHEN c.exhausted THEN 'lease expired on the last attempt (' || t.attempt || ')'
+    lease_token = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN NULL
+                       ELSE gen_random_uuid()::text END,
+    lease_owner = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN t.lease_owner ELSE $1 END,
+    last_error = CASE WHEN NOT t.cancel_requested AND t.attempt >= t.max_attempts
+                      THEN 'lease expired on the last attempt (' || t.attempt || ')'
                       ELSE t.last_error END,
-    finished_at = CASE WHEN c.cancelled OR c.exhausted THEN now() END
-FROM (
-    SELECT id, cancel_requested AS cancelled,
-           NOT cancel_requested AND attempt >= max_attempts AS exhausted
-    FROM tasks
+    finished_at = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN now() END
+WHERE t.id = (
+    SELECT id FROM tasks
     WHERE state IN ('queued', 'leased') AND available_at <= now() {deployment_filter}
     ORDER BY available_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED
-) AS c
-WHERE t.id = c.id
+) {ack}
 RETURNING t.state, t.id, t.kind, t.payload, t.run_id, t.org_id, t.deployment_id, t.attempt,
           t.lease_token, t.lease_expires_at
 """
-_CLAIM_ANY = _CLAIM.format(deployment_filter="")
-_CLAIM_DEPLOYMENT = _CLAIM.format(deployment_filter="AND deployment_id = $3")
 
 _HEARTBEAT = """
 UPDATE tasks SET available_at = now() + make_interval(secs => $3),
                  lease_expires_at = now() + make_interval(secs => $3)
-WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+WHERE id = $1 AND lease_token = $2 AND state = 'leased' {ack}
 RETURNING cancel_requested, lease_expires_at
 """
 
 _COMPLETE = """
 UPDATE tasks SET state = 'done', available_at = NULL, lease_token = NULL, lease_expires_at = NULL,
                  finished_at = now()
-WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+WHERE id = $1 AND lease_token = $2 AND state = 'leased' {ack}
 RETURNING id
 """
 
@@ -115,7 +117,7 @@ UPDATE tasks SET state = $2, last_error = $3,
                  available_at = CASE WHEN $2 = 'queued' THEN now() + make_interval(secs => $4) END,
                  lease_token = NULL, lease_expires_at = NULL,
                  finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
-WHERE id = $1
+WHERE id = $1 {ack}
 """
 
 # A queued task, or a leased one whose lease already ran out (nobody may be working on it),
@@ -146,6 +148,37 @@ SELECT id, kind, payload, run_id, org_id, deployment_id, state, attempt, max_att
        lease_owner, lease_expires_at, cancel_requested, last_error, created_at, finished_at
 FROM tasks WHERE id = $1
 """
+
+
+# Acknowledgements (claim, heartbeat, complete, fail) may commit asynchronously: PostgreSQL then
+# returns before the WAL reaches the disk. A crash of the database can lose the last few
+# hundred milliseconds of them, which at-least-once delivery already covers: a lost claim or
+# heartbeat is an expired lease, a lost completion or failure a redelivery. Enqueues always
+# commit synchronously. set_config(..., true) is SET LOCAL from inside the statement itself,
+# so it costs no round trip and never leaks into other transactions on the pooled connection.
+_ASYNC_ACK = "AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+
+
+@dataclass(frozen=True)
+class _Sql:
+    """The acknowledging statements, with or without asynchronous commit."""
+
+    claim_any: str
+    claim_deployment: str
+    heartbeat: str
+    complete: str
+    record_failure: str
+
+    @classmethod
+    def build(cls, *, durable_acks: bool) -> _Sql:
+        ack = "" if durable_acks else _ASYNC_ACK
+        return cls(
+            claim_any=_CLAIM.format(deployment_filter="", ack=ack),
+            claim_deployment=_CLAIM.format(deployment_filter="AND deployment_id = $3", ack=ack),
+            heartbeat=_HEARTBEAT.format(ack=ack),
+            complete=_COMPLETE.format(ack=ack),
+            record_failure=_RECORD_FAILURE.format(ack=ack),
+        )
 
 
 @dataclass(frozen=True)
@@ -284,12 +317,14 @@ class PgTaskQueue:
 
     ``listen_connect`` opens the dedicated LISTEN connection; without it the listener holds
     one connection of the pool for as long as the queue lives. ``poll_interval`` bounds how
-    long a waiting claimer goes without looking, notification or not.
+    long a waiting claimer goes without looking, notification or not. ``durable_acks`` makes
+    claims, heartbeats, completions and failures wait for the WAL flush too (see
+    ``_ASYNC_ACK``: by default they do not, which at-least-once delivery allows).
     """
 
     def __init__(self, db: Database, *, listen_connect: ConnectionFactory | None = None,
                  retry: RetryPolicy | None = None, poll_interval: float = 1.0,
-                 channel: str = DEFAULT_CHANNEL) -> None:
+                 channel: str = DEFAULT_CHANNEL, durable_acks: bool = False) -> None:
         if poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
         self.db = db
@@ -298,6 +333,7 @@ class PgTaskQueue:
         self.channel = channel
         self._listen_connect = listen_connect
         self._statements = _StatementCache()
+        self._sql = _Sql.build(durable_acks=durable_acks)
         self._listener: _Listener | None = None
         self._listener_lock = threading.Lock()
         self._closed = False
@@ -384,9 +420,9 @@ class PgTaskQueue:
         with self.db.connection() as conn, _autocommit(conn) as raw:
             while True:
                 if deployment_id is None:
-                    rows = self._statements.run(raw, _CLAIM_ANY, (worker_id, lease_seconds))
+                    rows = self._statements.run(raw, self._sql.claim_any, (worker_id, lease_seconds))
                 else:
-                    rows = self._statements.run(raw, _CLAIM_DEPLOYMENT,
+                    rows = self._statements.run(raw, self._sql.claim_deployment,
                                                 (worker_id, lease_seconds, deployment_id))
                 if not rows:
                     return None
@@ -405,7 +441,7 @@ class PgTaskQueue:
         """Extend the lease; ``ok`` False if the lease was lost."""
         if lease_seconds < 1:
             raise ValueError("lease_seconds must be at least 1")
-        rows = self._run(_HEARTBEAT, task_id, lease_token, lease_seconds)
+        rows = self._run(self._sql.heartbeat, task_id, lease_token, lease_seconds)
         if not rows:
             info = self.get(task_id)
             return HeartbeatResult(ok=False, cancel_requested=bool(info and info.cancel_requested),
@@ -415,7 +451,7 @@ class PgTaskQueue:
 
     def complete(self, task_id: str, lease_token: str) -> bool:
         """Mark done if ``lease_token`` is still the task's lease."""
-        return bool(self._run(_COMPLETE, task_id, lease_token))
+        return bool(self._run(self._sql.complete, task_id, lease_token))
 
     def fail(self, task_id: str, lease_token: str, error: str, retryable: bool) -> TaskState:
         """Record a failed attempt: retry after a backoff, or close the task."""
@@ -434,7 +470,7 @@ class PgTaskQueue:
                     state, delay = TaskState.QUEUED, self.retry.delay(attempt)
                 else:
                     state = TaskState.DEAD
-                self._statements.run(raw, _RECORD_FAILURE, (task_id, state.value, error, delay))
+                self._statements.run(raw, self._sql.record_failure, (task_id, state.value, error, delay))
             except BaseException:
                 with contextlib.suppress(Exception):
                     raw.execute_simple("ROLLBACK")
