@@ -54,9 +54,10 @@ REVIEWER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPR
 # ts_rank weights for D, C, B, A: publisher name, description, tags+category, names.
 RANK_WEIGHTS = [0.1, 0.2, 0.4, 1.0]
 # Query words of this length or more that appear in no listing are widened to their nearest
-# catalog words by trigram similarity (pg_trgm's default threshold, 0.3): one wrong letter in a
-# word of five or more letters stays above it.
+# catalog words by trigram similarity (at least pg_trgm's default threshold, 0.3): one wrong
+# letter in a word of five or more letters stays above it.
 TYPO_MIN_LENGTH = 4
+TYPO_SIMILARITY = 0.3
 TYPO_ALTERNATIVES = 2
 MAX_QUERY_WORDS = 8
 _WORD = re.compile(r"[^\W_]+")
@@ -64,11 +65,27 @@ _TERM_MIN, _TERM_MAX = 3, 40
 _SEED_LOCK = 0x6D6B7473  # "mkts": one seeding process at a time
 _UNIQUE_VIOLATION = "23505"
 
-_LISTING_COLUMNS = (
-    "a.id, a.name, a.publisher_org_id, a.publisher_name, a.display_name, a.description, a.category, a.tags, "
-    "a.pricing_model, a.pricing, a.deployment_types, a.install_count, a.rating_avg, a.rating_count, a.status, "
-    "a.status_reason, a.latest_version, a.created_at, a.updated_at, a.published_at"
-)
+_RAW_COLUMNS = ("id", "name", "publisher_org_id", "publisher_name", "display_name", "description", "category",
+                "tags", "pricing_model", "pricing", "deployment_types", "install_count", "rating_avg", "rating_count",
+                "status", "status_reason", "latest_version", "created_at", "updated_at", "published_at")
+
+
+def _listing_columns(alias: str) -> str:
+    """The listing columns of ``alias``, arrays and timestamps rendered by PostgreSQL as JSON/ISO 8601.
+
+    pg8000 parses timestamptz with ``strptime`` and arrays in Python, which costs more than the
+    whole query on a catalog page; JSON and ISO strings are parsed in C (json, pydantic).
+    """
+    def render(column: str) -> str:
+        if column in ("tags", "deployment_types"):
+            return f"to_json({alias}.{column}) AS {column}"
+        if column.endswith("_at"):
+            return f"to_json({alias}.{column}) #>> '{{}}' AS {column}"
+        return f"{alias}.{column}"
+    return ", ".join(render(column) for column in _RAW_COLUMNS)
+
+
+_LISTING_COLUMNS = _listing_columns("a")
 _VERSION_COLUMNS = ("agent_id, version, status, permission_diff, created_at, reviewed_at, review_reason")
 
 
@@ -164,7 +181,8 @@ def _diff_json(previous: AgentManifest | None, previous_version: str | None, new
             "unchanged": list(diff.unchanged), "needs_consent": diff.needs_consent}
 
 
-def _listing_fields(manifest: AgentManifest) -> dict[str, Any]:
+def listing_fields(manifest: AgentManifest) -> dict[str, Any]:
+    """The listing columns copied from a manifest (``pricing`` as JSON text, for a jsonb parameter)."""
     return {
         "display_name": manifest.display_name,
         "description": manifest.description,
@@ -292,7 +310,7 @@ class CatalogService:
         if org_name is None:
             raise NotFound("organisation not found")
         agent_id = new_id("agt")
-        f = _listing_fields(manifest)
+        f = listing_fields(manifest)
         tx.execute(
             "INSERT INTO agents (id, name, publisher_org_id, publisher_name, display_name, description, category, "
             "tags, pricing_model, pricing, deployment_types, status, created_by) "
@@ -376,7 +394,7 @@ class CatalogService:
         latest = latest_of(r["version"] for r in rows if r["status"] == "approved")
         shown = latest or max((r["version"] for r in rows), key=SemVer.parse)
         manifest = AgentManifest.model_validate(next(r["manifest"] for r in rows if r["version"] == shown))
-        f = _listing_fields(manifest)
+        f = listing_fields(manifest)
         tx.execute(
             "UPDATE agents SET display_name = %s, description = %s, category = %s, tags = %s::text[], "
             "pricing_model = %s, pricing = %s::jsonb, deployment_types = %s::text[], latest_version = %s, "
@@ -393,7 +411,7 @@ class CatalogService:
         if after:
             keyset = " AND (a.created_at, a.id) < (%s::timestamptz, %s)"
             args += [after["c"], after["id"]]
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             rows = tx.fetch_all(
                 f"SELECT {_LISTING_COLUMNS}, ARRAY(SELECT v.version FROM agent_versions v WHERE v.agent_id = a.id "
                 f"AND v.status = 'pending_review' ORDER BY v.created_at) AS pending_versions "
@@ -401,7 +419,7 @@ class CatalogService:
                 f"LIMIT %s", *args, limit + 1)
         items = [listing_out(r) for r in rows[:limit]]
         last = rows[limit - 1] if len(rows) > limit else None
-        return items, encode_cursor({"c": last["created_at"].isoformat(), "id": last["id"]}) if last else None
+        return items, encode_cursor({"c": _cursor_value(last["created_at"]), "id": last["id"]}) if last else None
 
     # -- moderation (platform admins; the decorator checks) --------------------------------
     def approve(self, principal: Principal, agent_id: str, version: str | None = None,
@@ -550,6 +568,10 @@ class CatalogService:
             raise BadRequest("the cursor belongs to a different query", code="invalid_cursor")
 
         with self.db.transaction() as tx:
+            # Plan every search for its own words and filters: a cached generic plan cannot know
+            # how many listings a word matches, and picks a plan that is far slower for common
+            # words sorted by installs or rating (measured in bench/catalog.py).
+            tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             groups: list[list[str]] | None = None
             if words:
                 # The expanded words travel in the cursor: later pages use the same query even if
@@ -583,12 +605,15 @@ class CatalogService:
         candidates = [w for w in words if len(w) >= TYPO_MIN_LENGTH]
         found: dict[str, list[str]] = {}
         if candidates:
+            # Nearest neighbours from the GiST index (distance = 1 - similarity), kept above
+            # the similarity threshold.
             rows = tx.fetch_all(
                 "SELECT t.word, c.term FROM unnest(%s::text[]) AS t(word) CROSS JOIN LATERAL ("
-                " SELECT term FROM catalog_terms WHERE term %% t.word"
-                " AND NOT EXISTS (SELECT 1 FROM catalog_terms e WHERE e.term = t.word)"
-                " ORDER BY similarity(term, t.word) DESC, term LIMIT %s) c",
-                candidates, TYPO_ALTERNATIVES)
+                " SELECT term, similarity(term, t.word) AS sim FROM catalog_terms"
+                " ORDER BY term <-> t.word LIMIT %s) c"
+                " WHERE c.sim >= %s AND NOT EXISTS (SELECT 1 FROM catalog_terms e WHERE e.term = t.word)"
+                " ORDER BY t.word, c.sim DESC, c.term",
+                candidates, TYPO_ALTERNATIVES, TYPO_SIMILARITY)
             for row in rows:
                 found.setdefault(row["word"], []).append(row["term"])
         return [[w, *found.get(w, [])] for w in words]
@@ -596,9 +621,10 @@ class CatalogService:
     @staticmethod
     def _search_sql(params: CatalogSearch, sort: str, groups: list[list[str]] | None,
                     after: dict[str, Any] | None) -> tuple[Any, ...]:
-        # The inner query computes every sort key as a column; the outer one applies the keyset
-        # and the order (PostgreSQL flattens it, so the sort indexes still serve plain sorts).
-        select = [_LISTING_COLUMNS]
+        # The inner query filters and computes the relevance score; the outer one applies the
+        # keyset, the order and the limit on the raw sort columns, then renders the page's rows.
+        # PostgreSQL flattens the two, so the partial sort indexes still serve plain sorts.
+        select = ["a.*"]
         sources = ["agents a"]
         where = ["a.status = 'approved'"]
         args: list[Any] = []
@@ -632,8 +658,22 @@ class CatalogService:
             outer_where = f" WHERE ({', '.join(outer_keys)}, s.id) < ({placeholders}, %s)"
             args += [*values, after["id"]]
         order = ", ".join(f"{k} DESC" for k in outer_keys)
-        sql = f"SELECT * FROM ({inner}) s{outer_where} ORDER BY {order}, s.id DESC LIMIT %s"
+        sql = (f"SELECT {_listing_columns('s')}, s.score FROM ({inner}) s{outer_where} "
+               f"ORDER BY {order}, s.id DESC LIMIT %s")
         return (sql, *args, params.limit + 1)
+
+    def explain_search(self, params: CatalogSearch) -> str:
+        """``EXPLAIN (ANALYZE, BUFFERS)`` of the statement :meth:`search` runs for ``params``."""
+        words = query_words(params.q or "")
+        sort = params.sort or ("relevance" if words else "installs")
+        after = decode_cursor(params.cursor, required=("f", "k", "id"))
+        with self.db.transaction() as tx:
+            groups = None
+            if words:
+                groups = self._cursor_groups(after, len(words)) if after else self._expand(tx, words)
+            sql, *args = self._search_sql(params, sort, groups, after)
+            rows = tx.fetch_all(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
+        return "\n".join(str(next(iter(r.values()))) for r in rows)
 
     def detail(self, principal: Principal | None, agent_id: str) -> dict[str, Any]:
         """The listing, its shown manifest, its versions (newest first) and its rating summary."""
@@ -722,7 +762,7 @@ class CatalogService:
                 f"ORDER BY r.created_at DESC, r.id DESC LIMIT %s", *args, limit + 1)
         items = rows[:limit]
         last = items[-1] if len(rows) > limit else None
-        return items, encode_cursor({"c": last["created_at"].isoformat(), "id": last["id"]}) if last else None
+        return items, encode_cursor({"c": _cursor_value(last["created_at"]), "id": last["id"]}) if last else None
 
     # -- built-in agents ----------------------------------------------------------------------------
     def builtin_manifests(self) -> list[tuple[Path, AgentManifest]]:

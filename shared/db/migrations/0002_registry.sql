@@ -43,7 +43,11 @@ CREATE TABLE agents (
 );
 
 -- The public catalog only ever reads approved listings, so its indexes are partial.
-CREATE INDEX agents_search_idx ON agents USING gin (search_doc) WHERE status = 'approved';
+-- fastupdate off: new entries go straight into the index instead of a pending list that every
+-- search would scan (and that makes the planner fall back to a sequential scan); catalog writes
+-- are rare, searches are not.
+CREATE INDEX agents_search_idx ON agents USING gin (search_doc) WITH (fastupdate = off)
+    WHERE status = 'approved';
 CREATE INDEX agents_rating_idx ON agents (rating_avg DESC, id DESC) WHERE status = 'approved';
 CREATE INDEX agents_installs_idx ON agents (install_count DESC, id DESC) WHERE status = 'approved';
 CREATE INDEX agents_newest_idx ON agents (published_at DESC, id DESC) WHERE status = 'approved';
@@ -65,12 +69,13 @@ CREATE TABLE agent_versions (
     PRIMARY KEY (agent_id, version)
 );
 
--- Words of every listing, for typo tolerance: a query word missing from here is replaced by its
--- nearest trigram neighbours (the "did you mean" technique of the pg_trgm documentation).
+-- Words of every listing, for typo tolerance: a query word missing from here is widened to its
+-- nearest trigram neighbours (the "did you mean" technique of the pg_trgm documentation). GiST,
+-- not GIN: only GiST serves `ORDER BY term <-> word LIMIT k` (nearest neighbours) from the index.
 CREATE TABLE catalog_terms (
     term    text PRIMARY KEY
 );
-CREATE INDEX catalog_terms_trgm_idx ON catalog_terms USING gin (term gin_trgm_ops);
+CREATE INDEX catalog_terms_trgm_idx ON catalog_terms USING gist (term gist_trgm_ops);
 
 CREATE TABLE agent_reviews (
     agent_id    text NOT NULL REFERENCES agents (id),
