@@ -267,8 +267,10 @@ class CatalogService:
         return principal.platform_admin or self.orgs.role_of(principal, listing["publisher_org_id"]) is not None
 
     @staticmethod
-    def _find(tx: Tx, agent_id: str, *, lock: bool = False) -> Row | None:
+    def _find(tx: Tx, agent_id: str, *, lock: bool = False, by_name: bool = True) -> Row | None:
         # Names are slugs ([a-z0-9-]) and ids carry an "agt_" prefix, so either identifies a listing.
+        if not agent_id.startswith("agt_") and not by_name:
+            return None
         column = "id" if agent_id.startswith("agt_") else "name"
         suffix = " FOR UPDATE" if lock else ""
         return tx.fetch_one(f"SELECT {_LISTING_COLUMNS} FROM agents a WHERE a.{column} = %s{suffix}", agent_id)
@@ -519,15 +521,17 @@ class CatalogService:
                             ) -> AgentManifest:
         """The manifest to install: an approved version (default: latest) of an approved listing.
 
-        NotFound for an unknown or unpublished listing or version; Conflict for a suspended listing.
-        Pass ``tx`` to read inside the install's own transaction.
+        ``agent_id`` must be the listing id (``agt_...``), never its name: the caller stores it as the
+        deployment's foreign key. NotFound for an unknown or unpublished listing or version;
+        Conflict for a suspended listing. Pass ``tx`` to read inside the install's own transaction.
         """
         if tx is None:
             with self.db.transaction() as own:
                 return self.installable_version(agent_id, version, tx=own)
-        listing = self._find(tx, agent_id)
+        listing = self._find(tx, agent_id, by_name=False)
         if listing is None or listing["status"] in ("pending_review", "rejected"):
-            raise NotFound("agent not found")
+            raise NotFound("agent not found; install an agent by its id (agt_...)",
+                           details=[{"path": "agent_id", "message": "no such published agent id"}])
         if listing["status"] == "suspended":
             raise Conflict("this agent is suspended and cannot be installed", code="agent_suspended")
         wanted = version or listing["latest_version"]
@@ -545,12 +549,13 @@ class CatalogService:
                    delta, agent_id)
 
     def has_installed(self, org_id: str, agent_id: str, *, tx: Tx | None = None) -> bool:
-        """Has ``org_id`` ever installed the agent (uninstalled deployments count: they used it)?"""
+        """Has ``org_id`` ever installed the agent? Uninstalled deployments count (the org used the
+        agent and may say why it left); failed ones do not (it never ran)."""
         if tx is None:
             with self.db.transaction() as own:
                 return self.has_installed(org_id, agent_id, tx=own)
-        return bool(tx.fetch_val("SELECT EXISTS (SELECT 1 FROM deployments WHERE org_id = %s AND agent_id = %s)",
-                                 org_id, agent_id))
+        return bool(tx.fetch_val("SELECT EXISTS (SELECT 1 FROM deployments WHERE org_id = %s AND agent_id = %s "
+                                 "AND status <> 'failed')", org_id, agent_id))
 
     # -- catalog ---------------------------------------------------------------------------------
     def search(self, params: CatalogSearch) -> tuple[list[Row], str | None]:

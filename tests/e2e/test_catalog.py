@@ -221,6 +221,9 @@ def test_review_rules_and_aggregates(container, publisher, make_org, member, mak
 
     refused = customer.post(f"/agents/{agent_id}/reviews", json={"org_id": org_id, "rating": 5, "text": "great"})
     assert refused.status == 403 and refused.body["error"]["code"] == "not_installed"
+    record_install(container, org_id, agent_id, status="failed")  # a failed install never ran
+    refused = customer.post(f"/agents/{agent_id}/reviews", json={"org_id": org_id, "rating": 5, "text": "great"})
+    assert refused.status == 403 and refused.body["error"]["code"] == "not_installed"
 
     deployment = record_install(container, org_id, agent_id)
     viewer = member(customer, org_id, "viewer")
@@ -313,3 +316,21 @@ def test_concurrent_reviews_keep_the_aggregate_consistent(container, publisher, 
     assert listing["rating_count"] == 8
     expected = (Decimal(sum(ratings)) / 8).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     assert listing["rating_avg"] == float(expected)
+
+
+def test_review_after_an_install_through_the_api(container, publisher, make_org):
+    agent_id = publisher()
+    name = publisher.dev.get(f"/agents/{agent_id}").body["listing"]["name"]
+    customer, org_id = make_org("Real Customer")
+    by_name = customer.post(f"/orgs/{org_id}/install", json={"agent_id": name, "deployment_type": "byoc"})
+    assert by_name.status == 404, by_name  # installs name the listing by id
+    assert customer.post(f"/agents/{agent_id}/reviews", json={"org_id": org_id, "rating": 4}).status == 403
+    installed = customer.post(f"/orgs/{org_id}/install", json={"agent_id": agent_id, "deployment_type": "byoc"})
+    assert installed.status == 201, installed
+    assert customer.get(f"/agents/{agent_id}").body["listing"]["install_count"] == 1
+    assert customer.post(f"/agents/{agent_id}/reviews", json={"org_id": org_id, "rating": 4}).status == 201
+    # A suspended agent is refused for new installs.
+    publisher.padmin.post(f"/admin/agents/{agent_id}/suspend", json={"reason": "abuse"})
+    other, other_org = make_org()
+    refused = other.post(f"/orgs/{other_org}/install", json={"agent_id": agent_id, "deployment_type": "byoc"})
+    assert refused.status == 409 and refused.body["error"]["code"] == "agent_suspended", refused

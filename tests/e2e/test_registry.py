@@ -546,5 +546,7 @@ def test_the_repository_builtin_agents_are_published(container, make_user):
     assert listing["status"] == "approved" and listing["category"] == "finops"
     assert listing["pricing"] == {"base_micros": 500_000, "per_record_micros": 1_000,
                                   "per_cpu_hour_micros": 500_000, "subscription_monthly_micros": 0}
-    manifest = container.catalog.installable_version("cost-anomaly-detector")
+    with pytest.raises(NotFound):
+        container.catalog.installable_version("cost-anomaly-detector")  # installs use the id, not the name
+    manifest = container.catalog.installable_version(listing["id"])
     assert manifest.runtime.entrypoint == "runtime.agents.cost_anomaly.graph:build_graph"
