@@ -39,7 +39,7 @@ def data_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def settings(data_dir: Path) -> Settings:
-    return Settings(mode="local", data_dir=data_dir, public_url="http://testserver", db_pool_size=24)
+    return Settings(mode="local", data_dir=data_dir, public_url="https://testserver", db_pool_size=24)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
@@ -19,6 +19,9 @@ from shared.ports.provisioner import DataPlaneSpec, Provisioner
 from shared.services.audit import AuditLog
 from shared.services.catalog import CatalogService
 from shared.services.identity import IdentityService
+
+if TYPE_CHECKING:
+    from byoc.bundle import Cloud
 
 S = DeploymentStatus
 CREDENTIALS_SECRET = "agent-credentials"  # noqa: S105 - the Kubernetes secret's name, not a secret
@@ -290,7 +293,7 @@ class DeploymentService:
             return row, self._manifest(tx, row)
 
     # -- BYOC ----------------------------------------------------------------------------------
-    def bundle(self, principal: Principal, org_id: str, deployment_id: str, *, cloud: str,
+    def bundle(self, principal: Principal, org_id: str, deployment_id: str, *, cloud: Cloud,
                include_secret: bool) -> tuple[bytes, str]:
         """The BYOC bundle (Helm chart + Terraform) for a BYOC deployment.
 
