@@ -50,13 +50,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     app = create_gateway(container)
     WSGIRequestHandler.protocol_version = "HTTP/1.1"  # keep-alive
     server = make_server(args.host, args.port, app, threaded=True)
-    background = _start_background(container, args.workers)
+    background = _start_background(container, args.workers, _loopback_url(args.host, server.server_port))
     stop = threading.Event()
+
+    def stop_all() -> None:
+        # Workers drain their runs first: they still need the API to report them.
+        for worker in background:
+            worker.stop()
+        server.shutdown()
 
     def on_signal(signum: int, _frame: Any) -> None:
         _say(f"received {signal.Signals(signum).name}, stopping ...")
-        stop.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        if not stop.is_set():
+            stop.set()
+            threading.Thread(target=stop_all, daemon=True).start()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -77,10 +84,25 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_background(container: Any, workers: int) -> list[Any]:
-    """Local data-plane workers and the scheduler, once the runtime provides them."""
-    starter = container.extras.get("start_background")
-    return list(starter(workers)) if starter else []
+def _loopback_url(host: str, port: int) -> str:
+    """How local workers reach the API (a wildcard bind is reached on the loopback address)."""
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - recognising a wildcard bind, not binding one
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _start_background(container: Any, workers: int, url: str) -> list[Any]:
+    """The scheduler and the local data-plane worker pool (``workers`` processes talking to ``url``)."""
+    from functions.scheduler import LocalScheduler, platform_jobs  # noqa: PLC0415
+    from runtime.pool import WorkerPool  # noqa: PLC0415
+
+    scheduler = LocalScheduler(platform_jobs(container))
+    scheduler.start()
+    pool = WorkerPool(container.settings.dataplanes_dir, url, processes=max(workers, 0))
+    pool.start()
+    if workers:
+        _say(f"{workers} local data-plane worker process(es) serving {container.settings.dataplanes_dir}")
+    return [pool, scheduler]
 
 
 def cmd_token(args: argparse.Namespace) -> int:

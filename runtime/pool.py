@@ -24,11 +24,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtime.client import DataPlaneClient
-from runtime.worker import Worker, WorkerOptions, default_worker_id
 from shared.adapters.local_provisioner import LocalProvisioner
+
+if TYPE_CHECKING:
+    from runtime.worker import Worker
 
 _log = logging.getLogger("marketplace.pool")
 
@@ -77,6 +78,10 @@ class AssignmentServer:
                 self._start(deployment_id, api_key)
 
     def _start(self, deployment_id: str, api_key: str) -> None:
+        # Imported here: the parent process (``marketplace up``) never loads LangGraph.
+        from runtime.client import DataPlaneClient  # noqa: PLC0415
+        from runtime.worker import Worker, WorkerOptions, default_worker_id  # noqa: PLC0415
+
         options = WorkerOptions(worker_id=f"{default_worker_id()}/{self.index}", lease_seconds=self.lease_seconds,
                                 poll_wait=self.poll_wait, drain_seconds=self.drain_seconds)
         worker = Worker(DataPlaneClient(self.control_plane_url, api_key), options=options)

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -311,3 +312,49 @@ def test_the_local_pool_serves_the_provisioned_deployments(live_url, container, 
         assert time.monotonic() - started < 30
     assert pool.pids == []
     inst.admin.post(f"/agents/{inst.agent_id}/runs/{late['id']}/cancel")
+
+
+def test_marketplace_up_runs_agents_with_its_worker_pool():
+    # Not pytest's tmp_path (private): as root, PostgreSQL runs as a service user who must reach it.
+    base = Path(tempfile.mkdtemp(prefix="marketplace-up-"))
+    base.chmod(0o755)
+    data_dir = base / "data"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    marketplace = Path(sys.executable).parent / "marketplace"
+    proc = subprocess.Popen([str(marketplace), "up", "--port", str(port), "--data-dir", str(data_dir),
+                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "MARKETPLACE_LOG_LEVEL": "WARNING"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("READY "):
+                break
+        assert any(line.startswith("READY ") for line in lines), "".join(lines)
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+        token = subprocess.run([str(marketplace), "token", "--email", "up@example.com", "--data-dir", str(data_dir)],
+                               capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        org_id = api.post("/orgs", json={"name": "Up"}).json()["id"]
+        agent_id = api.get("/agents/cost-anomaly-detector").json()["listing"]["id"]
+        dep = api.post(f"/orgs/{org_id}/install", json={"agent_id": agent_id,
+                                                        "config": {"billing_source": str(FOCUS_SAMPLE)}}).json()
+        wait_for(lambda: api.get(f"/orgs/{org_id}/deployments/{dep['id']}").json()["status"] == "ready",
+                 timeout=60, what="the pool to register the deployment")
+        run = api.post(f"/agents/{agent_id}/runs", json={"deployment_id": dep["id"]}).json()
+        final = wait_for(lambda: (r := api.get(f"/agents/{agent_id}/runs/{run['id']}").json())["status"] in FINAL
+                         and r, timeout=60, what="the run")
+        assert final["status"] == "succeeded" and final["metrics"]["records_processed"] == 1000
+        api.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=90)
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(base, ignore_errors=True)
+    assert proc.returncode == 0

@@ -1,0 +1,72 @@
+"""The platform's periodic jobs, and the thread that runs them in local mode.
+
+In gcp mode Cloud Scheduler calls each job on its schedule; locally ``marketplace up`` runs them in
+one background thread. A job that fails is logged and tried again at its next turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_log = logging.getLogger("marketplace.scheduler")
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """A job and how often it runs."""
+
+    name: str
+    every_seconds: float
+    run: Callable[[], object]
+
+
+def platform_jobs(container: Any) -> list[ScheduledJob]:
+    """The periodic jobs of the services in ``container``."""
+    jobs = [
+        # Ready deployments silent for three heartbeats become unreachable.
+        ScheduledJob("deployments.mark_unreachable", 30.0, container.deployments.mark_unreachable),
+        # Unfinished runs whose task ended without them (a lease that expired on the last attempt).
+        ScheduledJob("runs.reconcile", 30.0, container.runs.reconcile),
+    ]
+    relay = getattr(container.queue, "relay", None)
+    if callable(relay):  # a push-delivering queue re-pushes due redeliveries
+        jobs.append(ScheduledJob("queue.relay", 10.0, relay))
+    return jobs
+
+
+class LocalScheduler:
+    """Runs ``jobs`` on their intervals in one daemon thread until ``stop``."""
+
+    def __init__(self, jobs: Sequence[ScheduledJob]) -> None:
+        self.jobs = list(jobs)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the job running now, if any."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        due = {job.name: time.monotonic() + job.every_seconds for job in self.jobs}
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for job in self.jobs:
+                if now < due[job.name]:
+                    continue
+                try:
+                    job.run()
+                except Exception:  # noqa: BLE001 - one job's failure must not stop the others
+                    _log.exception("scheduled job %s failed", job.name)
+                due[job.name] = time.monotonic() + job.every_seconds
+            wait = min(due.values()) - time.monotonic() if due else 1.0
+            self._stop.wait(max(wait, 0.05))
