@@ -231,6 +231,15 @@ class SeedReport:
         return "; ".join(parts) or "no built-in agents found"
 
 
+# Nearest catalog words of each query word missing from the catalog, from the GiST index
+# (distance = 1 - similarity), kept above the similarity threshold.
+_EXPAND_SQL = (
+    "SELECT t.word, c.term FROM unnest(%s::text[]) AS t(word) CROSS JOIN LATERAL ("
+    " SELECT term, similarity(term, t.word) AS sim FROM catalog_terms"
+    " ORDER BY term <-> t.word LIMIT %s) c"
+    " WHERE c.sim >= %s AND NOT EXISTS (SELECT 1 FROM catalog_terms e WHERE e.term = t.word)"
+    " ORDER BY t.word, c.sim DESC, c.term")
+
 # Sort keys: (SQL expression, SQL type for the cursor value); the listing id breaks ties.
 _SORT_KEYS: dict[str, list[tuple[str, str]]] = {
     "relevance": [("score", "float8")],
@@ -610,15 +619,7 @@ class CatalogService:
         candidates = [w for w in words if len(w) >= TYPO_MIN_LENGTH]
         found: dict[str, list[str]] = {}
         if candidates:
-            # Nearest neighbours from the GiST index (distance = 1 - similarity), kept above
-            # the similarity threshold.
-            rows = tx.fetch_all(
-                "SELECT t.word, c.term FROM unnest(%s::text[]) AS t(word) CROSS JOIN LATERAL ("
-                " SELECT term, similarity(term, t.word) AS sim FROM catalog_terms"
-                " ORDER BY term <-> t.word LIMIT %s) c"
-                " WHERE c.sim >= %s AND NOT EXISTS (SELECT 1 FROM catalog_terms e WHERE e.term = t.word)"
-                " ORDER BY t.word, c.sim DESC, c.term",
-                candidates, TYPO_ALTERNATIVES, TYPO_SIMILARITY)
+            rows = tx.fetch_all(_EXPAND_SQL, candidates, TYPO_ALTERNATIVES, TYPO_SIMILARITY)
             for row in rows:
                 found.setdefault(row["word"], []).append(row["term"])
         return [[w, *found.get(w, [])] for w in words]
@@ -668,17 +669,27 @@ class CatalogService:
         return (sql, *args, params.limit + 1)
 
     def explain_search(self, params: CatalogSearch) -> str:
-        """``EXPLAIN (ANALYZE, BUFFERS)`` of the statement :meth:`search` runs for ``params``."""
+        """``EXPLAIN (ANALYZE, BUFFERS)`` of the statements :meth:`search` runs for ``params``."""
         words = query_words(params.q or "")
         sort = params.sort or ("relevance" if words else "installs")
         after = decode_cursor(params.cursor, required=("f", "k", "id"))
+        plans = []
         with self.db.transaction() as tx:
+            tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             groups = None
             if words:
-                groups = self._cursor_groups(after, len(words)) if after else self._expand(tx, words)
+                if after:
+                    groups = self._cursor_groups(after, len(words))
+                else:
+                    groups = self._expand(tx, words)
+                    candidates = [w for w in words if len(w) >= TYPO_MIN_LENGTH]
+                    if candidates:
+                        plans.append(("typo lookup", tx.fetch_all(f"EXPLAIN (ANALYZE, BUFFERS) {_EXPAND_SQL}",
+                                                                  candidates, TYPO_ALTERNATIVES, TYPO_SIMILARITY)))
             sql, *args = self._search_sql(params, sort, groups, after)
-            rows = tx.fetch_all(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
-        return "\n".join(str(next(iter(r.values()))) for r in rows)
+            plans.append(("search", tx.fetch_all(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)))
+        return "\n".join(f"[{name}]\n" + "\n".join(str(next(iter(r.values()))) for r in rows)
+                         for name, rows in plans)
 
     def detail(self, principal: Principal | None, agent_id: str) -> dict[str, Any]:
         """The listing, its shown manifest, its versions (newest first) and its rating summary."""
