@@ -22,6 +22,7 @@ OPERATION_MODULES = (
     "functions.moderation",
     "functions.runs",
     "functions.tasks",
+    "functions.webhooks",
 )
 
 

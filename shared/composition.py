@@ -10,6 +10,7 @@ from typing import Any
 from shared.db.database import ConnectionFactory, Database
 from shared.db.migrate import apply_migrations
 from shared.ports.provisioner import Provisioner
+from shared.ports.secret_box import SecretBox
 from shared.ports.task_queue import TaskQueue
 from shared.ports.tokens import TokenIssuer, TokenVerifier
 from shared.services.audit import AuditLog
@@ -19,6 +20,8 @@ from shared.services.idempotency import IdempotencyStore
 from shared.services.identity import IdentityService, Users
 from shared.services.orgs import OrgService
 from shared.services.runs import RunService
+from shared.services.webhook_destinations import DestinationPolicy, SystemResolver
+from shared.services.webhooks import WebhookService
 from shared.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ class Container:
     deployments: DeploymentService
     queue: TaskQueue
     runs: RunService
+    webhooks: WebhookService
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -166,6 +170,17 @@ def _task_queue(db: Database, connect: ConnectionFactory) -> TaskQueue:
     return PgTaskQueue(db, listen_connect=connect)
 
 
+def _secret_box(settings: Settings) -> SecretBox:
+    # One platform key ring until per-org envelope keys replace it behind the same port.
+    from shared.adapters.aesgcm_secret_box import AesGcmSecretBox  # noqa: PLC0415
+
+    if settings.secret_box_keys is not None:
+        return AesGcmSecretBox.from_encoded(settings.secret_box_keys.get_secret_value())
+    if settings.mode == "local":
+        return AesGcmSecretBox.from_key_dir(settings.keys_dir)
+    raise RuntimeError("gcp mode needs MARKETPLACE_SECRET_BOX_KEYS")
+
+
 def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     """Wire every port and service for ``settings``."""
     connect = connection_factory(settings)
@@ -180,6 +195,8 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     orgs = OrgService(db, users, identity, audit)
     catalog = CatalogService(db, audit, users, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR)
     queue = _task_queue(db, connect)
+    webhooks = WebhookService(db, audit, _secret_box(settings),
+                              DestinationPolicy(SystemResolver(), allow_loopback=settings.webhooks_allow_loopback))
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
@@ -190,4 +207,5 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
                                       control_plane_url=settings.public_url),
         queue=queue,
         runs=RunService(db, audit, orgs, queue),
+        webhooks=webhooks,
     )

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     runner_image: str = "us-docker.pkg.dev/agent-marketplace/runner/data-plane:latest"
     dataplane_service_account: str | None = None
 
+    # Webhook receivers on loopback addresses (http or https): local development and tests only,
+    # never in production. Every other private or reserved address is refused regardless.
+    webhooks_allow_loopback: bool = False
+    # The keys that encrypt webhook signing secrets at rest: comma-separated base64 of 32 bytes,
+    # the current key first (the others still decrypt). Required in gcp mode; local mode keeps
+    # generated keys in the data directory's keys/ folder.
+    secret_box_keys: SecretStr | None = None
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     idempotency_ttl_seconds: int = 24 * 3600
     log_level: str = "INFO"

@@ -1,0 +1,61 @@
+"""Webhooks: subscribe an org's endpoints to events, inspect deliveries, and run the dispatcher."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from functions.operation import ADMIN, Call, Reply, operation
+from shared.models.webhooks import (
+    DeliveryAttemptOut,
+    DispatchOut,
+    DispatchRequest,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookOut,
+)
+from shared.pagination import Page, PageQuery
+
+
+# Not replayable with Idempotency-Key: the replay store would keep the signing secret in clear
+# for a day, and "shown once" would no longer hold. A retried create makes a second webhook.
+@operation("POST", "/orgs/{org_id}/webhooks", summary="Create a webhook", tags=["webhooks"], roles=ADMIN,
+           body=WebhookCreate, response=WebhookCreated, status=201, idempotent=False)
+def create_webhook(call: Call) -> WebhookCreated:
+    b = call.body
+    row, secret = call.services.webhooks.create(call.caller, call.org_id, url=b.url, events=b.events,
+                                                description=b.description)
+    return WebhookCreated(**row, secret=secret)
+
+
+@operation("GET", "/orgs/{org_id}/webhooks", summary="List webhooks", tags=["webhooks"], roles=ADMIN,
+           query=PageQuery, response=Page[WebhookOut])
+def list_webhooks(call: Call) -> Page[WebhookOut]:
+    rows, cursor = call.services.webhooks.page(call.org_id, limit=call.query.limit, cursor=call.query.cursor)
+    return Page[WebhookOut](items=[WebhookOut(**r) for r in rows], next_cursor=cursor)
+
+
+@operation("GET", "/orgs/{org_id}/webhooks/{webhook_id}", summary="Read a webhook", tags=["webhooks"],
+           roles=ADMIN, response=WebhookOut)
+def get_webhook(call: Call) -> WebhookOut:
+    return WebhookOut(**call.services.webhooks.get(call.org_id, call.params["webhook_id"]))
+
+
+@operation("DELETE", "/orgs/{org_id}/webhooks/{webhook_id}", summary="Delete a webhook", tags=["webhooks"],
+           roles=ADMIN, status=204)
+def delete_webhook(call: Call) -> Reply:
+    call.services.webhooks.delete(call.caller, call.org_id, call.params["webhook_id"])
+    return Reply(status=204)
+
+
+@operation("GET", "/orgs/{org_id}/webhooks/{webhook_id}/deliveries", summary="List a webhook's delivery attempts",
+           tags=["webhooks"], roles=ADMIN, query=PageQuery, response=Page[DeliveryAttemptOut])
+def list_webhook_deliveries(call: Call) -> Page[DeliveryAttemptOut]:
+    rows, cursor = call.services.webhooks.attempts_page(call.org_id, call.params["webhook_id"],
+                                                        limit=call.query.limit, cursor=call.query.cursor)
+    return Page[DeliveryAttemptOut](items=[DeliveryAttemptOut(**r) for r in rows], next_cursor=cursor)
+
+
+@operation("POST", "/internal/webhooks/dispatch", summary="Deliver due webhook events", tags=["internal"],
+           platform_admin=True, body=DispatchRequest, response=DispatchOut, idempotent=False)
+def dispatch_webhooks(call: Call) -> DispatchOut:
+    return DispatchOut(**asdict(call.services.webhooks.deliver_due(call.body.limit)))
