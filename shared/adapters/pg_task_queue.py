@@ -391,6 +391,11 @@ class PgTaskQueue:
         deadline = time.monotonic() + max(wait_seconds, 0.0)
         listener: _Listener | None = None
         waiter: threading.Event | None = None
+        # When the next row falls due (monotonic clock). Looked up again after a sleep that
+        # ran out, not after a notification that someone else's claim answered: a new task
+        # notifies, and a row taken by another claimer only falls due later, if at all.
+        due_at: float | None = None
+        look_up_due = True
         try:
             while True:
                 task = self._claim_once(deployment_id, worker_id, lease_seconds)
@@ -405,11 +410,14 @@ class PgTaskQueue:
                     listener = self.listener()
                     waiter = listener.register(deployment_id)
                     continue
+                now = time.monotonic()
+                if look_up_due:
+                    due_in = self._seconds_until_due(deployment_id)
+                    due_at = None if due_in is None else now + max(due_in, _LOCKED_RETRY_SECONDS)
                 sleep = min(remaining, self.poll_interval)
-                due_in = self._seconds_until_due(deployment_id)
-                if due_in is not None:
-                    sleep = min(sleep, max(due_in, _LOCKED_RETRY_SECONDS))
-                waiter.wait(sleep)
+                if due_at is not None:
+                    sleep = min(sleep, max(due_at - now, 0.0))
+                look_up_due = not waiter.wait(sleep)
                 waiter.clear()
         finally:
             if listener is not None and waiter is not None:
