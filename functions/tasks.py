@@ -46,7 +46,7 @@ def next_task(call: Call) -> TaskOut | Reply:
     return TaskOut(task_id=task.id, lease_token=task.lease_token, lease_expires_at=task.lease_expires_at,
                    lease_seconds=q.lease_seconds, run_id=run["id"], agent_id=run["agent_id"], version=run["version"],
                    inputs=run["inputs"], config=leased.config, granted_permissions=leased.granted_permissions,
-                   manifest=leased.manifest.model_dump(mode="json"), attempt=task.attempt,
+                   manifest=leased.manifest, attempt=task.attempt,
                    max_attempts=run["max_attempts"], cancel_requested=run["cancel_requested"],
                    next_log_seq=leased.next_log_seq)
 

@@ -22,9 +22,11 @@ See docs/RUNS.md for the life cycle.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +71,16 @@ _RUN_COLUMNS = ("r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.statu
                 "r.finished_at")
 _RETURNING = _RUN_COLUMNS.replace("r.", "")
 
+# A delivery starts the run: $attempt, $lease_hash, $worker, $task_id, $run_id, $deployment_id.
+_START = f"""
+UPDATE runs r SET status = 'running', attempt = %s, lease_hash = %s, worker = %s, task_id = %s,
+                  started_at = coalesce(r.started_at, now()), updated_at = now()
+FROM deployments d
+WHERE r.id = %s AND r.deployment_id = %s AND d.id = r.deployment_id AND r.status IN ('queued', 'running')
+RETURNING {_RUN_COLUMNS}, d.config AS deployment_config, d.granted_permissions AS deployment_grants,
+          (SELECT coalesce(max(l.seq), 0) + 1 FROM run_logs l WHERE l.run_id = r.id) AS next_log_seq
+"""
+
 # One statement for a whole batch; ``fields`` travels as text and is cast per row.
 _INSERT_LOGS = """
 INSERT INTO run_logs (run_id, seq, ts, level, step, message, fields, attempt)
@@ -95,8 +107,18 @@ class LeasedRun:
     run: Row
     config: dict[str, Any]
     granted_permissions: list[str]
-    manifest: AgentManifest
+    manifest: dict[str, Any]  # the run's version, as published
     next_log_seq: int
+
+
+@dataclass(frozen=True)
+class _Version:
+    manifest: AgentManifest
+    manifest_json: dict[str, Any]
+    inputs_validator: jsonschema.protocols.Validator
+
+
+_VERSION_CACHE_SIZE = 512
 
 
 def lease_hash(token: str) -> str:
@@ -104,9 +126,10 @@ def lease_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def input_problems(manifest: AgentManifest, inputs: dict[str, Any]) -> list[dict[str, str]]:
+def input_problems(manifest: AgentManifest, inputs: dict[str, Any], *,
+                   validator: jsonschema.protocols.Validator | None = None) -> list[dict[str, str]]:
     """Every way ``inputs`` breaks the manifest's input schema, with ``inputs.<path>`` paths."""
-    validator = jsonschema.Draft202012Validator(manifest.inputs)
+    validator = validator or jsonschema.Draft202012Validator(manifest.inputs)
     problems = []
     for error in sorted(validator.iter_errors(inputs), key=lambda e: [str(p) for p in e.absolute_path]):
         path = "inputs" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
@@ -132,6 +155,8 @@ class RunService:
         self.queue = queue
         self.events = events
         self.max_attempts = max_attempts
+        self._versions: collections.OrderedDict[tuple[str, str], _Version] = collections.OrderedDict()
+        self._versions_lock = threading.Lock()
 
     # -- lookups ---------------------------------------------------------------------------------
     @staticmethod
@@ -155,13 +180,30 @@ class RunService:
             raise NotFound("run not found")  # never disclose another org's runs
         return row, role
 
-    @staticmethod
-    def _manifest(tx: Tx, agent_id: str, version: str) -> AgentManifest:
+    def _version(self, tx: Tx, agent_id: str, version: str) -> _Version:
+        """A published version's manifest, its JSON and its inputs validator.
+
+        Versions are immutable, so they are cached: parsing a manifest and compiling its schemas
+        costs more than everything else a run's creation or claim does.
+        """
+        key = (agent_id, version)
+        with self._versions_lock:
+            cached = self._versions.get(key)
+            if cached is not None:
+                self._versions.move_to_end(key)
+                return cached
         found = tx.fetch_val("SELECT manifest FROM agent_versions WHERE agent_id = %s AND version = %s",
                              agent_id, version)
         if found is None:
             raise NotFound(f"version {version} of the agent is gone")
-        return AgentManifest.model_validate(found)
+        manifest = AgentManifest.model_validate(found)
+        loaded = _Version(manifest, manifest.model_dump(mode="json"),
+                          jsonschema.Draft202012Validator(manifest.inputs))
+        with self._versions_lock:
+            self._versions[key] = loaded
+            while len(self._versions) > _VERSION_CACHE_SIZE:
+                self._versions.popitem(last=False)
+        return loaded
 
     @staticmethod
     def _dataplane(principal: Principal) -> tuple[str, str]:
@@ -196,19 +238,20 @@ class RunService:
             raise Conflict(f"the deployment is {deployment['status']}; runs need a ready deployment",
                            code="deployment_not_ready")
         with self.db.transaction() as tx:
-            manifest = self._manifest(tx, deployment["agent_id"], deployment["version"])
-            problems = input_problems(manifest, inputs)
+            version = self._version(tx, deployment["agent_id"], deployment["version"])
+            problems = input_problems(version.manifest, inputs, validator=version.inputs_validator)
             if problems:
                 raise Unprocessable("the inputs do not match the agent's input schema", details=problems)
             run_id = new_id("run")
-            tx.execute("INSERT INTO runs (id, org_id, agent_id, deployment_id, version, inputs, max_attempts, "
-                       "created_by) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s)",
-                       run_id, deployment["org_id"], deployment["agent_id"], deployment_id, deployment["version"],
-                       json.dumps(inputs), self.max_attempts, principal.actor)
+            # The task first (its table has no foreign key to runs): the run then records its id.
             task_id = self.queue.enqueue(tx, kind=TASK_KIND, payload={"run_id": run_id}, run_id=run_id,
                                          org_id=deployment["org_id"], deployment_id=deployment_id,
                                          max_attempts=self.max_attempts)
-            row = tx.fetch_one(f"UPDATE runs SET task_id = %s WHERE id = %s RETURNING {_RETURNING}", task_id, run_id)
+            row = tx.fetch_one("INSERT INTO runs (id, org_id, agent_id, deployment_id, version, inputs, max_attempts, "
+                               "created_by, task_id) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s) "
+                               f"RETURNING {_RETURNING}",
+                               run_id, deployment["org_id"], deployment["agent_id"], deployment_id,
+                               deployment["version"], json.dumps(inputs), self.max_attempts, principal.actor, task_id)
             assert row is not None
             self.audit.append(tx, org_id=deployment["org_id"], actor=principal.actor, action="run.created",
                               target=run_id, details={"agent_id": deployment["agent_id"],
@@ -317,30 +360,22 @@ class RunService:
                 return leased
 
     def _start(self, task: ClaimedTask, worker: str) -> LeasedRun | None:
-        with self.db.transaction() as tx:
-            run = tx.fetch_one(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.id = %s FOR UPDATE", task.run_id)
-            stale: RunStatus | None = None
-            if run is None or run["deployment_id"] != task.deployment_id:
-                stale = RunStatus.FAILED
-            elif RunStatus(run["status"]).final:
-                stale = RunStatus(run["status"])
-            else:
-                run = self._update(tx, run["id"], status=RunStatus.RUNNING.value, attempt=task.attempt,
-                                   lease_hash=lease_hash(task.lease_token), worker=worker[:200], task_id=task.id,
-                                   started_at=run["started_at"] or datetime.now(UTC))
-                deployment = tx.fetch_one("SELECT config, granted_permissions FROM deployments WHERE id = %s",
-                                          run["deployment_id"])
-                assert deployment is not None
-                leased = LeasedRun(
-                    task=task, run=run, config=deployment["config"],
-                    granted_permissions=list(deployment["granted_permissions"]),
-                    manifest=self._manifest(tx, run["agent_id"], run["version"]),
-                    next_log_seq=int(tx.fetch_val("SELECT coalesce(max(seq), 0) + 1 FROM run_logs WHERE run_id = %s",
-                                                  run["id"])))
-        if stale is None:
-            return leased
+        # One statement, in autocommit: the UPDATE locks the run and re-checks its status, so a
+        # cancel or a completion that committed first wins and the run is not started again.
+        with self.db.read() as tx:
+            run = tx.fetch_one(_START, task.attempt, lease_hash(task.lease_token), worker[:200], task.id,
+                               task.run_id, task.deployment_id)
+            if run is not None:
+                return LeasedRun(task=task, run=run, config=run.pop("deployment_config"),
+                                 granted_permissions=list(run.pop("deployment_grants")),
+                                 manifest=self._version(tx, run["agent_id"], run["version"]).manifest_json,
+                                 next_log_seq=int(run.pop("next_log_seq")))
+            found = tx.fetch_one("SELECT status, deployment_id FROM runs WHERE id = %s", task.run_id)
+        stale = RunStatus.FAILED
+        if found is not None and found["deployment_id"] == task.deployment_id and RunStatus(found["status"]).final:
+            stale = RunStatus(found["status"])
         # Finished before this delivery (a completion recorded just before a crash, or a cancel
-        # racing the claim): close the task so that it is not delivered again.
+        # racing the claim), or gone: close the task so that it is not delivered again.
         self._settle(task.id, task.lease_token, stale, error=f"the run is already {stale.value}")
         return None
 
@@ -431,11 +466,9 @@ class RunService:
                 outputs: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
                 extra: dict[str, Any] | None = None) -> Row:
         """Move a run to a final status: audited, announced, its checkpoints dropped."""
-        row = self._update(tx, run["id"], status=status.value, error=error, outputs=outputs, metrics=metrics,
-                           finished_at=datetime.now(UTC), **(extra or {}))
         # Checkpoints exist to resume a redelivered run; a finished run is never resumed.
-        tx.execute("DELETE FROM run_checkpoint_writes WHERE run_id = %s", run["id"])
-        tx.execute("DELETE FROM run_checkpoints WHERE run_id = %s", run["id"])
+        row = self._update(tx, run["id"], drop_checkpoints=True, status=status.value, error=error, outputs=outputs,
+                           metrics=metrics, finished_at=datetime.now(UTC), **(extra or {}))
         details: dict[str, Any] = {"attempt": run["attempt"], "error": error}
         if metrics is not None:
             details["metrics"] = metrics
@@ -449,8 +482,12 @@ class RunService:
         return row
 
     @staticmethod
-    def _update(tx: Tx, run_id: str, **columns: Any) -> Row:
+    def _update(tx: Tx, run_id: str, *, drop_checkpoints: bool = False, **columns: Any) -> Row:
         sets, args = ["updated_at = now()"], []
+        # Data-modifying CTEs run whether or not the UPDATE refers to them: one round trip.
+        prefix = ("WITH w AS (DELETE FROM run_checkpoint_writes WHERE run_id = %s), "
+                  "c AS (DELETE FROM run_checkpoints WHERE run_id = %s) ") if drop_checkpoints else ""
+        prefix_args = [run_id, run_id] if drop_checkpoints else []
         for column, value in columns.items():
             if column in ("outputs", "metrics", "completion"):
                 sets.append(f"{column} = %s::jsonb")
@@ -458,7 +495,8 @@ class RunService:
             else:
                 sets.append(f"{column} = %s")
                 args.append(value)
-        row = tx.fetch_one(f"UPDATE runs SET {', '.join(sets)} WHERE id = %s RETURNING {_RETURNING}", *args, run_id)
+        row = tx.fetch_one(f"{prefix}UPDATE runs SET {', '.join(sets)} WHERE id = %s RETURNING {_RETURNING}",
+                           *prefix_args, *args, run_id)
         assert row is not None
         return row
 

@@ -1,0 +1,230 @@
+"""Runs per second through the API: create a run, lease its task, complete it — over HTTP.
+
+    .venv/bin/python bench/runs.py [--seconds 8] [--concurrency 8] [--rounds 3]
+
+The gateway runs in its own process behind werkzeug's threaded server (as ``marketplace up``
+serves it, access log on) with a fresh embedded PostgreSQL. The built-in cost-anomaly agent is
+installed once; its data plane registers with the deployment's key. Then ``concurrency`` client
+threads loop for ``seconds``, each iteration one full run life cycle through the public API:
+
+    POST /agents/{id}/runs            (user token: run + task in one transaction, audited)
+    GET  /tasks/next?wait=0           (data-plane key: lease, run -> running)
+    POST /agents/{id}/runs/{run}/complete   (data-plane key: outcome recorded once, audited)
+
+No agent executes (that is bench/agent.py): this measures the control plane's per-run cost.
+Prints medians over the rounds: completed runs per second and the p50/p99 of one life cycle.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder heads sys.path, where bench/queue.py would shadow the standard
+# library's ``queue`` (which the connection pool imports): put the repo root there instead.
+ROOT = Path(__file__).resolve().parent.parent
+if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
+    sys.path[0] = str(ROOT)
+
+# ruff: noqa: E402 - the imports below must come after the sys.path fix
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any
+
+TARGET_RUNS_PER_SECOND = 300
+
+
+def serve(port: int, data_dir: str) -> None:
+    """Child process: serve the gateway until killed."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    from functions.gateway import create_gateway
+    from shared.composition import build_container
+    from shared.jsonlog import configure_logging
+    from shared.settings import Settings
+
+    WSGIRequestHandler.protocol_version = "HTTP/1.1"
+    WSGIRequestHandler.log_request = lambda *a, **k: None  # type: ignore[method-assign]
+    configure_logging("INFO")  # the access log stays on, as in production (stderr is discarded)
+    container = build_container(Settings(data_dir=Path(data_dir), db_pool_size=32))
+    container.catalog.publish_builtin_agents()
+    server = make_server("127.0.0.1", port, create_gateway(container), threaded=True)
+    print("READY", flush=True)
+    server.serve_forever()
+
+
+class Api:
+    """One keep-alive connection."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        self.conn.request(method, path, body=payload, headers=headers)
+        resp = self.conn.getresponse()
+        data = resp.read()
+        return resp.status, json.loads(data) if data else None
+
+
+def setup(port: int, data_dir: Path) -> dict[str, str]:
+    """An org, the built-in agent installed and its data plane registered."""
+    token = subprocess.run([str(Path(sys.executable).parent / "marketplace"), "token", "--email",
+                            "bench@example.com", "--data-dir", str(data_dir)], capture_output=True, text=True,
+                           check=True).stdout.strip().splitlines()[-1]
+    api = Api(port)
+    _, org = api.call("POST", "/orgs", token, {"name": "Bench"})
+    _, agent = api.call("GET", "/agents/cost-anomaly-detector", token)
+    agent_id = agent["listing"]["id"]
+    status, dep = api.call("POST", f"/orgs/{org['id']}/install", token, {
+        "agent_id": agent_id, "config": {"billing_source": "bench.csv"}})
+    assert status == 201, dep
+    key = json.loads((data_dir / "dataplanes" / f"{dep['id']}.json").read_text())["api_key"]
+    status, reg = api.call("POST", "/dataplanes/register", key, {"version": "bench", "hostname": "bench"})
+    assert status == 200, reg
+    return {"token": token, "key": key, "agent_id": agent_id, "deployment_id": dep["id"]}
+
+
+def load(port: int, ids: dict[str, str], *, seconds: float, concurrency: int) -> dict[str, float]:
+    """Closed loop: each thread runs full life cycles back to back."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+    stop_at = time.perf_counter() + seconds
+    agent, token, key = ids["agent_id"], ids["token"], ids["key"]
+    metrics = {"records_processed": 0, "cpu_seconds": 0.0}
+    first_error: list[tuple[int, Any]] = []
+
+    def worker(i: int) -> None:
+        api = Api(port)
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            status, _ = api.call("POST", f"/agents/{agent}/runs", token, {"deployment_id": ids["deployment_id"]})
+            if status != 201:
+                errors[i] += 1
+                first_error.append((status, _))
+                continue
+            status, task = api.call("GET", "/tasks/next?wait=0&lease_seconds=60", key)
+            if status != 200:  # another thread leased it first; it completes that one
+                errors[i] += status != 204
+                continue
+            status, _ = api.call("POST", f"/agents/{agent}/runs/{task['run_id']}/complete", key, {
+                "task_id": task["task_id"], "lease_token": task["lease_token"], "status": "succeeded",
+                "outputs": {"ok": True}, "metrics": metrics})
+            if status != 200:
+                errors[i] += 1
+                first_error.append((status, _))
+                continue
+            latencies[i].append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    flat = sorted(x for per in latencies for x in per)
+    if not flat:
+        raise RuntimeError(f"no run completed; first error: {first_error[:1]}")
+    return {"runs_per_s": len(flat) / elapsed, "p50_ms": flat[len(flat) // 2] * 1000,
+            "p99_ms": flat[int(len(flat) * 0.99)] * 1000, "runs": len(flat), "errors": sum(errors)}
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far (Linux ``/proc``)."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile (a PostgreSQL backend of a closed connection)
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _postgres_pids() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+    return found
+
+
+def measured(port: int, ids: dict[str, str], server_pid: int, *, seconds: float, concurrency: int
+             ) -> dict[str, float]:
+    """One round of ``load`` with the CPU each side spent per completed run."""
+    pg = _postgres_pids()
+    before = (_cpu_seconds([server_pid]), _cpu_seconds(pg), time.process_time())
+    result = load(port, ids, seconds=seconds, concurrency=concurrency)
+    after = (_cpu_seconds([server_pid]), _cpu_seconds(pg), time.process_time())
+    runs = result["runs"]
+    result.update({"gateway_cpu_ms": (after[0] - before[0]) * 1000 / runs,
+                   "postgres_cpu_ms": (after[1] - before[1]) * 1000 / runs,
+                   "client_cpu_ms": (after[2] - before[2]) * 1000 / runs})
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=18431)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.port, args.data_dir)
+        return
+
+    base = Path(tempfile.mkdtemp(prefix="marketplace-bench-runs-"))
+    base.chmod(0o755)  # as root, PostgreSQL's service user must reach the data directory
+    data_dir = base / "data"
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(args.port), "--data-dir",
+                             str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        if "READY" not in proc.stdout.readline():
+            raise RuntimeError("the gateway did not start")
+        ids = setup(args.port, data_dir)
+        load(args.port, ids, seconds=2, concurrency=args.concurrency)  # warm-up: connections, prepared statements
+        rounds = [measured(args.port, ids, proc.pid, seconds=args.seconds, concurrency=args.concurrency)
+                  for _ in range(args.rounds)]
+        med = {m: statistics.median(r[m] for r in rounds)
+               for m in ("runs_per_s", "p50_ms", "p99_ms", "gateway_cpu_ms", "postgres_cpu_ms", "client_cpu_ms")}
+        print(f"full runs through the API (create -> lease -> complete), concurrency {args.concurrency}, "
+              f"{args.rounds} rounds x {args.seconds:.0f}s, medians; machine: {os.cpu_count()} cores")
+        print(f"{'runs/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'runs':>10}{'errors':>8}")
+        print(f"{med['runs_per_s']:>10.0f}{med['p50_ms']:>10.1f}{med['p99_ms']:>10.1f}"
+              f"{sum(r['runs'] for r in rounds):>10.0f}{sum(r['errors'] for r in rounds):>8.0f}")
+        print(f"CPU per run: gateway {med['gateway_cpu_ms']:.1f} ms, PostgreSQL {med['postgres_cpu_ms']:.1f} ms, "
+              f"load generator {med['client_cpu_ms']:.1f} ms")
+        per_round = ", ".join(f"{r['runs_per_s']:.0f}" for r in rounds)
+        print(f"per round runs/s: {per_round} (target >= {TARGET_RUNS_PER_SECOND})")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        from shared.adapters.embedded_pg import EmbeddedPostgres
+
+        EmbeddedPostgres(data_dir).stop(force=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
