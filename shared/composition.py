@@ -206,6 +206,6 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         deployments=DeploymentService(db, audit, identity, catalog, _provisioner(settings),
                                       control_plane_url=settings.public_url),
         queue=queue,
-        runs=RunService(db, audit, orgs, queue),
+        runs=RunService(db, audit, orgs, queue, events=webhooks.emit),
         webhooks=webhooks,
     )

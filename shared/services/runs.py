@@ -94,7 +94,7 @@ ON CONFLICT (run_id, seq) DO NOTHING
 class RunEvents(Protocol):
     """Where run outcomes are announced (webhooks), inside the transaction that records them."""
 
-    def __call__(self, tx: Tx, *, org_id: str, event: str, data: dict[str, Any]) -> None:
+    def __call__(self, tx: Tx, *, org_id: str, event: str, data: dict[str, Any]) -> object:
         """Record ``event`` for ``org_id``; it commits or rolls back with the run's change."""
         ...
 

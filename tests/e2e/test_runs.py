@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from runs_support import claim, install_builtin, metrics, start_run, wait_for
 
+from shared.composition import build_container
 from shared.models.run import CompleteIn, RunMetricsIn
 from shared.services.runs import RunService
 
@@ -360,3 +361,28 @@ def test_events_are_emitted_once_in_the_completing_transaction(inst, anon, conta
     assert seen == [(inst.org_id, "run.completed", ok["id"], "succeeded"),
                     (inst.org_id, "run.failed", bad["id"], "failed")]
     wait_for(lambda: container.queue.get(leased.task.id).state == "dead", what="the failed task to close")
+
+
+def test_outcomes_reach_the_orgs_webhooks_once(inst, anon, container, settings):
+    # A second container allows a loopback receiver URL (as marketplace up does), same database.
+    loop = build_container(settings.model_copy(update={"webhooks_allow_loopback": True}), migrate=False)
+    try:
+        admin = container.identity.authenticate(inst.admin.token)
+        loop.webhooks.create(admin, inst.org_id, url="http://127.0.0.1:9/hooks",
+                             events=["run.completed", "run.failed", "run.cancelled"])
+    finally:
+        loop.close()
+    ok = start_run(inst.admin, inst)
+    task = claim(anon, inst.key)
+    _complete(anon, inst, task)
+    _complete(anon, inst, task)  # a retried completion announces nothing twice
+    bad = start_run(inst.admin, inst)
+    _complete(anon, inst, claim(anon, inst.key), status="failed", error="boom")
+    gone = start_run(inst.admin, inst)
+    inst.admin.post(f"{_run_url(inst, gone['id'])}/cancel")
+    with container.db.read() as tx:
+        events = tx.fetch_all("SELECT type, data FROM webhook_events WHERE org_id = %s ORDER BY occurred_at",
+                              inst.org_id)
+    assert [(e["type"], e["data"]["run_id"]) for e in events] == [
+        ("run.completed", ok["id"]), ("run.failed", bad["id"]), ("run.cancelled", gone["id"])]
+    assert events[0]["data"]["metrics"]["records_processed"] == 10 and events[1]["data"]["error"] == "boom"
