@@ -600,16 +600,19 @@ class RunService:
 
     # -- maintenance -------------------------------------------------------------------------------
     def reconcile(self, *, idle_for: timedelta = timedelta(seconds=30), limit: int = 200) -> list[str]:
-        """Close unfinished runs whose task ended without them; returns the runs closed.
+        """Close unfinished runs that nobody will finish; returns the runs closed.
 
-        That happens when a lease expires on the task's last attempt (the worker died and the queue
-        gave up), or when the control plane stopped between recording a retry and settling its task.
+        * A run whose task ended without it: a lease expired on the task's last attempt (the
+          worker died and the queue gave up), or the control plane stopped between recording a
+          retry and settling its task. The run follows its task (``dead``, ``cancelled``).
+        * A run of an uninstalled deployment: its data-plane key is revoked, so no worker can take
+          or report it any more. It is cancelled, with its task.
         """
+        closed = self._close_orphans(limit)
         with self.db.read() as tx:
             candidates = tx.fetch_all("SELECT id, task_id FROM runs WHERE status IN ('queued', 'running') "
                                       "AND task_id IS NOT NULL AND updated_at < %s ORDER BY updated_at LIMIT %s",
                                       datetime.now(UTC) - idle_for, limit)
-        closed = []
         for candidate in candidates:
             info = self.queue.get(candidate["task_id"])
             if info is None or not info.state.final:
@@ -617,18 +620,34 @@ class RunService:
             status = {TaskState.CANCELLED: RunStatus.CANCELLED, TaskState.DEAD: RunStatus.DEAD}.get(
                 info.state, RunStatus.FAILED)
             error = info.last_error or f"its task ended ({info.state.value}) without a recorded completion"
-            with self.db.transaction() as tx:
-                run = tx.fetch_one(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.id = %s FOR UPDATE", candidate["id"])
-                if run is None or RunStatus(run["status"]) in FINAL_STATUSES:
-                    continue
-                self._finish(tx, run, status, actor="system:reconcile",
-                             error=f"gave up after {info.attempt} attempts: {error}" if status == RunStatus.DEAD
-                             else error)
-            closed.append(candidate["id"])
+            if status == RunStatus.DEAD:
+                error = f"gave up after {info.attempt} attempts: {error}"
+            if self._close(candidate["id"], status, error):
+                closed.append(candidate["id"])
         if closed:
-            _log.info("reconciled %d runs with their tasks", len(closed), extra={"fields": {"runs": closed}})
+            _log.info("reconciled %d unfinished runs", len(closed), extra={"fields": {"runs": closed}})
         return closed
 
+    def _close_orphans(self, limit: int) -> list[str]:
+        with self.db.read() as tx:
+            orphans = tx.fetch_all("SELECT r.id, r.task_id FROM runs r JOIN deployments d ON d.id = r.deployment_id "
+                                   "WHERE r.status IN ('queued', 'running') AND d.status = 'uninstalled' LIMIT %s",
+                                   limit)
+        closed = []
+        for orphan in orphans:
+            if orphan["task_id"] is not None:
+                self.queue.request_cancel(orphan["task_id"])
+            if self._close(orphan["id"], RunStatus.CANCELLED, "the deployment was uninstalled"):
+                closed.append(orphan["id"])
+        return closed
+
+    def _close(self, run_id: str, status: RunStatus, error: str) -> bool:
+        with self.db.transaction() as tx:
+            run = tx.fetch_one(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.id = %s FOR UPDATE", run_id)
+            if run is None or RunStatus(run["status"]) in FINAL_STATUSES:
+                return False
+            self._finish(tx, run, status, actor="system:reconcile", error=error)
+        return True
 
 def _unb64(data: str, path: str) -> bytes:
     try:

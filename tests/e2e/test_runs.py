@@ -386,3 +386,23 @@ def test_outcomes_reach_the_orgs_webhooks_once(inst, anon, container, settings):
     assert [(e["type"], e["data"]["run_id"]) for e in events] == [
         ("run.completed", ok["id"]), ("run.failed", bad["id"]), ("run.cancelled", gone["id"])]
     assert events[0]["data"]["metrics"]["records_processed"] == 10 and events[1]["data"]["error"] == "boom"
+
+
+def test_runs_of_an_uninstalled_deployment_are_cancelled(inst, anon, container):
+    queued = start_run(inst.admin, inst)
+    running = start_run(inst.admin, inst)
+    task = claim(anon, inst.key)
+    assert task["run_id"] == queued["id"]
+    assert inst.admin.delete(f"/orgs/{inst.org_id}/deployments/{inst.deployment_id}").status == 200
+    closed = container.runs.reconcile()
+    assert {queued["id"], running["id"]} <= set(closed)
+    for run in (queued, running):
+        final = inst.admin.get(_run_url(inst, run["id"])).body
+        assert final["status"] == "cancelled" and final["error"] == "the deployment was uninstalled"
+    assert container.queue.get(_task_id(container, running["id"])).state == "cancelled"
+    assert queued["id"] not in container.runs.reconcile()
+
+
+def _task_id(container, run_id):
+    with container.db.read() as tx:
+        return tx.fetch_val("SELECT task_id FROM runs WHERE id = %s", run_id)
