@@ -26,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, this file's folder heads sys.path, where bench/queue.py would shadow the
+# standard library's queue module.
+if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
+    sys.path[0] = str(ROOT)
 
 
 def serve(kind: str, port: int, data_dir: str | None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ class Container:
     queue: TaskQueue
     runs: RunService
     webhooks: WebhookService
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
         """Stop the queue's listener and release the database connections."""
