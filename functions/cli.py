@@ -29,6 +29,9 @@ def _say(message: str) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start embedded PostgreSQL, migrate, seed, serve the gateway; stop cleanly on a signal."""
+    # On one developer machine, webhooks to a local receiver are the point; say otherwise with
+    # MARKETPLACE_WEBHOOKS_ALLOW_LOOPBACK=false.
+    os.environ.setdefault("MARKETPLACE_WEBHOOKS_ALLOW_LOOPBACK", "true")
     from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: PLC0415
 
     from functions.gateway import create_gateway  # noqa: PLC0415

@@ -32,6 +32,8 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
         ScheduledJob("deployments.mark_unreachable", 30.0, container.deployments.mark_unreachable),
         # Unfinished runs whose task ended without them (a lease that expired on the last attempt).
         ScheduledJob("runs.reconcile", 30.0, container.runs.reconcile),
+        # Webhook deliveries that are due (first attempts and retries after their backoff).
+        ScheduledJob("webhooks.deliver_due", 1.0, container.webhooks.deliver_due),
     ]
     relay = getattr(container.queue, "relay", None)
     if callable(relay):  # a push-delivering queue re-pushes due redeliveries
