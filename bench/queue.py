@@ -10,7 +10,16 @@ its own database, in the same run and the same rounds, so the figures are compar
 * latency: 4 idle workers wait; M tasks are enqueued one at a time, spaced out; latency is
   from just before the enqueue call to the moment a worker holds the task (p50, p99).
 
-Ours runs its workers as threads (its API is synchronous); pgqueuer and procrastinate run as
+Ours runs its workers as threads (its API is synchronous), three ways:
+
+* "ours": batches of 10 (``claim_batch(limit=10)``, then ``complete_many``), pgqueuer's
+  default batch size, with the adapter's default asynchronous commit for claims and
+  completions (see docs/QUEUE.md);
+* "ours-1": one task at a time (``claim_next``, then ``complete``), as the runtime's workers
+  claim runs;
+* "ours-durable": batches of 10 with ``durable_acks=True``.
+
+pgqueuer and procrastinate run as
 their documented asyncio workers with their default settings (pgqueuer's default batch size
 of 10, procrastinate's LISTEN/NOTIFY worker), "4 workers" meaning 4 pgqueuer QueueManagers on
 4 connections, or one procrastinate worker with ``concurrency=4``.
@@ -59,6 +68,8 @@ from shared.db.database import Database
 from shared.db.migrate import apply_migrations
 
 LEASE_SECONDS = 60
+# pgqueuer's default batch size, for our batched workers too.
+BATCH = 10
 
 
 @dataclass
@@ -96,6 +107,23 @@ def _admin(server: ServerInfo, sql: str, database: str = "postgres") -> None:
         conn.close()
 
 
+def _settle(server: ServerInfo, limit: float = 30.0) -> None:
+    """Wait (up to ``limit`` seconds) until no autovacuum worker runs: one queue's clean-up
+    must not land in the middle of the next queue's case."""
+    conn = pg8000.dbapi.connect(user="postgres", host=server.host, port=server.port, database="postgres")
+    try:
+        conn.autocommit = True
+        cursor = conn.cursor()
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.1)
+    finally:
+        conn.close()
+
+
 def _create_database(server: ServerInfo, name: str) -> str:
     _admin(server, f'DROP DATABASE IF EXISTS "{name}"')
     _admin(server, f'CREATE DATABASE "{name}"')
@@ -104,27 +132,28 @@ def _create_database(server: ServerInfo, name: str) -> str:
 
 # -- ours --------------------------------------------------------------------------------------------
 class Ours:
-    """``PgTaskQueue`` with worker threads."""
+    """``PgTaskQueue`` with worker threads (``durable_acks``: every acknowledgement waits for
+    the WAL flush, the adapter's option; by default only enqueues do)."""
 
-    name = "ours (PgTaskQueue)"
-
-    def __init__(self, server: ServerInfo) -> None:
+    def __init__(self, server: ServerInfo, *, batch: int, durable_acks: bool = False) -> None:
         self.server = server
-        _create_database(server, "bench_ours")
+        self.batch = batch
+        self.database = f"bench_ours_{batch}" + ("_durable" if durable_acks else "")
+        _create_database(server, self.database)
 
         def connect() -> Any:
             return pg8000.dbapi.connect(user="postgres", host=server.host, port=server.port,
-                                        database="bench_ours", application_name="bench-ours")
+                                        database=self.database, application_name="bench-ours")
 
         self.connect = connect
         self.db = Database(connect, size=12)
         apply_migrations(self.db)
-        self.queue = PgTaskQueue(self.db, listen_connect=connect)
+        self.queue = PgTaskQueue(self.db, listen_connect=connect, durable_acks=durable_acks)
 
     def reset(self) -> None:
         with self.db.transaction() as tx:
             tx.execute("TRUNCATE tasks")
-        _admin(self.server, "VACUUM ANALYZE tasks", "bench_ours")
+        _admin(self.server, "VACUUM ANALYZE tasks", self.database)
 
     def _enqueue_batch(self, n: int) -> None:
         with self.db.transaction() as tx:
@@ -134,7 +163,7 @@ class Ours:
 
     def _workers(self, count: int, wait: float, on_task: Callable[[Any], None] | None,
                  stop: threading.Event) -> list[threading.Thread]:
-        def work(n: int) -> None:
+        def work_one_at_a_time(n: int) -> None:
             while not stop.is_set():
                 task = self.queue.claim_next(deployment_id=None, worker_id=f"w{n}", lease_seconds=LEASE_SECONDS,
                                              wait_seconds=wait)
@@ -145,6 +174,21 @@ class Ours:
                 if on_task is not None:
                     on_task(task)
                 self.queue.complete(task.id, task.lease_token)
+
+        def work_in_batches(n: int) -> None:
+            while not stop.is_set():
+                tasks = self.queue.claim_batch(deployment_id=None, worker_id=f"w{n}", lease_seconds=LEASE_SECONDS,
+                                               wait_seconds=wait, limit=self.batch)
+                if not tasks:
+                    if wait == 0:
+                        return
+                    continue
+                for task in tasks:
+                    if on_task is not None:
+                        on_task(task)
+                self.queue.complete_many([(task.id, task.lease_token) for task in tasks])
+
+        work = work_in_batches if self.batch > 1 else work_one_at_a_time
 
         threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(count)]
         for t in threads:
@@ -435,6 +479,7 @@ def _round(benches: dict[str, Any], args: argparse.Namespace, number: int) -> di
     order = names[shift:] + names[:shift]
     for case, run in CASES:
         for name in order:
+            _settle(benches[name].server)
             setattr(figures[name], case, run(benches[name], args))
     return figures
 
@@ -446,17 +491,17 @@ def _table(results: dict[str, list[Figures]], only: list[str]) -> str:
     rows = [("drain, 1 worker (tasks/s)", "drain1", True), ("drain, 4 workers (tasks/s)", "drain4", True),
             ("mixed, 4 workers (tasks/s)", "mixed4", True), ("latency p50 (ms)", "p50", False),
             ("latency p99 (ms)", "p99", False)]
-    names = [n for n in ("ours", "pgqueuer", "procrastinate") if n in results and n in only]
-    header = ["metric", *names]
-    if "ours" in names:
-        header += [f"ours/{n}" for n in names if n != "ours"]
+    names = [n for n in ("ours", "ours-1", "ours-durable", "pgqueuer", "procrastinate")
+             if n in results and n in only]
+    ours = [n for n in ("ours", "ours-1") if n in names]
+    others = [n for n in names if not n.startswith("ours")]
+    header = ["metric", *names, *(f"{o}/{n}" for o in ours for n in others)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, attr, higher_is_better in rows:
         scale = 1.0 if higher_is_better else 1000.0
         values = {n: med(n, attr) * scale for n in names}
         cells = [label, *(f"{values[n]:,.1f}" for n in names)]
-        if "ours" in names:
-            cells += [f"{values['ours'] / values[n]:.2f}x" for n in names if n != "ours"]
+        cells += [f"{values[o] / values[n]:.2f}x" for o in ours for n in others]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -467,7 +512,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="tasks in the latency case")
     parser.add_argument("--spacing", type=float, default=0.02, help="seconds between latency enqueues")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="ours,pgqueuer,procrastinate")
+    parser.add_argument("--only", default="ours,ours-1,ours-durable,pgqueuer,procrastinate")
     parser.add_argument("--json", type=Path, help="also write every round's figures here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -482,7 +527,11 @@ def main() -> None:
         server = pg.ensure_running()
         benches: dict[str, Any] = {}
         if "ours" in only:
-            benches["ours"] = Ours(server)
+            benches["ours"] = Ours(server, batch=BATCH)
+        if "ours-1" in only:
+            benches["ours-1"] = Ours(server, batch=1)
+        if "ours-durable" in only:
+            benches["ours-durable"] = Ours(server, batch=BATCH, durable_acks=True)
         if "pgqueuer" in only:
             benches["pgqueuer"] = PgQueuerBench(server)
         if "procrastinate" in only:

@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -167,6 +168,12 @@ class CloudTasksQueue:
         return self.state.claim_next(deployment_id=deployment_id, worker_id=worker_id,
                                      lease_seconds=lease_seconds, wait_seconds=wait_seconds)
 
+    def claim_batch(self, *, deployment_id: str | None, worker_id: str, lease_seconds: int,
+                    wait_seconds: float, limit: int) -> list[ClaimedTask]:
+        """Claim up to ``limit`` tasks from PostgreSQL."""
+        return self.state.claim_batch(deployment_id=deployment_id, worker_id=worker_id,
+                                      lease_seconds=lease_seconds, wait_seconds=wait_seconds, limit=limit)
+
     def heartbeat(self, task_id: str, lease_token: str, lease_seconds: int) -> HeartbeatResult:
         """Extend the lease (PostgreSQL)."""
         return self.state.heartbeat(task_id, lease_token, lease_seconds)
@@ -174,6 +181,10 @@ class CloudTasksQueue:
     def complete(self, task_id: str, lease_token: str) -> bool:
         """Mark done (PostgreSQL)."""
         return self.state.complete(task_id, lease_token)
+
+    def complete_many(self, leases: Sequence[tuple[str, str]]) -> set[str]:
+        """Mark done in one statement (PostgreSQL)."""
+        return self.state.complete_many(leases)
 
     def fail(self, task_id: str, lease_token: str, error: str, retryable: bool) -> TaskState:
         """Record the failure; a retry is pushed at once, scheduled for the end of its backoff."""

@@ -46,6 +46,8 @@ DEFAULT_CHANNEL = "task_queue"
 # A notification payload that wakes every waiter, whatever deployment it waits for.
 _WAKE_ALL = "*"
 _MAX_ERROR_CHARS = 8000
+# The most tasks one claim_batch or complete_many handles.
+MAX_BATCH = 100
 # How long a waiting claimer sleeps when a due row exists but another session has it locked.
 _LOCKED_RETRY_SECONDS = 0.05
 
@@ -58,11 +60,12 @@ WITH ins AS (
 SELECT pg_notify($9, $10) FROM ins
 """
 
-# $1 worker id, $2 lease seconds[, $3 deployment id]. The candidate is a scalar subquery on
-# purpose: PostgreSQL evaluates it exactly once, whereas a join against a LIMIT ... SKIP LOCKED
-# subquery may be rescanned and lease several rows for one claim. The UPDATE then sees the row
-# as locked. A row whose lease expired after its last allowed attempt (queued rows always have
-# attempts left), or whose cancellation was requested, is closed instead of leased; the caller
+# $1 worker id, $2 lease seconds, $3 how many[, $4 deployment id]. The candidates are an
+# uncorrelated ARRAY(subquery) on purpose: PostgreSQL evaluates it exactly once (an InitPlan),
+# whereas a join against a LIMIT ... SKIP LOCKED subquery may be rescanned and lease more rows
+# than it returns. The UPDATE then sees the rows as locked. A row whose lease expired after
+# its last allowed attempt (queued rows always have attempts left), or whose cancellation was
+# requested, is closed instead of leased; the caller
 # then claims again.
 _CLAIM = """
 UPDATE tasks AS t SET
@@ -81,13 +84,13 @@ UPDATE tasks AS t SET
                       THEN 'lease expired on the last attempt (' || t.attempt || ')'
                       ELSE t.last_error END,
     finished_at = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN now() END
-WHERE t.id = (
+WHERE t.id = ANY(ARRAY(
     SELECT id FROM tasks
     WHERE state IN ('queued', 'leased') AND available_at <= now() {deployment_filter}
     ORDER BY available_at
-    LIMIT 1
+    LIMIT $3
     FOR UPDATE SKIP LOCKED
-) {ack}
+)) {ack}
 RETURNING t.state, t.id, t.kind, t.payload, t.run_id, t.org_id, t.deployment_id, t.attempt,
           t.lease_token, extract(epoch FROM t.lease_expires_at)::float8
 """
@@ -104,6 +107,15 @@ UPDATE tasks SET state = 'done', available_at = NULL, lease_token = NULL, lease_
                  finished_at = now()
 WHERE id = $1 AND lease_token = $2 AND state = 'leased' {ack}
 RETURNING id
+"""
+
+# $1 task ids, $2 their lease tokens (same order).
+_COMPLETE_MANY = """
+UPDATE tasks AS t SET state = 'done', available_at = NULL, lease_token = NULL, lease_expires_at = NULL,
+                      finished_at = now()
+FROM unnest($1::text[], $2::text[]) AS c(id, token)
+WHERE t.id = c.id AND t.lease_token = c.token AND t.state = 'leased' {ack}
+RETURNING t.id
 """
 
 _LOCK_LEASE = """
@@ -167,6 +179,7 @@ class _Sql:
     claim_deployment: str
     heartbeat: str
     complete: str
+    complete_many: str
     record_failure: str
 
     @classmethod
@@ -174,9 +187,10 @@ class _Sql:
         ack = "" if durable_acks else _ASYNC_ACK
         return cls(
             claim_any=_CLAIM.format(deployment_filter="", ack=ack),
-            claim_deployment=_CLAIM.format(deployment_filter="AND deployment_id = $3", ack=ack),
+            claim_deployment=_CLAIM.format(deployment_filter="AND deployment_id = $4", ack=ack),
             heartbeat=_HEARTBEAT.format(ack=ack),
             complete=_COMPLETE.format(ack=ack),
+            complete_many=_COMPLETE_MANY.format(ack=ack),
             record_failure=_RECORD_FAILURE.format(ack=ack),
         )
 
@@ -386,8 +400,17 @@ class PgTaskQueue:
     def claim_next(self, *, deployment_id: str | None, worker_id: str, lease_seconds: int,
                    wait_seconds: float) -> ClaimedTask | None:
         """Lease the next due task, waiting up to ``wait_seconds`` for one."""
+        tasks = self.claim_batch(deployment_id=deployment_id, worker_id=worker_id,
+                                 lease_seconds=lease_seconds, wait_seconds=wait_seconds, limit=1)
+        return tasks[0] if tasks else None
+
+    def claim_batch(self, *, deployment_id: str | None, worker_id: str, lease_seconds: int,
+                    wait_seconds: float, limit: int) -> list[ClaimedTask]:
+        """Lease up to ``limit`` due tasks in one statement, waiting up to ``wait_seconds`` for one."""
         if lease_seconds < 1:
             raise ValueError("lease_seconds must be at least 1")
+        if not 1 <= limit <= MAX_BATCH:
+            raise ValueError(f"limit must be between 1 and {MAX_BATCH}")
         deadline = time.monotonic() + max(wait_seconds, 0.0)
         listener: _Listener | None = None
         waiter: threading.Event | None = None
@@ -398,12 +421,12 @@ class PgTaskQueue:
         look_up_due = True
         try:
             while True:
-                task = self._claim_once(deployment_id, worker_id, lease_seconds)
-                if task is not None:
-                    return task
+                tasks = self._claim_once(deployment_id, worker_id, lease_seconds, limit)
+                if tasks:
+                    return tasks
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return None
+                    return []
                 if waiter is None:
                     # Register, then look once more: a task that arrived between the claim
                     # above and the registration would otherwise wait for the next poll.
@@ -423,21 +446,22 @@ class PgTaskQueue:
             if listener is not None and waiter is not None:
                 listener.unregister(waiter)
 
-    def _claim_once(self, deployment_id: str | None, worker_id: str,
-                    lease_seconds: int) -> ClaimedTask | None:
+    def _claim_once(self, deployment_id: str | None, worker_id: str, lease_seconds: int,
+                    limit: int) -> list[ClaimedTask]:
         with self.db.connection() as conn, _autocommit(conn) as raw:
             while True:
                 if deployment_id is None:
-                    rows = self._statements.run(raw, self._sql.claim_any, (worker_id, lease_seconds))
+                    rows = self._statements.run(raw, self._sql.claim_any, (worker_id, lease_seconds, limit))
                 else:
                     rows = self._statements.run(raw, self._sql.claim_deployment,
-                                                (worker_id, lease_seconds, deployment_id))
+                                                (worker_id, lease_seconds, limit, deployment_id))
                 if not rows:
-                    return None
-                state, *fields = rows[0]
-                if state == TaskState.LEASED:
-                    return _claimed(fields)
-                # An expired lease past its last attempt, or a cancelled one: now closed.
+                    return []
+                # Rows whose lease expired past their last attempt, or whose cancel was
+                # requested, came back closed: claim again if nothing else was leased.
+                leased = [_claimed(fields) for state, *fields in rows if state == TaskState.LEASED]
+                if leased:
+                    return leased
 
     def _seconds_until_due(self, deployment_id: str | None) -> float | None:
         args = () if deployment_id is None else (deployment_id,)
@@ -461,6 +485,17 @@ class PgTaskQueue:
     def complete(self, task_id: str, lease_token: str) -> bool:
         """Mark done if ``lease_token`` is still the task's lease."""
         return bool(self._run(self._sql.complete, task_id, lease_token))
+
+    def complete_many(self, leases: Sequence[tuple[str, str]]) -> set[str]:
+        """Mark done every ``(task_id, lease_token)`` whose lease is still current, in one
+        statement; returns the ids that were completed (a lost lease is left as it is)."""
+        if len(leases) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} completions at once")
+        if not leases:
+            return set()
+        ids = [task_id for task_id, _ in leases]
+        tokens = [token for _, token in leases]
+        return {row[0] for row in self._run(self._sql.complete_many, ids, tokens)}
 
     def fail(self, task_id: str, lease_token: str, error: str, retryable: bool) -> TaskState:
         """Record a failed attempt: retry after a backoff, or close the task."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -165,12 +166,26 @@ class TaskQueue(Protocol):
         """
         ...
 
+    def claim_batch(self, *, deployment_id: str | None, worker_id: str, lease_seconds: int,
+                    wait_seconds: float, limit: int) -> list[ClaimedTask]:
+        """Lease up to ``limit`` available tasks at once (the longest due first), each with its own lease.
+
+        Waits as ``claim_next`` does for the first one; an empty list when the wait ran out.
+        For consumers of many short tasks: one round trip leases the whole batch.
+        """
+        ...
+
     def heartbeat(self, task_id: str, lease_token: str, lease_seconds: int) -> HeartbeatResult:
         """Extend the lease to ``lease_seconds`` from now; ``ok`` is False if it was lost."""
         ...
 
     def complete(self, task_id: str, lease_token: str) -> bool:
         """Mark the task done; False (and nothing changes) if the lease was lost."""
+        ...
+
+    def complete_many(self, leases: Sequence[tuple[str, str]]) -> set[str]:
+        """Complete every ``(task_id, lease_token)`` whose lease is current, at once; returns
+        the ids completed (the others, whose lease was lost, are left unchanged)."""
         ...
 
     def fail(self, task_id: str, lease_token: str, error: str, retryable: bool) -> TaskState:

@@ -353,6 +353,76 @@ def test_concurrent_claimers_take_each_task_exactly_once(queue: TaskQueue, conta
     assert set(claimed) == expected
 
 
+def test_batch_claims_lease_each_task_once_and_complete_many_honours_each_lease(
+        queue: TaskQueue, container: Container) -> None:
+    dep = _deployment()
+    with container.db.transaction() as tx:
+        ids = [queue.enqueue(tx, kind="noop", payload={"i": i}, run_id=None, org_id="org_1",
+                             deployment_id=dep) for i in range(25)]
+    first = queue.claim_batch(deployment_id=dep, worker_id="b1", lease_seconds=30, wait_seconds=0, limit=10)
+    second = queue.claim_batch(deployment_id=dep, worker_id="b2", lease_seconds=30, wait_seconds=0, limit=10)
+    rest = queue.claim_batch(deployment_id=dep, worker_id="b3", lease_seconds=30, wait_seconds=0, limit=10)
+    assert [len(first), len(second), len(rest)] == [10, 10, 5]
+    assert sorted(t.id for t in first + second + rest) == sorted(ids)  # no task twice
+    assert all(t.attempt == 1 and t.lease_token for t in first)
+    assert len({t.lease_token for t in first}) == 10  # a lease per task
+    assert queue.claim_batch(deployment_id=dep, worker_id="b4", lease_seconds=30, wait_seconds=0, limit=10) == []
+
+    # One stale token in the batch: that task stays leased, the others are done.
+    stale = first[3]
+    leases = [(t.id, t.lease_token) for t in first]
+    leases[3] = (stale.id, "not-the-lease")
+    done = queue.complete_many(leases)
+    assert done == {t.id for t in first} - {stale.id}
+    info = queue.get(stale.id)
+    assert info is not None and info.state is TaskState.LEASED
+    assert queue.complete_many([(t.id, t.lease_token) for t in first]) == {stale.id}  # the rest: already done
+    assert queue.complete_many([]) == set()
+    assert all(i is not None and i.state is TaskState.DONE for i in map(queue.get, [t.id for t in first]))
+    with pytest.raises(ValueError):
+        queue.claim_batch(deployment_id=dep, worker_id="b5", lease_seconds=30, wait_seconds=0, limit=0)
+    with pytest.raises(ValueError):
+        queue.complete_many([("t", "x")] * 101)
+
+
+def test_concurrent_batch_claimers_take_each_task_exactly_once(queue: TaskQueue, container: Container) -> None:
+    dep = _deployment()
+    with container.db.transaction() as tx:
+        expected = {queue.enqueue(tx, kind="noop", payload={"i": i}, run_id=None, org_id="org_1",
+                                  deployment_id=dep) for i in range(300)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        while True:
+            batch = queue.claim_batch(deployment_id=dep, worker_id=f"w{n}", lease_seconds=30,
+                                      wait_seconds=0.3, limit=7)
+            if not batch:
+                return
+            assert queue.complete_many([(t.id, t.lease_token) for t in batch]) == {t.id for t in batch}
+            with lock:
+                claimed.extend(t.id for t in batch)
+
+    with futures.ThreadPoolExecutor(6) as pool:
+        for f in [pool.submit(work, n) for n in range(6)]:
+            f.result()
+    assert sorted(claimed) == sorted(expected)
+
+
+def test_waiting_batch_claim_wakes_up_on_enqueue(queue: TaskQueue) -> None:
+    dep = _deployment()
+    result: list[Any] = []
+    waiter = threading.Thread(target=lambda: result.append(queue.claim_batch(
+        deployment_id=dep, worker_id="w", lease_seconds=30, wait_seconds=10, limit=5)))
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.3)
+    task_id = _enqueue(queue, dep)
+    waiter.join(15)
+    assert [t.id for t in result[0]] == [task_id]
+    assert time.monotonic() - started < 5
+
+
 def test_failures_back_off_retry_then_die_with_the_error_kept(queue: TaskQueue) -> None:
     dep = _deployment()
     task_id = _enqueue(queue, dep, max_attempts=3)
