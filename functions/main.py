@@ -23,6 +23,8 @@ OPERATION_MODULES = (
     "functions.runs",
     "functions.tasks",
     "functions.webhooks",
+    "functions.dispatch",
+    "functions.scheduled",
 )
 
 

@@ -96,6 +96,8 @@ def gateway_document(registry: Registry = REGISTRY, *, project: str, region: str
     """An API Gateway config (OpenAPI 2.0): one ``x-google-backend`` per operation's function."""
     paths: dict[str, Any] = {}
     for op in registry:
+        if "internal" in op.tags:  # called by Google services at the function's own URL
+            continue
         entry: dict[str, Any] = {
             "operationId": op.name,
             "summary": op.summary,

@@ -1,7 +1,9 @@
 """The platform's periodic jobs, and the thread that runs them in local mode.
 
-In gcp mode Cloud Scheduler calls each job on its schedule; locally ``marketplace up`` runs them in
-one background thread. A job that fails is logged and tried again at its next turn.
+In gcp mode Cloud Scheduler triggers each job by name (``POST /internal/scheduled``,
+functions/scheduled.py; the names are the keys of terraform's ``scheduled_jobs``) at most once a
+minute; locally ``marketplace up`` runs them in one background thread on the intervals below.
+A job that fails is logged and tried again at its next turn.
 """
 
 from __future__ import annotations
@@ -29,15 +31,15 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
     """The periodic jobs of the services in ``container``."""
     jobs = [
         # Ready deployments silent for three heartbeats become unreachable.
-        ScheduledJob("deployments.mark_unreachable", 30.0, container.deployments.mark_unreachable),
+        ScheduledJob("deployments-unreachable", 30.0, container.deployments.mark_unreachable),
         # Unfinished runs whose task ended without them (a lease that expired on the last attempt).
-        ScheduledJob("runs.reconcile", 30.0, container.runs.reconcile),
+        ScheduledJob("runs-reconcile", 30.0, container.runs.reconcile),
         # Webhook deliveries that are due (first attempts and retries after their backoff).
-        ScheduledJob("webhooks.deliver_due", 1.0, container.webhooks.deliver_due),
+        ScheduledJob("webhooks-deliver", 1.0, container.webhooks.deliver_due),
     ]
     relay = getattr(container.queue, "relay", None)
     if callable(relay):  # a push-delivering queue re-pushes due redeliveries
-        jobs.append(ScheduledJob("queue.relay", 10.0, relay))
+        jobs.append(ScheduledJob("queue-relay", 10.0, relay))
     return jobs
 
 

@@ -16,9 +16,11 @@ from shared.ports.tokens import TokenIssuer, TokenVerifier
 from shared.services.audit import AuditLog
 from shared.services.catalog import CatalogService
 from shared.services.deployments import DeploymentService
+from shared.services.dispatch import DispatchService
 from shared.services.idempotency import IdempotencyStore
 from shared.services.identity import IdentityService, Users
 from shared.services.orgs import OrgService
+from shared.services.push_auth import PushAuth
 from shared.services.runs import RunService
 from shared.services.webhook_destinations import DestinationPolicy, SystemResolver
 from shared.services.webhooks import WebhookService
@@ -47,6 +49,9 @@ class Container:
     queue: TaskQueue
     runs: RunService
     webhooks: WebhookService
+    dispatch: DispatchService | None = None
+    # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
+    scheduler_auth: PushAuth | None = None
 
     def close(self) -> None:
         """Stop the queue's listener and release the database connections."""
@@ -159,14 +164,48 @@ def _provisioner(settings: Settings) -> Provisioner:
                                default_image=settings.runner_image)
 
 
-def _task_queue(db: Database, connect: ConnectionFactory) -> TaskQueue:
+def _task_queue(settings: Settings, db: Database, connect: ConnectionFactory) -> TaskQueue:
     # PostgreSQL holds the queue's state in both modes and data planes pull from it over HTTP
-    # (GET /tasks/next). In gcp mode CloudTasksQueue can wrap it to push deliveries to Cloud Run
-    # jobs; that needs a queue path and a dispatch URL in the settings.
+    # (GET /tasks/next). In gcp mode with a Cloud Tasks queue configured, CloudTasksQueue wraps
+    # it to push each delivery to the dispatch function, which starts a Cloud Run job.
     from shared.adapters.pg_task_queue import PgTaskQueue  # noqa: PLC0415
 
     # Its own connection for LISTEN, so the wake-up listener never holds one of the pool's.
-    return PgTaskQueue(db, listen_connect=connect)
+    state = PgTaskQueue(db, listen_connect=connect)
+    if settings.mode != "gcp" or not settings.runs_queue:
+        return state
+    if not settings.dispatch_url or not settings.tasks_invoker:
+        raise RuntimeError("MARKETPLACE_RUNS_QUEUE needs MARKETPLACE_DISPATCH_URL and "
+                           "MARKETPLACE_TASKS_INVOKER")
+    from shared.adapters.cloud_tasks_queue import CloudTasksQueue  # noqa: PLC0415
+    from shared.services.runs import TASK_KIND  # noqa: PLC0415
+
+    return CloudTasksQueue(state, queue_path=settings.runs_queue, target_url=settings.dispatch_url,
+                           service_account_email=settings.tasks_invoker,
+                           push_kinds=frozenset({TASK_KIND}), emulator_host=settings.tasks_emulator_host)
+
+
+def _dispatch(settings: Settings, db: Database, provisioner: Provisioner) -> DispatchService | None:
+    if settings.mode != "gcp" or not settings.runs_queue or not settings.dispatch_url:
+        return None
+    from shared.adapters.oidc_verifier import OidcVerifier  # noqa: PLC0415
+    from shared.ports.job_launcher import JobLauncher  # noqa: PLC0415
+
+    if not isinstance(provisioner, JobLauncher):
+        raise RuntimeError("the gcp provisioner cannot start job executions")
+    verifier = OidcVerifier(issuer=settings.push_token_issuer, audience=settings.dispatch_url,
+                            jwks_url=settings.push_token_jwks_url)
+    return DispatchService(db, provisioner, PushAuth(verifier, settings.tasks_invoker or ""))
+
+
+def _scheduler_auth(settings: Settings) -> PushAuth | None:
+    if settings.mode != "gcp" or not settings.scheduled_url or not settings.scheduler_invoker:
+        return None
+    from shared.adapters.oidc_verifier import OidcVerifier  # noqa: PLC0415
+
+    verifier = OidcVerifier(issuer=settings.push_token_issuer, audience=settings.scheduled_url,
+                            jwks_url=settings.push_token_jwks_url)
+    return PushAuth(verifier, settings.scheduler_invoker)
 
 
 def _secret_box(settings: Settings) -> SecretBox:
@@ -193,7 +232,8 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
                                refresh_ttl=settings.refresh_token_ttl_seconds)
     orgs = OrgService(db, users, identity, audit)
     catalog = CatalogService(db, audit, users, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR)
-    queue = _task_queue(db, connect)
+    queue = _task_queue(settings, db, connect)
+    provisioner = _provisioner(settings)
     webhooks = WebhookService(db, audit, _secret_box(settings),
                               DestinationPolicy(SystemResolver(), allow_loopback=settings.webhooks_allow_loopback))
     return Container(
@@ -202,9 +242,11 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         idempotency=IdempotencyStore(db, ttl_seconds=settings.idempotency_ttl_seconds),
         issuer=issuer,
         catalog=catalog,
-        deployments=DeploymentService(db, audit, identity, catalog, _provisioner(settings),
+        deployments=DeploymentService(db, audit, identity, catalog, provisioner,
                                       control_plane_url=settings.public_url),
         queue=queue,
         runs=RunService(db, audit, orgs, queue, events=webhooks.emit),
         webhooks=webhooks,
+        dispatch=_dispatch(settings, db, provisioner),
+        scheduler_auth=_scheduler_auth(settings),
     )

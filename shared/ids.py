@@ -18,3 +18,15 @@ def new_id(prefix: str) -> str:
 def new_secret(nbytes: int = 32) -> str:
     """A 256-bit (by default) URL-safe random secret."""
     return secrets.token_urlsafe(nbytes)
+
+
+def id_time(value: str) -> float | None:
+    """When an id from ``new_id`` was made (epoch seconds), or None if it is not one of ours."""
+    _prefix, sep, body = value.rpartition("_")
+    if not sep or len(body) != 26:
+        return None
+    try:
+        raw = base64.b32decode(body.upper() + "======")
+    except (ValueError, TypeError):
+        return None
+    return int.from_bytes(raw[:6], "big") / 1000

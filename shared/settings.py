@@ -54,6 +54,19 @@ class Settings(BaseSettings):
     runner_image: str = "us-docker.pkg.dev/agent-marketplace/runner/data-plane:latest"
     dataplane_service_account: str | None = None
 
+    # gcp mode: push each run's delivery through Cloud Tasks to the dispatch function, which
+    # starts the deployment's Cloud Run job. Unset: SaaS runs wait for a polling worker.
+    runs_queue: str | None = None  # the Cloud Tasks queue: projects/P/locations/L/queues/Q
+    dispatch_url: str | None = None  # the dispatch function's URL (also the OIDC audience)
+    tasks_invoker: str | None = None  # the service account Cloud Tasks signs pushes as
+    # gcp mode: Cloud Scheduler triggers the periodic jobs through run_scheduled_job at this
+    # URL (the tokens' audience), signing as this service account.
+    scheduled_url: str | None = None
+    scheduler_invoker: str | None = None
+    tasks_emulator_host: str | None = None  # host:port of a Cloud Tasks emulator (tests)
+    push_token_issuer: str = "https://accounts.google.com"  # noqa: S105 - an issuer, not a secret
+    push_token_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"  # noqa: S105 - a public URL
+
     # Webhook receivers on loopback addresses (http or https): local development and tests only,
     # never in production. Every other private or reserved address is refused regardless.
     webhooks_allow_loopback: bool = False

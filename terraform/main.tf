@@ -63,9 +63,14 @@ locals {
 
   # What the API functions additionally need to dispatch work.
   function_env = merge(local.backend_env, { for key, value in {
-    MARKETPLACE_RUNS_QUEUE                = try(google_cloud_tasks_queue.queues["agent-runs"].id, null)
-    MARKETPLACE_WEBHOOKS_QUEUE            = try(google_cloud_tasks_queue.queues["webhook-deliveries"].id, null)
-    MARKETPLACE_TASKS_INVOKER             = google_service_account.tasks.email
+    MARKETPLACE_RUNS_QUEUE     = try(google_cloud_tasks_queue.queues["agent-runs"].id, null)
+    MARKETPLACE_WEBHOOKS_QUEUE = try(google_cloud_tasks_queue.queues["webhook-deliveries"].id, null)
+    MARKETPLACE_TASKS_INVOKER  = google_service_account.tasks.email
+    # The Cloud Tasks push target (functions/dispatch.py); its URL is also the tokens' audience.
+    MARKETPLACE_DISPATCH_URL = "https://${var.region}-${var.project_id}.cloudfunctions.net/dispatch_task"
+    # The Cloud Scheduler target (functions/scheduled.py) and the account its triggers sign as.
+    MARKETPLACE_SCHEDULED_URL             = "https://${var.region}-${var.project_id}.cloudfunctions.net/run_scheduled_job"
+    MARKETPLACE_SCHEDULER_INVOKER         = google_service_account.scheduler.email
     MARKETPLACE_EXECUTOR_JOB              = google_cloud_run_v2_job.executor.id
     MARKETPLACE_DATAPLANE_SERVICE_ACCOUNT = google_service_account.data_plane.email
     MARKETPLACE_RUNNER_IMAGE              = var.runner_image

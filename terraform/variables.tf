@@ -332,6 +332,27 @@ variable "scheduled_jobs" {
       function    = "approval_expiry"
       description = "Expire approval requests nobody decided in time."
     }
+    # Platform jobs of functions/scheduler.py, by name (the key is the job's name).
+    "deployments-unreachable" = {
+      schedule    = "* * * * *"
+      function    = "run_scheduled_job"
+      description = "Mark ready deployments whose data plane stopped heartbeating as unreachable."
+    }
+    "runs-reconcile" = {
+      schedule    = "* * * * *"
+      function    = "run_scheduled_job"
+      description = "Close the runs whose task ended without them."
+    }
+    "webhooks-deliver" = {
+      schedule    = "* * * * *"
+      function    = "run_scheduled_job"
+      description = "Deliver due webhook events and retries."
+    }
+    "queue-relay" = {
+      schedule    = "* * * * *"
+      function    = "run_scheduled_job"
+      description = "Push the redeliveries of expired leases (and failed pushes) to Cloud Tasks."
+    }
   }
 
   validation {

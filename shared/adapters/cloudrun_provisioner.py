@@ -182,6 +182,15 @@ class CloudRunProvisioner:
         _log.info("data plane of deployment %s deprovisioned", deployment_id)
 
     # -- Secret Manager ----------------------------------------------------------------------
+    # -- JobLauncher -------------------------------------------------------------------------
+    def start_execution(self, deployment_id: str) -> str:
+        """Start one execution of the deployment's job (``jobs.run``) without waiting for it;
+        returns the long-running operation's name. The execution leases its task itself."""
+        operation = self.jobs_client().run_job(name=self.job_path(deployment_id))
+        name = str(operation.operation.name)
+        _log.info("started an execution of job %s (%s)", job_name_for(deployment_id), name)
+        return name
+
     def _labels(self, spec: DataPlaneSpec) -> dict[str, str]:
         return {"marketplace-deployment": label_value(spec.deployment_id),
                 "marketplace-org": label_value(spec.org_id)}

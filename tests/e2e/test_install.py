@@ -9,7 +9,6 @@ import tarfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from registry_support import make_manifest, publish
 
 CONFIG_SCHEMA = {"type": "object", "required": ["billing_source"], "additionalProperties": False,

@@ -437,3 +437,20 @@ def test_importing_and_constructing_the_adapter_loads_no_google_sdk() -> None:
             "if n.startswith(('google', 'grpc', 'proto', 'requests'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_start_execution_runs_the_deployments_job_without_waiting(fake: FakeGoogleApis,
+                                                                  provisioner: CloudRunProvisioner) -> None:
+    running = {"name": f"{LOCATION}/operations/exec-42", "done": False,
+               "metadata": {"@type": "type.googleapis.com/google.cloud.run.v2.Execution",
+                            "name": f"{JOB}/executions/{JOB_NAME}-x7k2p"}}
+    fake.on("POST", f"/v2/{JOB}:run", (200, running))
+
+    assert provisioner.start_execution(DEPLOYMENT) == f"{LOCATION}/operations/exec-42"
+    assert fake.calls() == [("POST", f"/v2/{JOB}:run", {})]  # started, not polled to its end
+
+
+def test_start_execution_of_a_missing_job_raises(fake: FakeGoogleApis, provisioner: CloudRunProvisioner) -> None:
+    fake.on("POST", f"/v2/{JOB}:run", error(404, "NOT_FOUND", f"Resource '{JOB_NAME}' was not found"))
+    with pytest.raises(google_errors.NotFound):
+        provisioner.start_execution(DEPLOYMENT)

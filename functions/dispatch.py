@@ -1,0 +1,46 @@
+"""gcp mode: ``POST /internal/tasks/dispatch``, the Cloud Tasks push target (see shared.services.dispatch).
+
+Not part of the public API: Cloud Tasks calls the function's own URL with a Google OIDC token,
+and the API Gateway configuration leaves ``internal`` operations out.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.operation import Call, operation
+from shared.errors import NotFound
+from shared.services.dispatch import Delivery
+
+
+class DispatchIn(BaseModel):
+    """The body ``CloudTasksQueue`` gives each push."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str = Field(min_length=1, max_length=100)
+    attempt: int = Field(ge=1, le=1000)
+    kind: str = Field(max_length=100)
+    run_id: str | None = Field(default=None, max_length=100)
+    org_id: str = Field(max_length=100)
+    deployment_id: str | None = Field(default=None, max_length=100)
+
+
+class DispatchOut(BaseModel):
+    outcome: Literal["started", "dropped"]
+    reason: str
+    execution: str | None = None
+
+
+@operation("POST", "/internal/tasks/dispatch", summary="Start the job for a pushed task delivery",
+           tags=["internal"], auth=False, body=DispatchIn, response=DispatchOut, idempotent=False)
+def dispatch_task(call: Call) -> DispatchOut:
+    service = call.services.dispatch
+    if service is None:  # local mode, or gcp mode without Cloud Tasks: nothing pushes
+        raise NotFound("no operation at /internal/tasks/dispatch")
+    service.authenticate(call.request.headers.get("Authorization", ""))
+    body: DispatchIn = call.body
+    result = service.dispatch(Delivery(task_id=body.task_id, attempt=body.attempt))
+    return DispatchOut(outcome=result.outcome, reason=result.reason, execution=result.execution)
