@@ -22,7 +22,10 @@ Ours runs its workers as threads (its API is synchronous), three ways:
 pgqueuer and procrastinate run as
 their documented asyncio workers with their default settings (pgqueuer's default batch size
 of 10, procrastinate's LISTEN/NOTIFY worker), "4 workers" meaning 4 pgqueuer QueueManagers on
-4 connections, or one procrastinate worker with ``concurrency=4``.
+4 connections, or one procrastinate worker with ``concurrency=4``. Each of the five runs in a
+process of its own (what one library leaves running must not slow the next one down: procrastinate
+did halve a later in-process run of ours), and before each case the run waits until no
+autovacuum worker is busy.
 
 The comparison libraries are NOT project dependencies; install them for the benchmark only:
 
@@ -461,6 +464,57 @@ class ProcrastinateBench:
         pass
 
 
+# -- one process per queue ------------------------------------------------------------------------------
+def _serve(conn: Any, kind: str, server: ServerInfo, options: dict[str, Any]) -> None:
+    """Child process: build one bench and run the methods the parent asks for."""
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)
+    bench = _BENCHES[kind](server, **options)
+    conn.send("ready")
+    while True:
+        method, args = conn.recv()
+        if method == "close":
+            bench.close()
+            conn.send(None)
+            return
+        conn.send(getattr(bench, method)(*args))
+
+
+class Isolated:
+    """A bench living in a process of its own: what one queue library leaves behind (threads,
+    event loops, pools) cannot slow down the next one, and each has its own GIL."""
+
+    def __init__(self, kind: str, server: ServerInfo, **options: Any) -> None:
+        import multiprocessing  # noqa: PLC0415
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, kind, server, options), daemon=True)
+        self._process.start()
+        if self._conn.recv() != "ready":
+            raise RuntimeError(f"the {kind} bench did not start")
+
+    def _call(self, method: str, *args: Any) -> Any:
+        self._conn.send((method, args))
+        return self._conn.recv()
+
+    def drain(self, n: int, workers: int) -> float:
+        return float(self._call("drain", n, workers))
+
+    def mixed(self, n: int, workers: int) -> float:
+        return float(self._call("mixed", n, workers))
+
+    def latency(self, m: int, pollers: int, spacing: float) -> list[float]:
+        return list(self._call("latency", m, pollers, spacing))
+
+    def close(self) -> None:
+        self._call("close")
+        self._process.join(timeout=30)
+
+
+_BENCHES: dict[str, Any] = {"ours": Ours, "pgqueuer": PgQueuerBench, "procrastinate": ProcrastinateBench}
+
+
 # -- the run ---------------------------------------------------------------------------------------------
 CASES: list[tuple[str, Callable[[Any, argparse.Namespace], Any]]] = [
     ("drain1", lambda bench, args: bench.drain(args.tasks, 1)),
@@ -470,7 +524,8 @@ CASES: list[tuple[str, Callable[[Any, argparse.Namespace], Any]]] = [
 ]
 
 
-def _round(benches: dict[str, Any], args: argparse.Namespace, number: int) -> dict[str, Figures]:
+def _round(benches: dict[str, Any], server: ServerInfo, args: argparse.Namespace,
+           number: int) -> dict[str, Figures]:
     """One round: each case runs for every queue back to back (the order rotating between
     rounds), so a burst of load from elsewhere on a shared machine hits them alike."""
     figures = {name: Figures() for name in benches}
@@ -479,7 +534,7 @@ def _round(benches: dict[str, Any], args: argparse.Namespace, number: int) -> di
     order = names[shift:] + names[:shift]
     for case, run in CASES:
         for name in order:
-            _settle(benches[name].server)
+            _settle(server)
             setattr(figures[name], case, run(benches[name], args))
     return figures
 
@@ -525,20 +580,20 @@ def main() -> None:
     pg = EmbeddedPostgres(data_dir)
     try:
         server = pg.ensure_running()
-        benches: dict[str, Any] = {}
+        benches: dict[str, Isolated] = {}
         if "ours" in only:
-            benches["ours"] = Ours(server, batch=BATCH)
+            benches["ours"] = Isolated("ours", server, batch=BATCH)
         if "ours-1" in only:
-            benches["ours-1"] = Ours(server, batch=1)
+            benches["ours-1"] = Isolated("ours", server, batch=1)
         if "ours-durable" in only:
-            benches["ours-durable"] = Ours(server, batch=BATCH, durable_acks=True)
+            benches["ours-durable"] = Isolated("ours", server, batch=BATCH, durable_acks=True)
         if "pgqueuer" in only:
-            benches["pgqueuer"] = PgQueuerBench(server)
+            benches["pgqueuer"] = Isolated("pgqueuer", server)
         if "procrastinate" in only:
-            benches["procrastinate"] = ProcrastinateBench(server)
+            benches["procrastinate"] = Isolated("procrastinate", server)
         results: dict[str, list[Figures]] = {name: [] for name in benches}
         for r in range(args.rounds):
-            for name, figures in _round(benches, args, r).items():
+            for name, figures in _round(benches, server, args, r).items():
                 results[name].append(figures)
                 print(f"round {r + 1} {name:14} drain1 {figures.drain1:8.0f}/s  drain4 {figures.drain4:8.0f}/s  "
                       f"mixed4 {figures.mixed4:8.0f}/s  p50 {figures.p50 * 1000:6.1f} ms  "
