@@ -485,7 +485,7 @@ class Isolated:
     event loops, pools) cannot slow down the next one, and each has its own GIL."""
 
     def __init__(self, kind: str, server: ServerInfo, **options: Any) -> None:
-        import multiprocessing  # noqa: PLC0415
+        import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()

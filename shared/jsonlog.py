@@ -20,27 +20,32 @@ _PATTERNS = [
     re.compile(r"\bsk_(?:test|live)_[A-Za-z0-9]+"),
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
 ]
+# All of them as one alternation: one scan of the text instead of six (the case-insensitive
+# "bearer" is spelled out, as an inline flag cannot apply to one branch).
+_ANY_PATTERN = re.compile("|".join(
+    f"(?:{p.pattern.replace('(?i)', '')})" if "(?i)" not in p.pattern else
+    "(?:" + p.pattern.replace("(?i)", "").replace("bearer", "[Bb][Ee][Aa][Rr][Ee][Rr]") + ")"
+    for p in _PATTERNS))
 _SECRET_KEYS = re.compile(r"(?i)(secret|password|passwd|token|authorization|api[_-]?key|private[_-]?key|"
                           r"credential|signature|cookie)")
 
 
 def redact_text(text: str) -> str:
     """Replace every credential-shaped substring."""
-    for pattern in _PATTERNS:
-        text = pattern.sub(REDACTED, text)
-    return text
+    return _ANY_PATTERN.sub(REDACTED, text)
 
 
-def redact(value: Any, *, key: str | None = None) -> Any:
-    """Redact a structure: values under secret-named keys entirely, credential shapes in any string."""
+def redact(value: Any, *, key: str | None = None, text: bool = True) -> Any:
+    """Redact a structure: values under secret-named keys entirely, credential shapes in any
+    string (unless ``text`` is False: the caller redacts the serialized text as a whole)."""
     if key is not None and _SECRET_KEYS.search(key) and value not in (None, "", [], {}):
         return REDACTED
     if isinstance(value, str):
-        return redact_text(value)
+        return redact_text(value) if text else value
     if isinstance(value, dict):
-        return {k: redact(v, key=str(k)) for k, v in value.items()}
+        return {k: redact(v, key=str(k), text=text) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+        return [redact(v, text=text) for v in value]
     return value
 
 
@@ -59,7 +64,8 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return redact_text(json.dumps(redact(entry), default=str, ensure_ascii=False))
+        # Secret-named keys first, then every credential shape in the serialized line at once.
+        return redact_text(json.dumps(redact(entry, text=False), default=str, ensure_ascii=False))
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:

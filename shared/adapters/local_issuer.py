@@ -12,6 +12,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from shared.adapters.verified_tokens import VerifiedTokens
 from shared.errors import Unauthorized
 from shared.ids import new_id
 from shared.ports.tokens import TokenClaims
@@ -27,6 +28,7 @@ class LocalIssuer:
         self.audience = audience
         self._private: tuple[str, ec.EllipticCurvePrivateKey] = self._load_or_create(keys_dir)
         self._public: dict[str, Any] = {kid: key.public_key() for kid, key in self._all_keys(keys_dir)}
+        self._verified = VerifiedTokens()
 
     @staticmethod
     def _all_keys(keys_dir: Path) -> list[tuple[str, ec.EllipticCurvePrivateKey]]:
@@ -63,7 +65,16 @@ class LocalIssuer:
         return jwt.encode(claims, key, algorithm=_ALG, headers={"kid": kid})
 
     def verify(self, token: str) -> TokenClaims:
-        """Check signature, key id, issuer, audience and expiry."""
+        """Check signature, key id, issuer, audience and expiry (a token verified in the last
+        minute is answered from memory, expiry still checked)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
+        claims = self._verify(token)
+        self._verified.put(token, claims)
+        return claims
+
+    def _verify(self, token: str) -> TokenClaims:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jwt
 
+from shared.adapters.verified_tokens import VerifiedTokens
 from shared.errors import Unauthorized
 from shared.ports.tokens import TokenClaims
 
@@ -18,9 +19,19 @@ class OidcVerifier:
         self.audience = audience
         url = jwks_url or f"{self.issuer}/.well-known/jwks.json"
         self._jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600)
+        self._verified = VerifiedTokens()
 
     def verify(self, token: str) -> TokenClaims:
-        """Check signature, key id, issuer, audience and expiry."""
+        """Check signature, key id, issuer, audience and expiry (a token verified in the last
+        minute is answered from memory, expiry still checked)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
+        claims = self._verify(token)
+        self._verified.put(token, claims)
+        return claims
+
+    def _verify(self, token: str) -> TokenClaims:
         try:
             signing_key = self._jwks.get_signing_key_from_jwt(token)
             claims = jwt.decode(token, signing_key.key, algorithms=_ALGORITHMS, audience=self.audience,
