@@ -142,12 +142,22 @@ def main() -> None:
         # Separate users: the orgs created by the POST load would otherwise grow GET /me's answer.
         auth = {"Authorization": f"Bearer {token('reader@example.com')}"}
         json_auth = {"Authorization": f"Bearer {token('writer@example.com')}", "Content-Type": "application/json"}
-        results: dict[str, list[dict[str, float]]] = {"hello": [], "get_me": [], "post_orgs": []}
+        # The reader belongs to three orgs, as a user typically does: GET /me lists them.
+        org_ids = []
+        for n in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", 18402, timeout=30)
+            conn.request("POST", "/orgs", body=json.dumps({"name": f"reader org {n}"}),
+                         headers={**auth, "Content-Type": "application/json"})
+            org_ids.append(json.loads(conn.getresponse().read())["id"])
+            conn.close()
+        results: dict[str, list[dict[str, float]]] = {"hello": [], "get_me": [], "get_org": [], "post_orgs": []}
         for _ in range(args.rounds):
             results["hello"].append(load(18401, "GET", "/", seconds=args.seconds, concurrency=args.concurrency,
                                          headers={}))
             results["get_me"].append(load(18402, "GET", "/me", seconds=args.seconds,
                                           concurrency=args.concurrency, headers=auth))
+            results["get_org"].append(load(18402, "GET", f"/orgs/{org_ids[0]}", seconds=args.seconds,
+                                           concurrency=args.concurrency, headers=auth))
             results["post_orgs"].append(load(
                 18402, "POST", "/orgs", seconds=args.seconds, concurrency=args.concurrency, headers=json_auth,
                 body_fn=lambda i, n: json.dumps({"name": f"bench {i}-{n}"})))
@@ -158,12 +168,13 @@ def main() -> None:
               f"medians; machine: {os.cpu_count()} cores")
         print(f"{'endpoint':<32}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
         for name, label in (("hello", "functions-framework hello-world"), ("get_me", "GET /me (authenticated)"),
-                            ("post_orgs", "POST /orgs (authenticated)")):
+                            ("get_org", "GET /orgs/{id} (org-scoped)"), ("post_orgs", "POST /orgs (authenticated)")):
             m = med[name]
             print(f"{label:<32}{m['rps']:>10.0f}{m['p50_ms']:>10.2f}{m['p99_ms']:>10.2f}{errors[name]:>8}")
         ratio = med["get_me"]["rps"] / med["hello"]["rps"]
         print(f"ratio GET /me / hello-world req/s: {ratio:.2f} (target >= 0.5)")
-        print(f"ratio POST /orgs / hello-world req/s: {med['post_orgs']['rps'] / med['hello']['rps']:.2f}")
+        for name, label in (("get_org", "GET /orgs/{id}"), ("post_orgs", "POST /orgs")):
+            print(f"ratio {label} / hello-world req/s: {med[name]['rps'] / med['hello']['rps']:.2f}")
         bare, ours = import_times()
         print(f"import functions_framework: {bare:.0f} ms; + functions.orgs: {ours:.0f} ms; "
               f"overhead {ours - bare:.0f} ms (target <= 300)")

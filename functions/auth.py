@@ -42,12 +42,15 @@ def issue_token(call: Call) -> TokenOut:
     return TokenOut(**token_response(pair))
 
 
-@operation("GET", "/me", summary="Describe the caller", tags=["auth"], response=MeOut)
+@operation("GET", "/me", summary="Describe the caller", tags=["auth"], response=MeOut, memberships=True)
 def get_me(call: Call) -> MeOut:
     principal = call.caller
     if principal.kind == "api_key":
         return MeOut(kind="api_key", api_key_id=principal.subject, org_id=principal.key_org_id,
                      role=principal.key_role)
     user = UserOut(id=principal.subject, email=principal.email or "", platform_admin=principal.platform_admin)
-    memberships = [MembershipOut(**m) for m in call.services.orgs.memberships(principal.subject)]
+    loaded = principal.memberships
+    memberships = ([MembershipOut(org_id=m.org_id, org_name=m.org_name, role=m.role) for m in loaded]
+                   if loaded is not None else
+                   [MembershipOut(**m) for m in call.services.orgs.memberships(principal.subject)])
     return MeOut(kind="user", user=user, memberships=memberships)

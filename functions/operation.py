@@ -97,6 +97,7 @@ class Operation:
     max_body: int | None
     idempotent: bool
     fn: Callable[[Call], Any]
+    memberships: bool = False  # authentication also loads every membership of a user
     pattern: re.Pattern[str] = field(init=False)
     handler: Callable[[flask.Request], flask.Response] = field(init=False)
 
@@ -145,7 +146,7 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
               roles: frozenset[Role] | None = None, platform_admin: bool = False, dataplane: bool = False,
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, max_body: int | None = None,
-              idempotent: bool | None = None, name: str | None = None,
+              idempotent: bool | None = None, name: str | None = None, memberships: bool = False,
               registry: Registry = REGISTRY) -> Callable[[Callable[[Call], Any]], Operation]:
     """Register an API operation and wrap it with the HTTP concerns."""
     if "{org_id}" in path and auth and roles is None:
@@ -157,7 +158,7 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
                        dataplane=dataplane, body=body,
                        query=query, response=response, status=status, max_body=max_body,
                        idempotent=(method.upper() == "POST" and auth) if idempotent is None else idempotent,
-                       fn=fn)
+                       fn=fn, memberships=memberships)
         op.handler = _make_handler(op)
         registry.add(op)
         return op
@@ -265,7 +266,7 @@ def _parse_query(op: Operation, request: flask.Request) -> Any:
         raise Unprocessable("the query parameters are invalid", details=validation_details(exc)) from exc
 
 
-def _authenticate(services: Any, request: flask.Request) -> Principal:
+def _authenticate(op: Operation, services: Any, request: flask.Request, params: dict[str, str]) -> Principal:
     header = request.headers.get("Authorization", "")
     if services.settings.mode == "gcp" and "X-Forwarded-Authorization" in request.headers:
         # API Gateway authenticates itself to the function with its own token and forwards
@@ -274,7 +275,10 @@ def _authenticate(services: Any, request: flask.Request) -> Principal:
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise Unauthorized("send 'Authorization: Bearer <access token or API key>'")
-    principal: Principal = services.identity.authenticate(credential.strip())
+    # The role in the addressed org is read with the user, in the same statement.
+    org_id = params.get("org_id") if op.roles is not None else None
+    principal: Principal = services.identity.authenticate(credential.strip(), org_id=org_id,
+                                                          memberships=op.memberships)
     return principal
 
 
@@ -338,7 +342,7 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
     principal = None
     role = None
     if op.auth:
-        principal = _authenticate(services, request)
+        principal = _authenticate(op, services, request, params)
         request._marketplace_principal = principal  # type: ignore[attr-defined]  # for the access log
         role = _authorize(op, services, principal, params)
     limit = op.max_body or services.settings.max_body_bytes

@@ -26,6 +26,15 @@ ALL_MEMBER_ROLES = frozenset(MEMBER_ROLES)
 
 
 @dataclass(frozen=True)
+class Membership:
+    """One org a user belongs to, and the role held there."""
+
+    org_id: str
+    org_name: str
+    role: Role
+
+
+@dataclass(frozen=True)
 class Principal:
     """The authenticated caller: a user (by access token) or an org API key."""
 
@@ -36,6 +45,19 @@ class Principal:
     key_org_id: str | None = None
     key_role: Role | None = None
     deployment_id: str | None = None
+    # Read with the user in the authentication's one statement, so that the operation needs no
+    # second round trip: every membership (when the operation asked for them), and the role held
+    # in the org the request addresses (org id, role or None for a non-member).
+    memberships: tuple[Membership, ...] | None = None
+    org_role: tuple[str, Role | None] | None = None
+
+    def known_role(self, org_id: str) -> tuple[bool, Role | None]:
+        """(known, role) for ``org_id`` from what authentication loaded; (False, None) if not loaded."""
+        if self.memberships is not None:
+            return True, next((m.role for m in self.memberships if m.org_id == org_id), None)
+        if self.org_role is not None and self.org_role[0] == org_id:
+            return True, self.org_role[1]
+        return False, None
 
     @property
     def actor(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,12 +12,25 @@ from typing import Any
 from shared.db.database import Database, Row, Tx
 from shared.errors import BadRequest, Unauthorized
 from shared.ids import new_id, new_secret
-from shared.models.identity import Principal, Role
+from shared.models.identity import Membership, Principal, Role
 from shared.ports.tokens import TokenIssuer, TokenVerifier
 from shared.services.audit import AuditLog
 
 API_KEY_PREFIX = "mk"
 REFRESH_PREFIX = "rt"
+_USER = ("SELECT u.id, u.email, u.platform_admin, "
+         "(SELECT role FROM memberships WHERE user_id = u.id AND org_id = %s) AS org_role{memberships} "
+         "FROM users u WHERE u.id = %s")
+_USER_ONLY = _USER.format(memberships="")
+_USER_WITH_MEMBERSHIPS = _USER.format(memberships=(
+    ", COALESCE((SELECT json_agg(json_build_object('org_id', m.org_id, 'org_name', o.name, 'role', m.role) "
+    "ORDER BY o.created_at, o.id) FROM memberships m JOIN orgs o ON o.id = m.org_id "
+    "WHERE m.user_id = u.id), '[]') AS memberships"))
+
+
+def _json_list(value: Any) -> list[dict[str, Any]]:
+    """A JSON array column, whether the driver decoded it or not."""
+    return list(json.loads(value) if isinstance(value, str) else value)
 
 
 def secret_hash(secret: str) -> str:
@@ -133,22 +147,30 @@ class IdentityService:
         return TokenPair(access, refresh, self.access_ttl)
 
     # -- authentication ----------------------------------------------------
-    def authenticate(self, bearer: str) -> Principal:
-        """The principal behind an ``Authorization: Bearer`` credential."""
+    def authenticate(self, bearer: str, *, org_id: str | None = None, memberships: bool = False) -> Principal:
+        """The principal behind an ``Authorization: Bearer`` credential.
+
+        For a user, the same statement also reads the role held in ``org_id`` (the org the
+        request addresses) and, when ``memberships`` is set, every membership.
+        """
         if bearer.startswith(API_KEY_PREFIX + "."):
             return self._authenticate_key(bearer)
         claims = self.verifier.verify(bearer)
         with self.db.read() as tx:
             if self.issuer is not None:
-                user = tx.fetch_one("SELECT * FROM users WHERE id = %s", claims.subject)
+                user_id = claims.subject
             else:
                 if not claims.email:
                     raise Unauthorized("the identity provider's token carries no email", code="invalid_token")
-                user = self.users.ensure(tx, claims.email)
+                user_id = self.users.ensure(tx, claims.email)["id"]
+            user = tx.fetch_one(_USER_WITH_MEMBERSHIPS if memberships else _USER_ONLY, org_id, user_id)
         if user is None:
             raise Unauthorized("the token's user does not exist", code="invalid_token")
+        loaded = (tuple(Membership(org_id=m["org_id"], org_name=m["org_name"], role=Role(m["role"]))
+                        for m in _json_list(user["memberships"])) if memberships else None)
+        org_role = (org_id, Role(user["org_role"]) if user["org_role"] else None) if org_id is not None else None
         return Principal(kind="user", subject=user["id"], email=user["email"],
-                         platform_admin=bool(user["platform_admin"]))
+                         platform_admin=bool(user["platform_admin"]), memberships=loaded, org_role=org_role)
 
     def _authenticate_key(self, bearer: str) -> Principal:
         parts = _split(bearer, API_KEY_PREFIX)

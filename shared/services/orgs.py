@@ -28,6 +28,9 @@ class OrgService:
         """The caller's role in ``org_id``; None when it is not a member (or the org does not exist)."""
         if principal.kind == "api_key":
             return principal.key_role if principal.key_org_id == org_id else None
+        known, loaded = principal.known_role(org_id)
+        if known:
+            return loaded
         with self.db.read() as tx:
             role = tx.fetch_val("SELECT role FROM memberships WHERE org_id = %s AND user_id = %s",
                                 org_id, principal.subject)

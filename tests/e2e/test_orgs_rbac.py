@@ -96,6 +96,23 @@ def test_org_lifecycle_and_me(make_user):
     assert got.status == 200 and got.body["name"] == "Alice Corp"
 
 
+def test_role_read_at_authentication_is_the_current_one(make_org, member):
+    """The role is read with the user on every request: a change is seen by the very next one,
+    in the org-scoped check and in GET /me alike, and another org's membership never leaks in."""
+    admin, org_id = make_org()
+    other = admin.post("/orgs", json={"name": "Second"}).body["id"]
+    bob = member(admin, org_id, "viewer")
+    assert bob.put(f"/orgs/{org_id}/preferences", json={"data": {}}).status == 403
+    assert bob.get(f"/orgs/{other}").status == 404
+    admin.patch(f"/orgs/{org_id}/members/{bob.user_id}", json={"role": "admin"})
+    assert bob.put(f"/orgs/{org_id}/preferences", json={"data": {}}).status == 200
+    assert bob.get("/me").body["memberships"] == [{"org_id": org_id, "org_name": "Acme", "role": "admin"}]
+    assert [m["org_id"] for m in admin.get("/me").body["memberships"]] == [org_id, other]
+    admin.delete(f"/orgs/{org_id}/members/{bob.user_id}")
+    assert bob.get(f"/orgs/{org_id}").status == 404
+    assert bob.get("/me").body["memberships"] == []
+
+
 def test_members_add_change_remove_and_last_admin_guard(make_org, make_user, member):
     admin, org_id = make_org()
     bob = member(admin, org_id, "developer")
