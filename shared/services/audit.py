@@ -36,6 +36,9 @@ class VerifyResult:
     problem: str | None = None
 
 
+_LOCK_HEAD = "SELECT seq, hash FROM audit_heads WHERE org_id = %s FOR UPDATE"
+
+
 class AuditLog:
     """Appends inside the caller's transaction, so an action and its entry commit together."""
 
@@ -45,10 +48,14 @@ class AuditLog:
     def append(self, tx: Tx, *, org_id: str, actor: str, action: str, target: str,
                details: dict[str, Any] | None = None) -> str:
         """Add one entry at the head of ``org_id``'s chain; returns its id."""
-        # Row lock on the head serialises appends per org without blocking other orgs.
-        tx.execute("INSERT INTO audit_heads (org_id, seq, hash) VALUES (%s, 0, %s) "
-                   "ON CONFLICT (org_id) DO NOTHING", org_id, GENESIS)
-        head = tx.fetch_one("SELECT seq, hash FROM audit_heads WHERE org_id = %s FOR UPDATE", org_id)
+        # Row lock on the head serialises appends per org without blocking other orgs. The head
+        # exists after an org's first entry: only then is it created (idempotently, as two first
+        # appends may race), so a steady-state append is two statements.
+        head = tx.fetch_one(_LOCK_HEAD, org_id)
+        if head is None:
+            tx.execute("INSERT INTO audit_heads (org_id, seq, hash) VALUES (%s, 0, %s) "
+                       "ON CONFLICT (org_id) DO NOTHING", org_id, GENESIS)
+            head = tx.fetch_one(_LOCK_HEAD, org_id)
         assert head is not None
         entry = {
             "org_id": org_id,
@@ -62,13 +69,15 @@ class AuditLog:
             "details": json.loads(canonical_json(details or {})),
         }
         digest = entry_hash(head["hash"], entry)
+        # The entry and the new head in one statement.
         tx.execute(
+            "WITH head AS (UPDATE audit_heads SET seq = %s, hash = %s WHERE org_id = %s) "
             "INSERT INTO audit_log (org_id, seq, id, occurred_at, actor, action, target, details, prev_hash, hash)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)",
+            entry["seq"], digest, org_id,
             org_id, entry["seq"], entry["id"], entry["occurred_at"], actor, action, target,
             canonical_json(entry["details"]), head["hash"], digest,
         )
-        tx.execute("UPDATE audit_heads SET seq = %s, hash = %s WHERE org_id = %s", entry["seq"], digest, org_id)
         return str(entry["id"])
 
     def list(self, org_id: str, *, limit: int, after_seq: int | None = None, action: str | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from shared.services.audit import canonical_json
@@ -106,3 +108,35 @@ def test_chains_are_per_org(make_org):
     assert [e["action"] for e in b_admin.get(f"/orgs/{b_org}/audit").body["items"]] == ["member.added",
                                                                                         "org.created"]
     assert b_admin.get(f"/orgs/{a_org}/audit").status == 404
+
+
+def test_concurrent_appends_keep_one_unbroken_chain(container, make_org):
+    """Appends racing on one org, starting from an org with no head yet, serialise on the head."""
+    admin, org_id = make_org()
+    fresh = "org_concurrent_" + org_id[-8:]
+    with container.db.transaction() as tx:
+        tx.execute("INSERT INTO orgs (id, name, created_by) VALUES (%s, 'Racing', %s)", fresh,
+                   admin.get("/me").body["user"]["id"])
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def append(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(10):
+                with container.db.transaction() as tx:
+                    container.audit.append(tx, org_id=fresh, actor="test", action="race", target=f"{n}-{i}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    result = container.audit.verify(fresh)
+    assert result.ok and result.checked == 60 and result.head_seq == 60, result
+    with container.db.read() as tx:
+        seqs = [r["seq"] for r in tx.fetch_all("SELECT seq FROM audit_log WHERE org_id = %s ORDER BY seq", fresh)]
+    assert seqs == list(range(1, 61))
