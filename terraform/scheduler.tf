@@ -1,6 +1,6 @@
-# Periodic jobs: billing cycle, payouts, memory GC and approval expiry, each a POST to its
-# function with an OIDC token of the scheduler account. The functions are idempotent per period,
-# so a retried or doubled trigger changes nothing.
+# Periodic jobs (var.scheduled_jobs), each a POST to its function with an OIDC token of the
+# scheduler account; the body names the job. The jobs are idempotent, so a retried or doubled
+# trigger changes nothing.
 
 resource "google_cloud_scheduler_job" "jobs" {
   for_each         = var.scheduled_jobs

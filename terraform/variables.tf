@@ -305,33 +305,13 @@ variable "time_zone" {
 }
 
 variable "scheduled_jobs" {
-  description = "Cloud Scheduler jobs, each calling one function (which must be in function_names)."
+  description = "Cloud Scheduler jobs, each calling one function (which must be in function_names): the key names the job, the body carries it."
   type = map(object({
     schedule    = string
     function    = string
     description = string
   }))
   default = {
-    "billing-cycle" = {
-      schedule    = "0 2 1 * *"
-      function    = "billing_cycle"
-      description = "Close the monthly billing period and issue invoices."
-    }
-    "payouts" = {
-      schedule    = "0 6 2 * *"
-      function    = "payouts"
-      description = "Pay developers whose balance reached the payout threshold."
-    }
-    "memory-gc" = {
-      schedule    = "30 3 * * *"
-      function    = "memory_gc"
-      description = "Delete expired Level 2 (30 days) and Level 4 (90 days) memories."
-    }
-    "approval-expiry" = {
-      schedule    = "*/5 * * * *"
-      function    = "approval_expiry"
-      description = "Expire approval requests nobody decided in time."
-    }
     # Platform jobs of functions/scheduler.py, by name (the key is the job's name).
     "deployments-unreachable" = {
       schedule    = "* * * * *"
