@@ -16,10 +16,10 @@ from shared.models.webhooks import (
 from shared.pagination import Page, PageQuery
 
 
-# Not replayable with Idempotency-Key: the replay store would keep the signing secret in clear
-# for a day, and "shown once" would no longer hold. A retried create makes a second webhook.
+# Replayable with Idempotency-Key: the stored response, secret included, rests sealed (see
+# shared/services/idempotency.py), so a retried create returns the same webhook and secret.
 @operation("POST", "/orgs/{org_id}/webhooks", summary="Create a webhook", tags=["webhooks"], roles=ADMIN,
-           body=WebhookCreate, response=WebhookCreated, status=201, idempotent=False)
+           body=WebhookCreate, response=WebhookCreated, status=201)
 def create_webhook(call: Call) -> WebhookCreated:
     b = call.body
     row, secret = call.services.webhooks.create(call.caller, call.org_id, url=b.url, events=b.events,

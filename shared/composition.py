@@ -234,12 +234,13 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     catalog = CatalogService(db, audit, users, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR)
     queue = _task_queue(settings, db, connect)
     provisioner = _provisioner(settings)
-    webhooks = WebhookService(db, audit, _secret_box(settings),
+    box = _secret_box(settings)
+    webhooks = WebhookService(db, audit, box,
                               DestinationPolicy(SystemResolver(), allow_loopback=settings.webhooks_allow_loopback))
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
-        idempotency=IdempotencyStore(db, ttl_seconds=settings.idempotency_ttl_seconds),
+        idempotency=IdempotencyStore(db, box, ttl_seconds=settings.idempotency_ttl_seconds),
         issuer=issuer,
         catalog=catalog,
         deployments=DeploymentService(db, audit, identity, catalog, provisioner,

@@ -91,6 +91,29 @@ def test_idempotency_key_replays_the_first_response(container, make_user):
     assert _counts(container)["orgs"] == before["orgs"] + 1
 
 
+def test_an_api_key_create_replays_the_same_key_sealed_at_rest(container, make_org, anon):
+    admin, org_id = make_org()
+    headers = {"Idempotency-Key": f"key-{org_id}"}
+    first = admin.post(f"/orgs/{org_id}/api-keys", json={"name": "ci", "role": "viewer"}, headers=headers)
+    second = admin.post(f"/orgs/{org_id}/api-keys", json={"name": "ci", "role": "viewer"}, headers=headers)
+    assert first.status == second.status == 201 and second.body == first.body
+    assert len(admin.get(f"/orgs/{org_id}/api-keys").body["items"]) == 1
+    key = first.body["key"]
+    assert anon.get("/me", token=key).status == 200
+    with container.db.read() as tx:
+        rows = tx.fetch_all("SELECT scope, response_sealed FROM idempotency_keys WHERE key = %s", headers["Idempotency-Key"])
+    assert len(rows) == 1 and key.split(".")[2].encode() not in bytes(rows[0]["response_sealed"])
+    # A sealed response copied under another caller's claim does not open there.
+    other, other_org = make_org()
+    claim = {"Idempotency-Key": "steal"}
+    assert other.post(f"/orgs/{other_org}/api-keys", json={"name": "x", "role": "viewer"}, headers=claim).status == 201
+    with container.db.transaction() as tx:
+        tx.execute("UPDATE idempotency_keys SET response_sealed = %s WHERE key = 'steal'",
+                   bytes(rows[0]["response_sealed"]))
+    stolen = other.post(f"/orgs/{other_org}/api-keys", json={"name": "x", "role": "viewer"}, headers=claim)
+    assert stolen.status == 500 and key not in json.dumps(stolen.body)
+
+
 def test_idempotent_replay_of_an_error(container, make_org):
     admin, org_id = make_org()
     headers = {"Idempotency-Key": "dup-member"}

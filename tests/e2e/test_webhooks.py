@@ -212,18 +212,21 @@ def test_create_shows_the_secret_once_and_stores_it_encrypted(container, make_or
     assert "secret" not in json.dumps(audit) and "whsec_" not in json.dumps(audit)
 
 
-def test_the_secret_never_rests_in_the_idempotency_store(container, make_org):
+def test_a_retried_create_replays_the_first_webhook_and_the_secret_never_rests_in_clear(container, make_org):
     admin, org_id = make_org()
     headers = {"Idempotency-Key": f"create-hook-{org_id}"}
     body = {"url": "https://93.184.216.34/a", "events": ["run.completed"]}
     first = admin.post(f"/orgs/{org_id}/webhooks", json=body, headers=headers)
     second = admin.post(f"/orgs/{org_id}/webhooks", json=body, headers=headers)
     assert first.status == second.status == 201
-    assert first.body["id"] != second.body["id"] and first.body["secret"] != second.body["secret"]
+    assert second.body == first.body and second.headers.get("Idempotent-Replayed") == "true"
+    assert [h["id"] for h in admin.get(f"/orgs/{org_id}/webhooks").body["items"]] == [first.body["id"]]
+    secret = first.body["secret"]
     with container.db.read() as tx:
-        stored = tx.fetch_all("SELECT response::text AS r FROM idempotency_keys WHERE response::text LIKE %s",
-                              "%whsec_%")
-    assert stored == []
+        rows = tx.fetch_all("SELECT * FROM idempotency_keys WHERE key = %s", headers["Idempotency-Key"])
+    assert len(rows) == 1 and rows[0]["status_code"] == 201
+    assert secret.encode() not in bytes(rows[0]["response_sealed"])
+    assert secret not in json.dumps(rows, default=str)
 
 
 SSRF_URLS = [
