@@ -7,14 +7,11 @@ from typing import Any
 import flask
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
-from werkzeug.routing import Map, Rule
 
 from functions.main import load_operations
 from functions.operation import REGISTRY, install_container
 from shared.errors import AppError, MethodNotAllowed, NotFound
 from shared.ids import new_id
-
-_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def _error(exc: AppError) -> flask.Response:
@@ -25,24 +22,29 @@ def _error(exc: AppError) -> flask.Response:
 
 
 def create_gateway(container: Any) -> flask.Flask:
-    """A Flask app routing each request to its registered operation."""
+    """A Flask app routing each request to its registered operation (one rule per operation)."""
     load_operations()
-    rules = Map([Rule(op.path.replace("{", "<").replace("}", ">"), endpoint=op.name, methods=[op.method])
-                 for op in REGISTRY], strict_slashes=False)
-    app = flask.Flask("marketplace-gateway")
+    app = flask.Flask("marketplace-gateway", static_folder=None)
+    app.url_map.strict_slashes = False
     install_container(app, container)
+    for op in REGISTRY:
+        app.add_url_rule(op.path.replace("{", "<").replace("}", ">"), endpoint=op.name,
+                         view_func=_view(op.handler), methods=[op.method])
 
-    @app.route("/", defaults={"path": ""}, methods=_ALL_METHODS)
-    @app.route("/<path:path>", methods=_ALL_METHODS)
-    def dispatch(path: str) -> flask.Response:  # noqa: ARG001 - werkzeug passes it; the matcher reads it
-        adapter = rules.bind("gateway")
-        try:
-            name, _ = adapter.match(flask.request.path, method=flask.request.method)
-        except WzMethodNotAllowed as exc:
-            allowed = ", ".join(sorted(exc.valid_methods or []))
-            return _error(MethodNotAllowed(f"{flask.request.method} is not allowed here; use {allowed}"))
-        except WzNotFound:
-            return _error(NotFound(f"no operation at {flask.request.path}"))
-        return REGISTRY.get(str(name)).handler(flask.request)
+    @app.errorhandler(WzNotFound)
+    def not_found(_: WzNotFound) -> flask.Response:
+        return _error(NotFound(f"no operation at {flask.request.path}"))
+
+    @app.errorhandler(WzMethodNotAllowed)
+    def method_not_allowed(exc: WzMethodNotAllowed) -> flask.Response:
+        allowed = ", ".join(sorted(m for m in exc.valid_methods or [] if m not in ("HEAD", "OPTIONS")))
+        return _error(MethodNotAllowed(f"{flask.request.method} is not allowed here; use {allowed}"))
 
     return app
+
+
+def _view(handler: Any) -> Any:
+    def view(**_: str) -> flask.Response:  # the handler reads the path parameters itself
+        response: flask.Response = handler(flask.request)
+        return response
+    return view

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 from pg8000.converters import make_params
 from pg8000.dbapi import convert_paramstyle
 
+from shared.db import converters
+
 Row = dict[str, Any]
 _STATEMENT_CACHE_SIZE = 256
 
@@ -110,6 +112,7 @@ class Database:
         except queue.Empty:
             try:
                 conn = self._factory()
+                converters.install(conn)
             except BaseException:
                 self._slots.release()
                 raise
