@@ -3,7 +3,8 @@
 A manifest arrives as YAML or JSON from a developer. :func:`load_manifest` parses it defensively
 (size limit, duplicate keys, no YAML aliases) and :func:`validate_manifest_data` reports *every*
 problem, each with a path such as ``tools[1].permissions[0]`` and a message a person can act on,
-so the developer portal can show them all at once.
+so the developer portal can show them all at once. Reading the document is
+``manifest_document.py``; the problem types are ``manifest_problems.py`` (both re-exported here).
 
 Regenerate the published schema with ``python -m shared.models.manifest [PATH]`` (default
 ``docs/manifest.schema.json``); a unit test fails while the file is out of date.
@@ -17,14 +18,13 @@ import math
 import re
 import sys
 import typing
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from jsonschema import Draft202012Validator, SchemaError
 from jsonschema.exceptions import ValidationError as JsonSchemaError
 from jsonschema.exceptions import best_match
@@ -46,6 +46,8 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, ErrorDetails, PydanticCustomError, core_schema
 
+from shared.models.manifest_document import parse_manifest_document
+from shared.models.manifest_problems import MAX_MANIFEST_BYTES, ManifestInvalid, ManifestProblem, format_path, show
 from shared.models.money import MoneyError, PricingModel, PricingSpec, usd_to_micros
 from shared.models.semver import MAX_LENGTH as SEMVER_MAX_LENGTH
 from shared.models.semver import SEMVER_PATTERN, SemVer
@@ -59,7 +61,6 @@ __all__ = [
     "parse_manifest_document", "permission_diff", "validate_manifest_data", "write_manifest_json_schema",
 ]
 
-MAX_MANIFEST_BYTES = 256 * 1024
 """Largest manifest document accepted, in bytes of UTF-8."""
 
 MANIFEST_SCHEMA_ID = "urn:agent-marketplace:schema:agent-manifest:1"
@@ -132,22 +133,6 @@ _CONSTRAINT_PATTERN = "^(?:{})$".format("|".join(
 ))
 
 
-class ManifestProblem(TypedDict):
-    """One problem: ``path`` like ``tools[0].permissions[1]`` ("" is the whole document) and a message."""
-
-    path: str
-    message: str
-
-
-class ManifestInvalid(ValueError):
-    """A manifest that cannot be accepted; ``problems`` lists every reason (for a 422's details)."""
-
-    def __init__(self, problems: Sequence[ManifestProblem]) -> None:
-        self.problems = list(problems)
-        listed = "; ".join(f"{p['path'] or '(document)'}: {p['message']}" for p in self.problems)
-        super().__init__(f"invalid agent manifest: {listed}")
-
-
 def _fail(message: str) -> PydanticCustomError:
     return PydanticCustomError("manifest", "{message}", {"message": message})
 
@@ -157,27 +142,6 @@ def _problems(found: list[tuple[Loc, str]]) -> PydanticCustomError:
     # validated value, and _translate() unfolds them into separate problems.
     summary = "; ".join(message for _, message in found)
     return PydanticCustomError("manifest_problems", "{summary}", {"summary": summary, "problems": found})
-
-
-def _show(value: object) -> str:
-    text = repr(str(value) if isinstance(value, StrEnum) else value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
-
-
-def format_path(loc: Sequence[str | int]) -> str:
-    """Render a location as ``tools[1].permissions[0]``; odd keys are quoted: ``properties["a b"]``."""
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif _PLAIN_KEY.fullmatch(part):
-            path += f".{part}" if path else part
-        else:
-            path += f"[{json.dumps(part, ensure_ascii=False)}]"
-    return path
 
 
 # ----------------------------------------------------------------------------------- scalar types
@@ -203,7 +167,7 @@ class _Text:
             if not self.min_length <= len(value) <= self.max_length:
                 raise _fail(f"must be {self.min_length} to {self.max_length} characters, not {len(value)}")
             if regex is not None and not regex.fullmatch(value):
-                raise _fail(f"must be {self.rule}, not {_show(value)}")
+                raise _fail(f"must be {self.rule}, not {show(value)}")
             if not value.strip():
                 raise _fail("must not be blank")
             return value
@@ -234,7 +198,7 @@ class _Quantity:
             # YAML authors write `cpu: 2` as often as `cpu: "2"`, as in Kubernetes itself.
             text = repr(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
             if not isinstance(text, str) or not regex.fullmatch(text):
-                raise _fail(f"must be {self.rule}, not {_show(value)}")
+                raise _fail(f"must be {self.rule}, not {show(value)}")
             if Decimal(re.sub(r"[^0-9.]", "", text)) == 0:
                 raise _fail("must be greater than zero")
             return text
@@ -308,7 +272,7 @@ def _unique(items: list[_T]) -> list[_T]:
     found: list[tuple[Loc, str]] = []
     for index, item in enumerate(items):
         if item in first_at:
-            found.append(((index,), f"{_show(item)} is listed twice (first at index {first_at[item]})"))
+            found.append(((index,), f"{show(item)} is listed twice (first at index {first_at[item]})"))
         first_at.setdefault(item, index)
     if found:
         raise _problems(found)
@@ -325,7 +289,7 @@ def _object_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
     cls = validator_for(schema, default=Draft202012Validator) if isinstance(dialect, str) else None
     if cls is None or (cls is Draft202012Validator and dialect.rstrip("#") != _DRAFT_2020_12):
         found.append((("$schema",),
-                      f"unknown JSON Schema dialect {_show(dialect)}; omit it or use {_DRAFT_2020_12}"))
+                      f"unknown JSON Schema dialect {show(dialect)}; omit it or use {_DRAFT_2020_12}"))
     else:
         try:
             cls.check_schema(schema)
@@ -545,7 +509,7 @@ def _tool_problems(raw: object, declared: list[str] | None) -> list[tuple[Loc, s
         for position, permission in enumerate(permissions if isinstance(permissions, list) else []):
             if declared is not None and isinstance(permission, str) and permission not in declared:
                 found.append(((index, "permissions", position),
-                              f"{_show(permission)} is not declared in the manifest's permissions"))
+                              f"{show(permission)} is not declared in the manifest's permissions"))
     return found
 
 
@@ -561,7 +525,7 @@ _ALLOWED_CONSTRAINTS = ", ".join(
 
 def _constraint_problem(name: str, value: str | None, permissions: list[str] | None) -> str | None:
     if name not in _CONSTRAINT_NAMES:
-        return f"unknown constraint {_show(name)}; allowed: {_ALLOWED_CONSTRAINTS}"
+        return f"unknown constraint {show(name)}; allowed: {_ALLOWED_CONSTRAINTS}"
     if name in _VALUED_CONSTRAINTS and value is None:
         return f"constraint {name!r} needs a value: {name}={_VALUED_CONSTRAINTS[ConstraintName(name)]}"
     if name not in _VALUED_CONSTRAINTS and value is not None:
@@ -631,7 +595,7 @@ def _non_json_values(value: object, loc: Loc) -> list[tuple[Loc, str]]:
             if isinstance(key, str):
                 found += _non_json_values(item, (*loc, key))
             else:
-                found.append((loc, f"has the non-string key {_show(key)}; quote it"))
+                found.append((loc, f"has the non-string key {show(key)}; quote it"))
         return found
     if isinstance(value, list):
         return [found for index, item in enumerate(value) for found in _non_json_values(item, (*loc, index))]
@@ -680,7 +644,7 @@ def _message(detail: ErrorDetails, ctx: dict[str, Any], root: Any) -> str:
     if kind == "extra_forbidden":
         return _unknown_field_message(tuple(detail["loc"]), root)
     if kind in ("enum", "literal_error"):
-        return f"must be one of: {ctx['expected']}; got {_show(detail['input'])}"
+        return f"must be one of: {ctx['expected']}; got {show(detail['input'])}"
     if kind == "too_short":
         minimum = ctx["min_length"]
         return "must not be empty" if minimum == 1 else f"must have at least {minimum} items"
@@ -707,111 +671,6 @@ def _unknown_field_message(loc: Loc, root: Any) -> str:
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"unknown field {key!r}; {hint}allowed fields: {', '.join(allowed)}"
-
-
-# ---------------------------------------------------------------------------------------- loading
-
-
-class _ManifestYamlLoader(yaml.SafeLoader):
-    """safe_load's loader, stricter: duplicate keys, aliases and merge keys are errors."""
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        # Aliases let a few hundred bytes expand into billions of nodes once traversed.
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
-            raise yaml.MarkedYAMLError(problem="aliases (*name) are not allowed in a manifest",
-                                       problem_mark=mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise yaml.MarkedYAMLError(problem="merge keys (<<) are not allowed in a manifest",
-                                           problem_mark=key_node.start_mark)
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:
-                raise yaml.MarkedYAMLError(problem=f"duplicate key {_show(key)}",
-                                           problem_mark=key_node.start_mark)
-            if isinstance(key, Hashable):
-                seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _timestamp_as_text(loader: _ManifestYamlLoader, node: yaml.ScalarNode) -> str:
-    # A YAML 1.1 timestamp (`released: 2025-01-01`) was almost surely meant as text; keep it text.
-    return loader.construct_scalar(node)
-
-
-_ManifestYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
-
-
-class _StrictJsonError(ValueError):
-    """Well-formed JSON that a manifest still may not contain."""
-
-
-def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _StrictJsonError(f"duplicate key {_show(key)}")
-        result[key] = value
-    return result
-
-
-def _json_constant(name: str) -> float:
-    raise _StrictJsonError(f"{name} is not valid JSON")
-
-
-def parse_manifest_document(document: str | bytes, content_type_hint: str | None = None) -> object:
-    """Parse a YAML or JSON manifest document into a mapping, or raise :class:`ManifestInvalid`.
-
-    ``content_type_hint`` (a media type such as ``application/json`` or ``application/yaml``, or
-    just ``json``/``yaml``) picks the parser; without one, a document starting with ``{`` is tried
-    as JSON first.
-    """
-    def invalid(message: str) -> ManifestInvalid:
-        return ManifestInvalid([ManifestProblem(path="", message=message)])
-
-    if not isinstance(document, str | bytes | bytearray):
-        raise invalid(f"must be text or bytes, not {type(document).__name__}")
-    try:
-        raw = document.encode("utf-8") if isinstance(document, str) else bytes(document)
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise invalid(f"is {len(raw):,} bytes; a manifest may be at most {MAX_MANIFEST_BYTES:,} bytes")
-        text = raw.decode("utf-8-sig")
-    except (UnicodeEncodeError, UnicodeDecodeError) as error:
-        raise invalid(f"is not valid UTF-8 text ({error.reason})") from None
-    hint = (content_type_hint or "").split(";")[0].strip().lower()
-    as_json = hint.endswith("json") or (not hint and text.lstrip().startswith("{"))
-    try:
-        if as_json:
-            try:
-                data = json.loads(text, object_pairs_hook=_json_object, parse_constant=_json_constant)
-            except _StrictJsonError as error:
-                raise invalid(f"is not valid JSON: {error}") from None
-            except json.JSONDecodeError as error:
-                if hint:  # declared JSON must be JSON; a sniffed "{" may still be a YAML flow mapping
-                    raise invalid(f"is not valid JSON: {error}") from None
-                data = yaml.load(text, Loader=_ManifestYamlLoader)  # noqa: S506 - a SafeLoader subclass
-        else:
-            data = yaml.load(text, Loader=_ManifestYamlLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        raise invalid(f"is not valid YAML: {_yaml_reason(error)}") from None
-    except RecursionError:
-        raise invalid("is nested too deeply") from None
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise invalid(f"must be a mapping of manifest fields at the top level, not {kind}")
-    return data
-
-
-def _yaml_reason(error: yaml.YAMLError) -> str:
-    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
-        mark = error.problem_mark
-        problem = f"{error.context}, {error.problem}" if error.context else error.problem
-        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return str(error)
 
 
 def load_manifest(text_or_bytes: str | bytes, content_type_hint: str | None = None) -> AgentManifest:
