@@ -45,7 +45,8 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from shared.composition import Container, build_container  # noqa: E402
 from shared.models.identity import Principal  # noqa: E402
 from shared.models.manifest import AgentManifest  # noqa: E402
-from shared.services.catalog import CatalogSearch, catalog_words, listing_fields, pricing_micros  # noqa: E402
+from shared.services.catalog import listing_fields, pricing_micros  # noqa: E402
+from shared.services.catalog_search import CatalogSearch, catalog_words  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
 _DOMAIN_WORDS = """cost anomaly detection spend budget forecast billing invoice savings rightsizing idle

@@ -17,7 +17,8 @@ from shared.models.catalog import (
     VersionSubmit,
 )
 from shared.pagination import Page
-from shared.services.catalog import CatalogSearch, require_manifest
+from shared.services.catalog import require_manifest
+from shared.services.catalog_search import CatalogSearch
 
 
 @operation("POST", "/agents", summary="Submit an agent listing", tags=["developer portal"], body=AgentSubmit,

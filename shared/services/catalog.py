@@ -1,4 +1,4 @@
-"""The agent registry: listings and their immutable versions, moderation, catalog search, reviews.
+"""The agent registry: listings and their immutable versions, moderation, reviews (search: catalog_search.py).
 
 A listing's display fields (name, description, category, tags, pricing, deployment types) are
 copied from one of its versions, so they are versioned and reviewed with the manifest: the
@@ -8,20 +8,17 @@ listings are in the public catalog; the publisher org's members and platform adm
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from pg8000.exceptions import DatabaseError
 
 from shared.db.database import Database, Row, Tx
-from shared.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.ids import new_id
 from shared.models.identity import Principal, Role
 from shared.models.manifest import (
@@ -38,6 +35,8 @@ from shared.models.manifest import (
 from shared.models.semver import SemVer
 from shared.pagination import decode_cursor, encode_cursor
 from shared.services.audit import AuditLog
+from shared.services.catalog_rows import LISTING_COLUMNS, VERSION_COLUMNS, cursor_value, listing_out
+from shared.services.catalog_search import CatalogSearch, CatalogSearcher, catalog_words
 from shared.services.identity import Users
 from shared.services.orgs import OrgService
 
@@ -51,43 +50,8 @@ PLATFORM_ORG_NAME = "Agent Marketplace"
 PUBLISHER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER})
 REVIEWER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER})
 
-# ts_rank weights for D, C, B, A: publisher name, description, tags+category, names.
-RANK_WEIGHTS = [0.1, 0.2, 0.4, 1.0]
-# Query words of this length or more that appear in no listing are widened to their nearest
-# catalog words by trigram similarity (at least pg_trgm's default threshold, 0.3): one wrong
-# letter in a word of five or more letters stays above it.
-TYPO_MIN_LENGTH = 4
-TYPO_SIMILARITY = 0.3
-TYPO_ALTERNATIVES = 2
-MAX_QUERY_WORDS = 8
-_WORD = re.compile(r"[^\W_]+")
-_TERM_MIN, _TERM_MAX = 3, 40
 _SEED_LOCK = 0x6D6B7473  # "mkts": one seeding process at a time
 _UNIQUE_VIOLATION = "23505"
-
-_RAW_COLUMNS = ("id", "name", "publisher_org_id", "publisher_name", "display_name", "description", "category",
-                "tags", "pricing_model", "pricing", "deployment_types", "install_count", "rating_avg", "rating_count",
-                "status", "status_reason", "latest_version", "created_at", "updated_at", "published_at")
-
-
-def _listing_columns(alias: str) -> str:
-    """The listing columns of ``alias``, arrays and timestamps rendered by PostgreSQL as JSON/ISO 8601.
-
-    pg8000 parses timestamptz with ``strptime`` and arrays in Python, which costs more than the
-    whole query on a catalog page; JSON and ISO strings are parsed in C (json, pydantic).
-    """
-    def render(column: str) -> str:
-        if column in ("tags", "deployment_types"):
-            return f"to_json({alias}.{column}) AS {column}"
-        if column.endswith("_at"):
-            return f"to_json({alias}.{column}) #>> '{{}}' AS {column}"
-        return f"{alias}.{column}"
-    return ", ".join(render(column) for column in _RAW_COLUMNS)
-
-
-_LISTING_COLUMNS = _listing_columns("a")
-_VERSION_COLUMNS = ("agent_id, version, status, permission_diff, created_at, reviewed_at, review_reason")
-
 
 # -- manifest checking (no side effects) -------------------------------------------
 
@@ -152,29 +116,6 @@ def latest_of(versions: Iterable[str]) -> str | None:
     return str(max(pool)) if pool else None
 
 
-def catalog_words(*texts: str) -> list[str]:
-    """The distinct lowercase words of ``texts`` worth suggesting as typo corrections, sorted."""
-    words = {w for text in texts for w in _WORD.findall(text.lower()) if _TERM_MIN <= len(w) <= _TERM_MAX}
-    return sorted(words)
-
-
-def query_words(q: str) -> list[str]:
-    """The words of a search query, in order, deduplicated, at most :data:`MAX_QUERY_WORDS`."""
-    seen: list[str] = []
-    for word in _WORD.findall(q.lower()):
-        if word not in seen and len(word) <= _TERM_MAX:
-            seen.append(word)
-    return seen[:MAX_QUERY_WORDS]
-
-
-def tsquery_text(groups: list[list[str]]) -> str:
-    """``(cost) & (anomoly | anomaly)``: every group must match, any word of a group will do.
-
-    Every word matches ``[^\\W_]+``, so the text cannot carry to_tsquery operators.
-    """
-    return " & ".join("(" + " | ".join(words) + ")" for words in groups)
-
-
 def _diff_json(previous: AgentManifest | None, previous_version: str | None, new: AgentManifest) -> dict[str, Any]:
     diff = permission_diff(previous, new)
     return {"previous_version": previous_version, "added": list(diff.added), "removed": list(diff.removed),
@@ -194,27 +135,6 @@ def listing_fields(manifest: AgentManifest) -> dict[str, Any]:
     }
 
 
-def listing_out(row: Row) -> dict[str, Any]:
-    """A listing row as the API shows it."""
-    out = {k: v for k, v in row.items() if k not in ("search_doc", "created_by")}
-    out["rating_avg"] = float(row["rating_avg"])
-    return out
-
-
-@dataclass(frozen=True)
-class CatalogSearch:
-    """``GET /agents`` parameters, as the service takes them."""
-
-    q: str | None = None
-    category: str | None = None
-    pricing_model: str | None = None
-    deployment_type: str | None = None
-    min_rating: Decimal | None = None
-    sort: str | None = None
-    limit: int = 20
-    cursor: str | None = None
-
-
 @dataclass
 class SeedReport:
     """What ``publish_builtin_agents`` did, by agent name."""
@@ -231,26 +151,9 @@ class SeedReport:
         return "; ".join(parts) or "no built-in agents found"
 
 
-# Nearest catalog words of each query word missing from the catalog, from the GiST index
-# (distance = 1 - similarity), kept above the similarity threshold.
-_EXPAND_SQL = (
-    "SELECT t.word, c.term FROM unnest(%s::text[]) AS t(word) CROSS JOIN LATERAL ("
-    " SELECT term, similarity(term, t.word) AS sim FROM catalog_terms"
-    " ORDER BY term <-> t.word LIMIT %s) c"
-    " WHERE c.sim >= %s AND NOT EXISTS (SELECT 1 FROM catalog_terms e WHERE e.term = t.word)"
-    " ORDER BY t.word, c.sim DESC, c.term")
-
-# Sort keys: (SQL expression, SQL type for the cursor value); the listing id breaks ties.
-_SORT_KEYS: dict[str, list[tuple[str, str]]] = {
-    "relevance": [("score", "float8")],
-    "rating": [("rating_avg", "numeric"), ("rating_count", "integer")],
-    "installs": [("install_count", "bigint")],
-    "newest": [("published_at", "timestamptz")],
-}
-
-
 class CatalogService:
     """Every mutation writes its audit entry, in the publisher org's chain, in the same transaction."""
+
 
     def __init__(self, db: Database, audit: AuditLog, users: Users, orgs: OrgService, *,
                  builtin_agents_dir: Path | None = None) -> None:
@@ -259,6 +162,7 @@ class CatalogService:
         self.users = users
         self.orgs = orgs
         self.builtin_agents_dir = builtin_agents_dir
+        self.searcher = CatalogSearcher(db)
 
     # -- access ------------------------------------------------------------------------
     def _publisher_role(self, principal: Principal, org_id: str) -> Role:
@@ -282,7 +186,7 @@ class CatalogService:
             return None
         column = "id" if agent_id.startswith("agt_") else "name"
         suffix = " FOR UPDATE" if lock else ""
-        return tx.fetch_one(f"SELECT {_LISTING_COLUMNS} FROM agents a WHERE a.{column} = %s{suffix}", agent_id)
+        return tx.fetch_one(f"SELECT {LISTING_COLUMNS} FROM agents a WHERE a.{column} = %s{suffix}", agent_id)
 
     def _visible(self, tx: Tx, principal: Principal | None, agent_id: str, *, lock: bool = False
                  ) -> tuple[Row, bool]:
@@ -341,7 +245,7 @@ class CatalogService:
                         previous: AgentManifest | None, previous_version: str | None) -> Row:
         row = tx.fetch_one(
             f"INSERT INTO agent_versions (agent_id, version, status, manifest, permission_diff, submitted_by) "
-            f"VALUES (%s, %s, 'pending_review', %s::jsonb, %s::jsonb, %s) RETURNING {_VERSION_COLUMNS}",
+            f"VALUES (%s, %s, 'pending_review', %s::jsonb, %s::jsonb, %s) RETURNING {VERSION_COLUMNS}",
             agent_id, manifest.version, json.dumps(manifest.model_dump(mode="json")),
             json.dumps(_diff_json(previous, previous_version, manifest)), actor)
         assert row is not None
@@ -424,13 +328,13 @@ class CatalogService:
             args += [after["c"], after["id"]]
         with self.db.read() as tx:
             rows = tx.fetch_all(
-                f"SELECT {_LISTING_COLUMNS}, ARRAY(SELECT v.version FROM agent_versions v WHERE v.agent_id = a.id "
+                f"SELECT {LISTING_COLUMNS}, ARRAY(SELECT v.version FROM agent_versions v WHERE v.agent_id = a.id "
                 f"AND v.status = 'pending_review' ORDER BY v.created_at) AS pending_versions "
                 f"FROM agents a WHERE a.publisher_org_id = %s{keyset} ORDER BY a.created_at DESC, a.id DESC "
                 f"LIMIT %s", *args, limit + 1)
         items = [listing_out(r) for r in rows[:limit]]
         last = rows[limit - 1] if len(rows) > limit else None
-        return items, encode_cursor({"c": _cursor_value(last["created_at"]), "id": last["id"]}) if last else None
+        return items, encode_cursor({"c": cursor_value(last["created_at"]), "id": last["id"]}) if last else None
 
     # -- moderation (platform admins; the decorator checks) --------------------------------
     def approve(self, principal: Principal, agent_id: str, version: str | None = None,
@@ -568,134 +472,18 @@ class CatalogService:
 
     # -- catalog ---------------------------------------------------------------------------------
     def search(self, params: CatalogSearch) -> tuple[list[Row], str | None]:
-        """One page of approved listings matching ``params``, keyset-paginated on (sort key, id)."""
-        words = query_words(params.q or "")
-        sort = params.sort or ("relevance" if words else "installs")
-        if sort == "relevance" and not words:
-            raise Unprocessable("sort=relevance needs a search query q",
-                                details=[{"path": "sort", "message": "relevance needs q"}])
-        fingerprint = hashlib.sha256(json.dumps(
-            [words, params.category, params.pricing_model, params.deployment_type,
-             str(params.min_rating) if params.min_rating is not None else None, sort]).encode()).hexdigest()[:16]
-        after = decode_cursor(params.cursor, required=("f", "k", "id"))
-        if after is not None and after["f"] != fingerprint:
-            raise BadRequest("the cursor belongs to a different query", code="invalid_cursor")
-
-        with self.db.transaction() as tx:
-            # Plan every search for its own words and filters: a cached generic plan cannot know
-            # how many listings a word matches, and picks a plan that is far slower for common
-            # words sorted by installs or rating (measured in bench/catalog.py).
-            tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            groups: list[list[str]] | None = None
-            if words:
-                # The expanded words travel in the cursor: later pages use the same query even if
-                # new listings have added words to the vocabulary meanwhile.
-                groups = self._cursor_groups(after, len(words)) if after else self._expand(tx, words)
-            rows = tx.fetch_all(*self._search_sql(params, sort, groups, after))
-        items = rows[: params.limit]
-        next_cursor = None
-        if len(rows) > params.limit:
-            last = items[-1]
-            key = {"f": fingerprint, "k": [_cursor_value(last[c]) for c, _ in _SORT_KEYS[sort]],
-                   "id": last["id"]}
-            if groups is not None:
-                key["g"] = groups
-            next_cursor = encode_cursor(key)
-        return [{**listing_out(r), "score": r.get("score")} for r in items], next_cursor
-
-    @staticmethod
-    def _cursor_groups(after: dict[str, Any], expected: int) -> list[list[str]]:
-        groups = after.get("g")
-        if (not isinstance(groups, list) or len(groups) != expected or not all(
-                isinstance(g, list) and 0 < len(g) <= 1 + TYPO_ALTERNATIVES
-                and all(isinstance(w, str) and len(w) <= _TERM_MAX and _WORD.fullmatch(w) for w in g)
-                for g in groups)):
-            raise BadRequest("the cursor is not valid", code="invalid_cursor")
-        return groups
-
-    @staticmethod
-    def _expand(tx: Tx, words: list[str]) -> list[list[str]]:
-        """Each query word, plus its nearest catalog words when it appears in no listing (a typo)."""
-        candidates = [w for w in words if len(w) >= TYPO_MIN_LENGTH]
-        found: dict[str, list[str]] = {}
-        if candidates:
-            rows = tx.fetch_all(_EXPAND_SQL, candidates, TYPO_ALTERNATIVES, TYPO_SIMILARITY)
-            for row in rows:
-                found.setdefault(row["word"], []).append(row["term"])
-        return [[w, *found.get(w, [])] for w in words]
-
-    @staticmethod
-    def _search_sql(params: CatalogSearch, sort: str, groups: list[list[str]] | None,
-                    after: dict[str, Any] | None) -> tuple[Any, ...]:
-        # The inner query filters and computes the relevance score; the outer one applies the
-        # keyset, the order and the limit on the raw sort columns, then renders the page's rows.
-        # PostgreSQL flattens the two, so the partial sort indexes still serve plain sorts.
-        select = ["a.*"]
-        sources = ["agents a"]
-        where = ["a.status = 'approved'"]
-        args: list[Any] = []
-        if groups is not None:
-            select.append("ts_rank(%s::float4[], a.search_doc, q.tsq)::float8 AS score")
-            args.append(RANK_WEIGHTS)
-            sources.append("to_tsquery('english', %s) AS q(tsq)")
-            args.append(tsquery_text(groups))
-            where.append("a.search_doc @@ q.tsq")
-        else:
-            select.append("NULL::float8 AS score")
-        for column, value in (("a.category", params.category), ("a.pricing_model", params.pricing_model)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        if params.deployment_type is not None:
-            where.append("a.deployment_types @> ARRAY[%s]::text[]")
-            args.append(params.deployment_type)
-        if params.min_rating is not None:
-            where.append("a.rating_avg >= %s")
-            args.append(params.min_rating)
-        keys = _SORT_KEYS[sort]
-        outer_keys = [f"s.{column}" for column, _ in keys]
-        inner = f"SELECT {', '.join(select)} FROM {', '.join(sources)} WHERE {' AND '.join(where)}"
-        outer_where = ""
-        if after is not None:
-            values = after["k"]
-            if not isinstance(values, list) or len(values) != len(keys):
-                raise BadRequest("the cursor is not valid", code="invalid_cursor")
-            placeholders = ", ".join(f"%s::{sql_type}" for _, sql_type in keys)
-            outer_where = f" WHERE ({', '.join(outer_keys)}, s.id) < ({placeholders}, %s)"
-            args += [*values, after["id"]]
-        order = ", ".join(f"{k} DESC" for k in outer_keys)
-        sql = (f"SELECT {_listing_columns('s')}, s.score FROM ({inner}) s{outer_where} "
-               f"ORDER BY {order}, s.id DESC LIMIT %s")
-        return (sql, *args, params.limit + 1)
+        """One page of the public catalog (see :class:`CatalogSearcher`)."""
+        return self.searcher.search(params)
 
     def explain_search(self, params: CatalogSearch) -> str:
-        """``EXPLAIN (ANALYZE, BUFFERS)`` of the statements :meth:`search` runs for ``params``."""
-        words = query_words(params.q or "")
-        sort = params.sort or ("relevance" if words else "installs")
-        after = decode_cursor(params.cursor, required=("f", "k", "id"))
-        plans = []
-        with self.db.transaction() as tx:
-            tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            groups = None
-            if words:
-                if after:
-                    groups = self._cursor_groups(after, len(words))
-                else:
-                    groups = self._expand(tx, words)
-                    candidates = [w for w in words if len(w) >= TYPO_MIN_LENGTH]
-                    if candidates:
-                        plans.append(("typo lookup", tx.fetch_all(f"EXPLAIN (ANALYZE, BUFFERS) {_EXPAND_SQL}",
-                                                                  candidates, TYPO_ALTERNATIVES, TYPO_SIMILARITY)))
-            sql, *args = self._search_sql(params, sort, groups, after)
-            plans.append(("search", tx.fetch_all(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)))
-        return "\n".join(f"[{name}]\n" + "\n".join(str(next(iter(r.values()))) for r in rows)
-                         for name, rows in plans)
+        """The query plans of a search (for the benchmark)."""
+        return self.searcher.explain_search(params)
 
     def detail(self, principal: Principal | None, agent_id: str) -> dict[str, Any]:
         """The listing, its shown manifest, its versions (newest first) and its rating summary."""
         with self.db.transaction() as tx:
             listing, privileged = self._visible(tx, principal, agent_id)
-            versions = tx.fetch_all(f"SELECT {_VERSION_COLUMNS}, manifest FROM agent_versions WHERE agent_id = %s",
+            versions = tx.fetch_all(f"SELECT {VERSION_COLUMNS}, manifest FROM agent_versions WHERE agent_id = %s",
                                     listing["id"])
             stars = tx.fetch_all("SELECT rating, count(*) AS n FROM agent_reviews WHERE agent_id = %s "
                                  "GROUP BY rating", listing["id"])
@@ -718,7 +506,7 @@ class CatalogService:
         """One version with its manifest; outside the publisher org only approved versions exist."""
         with self.db.transaction() as tx:
             listing, privileged = self._visible(tx, principal, agent_id)
-            row = tx.fetch_one(f"SELECT {_VERSION_COLUMNS}, manifest FROM agent_versions "
+            row = tx.fetch_one(f"SELECT {VERSION_COLUMNS}, manifest FROM agent_versions "
                                f"WHERE agent_id = %s AND version = %s", listing["id"], version)
         if row is None or (row["status"] != "approved" and not privileged):
             raise NotFound(f"version {version} not found")
@@ -778,7 +566,7 @@ class CatalogService:
                 f"ORDER BY r.created_at DESC, r.id DESC LIMIT %s", *args, limit + 1)
         items = rows[:limit]
         last = items[-1] if len(rows) > limit else None
-        return items, encode_cursor({"c": _cursor_value(last["created_at"]), "id": last["id"]}) if last else None
+        return items, encode_cursor({"c": cursor_value(last["created_at"]), "id": last["id"]}) if last else None
 
     # -- built-in agents ----------------------------------------------------------------------------
     def builtin_manifests(self) -> list[tuple[Path, AgentManifest]]:
@@ -871,14 +659,6 @@ class CatalogService:
             self.audit.append(tx, org_id=org_id, actor=actor, action="member.added", target=user["id"],
                               details={"role": "admin"})
         return str(org_id), actor
-
-
-def _cursor_value(value: Any) -> Any:
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
 
 
 def _sqlstate(exc: DatabaseError) -> str | None:
