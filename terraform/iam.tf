@@ -13,12 +13,6 @@ resource "google_service_account" "functions_build" {
   depends_on   = [google_project_service.apis]
 }
 
-resource "google_service_account" "executor" {
-  account_id   = "${var.name_prefix}-executor"
-  display_name = "Agent Marketplace agent-run executor (Cloud Run job)"
-  depends_on   = [google_project_service.apis]
-}
-
 resource "google_service_account" "data_plane" {
   account_id   = "${var.name_prefix}-data-plane"
   display_name = "Agent Marketplace SaaS data plane (Cloud Run)"
@@ -60,14 +54,6 @@ locals {
       "roles/logging.logWriter",
       "roles/artifactregistry.writer",
     ]
-    executor = [
-      "roles/cloudsql.client",
-      "roles/datastore.user",
-      "roles/aiplatform.user",
-      "roles/logging.logWriter",
-      "roles/monitoring.metricWriter",
-      "roles/cloudtrace.agent",
-    ]
     data_plane = [
       "roles/aiplatform.user",
       "roles/logging.logWriter",
@@ -79,7 +65,6 @@ locals {
   service_account_emails = {
     functions       = google_service_account.functions.email
     functions_build = google_service_account.functions_build.email
-    executor        = google_service_account.executor.email
     data_plane      = google_service_account.data_plane.email
     tasks           = google_service_account.tasks.email
     scheduler       = google_service_account.scheduler.email
@@ -122,13 +107,9 @@ resource "google_cloud_tasks_queue_iam_member" "functions_enqueue" {
 }
 
 resource "google_storage_bucket_iam_member" "artifacts" {
-  for_each = {
-    functions = google_service_account.functions.email
-    executor  = google_service_account.executor.email
-  }
   bucket = google_storage_bucket.artifacts.name
   role   = "roles/storage.objectUser"
-  member = "serviceAccount:${each.value}"
+  member = "serviceAccount:${google_service_account.functions.email}"
 }
 
 # The deploy bucket also holds the Terraform state: builds may read the function sources only.
@@ -146,13 +127,9 @@ resource "google_storage_bucket_iam_member" "functions_build_source" {
 # --- Secret access: each secret only to the workloads that read it ---
 
 resource "google_secret_manager_secret_iam_member" "db_password" {
-  for_each = {
-    functions = google_service_account.functions.email
-    executor  = google_service_account.executor.email
-  }
   secret_id = google_secret_manager_secret.db_password.id
   role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${each.value}"
+  member    = "serviceAccount:${google_service_account.functions.email}"
 }
 
 resource "google_secret_manager_secret_iam_member" "functions" {
@@ -226,12 +203,5 @@ resource "google_cloud_run_service_iam_member" "tasks_invoke_functions" {
   location = var.region
   service  = google_cloudfunctions2_function.api[each.value].service_config[0].service
   role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.tasks.email}"
-}
-
-resource "google_cloud_run_v2_job_iam_member" "tasks_run_executor" {
-  name     = google_cloud_run_v2_job.executor.name
-  location = var.region
-  role     = "roles/run.jobsExecutorWithOverrides"
   member   = "serviceAccount:${google_service_account.tasks.email}"
 }

@@ -28,11 +28,6 @@ output "task_queues" {
   value       = { for key, queue in google_cloud_tasks_queue.queues : key => queue.id }
 }
 
-output "executor_job" {
-  description = "The agent-run executor Cloud Run job."
-  value       = google_cloud_run_v2_job.executor.id
-}
-
 output "data_plane_url" {
   description = "URL of the shared SaaS data-plane service (internal ingress), when enabled."
   value       = one(google_cloud_run_v2_service.data_plane[*].uri)

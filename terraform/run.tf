@@ -1,65 +1,7 @@
-# Cloud Run: the agent-run executor job (started per run by Cloud Tasks) and the shared SaaS data
-# plane (the same runner image as BYOC, polling the control plane through the gateway).
-
-resource "google_cloud_run_v2_job" "executor" {
-  name                = "${var.name_prefix}-executor"
-  location            = var.region
-  deletion_protection = var.deletion_protection
-
-  template {
-    task_count  = 1
-    parallelism = 1
-
-    template {
-      service_account       = google_service_account.executor.email
-      timeout               = "${var.executor_timeout_seconds}s"
-      execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
-      # A failed attempt is redelivered by the run's lease, not retried here (no double runs).
-      max_retries = 0
-
-      vpc_access {
-        connector = google_vpc_access_connector.serverless.id
-        egress    = "PRIVATE_RANGES_ONLY"
-      }
-
-      containers {
-        image   = var.runner_image
-        command = var.executor_command
-
-        resources {
-          limits = {
-            cpu    = "2"
-            memory = "4Gi"
-          }
-        }
-
-        dynamic "env" {
-          for_each = local.backend_env
-          content {
-            name  = env.key
-            value = env.value
-          }
-        }
-
-        env {
-          name = "MARKETPLACE_DB_PASSWORD"
-          value_source {
-            secret_key_ref {
-              secret  = google_secret_manager_secret.db_password.secret_id
-              version = "latest"
-            }
-          }
-        }
-      }
-    }
-  }
-
-  depends_on = [
-    google_project_iam_member.workloads,
-    google_secret_manager_secret_iam_member.db_password,
-    google_secret_manager_secret_version.db_password,
-  ]
-}
+# Cloud Run: the shared SaaS data plane (the same runner image as BYOC, polling the control plane
+# through the gateway). The per-run Cloud Run jobs are not here: the functions create one per SaaS
+# deployment at install (shared/adapters/cloudrun_provisioner.py, as the data-plane account) and
+# POST /internal/tasks/dispatch starts an execution of it for each Cloud Tasks delivery.
 
 resource "google_cloud_run_v2_service" "data_plane" {
   count               = var.data_plane_enabled ? 1 : 0

@@ -1,5 +1,6 @@
-# Cloud Tasks queues. Agent-run tasks call the Cloud Run Admin API to start the executor job
-# (at-least-once; the run lease makes a repeated start harmless).
+# Cloud Tasks queues. Agent-run tasks are pushed to the dispatch_task function, which starts an
+# execution of the deployment's Cloud Run job (at-least-once; the run lease makes a repeated start
+# harmless).
 
 resource "google_cloud_tasks_queue" "queues" {
   for_each = var.task_queues

@@ -238,7 +238,7 @@ variable "secrets" {
 # --- Cloud Tasks ---
 
 variable "task_queues" {
-  description = "Cloud Tasks queues: agent runs (dispatching the executor job) and webhook deliveries."
+  description = "Cloud Tasks queues: agent runs (pushed to dispatch_task, which starts the deployment's Cloud Run job) and webhook deliveries."
   type = map(object({
     max_dispatches_per_second = number
     max_concurrent_dispatches = number
@@ -265,18 +265,6 @@ variable "task_queues" {
 }
 
 # --- Cloud Run ---
-
-variable "executor_command" {
-  description = "Command of the agent-run executor job (a Cloud Run job on the runner image)."
-  type        = list(string)
-  default     = ["python", "-m", "jobs.executor"]
-}
-
-variable "executor_timeout_seconds" {
-  description = "Longest agent run the executor job allows."
-  type        = number
-  default     = 3600
-}
 
 variable "data_plane_enabled" {
   description = "Run the shared SaaS data-plane service; needs a version of the dataplane-api-key secret first."

@@ -280,7 +280,7 @@ def test_saas_has_the_platform_services(saas: Declarations) -> None:
     kinds = {kind for kind, _ in saas.resources}
     assert {
         "google_sql_database_instance", "google_firestore_database", "google_cloud_tasks_queue",
-        "google_cloud_run_v2_job", "google_cloud_run_v2_service", "google_cloudfunctions2_function",
+        "google_cloud_run_v2_service", "google_cloudfunctions2_function",
         "google_api_gateway_api", "google_api_gateway_api_config", "google_api_gateway_gateway",
         "google_secret_manager_secret", "google_cloud_scheduler_job", "google_service_account",
         "google_vpc_access_connector", "google_artifact_registry_repository",
@@ -290,6 +290,13 @@ def test_saas_has_the_platform_services(saas: Declarations) -> None:
     assert functions["build_config"][0]["entry_point"] == "${each.value}"
     config = saas.resources["google_api_gateway_api_config", "marketplace"]
     assert "var.openapi_spec_path" in str(config["openapi_documents"])
+    # Agent runs execute in per-deployment Cloud Run jobs that the functions create at install
+    # (the provisioner) and start from dispatch_task: no shared job is declared here, and the
+    # functions' account may create and run jobs as the data-plane account.
+    assert "google_cloud_run_v2_job" not in kinds
+    code = code_without_comments(tf_files(SAAS))
+    assert '"roles/run.developer"' in code
+    assert "google_service_account_iam_member" in kinds and "data_plane = google_service_account.data_plane.name" in code
 
 
 def test_saas_schedules_the_periodic_jobs(saas: Declarations, cloudbuild: dict[str, Any]) -> None:
@@ -323,7 +330,7 @@ def test_saas_grants_no_primitive_roles(saas: Declarations) -> None:
     assert not re.search(r"roles/(owner|editor|viewer)\b", code)
     assert not re.search(r"allUsers|allAuthenticatedUsers", code)
     accounts = {name for kind, name in saas.resources if kind == "google_service_account"}
-    assert accounts == {"functions", "functions_build", "executor", "data_plane", "tasks", "scheduler", "gateway"}
+    assert accounts == {"functions", "functions_build", "data_plane", "tasks", "scheduler", "gateway"}
 
 
 def test_saas_outputs(saas: Declarations) -> None:
