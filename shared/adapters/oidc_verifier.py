@@ -24,12 +24,7 @@ class OidcVerifier:
     def verify(self, token: str) -> TokenClaims:
         """Check signature, key id, issuer, audience and expiry (a token verified in the last
         minute is answered from memory, expiry still checked)."""
-        cached = self._verified.get(token)
-        if cached is not None:
-            return cached
-        claims = self._verify(token)
-        self._verified.put(token, claims)
-        return claims
+        return self._verified.verify(token, self._verify)
 
     def _verify(self, token: str) -> TokenClaims:
         try:

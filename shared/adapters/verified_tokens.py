@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from shared.ports.tokens import TokenClaims
 
@@ -45,3 +46,12 @@ class VerifiedTokens:
             self._entries.move_to_end(token)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    def verify(self, token: str, check: Callable[[str], TokenClaims]) -> TokenClaims:
+        """The remembered claims of ``token``, or ``check(token)``'s, remembered when it passes
+        (an exception from ``check`` propagates and nothing is remembered)."""
+        claims = self.get(token)
+        if claims is None:
+            claims = check(token)
+            self.put(token, claims)
+        return claims

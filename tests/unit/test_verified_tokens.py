@@ -60,3 +60,21 @@ def test_a_failed_verification_is_not_remembered() -> None:
     for _ in range(2):
         with pytest.raises(Unauthorized):
             issuer.verify(tampered)
+
+
+def test_verify_checks_once_and_never_remembers_a_failure() -> None:
+    memo = VerifiedTokens()
+    calls: list[str] = []
+
+    def check(token: str) -> TokenClaims:
+        calls.append(token)
+        if token == "bad":
+            raise Unauthorized("nope")
+        return _claims(3600)
+
+    assert memo.verify("good", check) == memo.verify("good", check)
+    assert calls == ["good"]
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            memo.verify("bad", check)
+    assert calls == ["good", "bad", "bad"]
