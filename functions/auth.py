@@ -49,8 +49,7 @@ def get_me(call: Call) -> MeOut:
         return MeOut(kind="api_key", api_key_id=principal.subject, org_id=principal.key_org_id,
                      role=principal.key_role)
     user = UserOut(id=principal.subject, email=principal.email or "", platform_admin=principal.platform_admin)
-    loaded = principal.memberships
-    memberships = ([MembershipOut(org_id=m.org_id, org_name=m.org_name, role=m.role) for m in loaded]
-                   if loaded is not None else
-                   [MembershipOut(**m) for m in call.services.orgs.memberships(principal.subject)])
+    assert principal.memberships is not None  # loaded with the user at authentication (memberships=True)
+    memberships = [MembershipOut(org_id=m.org_id, org_name=m.org_name, role=m.role)
+                   for m in principal.memberships]
     return MeOut(kind="user", user=user, memberships=memberships)

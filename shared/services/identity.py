@@ -18,14 +18,19 @@ from shared.services.audit import AuditLog
 
 API_KEY_PREFIX = "mk"
 REFRESH_PREFIX = "rt"
-_USER = ("SELECT u.id, u.email, u.platform_admin, "
-         "(SELECT role FROM memberships WHERE user_id = u.id AND org_id = %s) AS org_role{memberships} "
-         "FROM users u WHERE u.id = %s")
-_USER_ONLY = _USER.format(memberships="")
-_USER_WITH_MEMBERSHIPS = _USER.format(memberships=(
+_MEMBERSHIPS_COLUMN = (
     ", COALESCE((SELECT json_agg(json_build_object('org_id', m.org_id, 'org_name', o.name, 'role', m.role) "
     "ORDER BY o.created_at, o.id) FROM memberships m JOIN orgs o ON o.id = m.org_id "
-    "WHERE m.user_id = u.id), '[]') AS memberships"))
+    "WHERE m.user_id = u.id), '[]') AS memberships")
+# The user (by id for the local issuer's tokens, by email for an identity provider's), the role
+# held in the org a request addresses, and on request every membership: one statement.
+_USER_QUERIES = {
+    (by, memberships): "SELECT u.id, u.email, u.platform_admin, "
+    "(SELECT role FROM memberships WHERE user_id = u.id AND org_id = %s) AS org_role"
+    f"{_MEMBERSHIPS_COLUMN if memberships else ''} FROM users u WHERE {where}"
+    for by, where in (("id", "u.id = %s"), ("email", "lower(u.email) = lower(%s)"))
+    for memberships in (False, True)
+}
 
 
 def _json_list(value: Any) -> list[dict[str, Any]]:
@@ -158,12 +163,16 @@ class IdentityService:
         claims = self.verifier.verify(bearer)
         with self.db.read() as tx:
             if self.issuer is not None:
-                user_id = claims.subject
+                user = tx.fetch_one(_USER_QUERIES["id", memberships], org_id, claims.subject)
             else:
+                # An identity provider's user is known by email, and created on first sight.
                 if not claims.email:
                     raise Unauthorized("the identity provider's token carries no email", code="invalid_token")
-                user_id = self.users.ensure(tx, claims.email)["id"]
-            user = tx.fetch_one(_USER_WITH_MEMBERSHIPS if memberships else _USER_ONLY, org_id, user_id)
+                query = _USER_QUERIES["email", memberships]
+                user = tx.fetch_one(query, org_id, claims.email)
+                if user is None:
+                    self.users.ensure(tx, claims.email)
+                    user = tx.fetch_one(query, org_id, claims.email)
         if user is None:
             raise Unauthorized("the token's user does not exist", code="invalid_token")
         loaded = (tuple(Membership(org_id=m["org_id"], org_name=m["org_name"], role=Role(m["role"]))

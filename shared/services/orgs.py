@@ -36,13 +36,6 @@ class OrgService:
                                 org_id, principal.subject)
         return Role(role) if role else None
 
-    def memberships(self, user_id: str) -> list[Row]:
-        """The orgs a user belongs to."""
-        with self.db.read() as tx:
-            return tx.fetch_all("SELECT m.org_id, o.name AS org_name, m.role FROM memberships m "
-                                "JOIN orgs o ON o.id = m.org_id WHERE m.user_id = %s ORDER BY o.created_at",
-                                user_id)
-
     def create(self, principal: Principal, name: str) -> Row:
         """A new org whose creator becomes its admin."""
         if principal.kind != "user":

@@ -6,6 +6,10 @@ import pytest
 
 from functions.main import load_operations
 from functions.operation import REGISTRY
+from shared.errors import Unauthorized
+from shared.models.identity import Role
+from shared.ports.tokens import TokenClaims
+from shared.services.identity import IdentityService
 
 ROLES = ["admin", "developer", "operator", "approver", "viewer"]
 ALL = set(ROLES)
@@ -141,3 +145,28 @@ def test_preferences_round_trip(make_org, member):
     huge = admin.put(f"/orgs/{org_id}/preferences", json={"data": {"blob": "x" * 70_000}})
     assert huge.status == 422
     assert viewer.get(f"/orgs/{org_id}/preferences").body["data"] == {"currency": "EUR", "approvers": ["a"]}
+
+
+class _ProviderTokens:
+    """An identity provider's verified tokens (gcp mode): the token text is the email it carries."""
+
+    def verify(self, token: str) -> TokenClaims:
+        return TokenClaims(subject=f"idp|{token}", email=token or None, issuer="https://idp.example",
+                           expires_at=4_000_000_000)
+
+
+def test_a_provider_user_is_found_by_email_with_roles_in_one_statement(container, make_org, member):
+    """gcp mode: users are matched by email (any case), created on first sight, with their roles."""
+    admin, org_id = make_org()
+    bob = member(admin, org_id, "operator")
+    provider = IdentityService(container.db, container.users, container.audit, _ProviderTokens(), None,
+                               access_ttl=900, refresh_ttl=3600)
+    known = provider.authenticate(bob.email.upper(), org_id=org_id, memberships=True)
+    assert known.subject == bob.user_id and known.org_role == (org_id, Role.OPERATOR)
+    assert [(m.org_id, m.role) for m in known.memberships or ()] == [(org_id, Role.OPERATOR)]
+    assert provider.authenticate(bob.email, org_id="org_other").org_role == ("org_other", None)
+    fresh = provider.authenticate("first-sight@example.com", org_id=org_id)
+    assert fresh.subject.startswith("usr_") and fresh.org_role == (org_id, None)
+    assert provider.authenticate("FIRST-SIGHT@example.com").subject == fresh.subject
+    with pytest.raises(Unauthorized):
+        provider.authenticate("")

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.ids import new_id, new_secret
-from shared.jsonlog import _ANY_PATTERN, REDACTED, JsonFormatter, configure_logging, redact, redact_text
+from shared.jsonlog import _ANY_PATTERN, _SHAPES, REDACTED, JsonFormatter, configure_logging, redact, redact_text
 
 
 def _format(msg: str, *args: object, **fields: object) -> str:
@@ -63,12 +63,17 @@ def test_a_whole_flow_logs_no_secret(make_org, anon):
         assert secret not in text
 
 
-_SHAPES = st.sampled_from(["mk.", "rt.", "eyJ", "EYJ", "Bearer ", "bEaReR\t", "whsec_", "sk_test_", "sk_live_",
+_FRAGMENTS = st.sampled_from(["mk.", "rt.", "eyJ", "EYJ", "Bearer ", "bEaReR\t", "whsec_", "sk_test_", "sk_live_",
                            "-----BEGIN RSA PRIVATE KEY-----", "-----END PRIVATE KEY-----", ".", "_", "-", " ",
                            "key_", "abcdefghijklmnopqrstuvwxyz0123456789", "Z9+/="])
 
 
-@given(st.lists(st.one_of(_SHAPES, st.text(max_size=12)), max_size=30).map("".join))
+@given(st.lists(st.one_of(_FRAGMENTS, st.text(max_size=12)), max_size=30).map("".join))
 def test_the_substring_prefilter_never_skips_a_match(text):
     """redact_text skips the regex when no trigger literal occurs: it must agree with the regex."""
     assert redact_text(text) == _ANY_PATTERN.sub(REDACTED, text)
+
+
+def test_every_shape_names_its_lower_case_trigger_literals():
+    for literals, pattern in _SHAPES:
+        assert literals and all(lit == lit.lower() for lit in literals), pattern
