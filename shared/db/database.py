@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from pg8000.converters import make_params
 from pg8000.dbapi import convert_paramstyle
 
-from shared.db import converters
+from shared.db import converters, wire
 
 Row = dict[str, Any]
 _STATEMENT_CACHE_SIZE = 256
@@ -34,7 +34,8 @@ class Tx:
     """Statements on one connection; rows come back as dicts keyed by column name.
 
     Parameterised statements are prepared once per connection and then run in a single
-    round trip (pg8000's DB-API cursor would parse and describe them on every call).
+    round trip (pg8000's DB-API cursor would parse and describe them on every call); a
+    transaction's BEGIN travels with its first parameterised statement (``shared.db.wire``).
     """
 
     def __init__(self, conn: DbConnection, *, autocommit: bool = False) -> None:
@@ -48,9 +49,10 @@ class Tx:
 
     def _run(self, sql: str, args: Sequence[Any]) -> Any:
         conn = self.conn
-        if not self._autocommit and not conn._in_transaction:
-            conn.execute_simple("BEGIN")
+        begin = not self._autocommit and not conn._in_transaction
         if not args:
+            if begin:
+                conn.execute_simple("BEGIN")
             return conn.execute_simple(sql)
         prepared = self._statements.get(sql)
         if prepared is None:
@@ -63,8 +65,7 @@ class Tx:
                 conn.close_prepared_statement(evicted[0])
         else:
             self._statements.move_to_end(sql)
-        name, columns, input_funcs, statement = prepared
-        return conn.execute_named(name, make_params(conn.py_types, args), columns, input_funcs, statement)
+        return wire.execute_prepared(conn, prepared, make_params(conn.py_types, args), begin=begin)
 
     def execute(self, sql: str, *args: Any) -> int:
         """Run a statement; returns the affected row count."""
