@@ -3,7 +3,8 @@
     .venv/bin/python bench/api.py [--seconds 10] [--concurrency 8] [--rounds 3]
 
 Both apps run in their own process behind the same server (werkzeug's threaded WSGI server
-with HTTP/1.1 keep-alive, as ``marketplace up`` serves the gateway). One load generator
+with HTTP/1.1 keep-alive: the ratio compares the apps, not the server; ``marketplace up`` serves
+with granian, measured by bench/runs.py). One load generator
 process drives each in turn, alternating, for several rounds; the table quotes medians and
 the ratio authenticated-GET / hello-world. It also prints the import time of one function
 module over a bare ``import functions_framework``.

@@ -1,10 +1,11 @@
 """Runs per second through the API: create a run, lease its task, complete it — over HTTP.
 
     .venv/bin/python bench/runs.py [--seconds 8] [--concurrency 8] [--rounds 3]
+                                   [--http-workers N] [--threads N]
 
-The gateway runs in its own process behind werkzeug's threaded server (as ``marketplace up``
-serves it, access log on) with a fresh embedded PostgreSQL. The built-in cost-anomaly agent is
-installed once; its data plane registers with the deployment's key. Then ``concurrency`` client
+The platform runs as ``marketplace up --workers 0`` serves it (granian, access log on) on a fresh
+embedded PostgreSQL. The built-in cost-anomaly agent is installed once; its data plane registers
+with the deployment's key. Then ``concurrency`` client
 threads loop for ``seconds``, each iteration one full run life cycle through the public API:
 
     POST /agents/{id}/runs            (user token: run + task in one transaction, audited)
@@ -12,7 +13,8 @@ threads loop for ``seconds``, each iteration one full run life cycle through the
     POST /agents/{id}/runs/{run}/complete   (data-plane key: outcome recorded once, audited)
 
 No agent executes (that is bench/agent.py): this measures the control plane's per-run cost.
-Prints medians over the rounds: completed runs per second and the p50/p99 of one life cycle.
+Prints medians over the rounds: completed runs per second, the p50/p99 of one life cycle, and
+the CPU each side spent per run (the platform's processes, PostgreSQL's, the load generator's).
 """
 
 from __future__ import annotations
@@ -43,23 +45,17 @@ from typing import Any
 TARGET_RUNS_PER_SECOND = 300
 
 
-def serve(port: int, data_dir: str) -> None:
-    """Child process: serve the gateway until killed."""
-    from werkzeug.serving import WSGIRequestHandler, make_server
-
-    from functions.gateway import create_gateway
-    from shared.composition import build_container
-    from shared.jsonlog import configure_logging
-    from shared.settings import Settings
-
-    WSGIRequestHandler.protocol_version = "HTTP/1.1"
-    WSGIRequestHandler.log_request = lambda *a, **k: None  # type: ignore[method-assign]
-    configure_logging("INFO")  # the access log stays on, as in production (stderr is discarded)
-    container = build_container(Settings(data_dir=Path(data_dir), db_pool_size=32))
-    container.catalog.publish_builtin_agents()
-    server = make_server("127.0.0.1", port, create_gateway(container), threaded=True)
-    print("READY", flush=True)
-    server.serve_forever()
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants that are not PostgreSQL (counted on their own)."""
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for child in Path(f"/proc/{current}/task/{current}/children").read_text().split():
+                if Path(f"/proc/{child}/comm").read_text().strip() != "postgres":
+                    frontier.append(int(child))
+    return found
 
 
 class Api:
@@ -170,9 +166,10 @@ def measured(port: int, ids: dict[str, str], server_pid: int, *, seconds: float,
              ) -> dict[str, float]:
     """One round of ``load`` with the CPU each side spent per completed run."""
     pg = _postgres_pids()
-    before = (_cpu_seconds([server_pid]), _cpu_seconds(pg), time.process_time())
+    server = _tree(server_pid)
+    before = (_cpu_seconds(server), _cpu_seconds(pg), time.process_time())
     result = load(port, ids, seconds=seconds, concurrency=concurrency)
-    after = (_cpu_seconds([server_pid]), _cpu_seconds(pg), time.process_time())
+    after = (_cpu_seconds(server), _cpu_seconds(pg), time.process_time())
     runs = result["runs"]
     result.update({"gateway_cpu_ms": (after[0] - before[0]) * 1000 / runs,
                    "postgres_cpu_ms": (after[1] - before[1]) * 1000 / runs,
@@ -182,26 +179,37 @@ def measured(port: int, ids: dict[str, str], server_pid: int, *, seconds: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=18431)
     parser.add_argument("--data-dir")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--http-workers", type=int, help="server processes (default: as marketplace up)")
+    parser.add_argument("--threads", type=int, help="threads per server process (default: as marketplace up)")
     args = parser.parse_args()
-    if args.serve:
-        serve(args.port, args.data_dir)
-        return
 
     base = Path(tempfile.mkdtemp(prefix="marketplace-bench-runs-"))
     base.chmod(0o755)  # as root, PostgreSQL's service user must reach the data directory
     data_dir = base / "data"
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(args.port), "--data-dir",
-                             str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    # The platform as ``marketplace up`` serves it, with no local workers: the load generator
+    # plays the data plane.
+    command = [str(Path(sys.executable).parent / "marketplace"), "up", "--port", str(args.port),
+               "--data-dir", str(data_dir), "--workers", "0"]
+    if args.http_workers:
+        command += ["--http-workers", str(args.http_workers)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     try:
         assert proc.stdout is not None
-        if "READY" not in proc.stdout.readline():
-            raise RuntimeError("the gateway did not start")
+        serving = ""
+        for line in proc.stdout:
+            if line.startswith("serving the API"):
+                serving = line.split(" with ", 1)[1].split(" (")[0]
+            if line.startswith("READY"):
+                break
+        else:
+            raise RuntimeError("the platform did not start")
         ids = setup(args.port, data_dir)
         load(args.port, ids, seconds=2, concurrency=args.concurrency)  # warm-up: connections, prepared statements
         rounds = [measured(args.port, ids, proc.pid, seconds=args.seconds, concurrency=args.concurrency)
@@ -209,7 +217,7 @@ def main() -> None:
         med = {m: statistics.median(r[m] for r in rounds)
                for m in ("runs_per_s", "p50_ms", "p99_ms", "gateway_cpu_ms", "postgres_cpu_ms", "client_cpu_ms")}
         print(f"full runs through the API (create -> lease -> complete), concurrency {args.concurrency}, "
-              f"{args.rounds} rounds x {args.seconds:.0f}s, medians; machine: {os.cpu_count()} cores")
+              f"{args.rounds} rounds x {args.seconds:.0f}s, medians; {serving}; machine: {os.cpu_count()} cores")
         print(f"{'runs/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'runs':>10}{'errors':>8}")
         print(f"{med['runs_per_s']:>10.0f}{med['p50_ms']:>10.1f}{med['p99_ms']:>10.1f}"
               f"{sum(r['runs'] for r in rounds):>10.0f}{sum(r['errors'] for r in rounds):>8.0f}")
@@ -219,7 +227,7 @@ def main() -> None:
         print(f"per round runs/s: {per_round} (target >= {TARGET_RUNS_PER_SECOND})")
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
         from shared.adapters.embedded_pg import EmbeddedPostgres
 
         EmbeddedPostgres(data_dir).stop(force=True)

@@ -32,13 +32,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     # On one developer machine, webhooks to a local receiver are the point; say otherwise with
     # MARKETPLACE_WEBHOOKS_ALLOW_LOOPBACK=false.
     os.environ.setdefault("MARKETPLACE_WEBHOOKS_ALLOW_LOOPBACK", "true")
-    from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: PLC0415
-
-    from functions.gateway import create_gateway  # noqa: PLC0415
+    from functions.serve import (  # noqa: PLC0415
+        DEFAULT_THREADS,
+        GatewayServer,
+        ServerError,
+        check_free,
+        default_workers,
+        free_port,
+    )
     from shared.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
     from shared.composition import build_container  # noqa: PLC0415
     from shared.jsonlog import configure_logging  # noqa: PLC0415
 
+    port = args.port or free_port(args.host)
+    args.port = port
+    try:
+        check_free(args.host, port)  # before anything starts
+    except ServerError as exc:
+        _say(f"marketplace: {exc}")
+        return 1
+    args.http_workers = args.http_workers or default_workers()
+    args.threads = args.threads or DEFAULT_THREADS
     settings = _settings(args)
     configure_logging(settings.log_level)
     _say(f"data directory: {settings.data_dir}")
@@ -50,40 +64,50 @@ def cmd_up(args: argparse.Namespace) -> int:
     _say("applying migrations ...")
     container = build_container(settings)
     _say(f"catalog: {container.catalog.publish_builtin_agents()}")
-    app = create_gateway(container)
-    WSGIRequestHandler.protocol_version = "HTTP/1.1"  # keep-alive
-    server = make_server(args.host, args.port, app, threaded=True)
-    background = _start_background(container, args.workers, _loopback_url(args.host, server.server_port))
+    # The server processes read the same settings from the environment.
+    server = GatewayServer(args.host, port, workers=args.http_workers, threads=args.threads,
+                           env={"MARKETPLACE_DATA_DIR": str(settings.data_dir),
+                                "MARKETPLACE_PUBLIC_URL": settings.public_url})
     stop = threading.Event()
 
-    def stop_all() -> None:
-        # Workers drain their runs first: they still need the API to report them.
-        for worker in background:
-            worker.stop()
-        server.shutdown()
-
     def on_signal(signum: int, _frame: Any) -> None:
-        _say(f"received {signal.Signals(signum).name}, stopping ...")
         if not stop.is_set():
+            _say(f"received {signal.Signals(signum).name}, stopping ...")
             stop.set()
-            threading.Thread(target=stop_all, daemon=True).start()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    url = f"http://{args.host}:{server.server_port}"
-    _say(f"serving the API on {url}  (OpenAPI: {url}/openapi.json)")
-    data_flag = f" --data-dir {settings.data_dir}" if getattr(args, "data_dir", None) else ""
-    _say(f"get a token: marketplace token --email you@example.com{data_flag}")
-    _say(f"READY {url}")
+    background: list[Any] = []
     try:
-        server.serve_forever()
+        try:
+            server.start()
+        except ServerError as exc:
+            _say(f"marketplace: {exc}")
+            return 1
+        background = _start_background(container, args.workers, _loopback_url(args.host, port))
+        return _serve_until_stopped(args, settings, server, stop)
     finally:
+        # Workers drain their runs first: they still need the API to report them.
         for worker in background:
             worker.stop()
+        server.stop()
         container.close()
         if pg.stop():
             _say("stopped embedded PostgreSQL")
         _say("stopped")
+
+
+def _serve_until_stopped(args: argparse.Namespace, settings: Settings, server: Any, stop: threading.Event) -> int:
+    url = f"http://{args.host}:{args.port}"
+    _say(f"serving the API on {url} with {args.http_workers} server process(es) x {args.threads} threads "
+         f"(OpenAPI: {url}/openapi.json)")
+    data_flag = f" --data-dir {settings.data_dir}" if getattr(args, "data_dir", None) else ""
+    _say(f"get a token: marketplace token --email you@example.com{data_flag}")
+    _say(f"READY {url}")
+    while not stop.wait(0.5):
+        if not server.running():
+            _say("marketplace: the HTTP server stopped unexpectedly")
+            return 1
     return 0
 
 
@@ -198,6 +222,16 @@ def cmd_manifest_validate(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's arguments."""
     parser = argparse.ArgumentParser(prog="marketplace", description="Agent marketplace platform")
@@ -209,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--data-dir", help=data_help)
     up.add_argument("--workers", type=int, default=2, help="local data-plane workers")
+    up.add_argument("--http-workers", type=_positive, default=None,
+                    help="HTTP server processes (default: one per core, at most 4)")
+    up.add_argument("--threads", type=_positive, default=None,
+                    help="request threads per HTTP server process (default: 64)")
     up.set_defaults(func=cmd_up)
 
     token = sub.add_parser("token", help="print an access token (local mode)")

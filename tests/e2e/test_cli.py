@@ -92,3 +92,25 @@ def test_up_refuses_an_unreachable_data_dir_as_root(tmp_path):
         assert oct(private.stat().st_mode & 0o777) == "0o700"  # left as it was
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def test_up_reports_a_port_in_use_and_leaves_nothing_running(fresh_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([str(BIN), "up", "--port", str(port), "--data-dir", str(fresh_dir), "--workers", "0",
+                                 "--http-workers", "1"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stdout
+    assert not (fresh_dir / "pg").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("flag", ["--http-workers", "--threads"])
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_up_refuses_bad_server_sizes_before_starting_anything(fresh_dir, flag, value):
+    result = subprocess.run([str(BIN), "up", "--data-dir", str(fresh_dir), flag, value], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert flag in result.stderr and ("at least 1" in result.stderr or "not a whole number" in result.stderr)
+    assert not (fresh_dir / "pg").exists()

@@ -346,6 +346,17 @@ def test_marketplace_up_runs_agents_with_its_worker_pool():
         wait_for(lambda: api.get(f"/orgs/{org_id}/deployments/{dep['id']}").json()["status"] == "ready",
                  timeout=60, what="the pool to register the deployment")
         run = api.post(f"/agents/{agent_id}/runs", json={"deployment_id": dep["id"]}).json()
+        # The live log stream through the HTTP server: every line as it comes, then the end.
+        events: list[str] = []
+        with api.stream("GET", f"/agents/{agent_id}/runs/{run['id']}/logs", params={"stream": "true"},
+                        timeout=90) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    events.append(line.removeprefix("event: "))
+                if events[-1:] == ["end"]:
+                    break
+        assert events[-1] == "end" and events.count("log") >= 4, events
         final = wait_for(lambda: (r := api.get(f"/agents/{agent_id}/runs/{run['id']}").json())["status"] in FINAL
                          and r, timeout=60, what="the run")
         assert final["status"] == "succeeded" and final["metrics"]["records_processed"] == 1000
