@@ -247,10 +247,54 @@ def _read_body(op: Operation, request: flask.Request, limit: int) -> tuple[bytes
     if not isinstance(data, dict):
         raise Unprocessable("the request body must be a JSON object",
                             details=[{"path": "(body)", "message": "expected an object"}])
+    if _ESCAPED_UNSTORABLE.search(raw):  # JSON can carry these only as escapes
+        _refuse_unstorable(data, "")
     try:
         return raw, op.body.model_validate(data)
     except ValidationError as exc:
         raise Unprocessable("the request body is invalid", details=validation_details(exc)) from exc
+
+
+_ESCAPED_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _unstorable(text: str) -> bool:
+    """Text PostgreSQL cannot store: U+0000, or a lone surrogate (not UTF-8)."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _unstorable_at(value: Any, path: str) -> str | None:
+    """The path of the first unstorable text in a parsed JSON value (keys included), if any."""
+    if isinstance(value, str):
+        return path or "(body)" if _unstorable(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            at = f"{path}.{key}" if path else str(key)
+            found = at if _unstorable(key) else _unstorable_at(item, at)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _unstorable_at(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _refuse_unstorable(value: Any, path: str) -> None:
+    """PostgreSQL's text and jsonb hold neither U+0000 nor lone surrogates: refuse them as bad
+    input, naming where."""
+    found = _unstorable_at(value, path)
+    if found:
+        shown = "".join(f"\\u{ord(c):04x}" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in found)
+        raise Unprocessable("text may not contain U+0000 or unpaired surrogates",
+                            details=[{"path": shown, "message": "not storable text"}])
 
 
 def _parse_query(op: Operation, request: flask.Request) -> Any:
@@ -260,6 +304,7 @@ def _parse_query(op: Operation, request: flask.Request) -> Any:
     for key in request.args:
         values = request.args.getlist(key)
         data[key] = values if len(values) > 1 else values[0]
+    _refuse_unstorable(data, "query")
     try:
         return op.query.model_validate(data)
     except ValidationError as exc:
@@ -338,6 +383,7 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
     if match is None:
         raise NotFound(f"no operation at {request.path}")
     params = match.groupdict()
+    _refuse_unstorable(params, "path")
     services = get_container()
     principal = None
     role = None

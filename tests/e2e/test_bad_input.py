@@ -37,7 +37,26 @@ BAD_REQUESTS = [
     ("wrong method", "DELETE", "/orgs", {}, 405),
     ("bad grant", "POST", "/auth/token", {"json": {"grant_type": "password", "email": "a@b.c"}}, 422),
     ("bad email", "POST", "/auth/token", {"json": {"grant_type": "dev", "email": "not-an-email"}}, 422),
+    ("NUL in a string", "POST", "/orgs", {"json": {"name": "a\u0000b"}}, 422),
+    ("NUL in the query", "GET", "/agents?q=a%00b", {}, 422),
+    ("lone surrogate", "POST", "/orgs", {"data": b'{"name": "a\\ud800b"}', "content_type": "application/json"}, 422),
+    ("lone low surrogate", "POST", "/orgs", {"data": b'{"name": "\\uDC00"}', "content_type": "application/json"}, 422),
+    ("NUL in the path", "GET", "/orgs/org%00x", {}, 422),
 ]
+
+
+def test_nul_is_refused_with_where_it_was(make_org):
+    admin, org_id = make_org()
+    resp = admin.put(f"/orgs/{org_id}/preferences", json={"data": {"a": [{"b": "x\u0000"}]}})
+    assert resp.status == 422 and resp.body["error"]["details"][0]["path"] == "data.a[0].b"
+    resp = admin.put(f"/orgs/{org_id}/preferences", json={"data": {"k\u0000": 1}})
+    assert resp.status == 422 and resp.body["error"]["details"][0]["path"] == "data.k\\u0000"
+    resp = admin.get(f"/orgs/{org_id}/audit?action=x%00")
+    assert resp.status == 422 and resp.body["error"]["details"][0]["path"] == "query.action"
+    assert admin.get(f"/orgs/{org_id}/preferences").body.get("data", {}) == {}
+    assert admin.post("/orgs", json={"name": "plain \\u0000 text is fine"}).status == 201
+    paired = admin.post("/orgs", data=b'{"name": "smile \\ud83d\\ude00"}', content_type="application/json")
+    assert paired.status == 201 and paired.body["name"] == "smile \U0001f600"  # a pair is one character
 
 
 @pytest.mark.parametrize(("name", "method", "path", "kw", "status"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
