@@ -36,7 +36,51 @@ class VerifyResult:
     problem: str | None = None
 
 
-_LOCK_HEAD = "SELECT seq, hash FROM audit_heads WHERE org_id = %s FOR UPDATE"
+def as_jsonb_returns(value: Any) -> Any:
+    """``value`` as it comes back from a jsonb column: jsonb keeps numbers as decimals, so a float
+    Python writes in exponent form (``1e+16``: every such float is whole) returns as an integer,
+    and ``-0.0`` as ``0.0``."""
+    if isinstance(value, float):
+        if value == 0:
+            return 0.0
+        return int(value) if "e+" in repr(value) else value
+    if isinstance(value, dict):
+        return {k: as_jsonb_returns(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_jsonb_returns(v) for v in value]
+    return value
+
+
+def around_seq(body: dict[str, Any]) -> tuple[str, str]:
+    """The canonical JSON of an entry split where its ``seq`` goes: ``prefix + str(seq) + suffix``
+    is ``canonical_json`` of the entry with that ``seq``.
+
+    Sorted, the top-level keys end with ``seq`` then ``target`` (a string, whose quotes JSON
+    escapes), so the last ``,"seq":0,"target":`` is the top-level one even when ``details``
+    holds keys of those names.
+    """
+    text = canonical_json({**body, "seq": 0})
+    head, sep, tail = text.rpartition(',"seq":0,"target":')
+    if not sep:
+        raise ValueError("an audit entry needs a seq and a target")
+    return head + ',"seq":', ',"target":' + tail
+
+
+# One statement appends at the head of the org's chain: lock the head row (serialising appends
+# per org without blocking other orgs), number and hash the entry as ``entry_hash`` does
+# (sha256 of the previous hash and the canonical JSON, in UTF-8), move the head, insert the entry.
+# No row when the org has no head yet. Parameters: the org, the canonical JSON before and after
+# seq, the org (head), then the entry's columns.
+_APPEND = """
+WITH head AS (SELECT seq, hash FROM audit_heads WHERE org_id = %s FOR UPDATE),
+entry AS (SELECT head.seq + 1 AS seq, head.hash AS prev_hash,
+                 encode(sha256(convert_to(head.hash || %s || (head.seq + 1)::text || %s, 'UTF8')), 'hex') AS hash
+          FROM head),
+moved AS (UPDATE audit_heads h SET seq = entry.seq, hash = entry.hash FROM entry WHERE h.org_id = %s)
+INSERT INTO audit_log (org_id, seq, id, occurred_at, actor, action, target, details, prev_hash, hash)
+SELECT %s, entry.seq, %s, %s, %s, %s, %s, %s::jsonb, entry.prev_hash, entry.hash FROM entry
+RETURNING seq
+"""
 
 
 class AuditLog:
@@ -47,38 +91,21 @@ class AuditLog:
 
     def append(self, tx: Tx, *, org_id: str, actor: str, action: str, target: str,
                details: dict[str, Any] | None = None) -> str:
-        """Add one entry at the head of ``org_id``'s chain; returns its id."""
-        # Row lock on the head serialises appends per org without blocking other orgs. The head
-        # exists after an org's first entry: only then is it created (idempotently, as two first
-        # appends may race), so a steady-state append is two statements.
-        head = tx.fetch_one(_LOCK_HEAD, org_id)
-        if head is None:
+        """Add one entry at the head of ``org_id``'s chain (one statement); returns its id."""
+        entry_id = new_id("aud")
+        occurred_at = datetime.now(UTC).isoformat(timespec="microseconds")
+        # Hash exactly what jsonb gives back, so that verify, reading the row, agrees.
+        details_json = canonical_json(as_jsonb_returns(json.loads(canonical_json(details or {}))))
+        prefix, suffix = around_seq({"org_id": org_id, "id": entry_id, "occurred_at": occurred_at, "actor": actor,
+                                     "action": action, "target": target, "details": json.loads(details_json)})
+        args = (org_id, prefix, suffix, org_id, org_id, entry_id, occurred_at, actor, action, target, details_json)
+        if tx.fetch_one(_APPEND, *args) is None:
+            # The org's first entry: create its head (two first appends may race), then append.
             tx.execute("INSERT INTO audit_heads (org_id, seq, hash) VALUES (%s, 0, %s) "
                        "ON CONFLICT (org_id) DO NOTHING", org_id, GENESIS)
-            head = tx.fetch_one(_LOCK_HEAD, org_id)
-        assert head is not None
-        entry = {
-            "org_id": org_id,
-            "seq": int(head["seq"]) + 1,
-            "id": new_id("aud"),
-            "occurred_at": datetime.now(UTC).isoformat(timespec="microseconds"),
-            "actor": actor,
-            "action": action,
-            "target": target,
-            # Round-trip through JSON so what is hashed is exactly what jsonb gives back.
-            "details": json.loads(canonical_json(details or {})),
-        }
-        digest = entry_hash(head["hash"], entry)
-        # The entry and the new head in one statement.
-        tx.execute(
-            "WITH head AS (UPDATE audit_heads SET seq = %s, hash = %s WHERE org_id = %s) "
-            "INSERT INTO audit_log (org_id, seq, id, occurred_at, actor, action, target, details, prev_hash, hash)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)",
-            entry["seq"], digest, org_id,
-            org_id, entry["seq"], entry["id"], entry["occurred_at"], actor, action, target,
-            canonical_json(entry["details"]), head["hash"], digest,
-        )
-        return str(entry["id"])
+            if tx.fetch_one(_APPEND, *args) is None:
+                raise RuntimeError(f"the audit chain of {org_id} has no head")
+        return entry_id
 
     def list(self, org_id: str, *, limit: int, after_seq: int | None = None, action: str | None = None,
              actor: str | None = None, target: str | None = None) -> list[Row]:

@@ -222,12 +222,19 @@ class RunService:
     # -- users -------------------------------------------------------------------------------------
     def create(self, principal: Principal, agent_ref: str, deployment_id: str, inputs: dict[str, Any]) -> Row:
         """Create a queued run of a deployment and enqueue its task, in one transaction."""
+        user_id = principal.subject if principal.kind == "user" else None
         with self.db.read() as tx:
             # Looked up across orgs only to learn its org; membership decides what the caller sees.
+            # A user's role in that org comes in the same statement.
             deployment = tx.fetch_one(
-                "SELECT d.id, d.org_id, d.agent_id, d.version, d.status, a.name AS agent_name FROM deployments d "
-                "JOIN agents a ON a.id = d.agent_id WHERE d.id = %s", deployment_id)
-        role = self.orgs.role_of(principal, deployment["org_id"]) if deployment else None
+                "SELECT d.id, d.org_id, d.agent_id, d.version, d.status, a.name AS agent_name, "
+                "(SELECT m.role FROM memberships m WHERE m.org_id = d.org_id AND m.user_id = %s) AS member_role "
+                "FROM deployments d JOIN agents a ON a.id = d.agent_id WHERE d.id = %s", user_id, deployment_id)
+        role: Role | None = None
+        if deployment is not None and user_id is not None:
+            role = Role(deployment["member_role"]) if deployment["member_role"] else None
+        elif deployment is not None:
+            role = self.orgs.role_of(principal, deployment["org_id"])  # an API key: no query
         if deployment is None or role is None:
             raise NotFound("deployment not found")
         if role not in RUNNERS:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from shared.services.audit import canonical_json
+from shared.services.audit import around_seq, canonical_json
 
 
 def _actions(admin, org_id):
@@ -140,3 +142,36 @@ def test_concurrent_appends_keep_one_unbroken_chain(container, make_org):
     with container.db.read() as tx:
         seqs = [r["seq"] for r in tx.fetch_all("SELECT seq FROM audit_log WHERE org_id = %s ORDER BY seq", fresh)]
     assert seqs == list(range(1, 61))
+
+
+# The API refuses U+0000 and lone surrogates (PostgreSQL's text cannot hold them), so no audited
+# value carries them.
+_text = st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)))
+_awkward = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+              _text),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.sampled_from(["seq", "target", "a", "é", '"q"', "x y"]) | _text,
+                                            inner, max_size=3)),
+    max_leaves=8)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(details=st.dictionaries(_text, _awkward, max_size=4), target=_text.filter(lambda t: len(t) <= 40),
+       actor=_text.filter(lambda t: 1 <= len(t) <= 20))
+def test_the_database_hashes_an_entry_as_verify_does(container, make_org, details, target, actor):
+    """The head moves and the hash is computed in SQL; verify recomputes it in Python from the row.
+    Unicode, quotes, control characters and details keyed "seq"/"target" must agree byte for byte."""
+    _, org_id = make_org()
+    with container.db.transaction() as tx:
+        container.audit.append(tx, org_id=org_id, actor=actor, action="probe", target=target, details=details)
+    result = container.audit.verify(org_id)
+    assert result.ok, result
+
+
+@given(details=st.dictionaries(st.text(), _awkward, max_size=4), target=st.text(), seq=st.integers(1, 10**12))
+def test_around_seq_splits_the_canonical_json_where_seq_goes(details, target, seq):
+    body = {"org_id": "org_x", "id": "aud_x", "occurred_at": "2026-11-24T00:00:00.000000+00:00", "actor": "a",
+            "action": "probe", "target": target, "details": details}
+    prefix, suffix = around_seq(body)
+    assert prefix + str(seq) + suffix == canonical_json({**body, "seq": seq})
