@@ -29,6 +29,7 @@ from typing import Any
 
 from pg8000.converters import make_params
 
+from shared.db import wire
 from shared.db.database import ConnectionFactory, Database, DbConnection, Tx
 from shared.ids import new_id
 from shared.ports.task_queue import (
@@ -217,8 +218,8 @@ class _StatementCache:
         if prepared is None:
             name, columns, input_funcs = conn.prepare_statement(sql, ())
             prepared = statements[sql] = _Prepared(name, columns, input_funcs)
-        context = conn.execute_named(prepared.name, make_params(conn.py_types, params),
-                                     prepared.columns, prepared.input_funcs, sql)
+        context = wire.execute_prepared(conn, (prepared.name, prepared.columns, prepared.input_funcs, sql),
+                                        make_params(conn.py_types, params))
         return list(context.rows or [])
 
 
