@@ -180,7 +180,6 @@ def measured(port: int, ids: dict[str, str], server_pid: int, *, seconds: float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=18431)
-    parser.add_argument("--data-dir")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)

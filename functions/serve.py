@@ -117,11 +117,6 @@ class GatewayServer:
         self.stop()
         raise ServerError(f"the HTTP server did not answer within {timeout:.0f}s")
 
-    def wait(self) -> int:
-        """Block until the server exits; its exit status."""
-        assert self._proc is not None
-        return self._proc.wait()
-
     def running(self) -> bool:
         """Whether the server process is alive."""
         return self._proc is not None and self._proc.poll() is None

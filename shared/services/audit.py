@@ -95,9 +95,10 @@ class AuditLog:
         entry_id = new_id("aud")
         occurred_at = datetime.now(UTC).isoformat(timespec="microseconds")
         # Hash exactly what jsonb gives back, so that verify, reading the row, agrees.
-        details_json = canonical_json(as_jsonb_returns(json.loads(canonical_json(details or {}))))
+        stored = as_jsonb_returns(json.loads(canonical_json(details or {})))
+        details_json = canonical_json(stored)
         prefix, suffix = around_seq({"org_id": org_id, "id": entry_id, "occurred_at": occurred_at, "actor": actor,
-                                     "action": action, "target": target, "details": json.loads(details_json)})
+                                     "action": action, "target": target, "details": stored})
         args = (org_id, prefix, suffix, org_id, org_id, entry_id, occurred_at, actor, action, target, details_json)
         if tx.fetch_one(_APPEND, *args) is None:
             # The org's first entry: create its head (two first appends may race), then append.
