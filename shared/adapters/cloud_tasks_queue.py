@@ -156,6 +156,7 @@ class CloudTasksQueue:
         task_id = self.state.enqueue(tx, kind=kind, payload=payload, run_id=run_id, org_id=org_id,
                                      deployment_id=deployment_id, max_attempts=max_attempts,
                                      available_at=available_at)
+        tx.flush()  # the row exists before its delivery is pushed
         if self._pushes(kind):
             self.push(task_id=task_id, kind=kind, run_id=run_id, org_id=org_id, deployment_id=deployment_id,
                       attempt=1, schedule_time=available_at)
@@ -181,6 +182,10 @@ class CloudTasksQueue:
     def complete(self, task_id: str, lease_token: str) -> bool:
         """Mark done (PostgreSQL)."""
         return self.state.complete(task_id, lease_token)
+
+    def complete_in(self, tx: Tx, task_id: str, lease_token: str) -> None:
+        """Mark done in the caller's transaction (PostgreSQL)."""
+        self.state.complete_in(tx, task_id, lease_token)
 
     def complete_many(self, leases: Sequence[tuple[str, str]]) -> set[str]:
         """Mark done in one statement (PostgreSQL)."""

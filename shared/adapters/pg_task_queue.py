@@ -110,6 +110,9 @@ WHERE id = $1 AND lease_token = $2 AND state = 'leased' {ack}
 RETURNING id
 """
 
+# Inside a caller's transaction the commit is the caller's: durable.
+_COMPLETE_IN_TX = _COMPLETE.format(ack="")
+
 # $1 task ids, $2 their lease tokens (same order).
 _COMPLETE_MANY = """
 UPDATE tasks AS t SET state = 'done', available_at = NULL, lease_token = NULL, lease_expires_at = NULL,
@@ -169,7 +172,8 @@ FROM tasks WHERE id = $1
 # heartbeat is an expired lease, a lost completion or failure a redelivery. Enqueues always
 # commit synchronously. set_config(..., true) is SET LOCAL from inside the statement itself,
 # so it costs no round trip and never leaks into other transactions on the pooled connection.
-_ASYNC_ACK = "AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+# As an uncorrelated subquery it runs once per statement (an InitPlan), not once per row scanned.
+_ASYNC_ACK = "AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
 
 
 @dataclass(frozen=True)
@@ -359,13 +363,6 @@ class PgTaskQueue:
         with self.db.connection() as conn, _autocommit(conn) as raw:
             return self._statements.run(raw, sql, params)
 
-    def _run_in(self, tx: Tx, sql: str, *params: Any) -> list[list[Any]]:
-        """One statement inside the caller's transaction."""
-        raw: Any = tx.conn
-        # pg8000's own cursor opens the transaction lazily the same way.
-        if not raw.autocommit and not raw._in_transaction:
-            raw.execute_simple("BEGIN TRANSACTION")
-        return self._statements.run(raw, sql, params)
 
     def _listen_source(self) -> contextlib.AbstractContextManager[DbConnection]:
         if self._listen_connect is not None:
@@ -395,7 +392,7 @@ class PgTaskQueue:
         if tx is None:
             self._run(_ENQUEUE, *params)
         else:
-            self._run_in(tx, _ENQUEUE, *params)
+            tx.defer(_ENQUEUE, *params)  # sent with the caller's next statement or its commit
         return task_id
 
     def claim_next(self, *, deployment_id: str | None, worker_id: str, lease_seconds: int,
@@ -486,6 +483,13 @@ class PgTaskQueue:
     def complete(self, task_id: str, lease_token: str) -> bool:
         """Mark done if ``lease_token`` is still the task's lease."""
         return bool(self._run(self._sql.complete, task_id, lease_token))
+
+    def complete_in(self, tx: Tx, task_id: str, lease_token: str) -> None:
+        """Mark done inside the caller's transaction, if ``lease_token`` is still the task's lease.
+
+        Held back with the transaction's other writes (``Tx.defer``) and durable with its commit.
+        """
+        tx.defer(_COMPLETE_IN_TX, task_id, lease_token)
 
     def complete_many(self, leases: Sequence[tuple[str, str]]) -> set[str]:
         """Mark done every ``(task_id, lease_token)`` whose lease is still current, in one

@@ -30,12 +30,43 @@ class DbConnection(Protocol):
 ConnectionFactory = Callable[[], DbConnection]
 
 
+class Deferred:
+    """The answer of a statement that ``Tx.defer`` holds back: asking for it sends the statement."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+        self._rows: list[Row] | None = None
+        self._failure: BaseException | None = None
+
+    def _answer(self, context: Any) -> None:
+        names = [c["name"] for c in context.columns or ()]
+        self._rows = [dict(zip(names, r, strict=True)) for r in context.rows or ()]
+
+    def rows(self) -> list[Row]:
+        """Every row the statement returned (sending it first if it is still held back)."""
+        if self._rows is None and self._failure is None:
+            self._tx.flush()
+        if self._rows is None:
+            raise RuntimeError("no answer: the packet that held the statement failed") from self._failure
+        return self._rows
+
+    def one(self) -> Row | None:
+        """The first row, or None."""
+        rows = self.rows()
+        return rows[0] if rows else None
+
+
 class Tx:
     """Statements on one connection; rows come back as dicts keyed by column name.
 
     Parameterised statements are prepared once per connection and then run in a single
     round trip (pg8000's DB-API cursor would parse and describe them on every call); a
     transaction's BEGIN travels with its first parameterised statement (``shared.db.wire``).
+
+    ``defer`` holds a statement back until something needs an answer: the next statement that
+    is run, a ``Deferred`` asked for its rows, or the commit. Held-back statements go out in that
+    packet, in order, so a transaction whose last writes nobody reads commits in one round trip.
+    An error in one of them surfaces where they are sent, and fails the transaction.
     """
 
     def __init__(self, conn: DbConnection, *, autocommit: bool = False) -> None:
@@ -45,15 +76,11 @@ class Tx:
         if cache is None:
             cache = collections.OrderedDict()
             setattr(conn, "_marketplace_statements", cache)  # noqa: B010 - one cache per connection
-        self._statements: collections.OrderedDict[str, tuple[Any, ...]] = cache
+        self._statements: collections.OrderedDict[str, wire.Prepared] = cache
+        self._held: list[tuple[wire.Prepared, list[str | None], Deferred]] = []
 
-    def _run(self, sql: str, args: Sequence[Any]) -> Any:
+    def _prepared(self, sql: str, args: Sequence[Any]) -> wire.Prepared:
         conn = self.conn
-        begin = not self._autocommit and not conn._in_transaction
-        if not args:
-            if begin:
-                conn.execute_simple("BEGIN")
-            return conn.execute_simple(sql)
         prepared = self._statements.get(sql)
         if prepared is None:
             statement, _ = convert_paramstyle("format", sql, args)
@@ -65,7 +92,55 @@ class Tx:
                 conn.close_prepared_statement(evicted[0])
         else:
             self._statements.move_to_end(sql)
-        return wire.execute_prepared(conn, prepared, make_params(conn.py_types, args), begin=begin)
+        return prepared
+
+    def _send(self, statements: list[tuple[wire.Prepared, list[str | None]]], *, commit: bool = False
+              ) -> list[Any]:
+        held, self._held = self._held, []
+        begin = not self._autocommit and not self.conn._in_transaction
+        try:
+            contexts = wire.execute_pipeline(self.conn, [(p, a) for p, a, _ in held] + statements,
+                                             begin=begin, commit=commit)
+        except BaseException as exc:
+            for _, _, deferred in held:
+                deferred._failure = exc
+            raise
+        for (_, _, deferred), context in zip(held, contexts, strict=False):
+            deferred._answer(context)
+        return contexts[len(held):]
+
+    def _run(self, sql: str, args: Sequence[Any]) -> Any:
+        conn = self.conn
+        if not args:
+            if self._held:
+                self.flush()
+            if not self._autocommit and not conn._in_transaction:
+                conn.execute_simple("BEGIN")
+            return conn.execute_simple(sql)
+        prepared = self._prepared(sql, args)
+        return self._send([(prepared, make_params(conn.py_types, args))])[0]
+
+    def defer(self, sql: str, *args: Any) -> Deferred:
+        """Hold a parameterised statement back until an answer is needed (see the class)."""
+        if self._autocommit:
+            raise RuntimeError("deferred statements need a transaction")
+        if not args:
+            raise ValueError("only parameterised statements can be deferred")
+        deferred = Deferred(self)
+        self._held.append((self._prepared(sql, args), make_params(self.conn.py_types, args), deferred))
+        return deferred
+
+    def flush(self) -> None:
+        """Send every held-back statement now."""
+        if self._held:
+            self._send([])
+
+    def commit(self) -> None:
+        """Send what is held back with the COMMIT, in one packet (``Database.transaction`` calls it)."""
+        if self._held:
+            self._send([], commit=True)
+        elif self.conn._in_transaction:
+            self.conn.execute_simple("COMMIT")
 
     def execute(self, sql: str, *args: Any) -> int:
         """Run a statement; returns the affected row count."""
@@ -152,9 +227,7 @@ class Database:
         try:
             tx = Tx(conn)
             yield tx
-            raw: Any = conn
-            if raw._in_transaction:
-                raw.execute_simple("COMMIT")
+            tx.commit()
         except BaseException:
             broken = _rollback_or_broken(conn)
             raise

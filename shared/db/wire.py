@@ -10,6 +10,12 @@ travels in the same packet, as an unnamed statement ahead of the first statement
 one Sync: if ``BEGIN`` failed, the server would skip the statement up to the Sync, so a statement
 never runs outside the transaction it was meant for. The answers are read with pg8000's own
 message handling (rows, errors, transaction status), in one pass up to the Sync's answer.
+
+Several statements can share one packet and one Sync (``execute_pipeline``): a transaction's
+writes whose answers nobody waits for travel together, with its ``COMMIT`` last. The server runs
+them in order; after an error it skips everything up to the Sync, so neither the statements after
+the failed one nor the ``COMMIT`` run, and the transaction is left failed for the caller to roll
+back.
 """
 
 from __future__ import annotations
@@ -19,14 +25,19 @@ from typing import Any
 
 from pg8000.core import (
     BIND,
+    COMMAND_COMPLETE,
+    ERROR_RESPONSE,
     EXECUTE_MSG,
     NULL_BYTE,
     PARSE,
+    READY_FOR_QUERY,
     SYNC_MSG,
     Context,
     H_pack,
     _flush,
+    _read,
     _write,
+    ci_unpack,
     i_pack,
 )
 
@@ -35,12 +46,18 @@ def _message(code: bytes, body: bytes) -> bytes:
     return bytes(code + i_pack(len(body) + 4) + body)
 
 
-# Parse the unnamed statement "BEGIN" (no parameters), bind it (no parameters, no result
-# columns) and execute it. Its CommandComplete carries no row count, so it leaves the
-# statement's count alone.
-_BEGIN = (_message(PARSE, NULL_BYTE + b"BEGIN" + NULL_BYTE + H_pack(0))
-          + _message(BIND, NULL_BYTE + NULL_BYTE + H_pack(0) + H_pack(0) + H_pack(0))
-          + EXECUTE_MSG)
+def _unnamed(sql: bytes) -> bytes:
+    """Parse, bind and execute an unnamed statement without parameters or result columns."""
+    return bytes(_message(PARSE, NULL_BYTE + sql + NULL_BYTE + H_pack(0))
+                 + _message(BIND, NULL_BYTE + NULL_BYTE + H_pack(0) + H_pack(0) + H_pack(0))
+                 + EXECUTE_MSG)
+
+
+# Their CommandComplete carries no row count, so they leave a statement's count alone.
+_BEGIN = _unnamed(b"BEGIN")
+_COMMIT = _unnamed(b"COMMIT")
+
+Prepared = tuple[bytes, Any, Any, str]  # name, columns, input converters, text (pg8000's prepare)
 
 
 def bind_message(name: bytes, params: Sequence[str | None], encoding: str) -> bytes:
@@ -57,15 +74,49 @@ def bind_message(name: bytes, params: Sequence[str | None], encoding: str) -> by
     return _message(BIND, bytes(body))
 
 
-def execute_prepared(conn: Any, prepared: tuple[bytes, Any, Any, str], params: Sequence[str | None], *,
-                     begin: bool = False) -> Any:
+def execute_prepared(conn: Any, prepared: Prepared, params: Sequence[str | None], *, begin: bool = False) -> Any:
     """Run a statement prepared on ``conn`` (pg8000's ``prepare_statement`` gave its name, columns
     and input converters; then its text); with ``begin``, open a transaction first, in the same
     packet. Returns pg8000's ``Context`` (rows, row count)."""
-    name, columns, input_funcs, statement = prepared
-    packet = bind_message(name, params, conn._client_encoding) + EXECUTE_MSG + SYNC_MSG
-    _write(conn._sock, _BEGIN + packet if begin else packet)
+    return execute_pipeline(conn, [(prepared, params)], begin=begin)[0]
+
+
+def execute_pipeline(conn: Any, statements: Sequence[tuple[Prepared, Sequence[str | None]]], *,
+                     begin: bool = False, commit: bool = False) -> list[Any]:
+    """Run prepared statements in one packet and one round trip, optionally after ``BEGIN`` and
+    before ``COMMIT``; returns one pg8000 ``Context`` per statement, in order.
+
+    The first error is raised once the server has answered the Sync: by then it skipped every
+    statement after the failed one, and the ``COMMIT``.
+    """
+    encoding = conn._client_encoding
+    packet = bytearray(_BEGIN if begin else b"")
+    contexts = []
+    for (name, columns, input_funcs, statement), params in statements:
+        packet += bind_message(name, params, encoding)
+        packet += EXECUTE_MSG
+        contexts.append(Context(columns=columns, input_funcs=input_funcs, statement=statement))
+    if commit:
+        packet += _COMMIT
+    packet += SYNC_MSG
+    _write(conn._sock, bytes(packet))
     _flush(conn._sock)
-    context = Context(columns=columns, input_funcs=input_funcs, statement=statement)
-    conn.handle_messages(context)
-    return context
+    # Each statement's answer ends with its CommandComplete (or an ErrorResponse, after which
+    # the server sends nothing more but the Sync's ReadyForQuery).
+    answers = ([Context(statement="BEGIN")] if begin else []) + contexts + [Context(statement="COMMIT")]
+    handlers, sock = conn.message_types, conn._sock
+    current = 0
+    error = None
+    while True:
+        code, length = ci_unpack(_read(sock, 5))
+        data = _read(sock, length - 4)
+        handlers[code](data, answers[current])
+        if code == COMMAND_COMPLETE:
+            current = min(current + 1, len(answers) - 1)
+        elif code == ERROR_RESPONSE and error is None:
+            error = answers[current].error
+        elif code == READY_FOR_QUERY:
+            break
+    if error is not None:
+        raise error
+    return contexts

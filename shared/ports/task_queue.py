@@ -183,6 +183,12 @@ class TaskQueue(Protocol):
         """Mark the task done; False (and nothing changes) if the lease was lost."""
         ...
 
+    def complete_in(self, tx: Tx, task_id: str, lease_token: str) -> None:
+        """Mark the task done inside the caller's transaction, so that it commits (or rolls
+        back) with the caller's own change; nothing changes if the lease was lost. The answer is
+        not waited for: the statement may travel with the transaction's commit."""
+        ...
+
     def complete_many(self, leases: Sequence[tuple[str, str]]) -> set[str]:
         """Complete every ``(task_id, lease_token)`` whose lease is current, at once; returns
         the ids completed (the others, whose lease was lost, are left unchanged)."""

@@ -69,8 +69,9 @@ def around_seq(body: dict[str, Any]) -> tuple[str, str]:
 # One statement appends at the head of the org's chain: lock the head row (serialising appends
 # per org without blocking other orgs), number and hash the entry as ``entry_hash`` does
 # (sha256 of the previous hash and the canonical JSON, in UTF-8), move the head, insert the entry.
-# No row when the org has no head yet. Parameters: the org, the canonical JSON before and after
-# seq, the org (head), then the entry's columns.
+# Every org has a head from its creation (migration 0008); for an org_id without one the entry's
+# seq is NULL and the insert fails (NOT NULL) rather than losing the entry. Parameters: the org,
+# the canonical JSON before and after seq, the org (head), then the entry's columns.
 _APPEND = """
 WITH head AS (SELECT seq, hash FROM audit_heads WHERE org_id = %s FOR UPDATE),
 entry AS (SELECT head.seq + 1 AS seq, head.hash AS prev_hash,
@@ -78,8 +79,8 @@ entry AS (SELECT head.seq + 1 AS seq, head.hash AS prev_hash,
           FROM head),
 moved AS (UPDATE audit_heads h SET seq = entry.seq, hash = entry.hash FROM entry WHERE h.org_id = %s)
 INSERT INTO audit_log (org_id, seq, id, occurred_at, actor, action, target, details, prev_hash, hash)
-SELECT %s, entry.seq, %s, %s, %s, %s, %s, %s::jsonb, entry.prev_hash, entry.hash FROM entry
-RETURNING seq
+SELECT %s, entry.seq, %s, %s, %s, %s, %s, %s::jsonb, entry.prev_hash, entry.hash
+FROM (SELECT) AS always LEFT JOIN entry ON true
 """
 
 
@@ -91,7 +92,11 @@ class AuditLog:
 
     def append(self, tx: Tx, *, org_id: str, actor: str, action: str, target: str,
                details: dict[str, Any] | None = None) -> str:
-        """Add one entry at the head of ``org_id``'s chain (one statement); returns its id."""
+        """Add one entry at the head of ``org_id``'s chain; returns its id.
+
+        One statement, held back (``Tx.defer``) until the transaction's next statement or its
+        commit: an action and its entry still commit or roll back together.
+        """
         entry_id = new_id("aud")
         occurred_at = datetime.now(UTC).isoformat(timespec="microseconds")
         # Hash exactly what jsonb gives back, so that verify, reading the row, agrees.
@@ -99,13 +104,8 @@ class AuditLog:
         details_json = canonical_json(stored)
         prefix, suffix = around_seq({"org_id": org_id, "id": entry_id, "occurred_at": occurred_at, "actor": actor,
                                      "action": action, "target": target, "details": stored})
-        args = (org_id, prefix, suffix, org_id, org_id, entry_id, occurred_at, actor, action, target, details_json)
-        if tx.fetch_one(_APPEND, *args) is None:
-            # The org's first entry: create its head (two first appends may race), then append.
-            tx.execute("INSERT INTO audit_heads (org_id, seq, hash) VALUES (%s, 0, %s) "
-                       "ON CONFLICT (org_id) DO NOTHING", org_id, GENESIS)
-            if tx.fetch_one(_APPEND, *args) is None:
-                raise RuntimeError(f"the audit chain of {org_id} has no head")
+        tx.defer(_APPEND, org_id, prefix, suffix, org_id, org_id, entry_id, occurred_at, actor, action, target,
+                 details_json)
         return entry_id
 
     def list(self, org_id: str, *, limit: int, after_seq: int | None = None, action: str | None = None,

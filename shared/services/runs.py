@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import jsonschema
 
-from shared.db.database import Database, Row, Tx
+from shared.db.database import Database, Deferred, Row, Tx
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.ids import new_id
 from shared.jsonlog import redact, redact_text
@@ -72,11 +72,15 @@ _RUN_COLUMNS = ("r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.statu
 _RETURNING = _RUN_COLUMNS.replace("r.", "")
 
 # A delivery starts the run: $attempt, $lease_hash, $worker, $task_id, $run_id, $deployment_id.
+# It commits asynchronously, as the claim before it does: if the database crashed before the
+# WAL reached the disk the run would still be queued under an older lease, its worker's logs and
+# completion would be refused (LeaseLost) and the task, once its lease ran out, delivered again.
 _START = f"""
 UPDATE runs r SET status = 'running', attempt = %s, lease_hash = %s, worker = %s, task_id = %s,
                   started_at = coalesce(r.started_at, now()), updated_at = now()
 FROM deployments d
 WHERE r.id = %s AND r.deployment_id = %s AND d.id = r.deployment_id AND r.status IN ('queued', 'running')
+  AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
 RETURNING {_RUN_COLUMNS}, d.config AS deployment_config, d.granted_permissions AS deployment_grants,
           (SELECT coalesce(max(l.seq), 0) + 1 FROM run_logs l WHERE l.run_id = r.id) AS next_log_seq
 """
@@ -135,6 +139,12 @@ def input_problems(manifest: AgentManifest, inputs: dict[str, Any], *,
         path = "inputs" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         problems.append({"path": path, "message": error.message})
     return problems
+
+
+def _row(changed: Deferred) -> Row:
+    row = changed.one()
+    assert row is not None, "a run updated by id is there"
+    return row
 
 
 def _event_for(status: RunStatus) -> str:
@@ -254,16 +264,18 @@ class RunService:
             task_id = self.queue.enqueue(tx, kind=TASK_KIND, payload={"run_id": run_id}, run_id=run_id,
                                          org_id=deployment["org_id"], deployment_id=deployment_id,
                                          max_attempts=self.max_attempts)
-            row = tx.fetch_one("INSERT INTO runs (id, org_id, agent_id, deployment_id, version, inputs, max_attempts, "
-                               "created_by, task_id) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s) "
-                               f"RETURNING {_RETURNING}",
-                               run_id, deployment["org_id"], deployment["agent_id"], deployment_id,
-                               deployment["version"], json.dumps(inputs), self.max_attempts, principal.actor, task_id)
-            assert row is not None
+            # Held back with the task and the audit entry: the transaction is one round trip.
+            created = tx.defer("INSERT INTO runs (id, org_id, agent_id, deployment_id, version, inputs, max_attempts, "
+                                "created_by, task_id) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s) "
+                                f"RETURNING {_RETURNING}",
+                                run_id, deployment["org_id"], deployment["agent_id"], deployment_id,
+                                deployment["version"], json.dumps(inputs), self.max_attempts, principal.actor, task_id)
             self.audit.append(tx, org_id=deployment["org_id"], actor=principal.actor, action="run.created",
                               target=run_id, details={"agent_id": deployment["agent_id"],
                                                       "deployment_id": deployment_id,
                                                       "version": deployment["version"], "task_id": task_id})
+        row = created.one()
+        assert row is not None
         return row
 
     def get(self, principal: Principal, agent_ref: str, run_id: str) -> Row:
@@ -308,27 +320,33 @@ class RunService:
             raise Forbidden(f"role '{role.value}' may not cancel runs (operator or admin required)")
         if RunStatus(row["status"]).final:
             return row
+        changed: Deferred | None = None
         with self.db.transaction() as tx:
             row = self._load(tx, run_id, agent_ref, lock=True)
             status = RunStatus(row["status"])
             if status == RunStatus.QUEUED:
-                row = self._finish(tx, row, RunStatus.CANCELLED, actor=principal.actor,
-                                   error=f"cancelled by {principal.actor} before it started",
-                                   extra={"cancel_requested": True})
+                changed = self._finish(tx, row, RunStatus.CANCELLED, actor=principal.actor,
+                                       error=f"cancelled by {principal.actor} before it started",
+                                       extra={"cancel_requested": True})
             elif status == RunStatus.RUNNING and not row["cancel_requested"]:
-                row = self._update(tx, run_id, cancel_requested=True)
+                changed = self._update(tx, run_id, cancel_requested=True)
                 self.audit.append(tx, org_id=row["org_id"], actor=principal.actor, action="run.cancel_requested",
                                   target=run_id, details={"attempt": row["attempt"]})
+        if changed is not None:
+            row = _row(changed)
         if row["task_id"] is None:
             return row
         task_state = self.queue.request_cancel(row["task_id"])
         if row["status"] == RunStatus.RUNNING and task_state == TaskState.CANCELLED:
             # No live lease: nobody is working on the run, so nobody would report the cancel.
+            changed = None
             with self.db.transaction() as tx:
                 row = self._load(tx, run_id, agent_ref, lock=True)
                 if row["status"] == RunStatus.RUNNING:
-                    row = self._finish(tx, row, RunStatus.CANCELLED, actor=principal.actor,
-                                       error=f"cancelled by {principal.actor}; its worker had stopped")
+                    changed = self._finish(tx, row, RunStatus.CANCELLED, actor=principal.actor,
+                                           error=f"cancelled by {principal.actor}; its worker had stopped")
+            if changed is not None:
+                row = _row(changed)
         return row
 
     def log_page(self, principal: Principal, agent_ref: str, run_id: str, *, after_seq: int, limit: int
@@ -437,7 +455,15 @@ class RunService:
                 if RunStatus(run["status"]).final:
                     raise Conflict(f"run {run_id} is already {run['status']}", code="run_finished")
                 answer, replay = self._record(tx, principal, run, report, token_hash), False
+                if answer["status"] == RunStatus.SUCCEEDED:
+                    # A success settles its task in the same transaction: the run's writes and the
+                    # task's go out with the commit, in one packet.
+                    self.queue.complete_in(tx, report.task_id, report.lease_token)
         target = RunStatus(answer["status"])
+        if target == RunStatus.SUCCEEDED and not replay:
+            return answer, replay
+        # Otherwise the queue decides (backoff, attempts left, a cancel); a replay settles again,
+        # which heals a completion recorded before a crash that left its task leased.
         settled = self._settle(report.task_id, report.lease_token, target,
                                error=report.error or f"reported {report.status}", retryable=report.retryable)
         if target == RunStatus.QUEUED and settled not in (None, TaskState.QUEUED):
@@ -471,11 +497,13 @@ class RunService:
 
     def _finish(self, tx: Tx, run: Row, status: RunStatus, *, actor: str, error: str | None = None,
                 outputs: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-                extra: dict[str, Any] | None = None) -> Row:
-        """Move a run to a final status: audited, announced, its checkpoints dropped."""
+                extra: dict[str, Any] | None = None) -> Deferred:
+        """Move a run to a final status: audited, announced, its checkpoints dropped. The writes
+        are held back (``Tx.defer``); the returned run row is there once they were sent."""
         # Checkpoints exist to resume a redelivered run; a finished run is never resumed.
+        finished_at = datetime.now(UTC)
         row = self._update(tx, run["id"], drop_checkpoints=True, status=status.value, error=error, outputs=outputs,
-                           metrics=metrics, finished_at=datetime.now(UTC), **(extra or {}))
+                           metrics=metrics, finished_at=finished_at, **(extra or {}))
         details: dict[str, Any] = {"attempt": run["attempt"], "error": error}
         if metrics is not None:
             details["metrics"] = metrics
@@ -485,11 +513,12 @@ class RunService:
             self.events(tx, org_id=run["org_id"], event=_event_for(status), data={
                 "run_id": run["id"], "agent_id": run["agent_id"], "deployment_id": run["deployment_id"],
                 "version": run["version"], "status": status.value, "error": error, "metrics": metrics,
-                "finished_at": row["finished_at"].isoformat()})
+                "finished_at": finished_at.isoformat()})
         return row
 
     @staticmethod
-    def _update(tx: Tx, run_id: str, *, drop_checkpoints: bool = False, **columns: Any) -> Row:
+    def _update(tx: Tx, run_id: str, *, drop_checkpoints: bool = False, **columns: Any) -> Deferred:
+        """Update a run's columns, held back (``Tx.defer``); the Deferred gives the row after."""
         sets, args = ["updated_at = now()"], []
         # Data-modifying CTEs run whether or not the UPDATE refers to them: one round trip.
         prefix = ("WITH w AS (DELETE FROM run_checkpoint_writes WHERE run_id = %s), "
@@ -502,10 +531,8 @@ class RunService:
             else:
                 sets.append(f"{column} = %s")
                 args.append(value)
-        row = tx.fetch_one(f"{prefix}UPDATE runs SET {', '.join(sets)} WHERE id = %s RETURNING {_RETURNING}",
-                           *prefix_args, *args, run_id)
-        assert row is not None
-        return row
+        return tx.defer(f"{prefix}UPDATE runs SET {', '.join(sets)} WHERE id = %s RETURNING {_RETURNING}",
+                        *prefix_args, *args, run_id)
 
     def _settle(self, task_id: str, lease_token: str, status: RunStatus, *, error: str,
                 retryable: bool = False) -> TaskState | None:

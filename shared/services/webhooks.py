@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.db.database import Database, Row, Tx
+from shared.db.database import Database, Deferred, Row, Tx
 from shared.errors import Conflict, NotFound, Unprocessable
 from shared.ids import new_id
 from shared.models.identity import Principal
@@ -53,6 +53,29 @@ _log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "system:webhooks"
 MAX_WEBHOOKS_PER_ORG = 50
 _MAX_ERROR_CHARS = 1000
+
+# An event and its deliveries, for every active webhook of the org subscribed to its type, in one
+# statement; nothing at all when none is. KEY SHARE: a webhook deleted concurrently is skipped
+# rather than failing the caller's transaction on the foreign key. A delivery's id is the event
+# id's time part (so ids still sort by time, and ``id_time`` reads them) followed by a digest of
+# the event and webhook ids, spelled in base32 letters: one per (event, webhook), made here.
+# Parameters: org, type, event id, org, type, data, delivery id prefix, org.
+_EMIT = """
+WITH hooks AS (
+    SELECT id FROM webhooks
+    WHERE org_id = %s AND status = 'active' AND events @> jsonb_build_array(%s::text)
+    FOR KEY SHARE
+), event AS (
+    INSERT INTO webhook_events (id, org_id, type, data)
+    SELECT %s, %s, %s, %s::jsonb WHERE EXISTS (SELECT FROM hooks)
+    RETURNING id
+)
+INSERT INTO webhook_deliveries (id, event_id, webhook_id, org_id, next_attempt_at)
+SELECT %s || translate(left(md5(event.id || '/' || hooks.id), 16), '0123456789abcdef', 'abcdefghijklmnop'),
+       event.id, hooks.id, %s, now()
+FROM event CROSS JOIN hooks
+RETURNING event_id
+"""
 
 _WEBHOOK_COLUMNS = ("id, org_id, url, events, description, status, disabled_reason, disabled_at, created_by, "
                     "created_at")
@@ -149,6 +172,12 @@ def _clip(text: str | None, limit: int = _MAX_ERROR_CHARS) -> str | None:
         return None
     cleaned = "".join(ch if ch.isprintable() or ch in "\n\t" else "?" for ch in text)
     return cleaned[:limit]
+
+
+def event_id(emitted: Deferred) -> str | None:
+    """The id of the event ``WebhookService.emit`` queued, None if no webhook was subscribed."""
+    row = emitted.one()
+    return None if row is None else str(row["event_id"])
 
 
 class WebhookService:
@@ -254,29 +283,22 @@ class WebhookService:
         return rows, next_cursor
 
     # -- the outbox ----------------------------------------------------------------------------
-    def emit(self, tx: Tx, *, org_id: str, event: WebhookEvent | str, data: Mapping[str, Any]) -> str | None:
+    def emit(self, tx: Tx, *, org_id: str, event: WebhookEvent | str, data: Mapping[str, Any]) -> Deferred:
         """Queue ``event`` for every active webhook of ``org_id`` subscribed to it, in ``tx``.
 
         Call it inside the transaction that makes the change the event reports: the event and
-        its deliveries commit or roll back with it. ``data`` must be JSON-serialisable (datetimes
-        and other scalars become strings). Returns the event id (the ``webhook-id`` receivers
-        see), or None when no webhook is subscribed and nothing was written. An unknown event
-        type is a programming error (``ValueError``).
+        its deliveries commit or roll back with it. One statement, held back until the
+        transaction's next statement or its commit (``Tx.defer``); ``event_id`` of what this
+        returns reads the event id (the ``webhook-id`` receivers see), None when no webhook was
+        subscribed and nothing was written. ``data`` must be JSON-serialisable (datetimes and
+        other scalars become strings). An unknown event type is a programming error
+        (``ValueError``).
         """
         event_type = WebhookEvent(event).value
-        # KEY SHARE: a webhook deleted concurrently is skipped rather than failing the caller's
-        # transaction on the foreign key.
-        hooks = tx.fetch_all("SELECT id FROM webhooks WHERE org_id = %s AND status = 'active' "
-                             "AND events @> jsonb_build_array(%s::text) FOR KEY SHARE", org_id, event_type)
-        if not hooks:
-            return None
         event_id = new_id("msg")
-        tx.execute("INSERT INTO webhook_events (id, org_id, type, data) VALUES (%s, %s, %s, %s::jsonb)",
-                   event_id, org_id, event_type, json.dumps(dict(data), default=str))
-        tx.execute_many("INSERT INTO webhook_deliveries (id, event_id, webhook_id, org_id, next_attempt_at) "
-                        "VALUES (%s, %s, %s, %s, now())",
-                        [(new_id("whd"), event_id, hook["id"], org_id) for hook in hooks])
-        return event_id
+        delivery_prefix = "whd_" + event_id.removeprefix("msg_")[:10]
+        return tx.defer(_EMIT, org_id, event_type, event_id, org_id, event_type,
+                        json.dumps(dict(data), default=str), delivery_prefix, org_id)
 
     # -- delivery ------------------------------------------------------------------------------
     def _lease_seconds(self, batch: int) -> float:

@@ -37,7 +37,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.adapters.cloud_tasks_queue import CloudTasksQueue, cloud_task_name
-from shared.adapters.pg_task_queue import PgTaskQueue
+from shared.adapters.pg_task_queue import PgTaskQueue, _Sql
 from shared.composition import Container, connection_factory
 from shared.ports.task_queue import LeaseLost, RetryPolicy, TaskQueue, TaskState
 
@@ -529,6 +529,26 @@ def test_invalid_arguments_are_refused(queue: TaskQueue) -> None:
         _enqueue(queue, _deployment(), max_attempts=0)
     with pytest.raises(ValueError):
         _claim(queue, _deployment(), lease=0)
+
+
+def test_asynchronous_acks_turn_synchronous_commit_off_once_per_statement(container: Container) -> None:
+    # As a row filter set_config ran once per row scanned (every row of a sequential scan);
+    # as an InitPlan it is a one-time filter, and still turns the commit asynchronous.
+    sql = _Sql.build(durable_acks=False).heartbeat
+    with container.db.connection() as conn:
+        raw: Any = conn
+        raw.execute_simple("BEGIN")
+        try:
+            raw.execute_simple(f"PREPARE ack_probe(text, text, integer) AS {sql}")
+            plan = "\n".join(r[0] for r in raw.execute_simple(
+                "EXPLAIN (COSTS OFF, VERBOSE) EXECUTE ack_probe('task_none', 'token', 5)").rows)
+            calls = [line.strip() for line in plan.splitlines() if "set_config" in line]
+            assert "One-Time Filter" in plan and len(calls) == 1 and calls[0].startswith("Output:"), plan
+            raw.execute_simple("EXECUTE ack_probe('task_none', 'token', 5)")
+            assert raw.execute_simple("SHOW synchronous_commit").rows == [["off"]]
+        finally:
+            raw.execute_simple("ROLLBACK")
+        assert raw.execute_simple("SHOW synchronous_commit").rows == [["on"]]
 
 
 # -- the gcp adapter: what it pushes to Cloud Tasks -----------------------------------------------------

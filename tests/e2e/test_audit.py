@@ -7,6 +7,7 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pg8000.exceptions import DatabaseError
 
 from shared.services.audit import around_seq, canonical_json
 
@@ -142,6 +143,27 @@ def test_concurrent_appends_keep_one_unbroken_chain(container, make_org):
     with container.db.read() as tx:
         seqs = [r["seq"] for r in tx.fetch_all("SELECT seq FROM audit_log WHERE org_id = %s ORDER BY seq", fresh)]
     assert seqs == list(range(1, 61))
+
+
+def test_an_append_for_an_org_without_a_chain_fails_and_takes_its_transaction_along(container, make_org):
+    """Every org gets its chain's head when it is created; an append for anything else must fail
+    loudly (the held-back insert has no seq), never drop the entry silently."""
+    _, org_id = make_org()
+
+    def change_and_append_for_no_org() -> None:
+        with container.db.transaction() as tx:
+            tx.execute("INSERT INTO org_preferences (org_id, data, updated_by) VALUES (%s, '{}'::jsonb, %s)",
+                       org_id, "test")
+            container.audit.append(tx, org_id="org_that_does_not_exist", actor="test", action="probe", target="x")
+
+    with pytest.raises(DatabaseError, match="seq"):
+        change_and_append_for_no_org()
+    with container.db.read() as tx:
+        assert tx.fetch_val("SELECT count(*) FROM audit_log WHERE org_id = %s", "org_that_does_not_exist") == 0
+        assert tx.fetch_val("SELECT count(*) FROM org_preferences WHERE org_id = %s", org_id) == 0
+    with container.db.read() as tx:
+        fresh = tx.fetch_one("SELECT seq, hash FROM audit_heads WHERE org_id = %s", org_id)
+    assert fresh is not None and fresh["seq"] >= 1  # created with the org, moved by its entries
 
 
 # The API refuses U+0000 and lone surrogates (PostgreSQL's text cannot hold them), so no audited

@@ -26,8 +26,10 @@ from conftest import Client
 
 from functions.gateway import create_gateway
 from shared.composition import Container, build_container
+from shared.ids import id_time
 from shared.services.webhook_destinations import DestinationPolicy
 from shared.services.webhooks import RetrySchedule, WebhookDispatcher, WebhookService
+from shared.services.webhooks import event_id as emitted_event
 
 # -- a real receiver -----------------------------------------------------------------------------
 
@@ -135,7 +137,8 @@ def service(container: Container, *, resolver=None, schedule: RetrySchedule | No
 def emit(container: Container, org_id: str, event: str = "run.completed", data: dict[str, Any] | None = None
          ) -> str | None:
     with container.db.transaction() as tx:
-        return container.webhooks.emit(tx, org_id=org_id, event=event, data=data or {"run_id": "run_123"})
+        emitted = container.webhooks.emit(tx, org_id=org_id, event=event, data=data or {"run_id": "run_123"})
+    return emitted_event(emitted)
 
 
 def make_hook(admin: Client, org_id: str, url: str, events: list[str] | None = None) -> dict[str, Any]:
@@ -367,8 +370,10 @@ def test_an_event_exists_only_if_its_cause_committed(container, make_org):
 
     def cause_that_rolls_back() -> None:
         with container.db.transaction() as tx:
-            emitted.append(container.webhooks.emit(tx, org_id=org_id, event="run.failed", data={"run_id": "r"}))
-            emitted.append(container.webhooks.emit(tx, org_id=org_id, event="run.completed", data={"run_id": "r"}))
+            emitted.append(emitted_event(container.webhooks.emit(tx, org_id=org_id, event="run.failed",
+                                                                 data={"run_id": "r"})))
+            emitted.append(emitted_event(container.webhooks.emit(tx, org_id=org_id, event="run.completed",
+                                                                 data={"run_id": "r"})))
             raise RuntimeError("the cause rolls back")
 
     with pytest.raises(RuntimeError):
@@ -535,6 +540,28 @@ def test_events_go_only_to_subscribed_webhooks_of_their_org(loop_container, make
     service(loop_container).deliver_due()
     time.sleep(0.3)
     assert len(receiver.requests) == 1
+
+
+def test_an_event_fans_out_to_one_delivery_per_subscribed_webhook(container, make_org):
+    admin, org_id = make_org()
+    hooks = [make_hook(admin, org_id, f"https://93.184.216.34/{n}", ["run.completed", "run.failed"])
+             for n in range(3)]
+    other = make_hook(admin, org_id, "https://93.184.216.34/other", ["run.cancelled"])
+    before = time.time()
+    event_id = emit(container, org_id, "run.failed")
+    with container.db.read() as tx:
+        rows = tx.fetch_all("SELECT id, webhook_id, org_id, status FROM webhook_deliveries WHERE event_id = %s "
+                            "ORDER BY webhook_id", event_id)
+    assert sorted(r["webhook_id"] for r in rows) == sorted(h["id"] for h in hooks)
+    assert {(r["org_id"], r["status"]) for r in rows} == {(org_id, "pending")}
+    ids = [r["id"] for r in rows]
+    assert len(set(ids)) == 3
+    for delivery_id in ids:  # ours: prefix, 26 base32 characters, the event's time
+        made = id_time(delivery_id)
+        assert delivery_id.startswith("whd_") and made is not None and before - 1 < made < time.time() + 1
+    assert emit(container, org_id, "run.completed") != event_id  # a second event, its own deliveries
+    for hook in [*hooks, other]:  # nothing may try to reach the public address from later tests
+        assert admin.delete(f"/orgs/{org_id}/webhooks/{hook['id']}").status == 204
 
 
 def test_delivery_connects_to_the_checked_address_and_rechecks_it(loop_container, loop_org, receiver):

@@ -78,6 +78,76 @@ def test_the_autocommit_reads_send_no_begin(container, monkeypatch):
     assert counting.flushes == 1
 
 
+def test_deferred_statements_commit_in_one_packet_with_their_answers_after(container, monkeypatch):
+    _table(container, "wire_probe")
+    counting = _Counting(monkeypatch)
+    with container.db.transaction() as tx:
+        first = tx.defer("INSERT INTO wire_probe (id, n) VALUES (%s, %s) RETURNING id, n", "a", 1)
+        second = tx.defer("UPDATE wire_probe SET n = n + %s WHERE id = %s RETURNING n", 10, "a")
+        assert counting.flushes == 0 and not tx.conn._in_transaction  # nothing sent yet
+    assert counting.flushes == 1  # BEGIN, both statements and COMMIT
+    assert first.one() == {"id": "a", "n": 1} and second.rows() == [{"n": 11}]
+    with container.db.read() as tx:
+        assert tx.fetch_val("SELECT n FROM wire_probe WHERE id = %s", "a") == 11
+
+
+def test_deferred_statements_go_before_the_next_statement_in_its_packet(container, monkeypatch):
+    _table(container, "wire_probe")
+    counting = _Counting(monkeypatch)
+    with container.db.transaction() as tx:
+        tx.defer("INSERT INTO wire_probe (id, n) VALUES (%s, %s)", "a", 1)
+        tx.defer("INSERT INTO wire_probe (id, n) VALUES (%s, %s)", "b", 2)
+        assert tx.fetch_val("SELECT sum(n) FROM wire_probe WHERE n > %s", 0) == 3  # sees both
+        later = tx.defer("DELETE FROM wire_probe WHERE id = %s RETURNING id", "a")
+        assert later.rows() == [{"id": "a"}]  # asking for the answer sends it
+        assert counting.flushes == 2
+    assert counting.flushes == 2  # nothing was held back any more: pg8000's own COMMIT
+
+
+def test_a_failing_deferred_statement_fails_its_transaction_and_nothing_commits(container):
+    _table(container, "wire_probe")
+    held = {}
+
+    def three_inserts_the_second_broken() -> None:
+        with container.db.transaction() as tx:
+            held["before"] = tx.defer("INSERT INTO wire_probe (id, n) VALUES (%s, %s)", "kept?", 1)
+            tx.defer("INSERT INTO wire_probe (id, n) VALUES (%s, %s)", "broken", None)  # NOT NULL violated
+            held["after"] = tx.defer("INSERT INTO wire_probe (id, n) VALUES (%s, %s)", "skipped", 3)
+
+    with pytest.raises(DatabaseError, match="not-null"):
+        three_inserts_the_second_broken()
+    with container.db.read() as tx:
+        assert tx.fetch_val("SELECT count(*) FROM wire_probe WHERE n > %s", -1) == 0
+    for statement in held.values():  # the one before ran and rolled back; the one after never ran
+        with pytest.raises(RuntimeError, match="no answer"):
+            statement.rows()
+    # Every pooled connection is in step afterwards.
+    for _ in range(container.db.size):
+        with container.db.transaction() as tx:
+            assert tx.fetch_val("SELECT %s::int + 1", 1) == 2
+
+
+def test_a_block_that_raises_sends_nothing_it_held_back(container, monkeypatch):
+    _table(container, "wire_probe")
+    counting = _Counting(monkeypatch)
+
+    def hold_then_abort() -> None:
+        with container.db.transaction() as tx:
+            tx.defer("INSERT INTO wire_probe (id, n) VALUES (%s, %s)", "never", 1)
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError, match="abort"):
+        hold_then_abort()
+    assert counting.flushes == 0
+    with container.db.read() as tx:
+        assert tx.fetch_val("SELECT count(*) FROM wire_probe WHERE id = %s", "never") == 0
+
+
+def test_autocommit_reads_cannot_hold_statements_back(container):
+    with container.db.read() as tx, pytest.raises(RuntimeError, match="transaction"):
+        tx.defer("SELECT %s::int", 1)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.text()), max_size=8))
 def test_bind_messages_match_pg8000s(params):
