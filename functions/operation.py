@@ -195,6 +195,9 @@ def _json_response(status: int, body: Any, request_id: str, headers: dict[str, s
                    ) -> flask.Response:
     payload = b"" if body is None and status == 204 else json.dumps(body, default=str).encode()
     resp = flask.Response(payload, status=status, mimetype="application/json" if payload else None)
+    # The body is one bytes object in a list: hand the list to the WSGI server as it is, instead
+    # of an iterator it would have to drive chunk by chunk (granian writes a list in one call).
+    resp.direct_passthrough = True
     resp.headers["X-Request-Id"] = request_id
     for key, value in (headers or {}).items():
         resp.headers[key] = value
