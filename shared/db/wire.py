@@ -20,6 +20,7 @@ back.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,6 +75,30 @@ def bind_message(name: bytes, params: Sequence[str | None], encoding: str) -> by
     return _message(BIND, bytes(body))
 
 
+_LENGTH = struct.Struct("!i")
+
+
+class _Answers:
+    """Routes a pipeline's answer messages to the statement they belong to."""
+
+    __slots__ = ("answers", "current", "done", "error")
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.current = 0
+        self.done = False
+        self.error: Exception | None = None
+
+    def take(self, handlers: dict[bytes, Any], code: bytes, data: bytes) -> None:
+        handlers[code](data, self.answers[self.current])
+        if code == COMMAND_COMPLETE:
+            self.current = min(self.current + 1, len(self.answers) - 1)
+        elif code == ERROR_RESPONSE and self.error is None:
+            self.error = self.answers[self.current].error
+        elif code == READY_FOR_QUERY:
+            self.done = True
+
+
 def execute_prepared(conn: Any, prepared: Prepared, params: Sequence[str | None], *, begin: bool = False) -> Any:
     """Run a statement prepared on ``conn`` (pg8000's ``prepare_statement`` gave its name, columns
     and input converters; then its text); with ``begin``, open a transaction first, in the same
@@ -105,18 +130,25 @@ def execute_pipeline(conn: Any, statements: Sequence[tuple[Prepared, Sequence[st
     # the server sends nothing more but the Sync's ReadyForQuery).
     answers = ([Context(statement="BEGIN")] if begin else []) + contexts + [Context(statement="COMMIT")]
     handlers, sock = conn.message_types, conn._sock
-    current = 0
-    error = None
-    while True:
-        code, length = ci_unpack(_read(sock, 5))
-        data = _read(sock, length - 4)
-        handlers[code](data, answers[current])
-        if code == COMMAND_COMPLETE:
-            current = min(current + 1, len(answers) - 1)
-        elif code == ERROR_RESPONSE and error is None:
-            error = answers[current].error
-        elif code == READY_FOR_QUERY:
-            break
+    state = _Answers(answers)
+    while not state.done:
+        # Whole messages already received are parsed straight from the reader's buffer and
+        # consumed with one read; a message the buffer holds only part of is read on its own.
+        buffered = sock.peek(5)
+        offset, size = 0, len(buffered)
+        while offset + 5 <= size and not state.done:
+            code = buffered[offset:offset + 1]
+            end = offset + 1 + _LENGTH.unpack_from(buffered, offset + 1)[0]
+            if end > size:
+                break
+            state.take(handlers, code, buffered[offset + 5:end])
+            offset = end
+        if offset:
+            sock.read(offset)
+        elif not state.done:
+            code, length = ci_unpack(_read(sock, 5))
+            state.take(handlers, code, _read(sock, length - 4))
+    error = state.error
     if error is not None:
         raise error
     return contexts

@@ -70,18 +70,22 @@ _RUN_COLUMNS = ("r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.statu
                 "r.completion_lease, r.completion, r.created_by, r.created_at, r.updated_at, r.started_at, "
                 "r.finished_at")
 _RETURNING = _RUN_COLUMNS.replace("r.", "")
+# What a data plane's call needs of its run (lease checks, completion): no inputs, outputs or times.
+_LEASE_COLUMNS = ("r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.status, r.task_id, r.attempt, "
+                  "r.max_attempts, r.cancel_requested, r.lease_hash, r.completion_lease, r.completion")
 
 # A delivery starts the run: $attempt, $lease_hash, $worker, $task_id, $run_id, $deployment_id.
 # It commits asynchronously, as the claim before it does: if the database crashed before the
 # WAL reached the disk the run would still be queued under an older lease, its worker's logs and
 # completion would be refused (LeaseLost) and the task, once its lease ran out, delivered again.
-_START = f"""
+_START = """
 UPDATE runs r SET status = 'running', attempt = %s, lease_hash = %s, worker = %s, task_id = %s,
                   started_at = coalesce(r.started_at, now()), updated_at = now()
 FROM deployments d
 WHERE r.id = %s AND r.deployment_id = %s AND d.id = r.deployment_id AND r.status IN ('queued', 'running')
   AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
-RETURNING {_RUN_COLUMNS}, d.config AS deployment_config, d.granted_permissions AS deployment_grants,
+RETURNING r.id, r.agent_id, r.version, r.inputs, r.max_attempts, r.cancel_requested,
+          d.config AS deployment_config, d.granted_permissions AS deployment_grants,
           (SELECT coalesce(max(l.seq), 0) + 1 FROM run_logs l WHERE l.run_id = r.id) AS next_log_seq
 """
 
@@ -108,7 +112,7 @@ class LeasedRun:
     """A claimed task with everything its data plane needs to execute the run."""
 
     task: ClaimedTask
-    run: Row
+    run: Row  # id, agent_id, version, inputs, max_attempts, cancel_requested
     config: dict[str, Any]
     granted_permissions: list[str]
     manifest: dict[str, Any]  # the run's version, as published
@@ -175,8 +179,8 @@ class RunService:
         column = "id" if agent_ref.startswith("agt_") else "name"
         return f"EXISTS (SELECT 1 FROM agents a WHERE a.id = r.agent_id AND a.{column} = %s)"
 
-    def _load(self, tx: Tx, run_id: str, agent_ref: str, *, lock: bool = False) -> Row:
-        row = tx.fetch_one(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.id = %s AND {self._agent_clause(agent_ref)}"
+    def _load(self, tx: Tx, run_id: str, agent_ref: str, *, lock: bool = False, columns: str = _RUN_COLUMNS) -> Row:
+        row = tx.fetch_one(f"SELECT {columns} FROM runs r WHERE r.id = %s AND {self._agent_clause(agent_ref)}"
                            + (" FOR UPDATE OF r" if lock else ""), run_id, agent_ref)
         if row is None:
             raise NotFound("run not found")
@@ -224,7 +228,7 @@ class RunService:
     def _dataplane_run(self, tx: Tx, principal: Principal, agent_ref: str, run_id: str, *,
                        lock: bool = False) -> Row:
         deployment_id, _ = self._dataplane(principal)
-        row = self._load(tx, run_id, agent_ref, lock=lock)
+        row = self._load(tx, run_id, agent_ref, lock=lock, columns=_LEASE_COLUMNS)
         if row["deployment_id"] != deployment_id:
             raise NotFound("run not found")  # a data plane sees its own deployment's runs only
         return row
@@ -327,9 +331,9 @@ class RunService:
             if status == RunStatus.QUEUED:
                 changed = self._finish(tx, row, RunStatus.CANCELLED, actor=principal.actor,
                                        error=f"cancelled by {principal.actor} before it started",
-                                       extra={"cancel_requested": True})
+                                       extra={"cancel_requested": True}, returning=True)
             elif status == RunStatus.RUNNING and not row["cancel_requested"]:
-                changed = self._update(tx, run_id, cancel_requested=True)
+                changed = self._update(tx, run_id, cancel_requested=True, returning=True)
                 self.audit.append(tx, org_id=row["org_id"], actor=principal.actor, action="run.cancel_requested",
                                   target=run_id, details={"attempt": row["attempt"]})
         if changed is not None:
@@ -344,7 +348,8 @@ class RunService:
                 row = self._load(tx, run_id, agent_ref, lock=True)
                 if row["status"] == RunStatus.RUNNING:
                     changed = self._finish(tx, row, RunStatus.CANCELLED, actor=principal.actor,
-                                           error=f"cancelled by {principal.actor}; its worker had stopped")
+                                           error=f"cancelled by {principal.actor}; its worker had stopped",
+                                           returning=True)
             if changed is not None:
                 row = _row(changed)
         return row
@@ -497,13 +502,13 @@ class RunService:
 
     def _finish(self, tx: Tx, run: Row, status: RunStatus, *, actor: str, error: str | None = None,
                 outputs: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-                extra: dict[str, Any] | None = None) -> Deferred:
+                extra: dict[str, Any] | None = None, returning: bool = False) -> Deferred:
         """Move a run to a final status: audited, announced, its checkpoints dropped. The writes
-        are held back (``Tx.defer``); the returned run row is there once they were sent."""
+        are held back (``Tx.defer``); with ``returning`` the Deferred gives the run's row."""
         # Checkpoints exist to resume a redelivered run; a finished run is never resumed.
         finished_at = datetime.now(UTC)
-        row = self._update(tx, run["id"], drop_checkpoints=True, status=status.value, error=error, outputs=outputs,
-                           metrics=metrics, finished_at=finished_at, **(extra or {}))
+        row = self._update(tx, run["id"], drop_checkpoints=True, returning=returning, status=status.value,
+                           error=error, outputs=outputs, metrics=metrics, finished_at=finished_at, **(extra or {}))
         details: dict[str, Any] = {"attempt": run["attempt"], "error": error}
         if metrics is not None:
             details["metrics"] = metrics
@@ -517,8 +522,10 @@ class RunService:
         return row
 
     @staticmethod
-    def _update(tx: Tx, run_id: str, *, drop_checkpoints: bool = False, **columns: Any) -> Deferred:
-        """Update a run's columns, held back (``Tx.defer``); the Deferred gives the row after."""
+    def _update(tx: Tx, run_id: str, *, drop_checkpoints: bool = False, returning: bool = False,
+                **columns: Any) -> Deferred:
+        """Update a run's columns, held back (``Tx.defer``); with ``returning`` the Deferred gives
+        the row."""
         sets, args = ["updated_at = now()"], []
         # Data-modifying CTEs run whether or not the UPDATE refers to them: one round trip.
         prefix = ("WITH w AS (DELETE FROM run_checkpoint_writes WHERE run_id = %s), "
@@ -531,8 +538,8 @@ class RunService:
             else:
                 sets.append(f"{column} = %s")
                 args.append(value)
-        return tx.defer(f"{prefix}UPDATE runs SET {', '.join(sets)} WHERE id = %s RETURNING {_RETURNING}",
-                        *prefix_args, *args, run_id)
+        tail = f" RETURNING {_RETURNING}" if returning else ""
+        return tx.defer(f"{prefix}UPDATE runs SET {', '.join(sets)} WHERE id = %s{tail}", *prefix_args, *args, run_id)
 
     def _settle(self, task_id: str, lease_token: str, status: RunStatus, *, error: str,
                 retryable: bool = False) -> TaskState | None:
