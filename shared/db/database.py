@@ -89,6 +89,8 @@ class Tx:
             self._statements[sql] = prepared
             if len(self._statements) > _STATEMENT_CACHE_SIZE:
                 _, evicted = self._statements.popitem(last=False)
+                if any(held[0] is evicted for held in self._held):
+                    self.flush()  # it must run before the server forgets it
                 conn.close_prepared_statement(evicted[0])
         else:
             self._statements.move_to_end(sql)

@@ -2,17 +2,19 @@
 
 The run row is the source of truth for a run's outcome; the task queue is the source of truth for
 its delivery (leases, attempts, backoff). One task serves one run for its whole life. The two are
-kept consistent by ordering, not by a shared transaction (the queue is a port and may push through
-Cloud Tasks):
+kept consistent by ordering where they cannot share a transaction (the queue is a port and may
+push through Cloud Tasks), and by one transaction where they can:
 
 * a run and its task are created in one transaction;
 * a claim leases the task first, then moves the run to ``running`` under the run's row lock and
   records the SHA-256 of the lease token on it; a claimed task whose run already finished is
   closed at once and the claim looks again;
-* a completion is recorded on the run first (under its row lock, only for the lease the run
-  holds, only once per lease) and then settles the task; a retried completion of the same lease
-  replays the recorded answer and settles the task again, so a crash between the two steps heals
-  itself on the retry (or, without a retry, on redelivery);
+* a completion is recorded on the run (under its row lock, only for the lease the run holds, only
+  once per lease); a success settles its task in the same transaction (``complete_in``), any
+  other outcome settles it afterwards (``fail``: the queue decides on backoff and attempts). A
+  retried completion of the same lease replays the recorded answer and settles the task again,
+  so a crash between the two steps heals itself on the retry (or, without a retry, on
+  redelivery);
 * ``reconcile`` (scheduled) closes unfinished runs whose task ended without them, e.g. a lease
   that expired on the last attempt.
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from pg8000.core import BIND, CoreConnection
 from pg8000.exceptions import DatabaseError
 
-from shared.db import wire
+from shared.db import database, wire
 
 
 class _Counting:
@@ -141,6 +141,16 @@ def test_a_block_that_raises_sends_nothing_it_held_back(container, monkeypatch):
     assert counting.flushes == 0
     with container.db.read() as tx:
         assert tx.fetch_val("SELECT count(*) FROM wire_probe WHERE id = %s", "never") == 0
+
+
+def test_a_held_statement_evicted_from_the_statement_cache_runs_before_it_is_closed(container, monkeypatch):
+    _table(container, "wire_probe")
+    monkeypatch.setattr(database, "_STATEMENT_CACHE_SIZE", 2)
+    with container.db.transaction() as tx:
+        for n in range(6):  # six distinct statements through a cache of two
+            tx.defer(f"INSERT INTO wire_probe (id, n) VALUES (%s, %s + {n})", f"row-{n}", 0)
+    with container.db.read() as tx:
+        assert tx.fetch_val("SELECT sum(n) FROM wire_probe WHERE n >= %s", 0) == sum(range(6))
 
 
 def test_autocommit_reads_cannot_hold_statements_back(container):
