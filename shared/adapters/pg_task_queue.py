@@ -30,7 +30,7 @@ from typing import Any
 from pg8000.converters import make_params
 
 from shared.db import wire
-from shared.db.database import ConnectionFactory, Database, DbConnection, Tx
+from shared.db.database import ASYNC_COMMIT, ConnectionFactory, Database, DbConnection, Tx
 from shared.ids import new_id
 from shared.ports.task_queue import (
     ClaimedTask,
@@ -170,10 +170,8 @@ FROM tasks WHERE id = $1
 # returns before the WAL reaches the disk. A crash of the database can lose the last few
 # hundred milliseconds of them, which at-least-once delivery already covers: a lost claim or
 # heartbeat is an expired lease, a lost completion or failure a redelivery. Enqueues always
-# commit synchronously. set_config(..., true) is SET LOCAL from inside the statement itself,
-# so it costs no round trip and never leaks into other transactions on the pooled connection.
-# As an uncorrelated subquery it runs once per statement (an InitPlan), not once per row scanned.
-_ASYNC_ACK = "AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+# commit synchronously (see ASYNC_COMMIT).
+_ASYNC_ACK = f"AND {ASYNC_COMMIT}"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,13 @@ from shared.db import converters, wire
 Row = dict[str, Any]
 _STATEMENT_CACHE_SIZE = 256
 
+#: A WHERE condition that makes the statement's own transaction commit asynchronously (the
+#: commit returns before the WAL reaches the disk): ``set_config(..., true)`` is SET LOCAL from
+#: inside the statement, so it costs no round trip and never leaks into other transactions on a
+#: pooled connection. As an uncorrelated subquery it runs once per statement (a one-time filter),
+#: not once per row scanned. Only for writes that at-least-once delivery can afford to lose.
+ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+
 
 class DbConnection(Protocol):
     """The part of a DB-API 2 connection we use (pg8000's, local or through Cloud SQL)."""

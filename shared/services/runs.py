@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import jsonschema
 
-from shared.db.database import Database, Deferred, Row, Tx
+from shared.db.database import ASYNC_COMMIT, Database, Deferred, Row, Tx
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.ids import new_id
 from shared.jsonlog import redact, redact_text
@@ -80,12 +80,12 @@ _LEASE_COLUMNS = ("r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.sta
 # It commits asynchronously, as the claim before it does: if the database crashed before the
 # WAL reached the disk the run would still be queued under an older lease, its worker's logs and
 # completion would be refused (LeaseLost) and the task, once its lease ran out, delivered again.
-_START = """
+_START = f"""
 UPDATE runs r SET status = 'running', attempt = %s, lease_hash = %s, worker = %s, task_id = %s,
                   started_at = coalesce(r.started_at, now()), updated_at = now()
 FROM deployments d
 WHERE r.id = %s AND r.deployment_id = %s AND d.id = r.deployment_id AND r.status IN ('queued', 'running')
-  AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
+  AND {ASYNC_COMMIT}
 RETURNING r.id, r.agent_id, r.version, r.inputs, r.max_attempts, r.cancel_requested,
           d.config AS deployment_config, d.granted_permissions AS deployment_grants,
           (SELECT coalesce(max(l.seq), 0) + 1 FROM run_logs l WHERE l.run_id = r.id) AS next_log_seq
