@@ -259,6 +259,34 @@ def test_enqueue_joins_the_callers_transaction(queue: TaskQueue, container: Cont
     assert task is not None and task.id == task_id
 
 
+def test_complete_in_joins_the_callers_transaction(queue: TaskQueue, container: Container) -> None:
+    dep = _deployment()
+    task_id = _enqueue(queue, dep)
+    task = _claim(queue, dep)
+    assert task is not None and task.id == task_id
+
+    def record_then_fail() -> None:
+        with container.db.transaction() as tx:
+            queue.complete_in(tx, task.id, task.lease_token)
+            raise RuntimeError("recording the run failed")
+
+    with pytest.raises(RuntimeError):
+        record_then_fail()
+    still = queue.get(task_id)
+    assert still is not None and still.state is TaskState.LEASED  # rolled back with the caller
+
+    with container.db.transaction() as tx:
+        queue.complete_in(tx, task.id, "not-the-lease")  # a lost lease changes nothing
+    still = queue.get(task_id)
+    assert still is not None and still.state is TaskState.LEASED
+
+    with container.db.transaction() as tx:
+        queue.complete_in(tx, task.id, task.lease_token)
+    done = queue.get(task_id)
+    assert done is not None and done.state is TaskState.DONE and done.finished_at is not None
+    assert queue.complete(task_id, task.lease_token) is False
+
+
 def test_claim_on_empty_queue_returns_none_after_the_wait(queue: TaskQueue) -> None:
     dep = _deployment()
     started = time.monotonic()
