@@ -1,4 +1,8 @@
-"""Identifiers: a type prefix, then a time-ordered, random, URL-safe body."""
+"""Identifiers: a type prefix, then a URL-safe body holding the time it was made and random bits.
+
+The body is RFC 4648 base32, whose alphabet does not sort as text ("2" < "a"): compare ids by
+``id_time``, not as strings.
+"""
 
 from __future__ import annotations
 

@@ -361,7 +361,6 @@ class PgTaskQueue:
         with self.db.connection() as conn, _autocommit(conn) as raw:
             return self._statements.run(raw, sql, params)
 
-
     def _listen_source(self) -> contextlib.AbstractContextManager[DbConnection]:
         if self._listen_connect is not None:
             return contextlib.closing(self._listen_connect())

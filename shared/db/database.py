@@ -37,25 +37,29 @@ class DbConnection(Protocol):
 ConnectionFactory = Callable[[], DbConnection]
 
 
+def _rows(context: Any) -> list[Row]:
+    """A pg8000 answer's rows as dicts keyed by column name."""
+    if not context.columns or context.rows is None:
+        return []
+    names = [c["name"] for c in context.columns]
+    return [dict(zip(names, r, strict=True)) for r in context.rows]
+
+
 class Deferred:
     """The answer of a statement that ``Tx.defer`` holds back: asking for it sends the statement."""
 
     def __init__(self, tx: Tx) -> None:
         self._tx = tx
-        self._rows: list[Row] | None = None
+        self._context: Any = None
         self._failure: BaseException | None = None
-
-    def _answer(self, context: Any) -> None:
-        names = [c["name"] for c in context.columns or ()]
-        self._rows = [dict(zip(names, r, strict=True)) for r in context.rows or ()]
 
     def rows(self) -> list[Row]:
         """Every row the statement returned (sending it first if it is still held back)."""
-        if self._rows is None and self._failure is None:
+        if self._context is None and self._failure is None:
             self._tx.flush()
-        if self._rows is None:
+        if self._context is None:
             raise RuntimeError("no answer: the packet that held the statement failed") from self._failure
-        return self._rows
+        return _rows(self._context)
 
     def one(self) -> Row | None:
         """The first row, or None."""
@@ -115,7 +119,7 @@ class Tx:
                 deferred._failure = exc
             raise
         for (_, _, deferred), context in zip(held, contexts, strict=False):
-            deferred._answer(context)
+            deferred._context = context
         return contexts[len(held):]
 
     def _run(self, sql: str, args: Sequence[Any]) -> Any:
@@ -157,11 +161,7 @@ class Tx:
 
     def fetch_all(self, sql: str, *args: Any) -> list[Row]:
         """All rows of a query."""
-        context = self._run(sql, args)
-        if not context.columns or context.rows is None:
-            return []
-        names = [c["name"] for c in context.columns]
-        return [dict(zip(names, r, strict=True)) for r in context.rows]
+        return _rows(self._run(sql, args))
 
     def fetch_one(self, sql: str, *args: Any) -> Row | None:
         """The first row of a query, or None."""

@@ -57,8 +57,8 @@ _MAX_ERROR_CHARS = 1000
 # An event and its deliveries, for every active webhook of the org subscribed to its type, in one
 # statement; nothing at all when none is. KEY SHARE: a webhook deleted concurrently is skipped
 # rather than failing the caller's transaction on the foreign key. A delivery's id is the event
-# id's time part (so ids still sort by time, and ``id_time`` reads them) followed by a digest of
-# the event and webhook ids, spelled in base32 letters: one per (event, webhook), made here.
+# id's time part (so ``id_time`` reads when it was made) followed by a digest of the event and
+# webhook ids, spelled in base32 letters: one per (event, webhook), made here.
 # Parameters: org, type, event id, org, type, data, delivery id prefix, org.
 _EMIT = """
 WITH hooks AS (
@@ -295,9 +295,9 @@ class WebhookService:
         (``ValueError``).
         """
         event_type = WebhookEvent(event).value
-        event_id = new_id("msg")
-        delivery_prefix = "whd_" + event_id.removeprefix("msg_")[:10]
-        return tx.defer(_EMIT, org_id, event_type, event_id, org_id, event_type,
+        new_event = new_id("msg")
+        delivery_prefix = "whd_" + new_event.removeprefix("msg_")[:10]
+        return tx.defer(_EMIT, org_id, event_type, new_event, org_id, event_type,
                         json.dumps(dict(data), default=str), delivery_prefix, org_id)
 
     # -- delivery ------------------------------------------------------------------------------
