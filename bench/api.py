@@ -48,8 +48,8 @@ def serve(kind: str, port: int, data_dir: str | None) -> None:
     else:
         from functions.gateway import create_gateway
         from shared.composition import build_container
-        from shared.jsonlog import configure_logging
-        from shared.settings import Settings
+        from shared.kernel.jsonlog import configure_logging
+        from shared.kernel.settings import Settings
 
         configure_logging("INFO")  # the access log stays on, as in production (stderr is discarded)
         app = create_gateway(build_container(Settings(data_dir=Path(data_dir or "."))))
@@ -183,7 +183,7 @@ def main() -> None:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=30)
-        from shared.adapters.embedded_pg import EmbeddedPostgres
+        from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
 
         EmbeddedPostgres(data_dir).stop(force=True)
         shutil.rmtree(base, ignore_errors=True)

@@ -42,12 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # standard-library one (bench/queue.py); import from the repository root instead.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from shared.catalog import (  # noqa: E402  # noqa: E402
+    AgentManifest,
+    CatalogSearch,
+    catalog_words,
+    listing_fields,
+    pricing_micros,
+)
 from shared.composition import Container, build_container  # noqa: E402
-from shared.models.identity import Principal  # noqa: E402
-from shared.models.manifest import AgentManifest  # noqa: E402
-from shared.services.catalog import listing_fields, pricing_micros  # noqa: E402
-from shared.services.catalog_search import CatalogSearch, catalog_words  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from shared.identity import Principal  # noqa: E402
+from shared.kernel.settings import Settings  # noqa: E402
 
 _DOMAIN_WORDS = """cost anomaly detection spend budget forecast billing invoice savings rightsizing idle
 kubernetes cluster container node pod autoscaling helm terraform cloud aws azure gcp serverless
@@ -270,7 +274,7 @@ def main() -> None:
 
     logging.disable(logging.INFO)  # the per-request access log would dominate what is measured
     from functions.gateway import create_gateway
-    from shared.adapters.embedded_pg import EmbeddedPostgres
+    from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
 
     base = Path(tempfile.mkdtemp(prefix="marketplace-catalog-bench-"))
     base.chmod(0o755)  # as root, PostgreSQL runs as an unprivileged user who must traverse it

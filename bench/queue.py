@@ -65,10 +65,10 @@ from typing import Any
 
 import pg8000.dbapi
 
-from shared.adapters.embedded_pg import EmbeddedPostgres, ServerInfo
-from shared.adapters.pg_task_queue import PgTaskQueue
-from shared.db.database import Database
-from shared.db.migrate import apply_migrations
+from shared.kernel.adapters.embedded_pg import EmbeddedPostgres, ServerInfo
+from shared.kernel.db.database import Database
+from shared.kernel.db.migrate import apply_migrations
+from shared.runs.adapters.pg_task_queue import PgTaskQueue
 
 LEASE_SECONDS = 60
 # pgqueuer's default batch size, for our batched workers too.

@@ -213,7 +213,7 @@ def steady(data_dir: Path) -> None:
     """
     import pg8000.native
 
-    from shared.adapters.embedded_pg import SUPERUSER, EmbeddedPostgres
+    from shared.kernel.adapters.embedded_pg import SUPERUSER, EmbeddedPostgres
 
     info = EmbeddedPostgres(data_dir).running()
     assert info is not None
@@ -277,7 +277,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-        from shared.adapters.embedded_pg import EmbeddedPostgres
+        from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
 
         EmbeddedPostgres(data_dir).stop(force=True)
         shutil.rmtree(base, ignore_errors=True)

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.operation import ADMIN, Call, operation
-from shared.pagination import Page, decode_cursor, encode_cursor
+from shared.kernel.pagination import Page, decode_cursor, encode_cursor
 
 
 class AuditQuery(BaseModel):

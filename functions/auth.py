@@ -7,8 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, EmailStr, Field, RootModel
 
 from functions.operation import Call, operation
-from shared.models.identity import MembershipOut, MeOut, StrictModel, UserOut
-from shared.services.identity import token_response
+from shared.identity import MembershipOut, MeOut, StrictModel, UserOut, token_response
 
 
 class DevGrant(StrictModel):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from functions.operation import ANY_MEMBER, Call, Reply, operation
-from shared.models.catalog import (
+from shared.catalog import (
     AgentDetail,
     AgentSubmit,
     CatalogItem,
     CatalogQuery,
+    CatalogSearch,
     DeveloperListing,
     ListQuery,
     ReviewIn,
@@ -15,10 +16,9 @@ from shared.models.catalog import (
     SubmitOut,
     VersionDetail,
     VersionSubmit,
+    require_manifest,
 )
-from shared.pagination import Page
-from shared.services.catalog import require_manifest
-from shared.services.catalog_search import CatalogSearch
+from shared.kernel.pagination import Page
 
 
 @operation("POST", "/agents", summary="Submit an agent listing", tags=["developer portal"], body=AgentSubmit,

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from shared.settings import Settings
+from shared.kernel.settings import Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -40,9 +40,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         default_workers,
         free_port,
     )
-    from shared.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
     from shared.composition import build_container  # noqa: PLC0415
-    from shared.jsonlog import configure_logging  # noqa: PLC0415
+    from shared.kernel.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
+    from shared.kernel.jsonlog import configure_logging  # noqa: PLC0415
 
     port = args.port or free_port(args.host)
     args.port = port
@@ -156,7 +156,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending migrations."""
     from shared.composition import build_container  # noqa: PLC0415
-    from shared.db.migrate import schema_version  # noqa: PLC0415
+    from shared.kernel.db.migrate import schema_version  # noqa: PLC0415
 
     container = build_container(_settings(args))
     try:
@@ -169,7 +169,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Report what is running where, without starting anything."""
     from functions.health import platform_version  # noqa: PLC0415
-    from shared.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
+    from shared.kernel.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
 
     settings = _settings(args)
     report: dict[str, Any] = {"platform_version": platform_version(), "mode": settings.mode,
@@ -179,7 +179,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                            "version": info.version} if info else {"running": False})
     if info:
         from shared.composition import build_container  # noqa: PLC0415
-        from shared.db.migrate import load_migrations, schema_version  # noqa: PLC0415
+        from shared.kernel.db.migrate import load_migrations, schema_version  # noqa: PLC0415
 
         container = build_container(settings, migrate=False)
         try:
@@ -208,7 +208,7 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 def cmd_manifest_validate(args: argparse.Namespace) -> int:
     """Validate a manifest file (or "-" for stdin) and print the verdict of POST /manifests/validate."""
-    from shared.services.catalog import check_manifest, verdict_body  # noqa: PLC0415
+    from shared.catalog import check_manifest, verdict_body  # noqa: PLC0415
 
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``marketplace`` command."""
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from shared.adapters.embedded_pg import EmbeddedPostgresError  # noqa: PLC0415
+    from shared.kernel.adapters.embedded_pg import EmbeddedPostgresError  # noqa: PLC0415
 
     args = build_parser().parse_args(argv)
     if getattr(args, "data_dir", None):

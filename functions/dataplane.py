@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from functions.operation import Call, operation
-from shared.models.deployment import DeploymentOut, RegisterOut, RegisterRequest
-from shared.services.deployments import HEARTBEAT_INTERVAL_SECONDS
+from shared.deployments import HEARTBEAT_INTERVAL_SECONDS, DeploymentOut, RegisterOut, RegisterRequest
 
 
 @operation("POST", "/dataplanes/register", summary="Register a data plane", tags=["data plane"], dataplane=True,

@@ -8,7 +8,7 @@ import flask
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.operation import ADMIN, ANY_MEMBER, Call, Reply, operation
-from shared.models.deployment import (
+from shared.deployments import (
     ConsentRequest,
     DeploymentOut,
     DeploymentStatus,
@@ -16,8 +16,8 @@ from shared.models.deployment import (
     InstallRequest,
     UpgradeRequest,
 )
-from shared.models.identity import Role
-from shared.pagination import Page
+from shared.identity import Role
+from shared.kernel.pagination import Page
 
 DEPLOYERS = frozenset({Role.ADMIN, Role.DEVELOPER})
 

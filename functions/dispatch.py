@@ -1,4 +1,4 @@
-"""gcp mode: ``POST /internal/tasks/dispatch``, the Cloud Tasks push target (see shared.services.dispatch).
+"""gcp mode: ``POST /internal/tasks/dispatch``, the Cloud Tasks push target (see shared.runs.dispatch).
 
 Not part of the public API: Cloud Tasks calls the function's own URL with a Google OIDC token,
 and the API Gateway configuration leaves ``internal`` operations out.
@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.operation import Call, operation
-from shared.errors import NotFound
-from shared.services.dispatch import Delivery
+from shared.kernel.errors import NotFound
+from shared.runs import Delivery
 
 
 class DispatchIn(BaseModel):

@@ -10,8 +10,8 @@ from werkzeug.exceptions import NotFound as WzNotFound
 
 from functions.main import load_operations
 from functions.operation import REGISTRY, install_container
-from shared.errors import AppError, MethodNotAllowed, NotFound
-from shared.ids import new_id
+from shared.kernel.errors import AppError, MethodNotAllowed, NotFound
+from shared.kernel.ids import new_id
 
 
 def _error(exc: AppError) -> flask.Response:

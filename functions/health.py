@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pydantic import BaseModel
 
 from functions.operation import Call, operation
-from shared.db.migrate import schema_version
+from shared.kernel.db.migrate import schema_version
 
 
 class HealthOut(BaseModel):

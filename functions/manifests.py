@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from functions.operation import Call, operation
-from shared.models.catalog import ManifestInput, ManifestVerdictOut
-from shared.models.manifest import manifest_json_schema
-from shared.services.catalog import check_manifest, verdict_body
+from shared.catalog import ManifestInput, ManifestVerdictOut, check_manifest, manifest_json_schema, verdict_body
 
 
 @operation("POST", "/manifests/validate", summary="Validate an agent manifest", tags=["developer portal"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functions.operation import Call, operation
-from shared.models.catalog import AgentListing, ApproveBody, RejectBody, SuspendBody
+from shared.catalog import AgentListing, ApproveBody, RejectBody, SuspendBody
 
 
 @operation("POST", "/admin/agents/{agent_id}/approve", summary="Approve an agent version", tags=["admin"],

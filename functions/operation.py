@@ -21,9 +21,11 @@ from typing import Any
 import flask
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import (
+from shared.identity import Principal, Role
+from shared.kernel.errors import (
     AppError,
     BadRequest,
+    ErrorCode,
     Forbidden,
     NotFound,
     PayloadTooLarge,
@@ -31,8 +33,7 @@ from shared.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from shared.ids import new_id
-from shared.models.identity import Principal, Role
+from shared.kernel.ids import new_id
 
 _log = logging.getLogger("marketplace.http")
 _CONTAINER_KEY = "marketplace"
@@ -176,8 +177,8 @@ def get_container() -> Any:
             container = app.extensions.get(_CONTAINER_KEY)
             if container is None:
                 from shared.composition import build_container  # noqa: PLC0415
-                from shared.jsonlog import configure_logging  # noqa: PLC0415
-                from shared.settings import Settings  # noqa: PLC0415
+                from shared.kernel.jsonlog import configure_logging  # noqa: PLC0415
+                from shared.kernel.settings import Settings  # noqa: PLC0415
 
                 settings = Settings()
                 configure_logging(settings.log_level)
@@ -244,7 +245,7 @@ def _read_body(op: Operation, request: flask.Request, limit: int) -> tuple[bytes
         try:
             data = json.loads(raw, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from exc
+            raise BadRequest(f"malformed JSON: {exc}", code=ErrorCode.MALFORMED_JSON) from exc
     else:
         data = {}
     if not isinstance(data, dict):
@@ -401,7 +402,8 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
     idem_key = request.headers.get("Idempotency-Key") if op.idempotent and principal else None
     if idem_key is not None:
         if not re.fullmatch(r"[\x21-\x7e]{1,255}", idem_key):
-            raise BadRequest("Idempotency-Key must be 1-255 visible ASCII characters", code="bad_idempotency_key")
+            raise BadRequest("Idempotency-Key must be 1-255 visible ASCII characters",
+                             code=ErrorCode.BAD_IDEMPOTENCY_KEY)
         digest = hashlib.sha256(raw).hexdigest()
         stored = services.idempotency.begin(principal.actor, idem_key, op.method, request.path, digest)  # type: ignore[union-attr]
         if stored is not None:

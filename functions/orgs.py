@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functions.operation import ADMIN, ANY_MEMBER, Call, Reply, operation
-from shared.models.identity import (
+from shared.identity import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyOut,
@@ -15,7 +15,7 @@ from shared.models.identity import (
     Preferences,
     PreferencesOut,
 )
-from shared.pagination import Page
+from shared.kernel.pagination import Page
 
 
 @operation("POST", "/orgs", summary="Create an organisation", tags=["orgs"], body=OrgCreate, response=OrgOut,

@@ -10,7 +10,8 @@ from typing import Any
 import flask
 
 from functions.operation import ANY_MEMBER, Call, operation
-from shared.models.run import (
+from shared.kernel.pagination import Page
+from shared.runs import (
     LogLineOut,
     LogPage,
     LogQuery,
@@ -21,7 +22,6 @@ from shared.models.run import (
     RunStatus,
     RunSummary,
 )
-from shared.pagination import Page
 
 # A live stream polls for new lines this often, sends a comment to keep proxies from closing an
 # idle connection this often, and ends after this long (the client reconnects with Last-Event-ID).

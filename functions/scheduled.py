@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from functions.operation import Call, operation
 from functions.scheduler import platform_jobs
-from shared.errors import NotFound, Unprocessable
+from shared.kernel.errors import NotFound, Unprocessable
 
 
 class ScheduledIn(BaseModel):

@@ -37,8 +37,8 @@ def app() -> Any:
     """The WSGI app of one server process (granian's factory target)."""
     from functions.gateway import create_gateway  # noqa: PLC0415
     from shared.composition import build_container  # noqa: PLC0415
-    from shared.jsonlog import configure_logging  # noqa: PLC0415
-    from shared.settings import Settings  # noqa: PLC0415
+    from shared.kernel.jsonlog import configure_logging  # noqa: PLC0415
+    from shared.kernel.settings import Settings  # noqa: PLC0415
 
     settings = Settings()
     configure_logging(settings.log_level)

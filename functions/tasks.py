@@ -6,8 +6,8 @@ Only data-plane keys reach these operations, and each key only its own deploymen
 from __future__ import annotations
 
 from functions.operation import Call, Reply, operation
-from shared.errors import BadRequest
-from shared.models.run import (
+from shared.kernel.errors import BadRequest, ErrorCode
+from shared.runs import (
     CheckpointIn,
     CheckpointList,
     CheckpointOut,
@@ -30,7 +30,8 @@ _MIB = 1024 * 1024
 def _lease_token(call: Call) -> str:
     token = call.request.headers.get(LEASE_HEADER, "").strip()
     if not token or len(token) > 200:
-        raise BadRequest(f"send the task's lease token in the {LEASE_HEADER} header", code="lease_token_required")
+        raise BadRequest(f"send the task's lease token in the {LEASE_HEADER} header",
+                         code=ErrorCode.LEASE_TOKEN_REQUIRED)
     return token
 
 

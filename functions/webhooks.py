@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from functions.operation import ADMIN, Call, Reply, operation
-from shared.models.webhooks import (
+from shared.kernel.pagination import Page, PageQuery
+from shared.webhooks import (
     DeliveryAttemptOut,
     DispatchOut,
     DispatchRequest,
@@ -13,11 +14,10 @@ from shared.models.webhooks import (
     WebhookCreated,
     WebhookOut,
 )
-from shared.pagination import Page, PageQuery
 
 
 # Replayable with Idempotency-Key: the stored response, secret included, rests sealed (see
-# shared/services/idempotency.py), so a retried create returns the same webhook and secret.
+# shared/identity/idempotency.py), so a retried create returns the same webhook and secret.
 @operation("POST", "/orgs/{org_id}/webhooks", summary="Create a webhook", tags=["webhooks"], roles=ADMIN,
            body=WebhookCreate, response=WebhookCreated, status=201)
 def create_webhook(call: Call) -> WebhookCreated:

@@ -2,7 +2,7 @@
 
 In local mode a SaaS deployment's data plane is this pool: N worker processes, each serving every
 deployment the local provisioner lists in ``<data_dir>/dataplanes/`` (one credential file per
-deployment, see ``shared/adapters/local_provisioner.py``). Each process runs one ``Worker`` thread
+deployment, see ``shared/deployments/adapters/local_provisioner.py``). Each process runs one ``Worker`` thread
 per deployment — a deployment gets up to N runs at once — and looks at the folder every
 ``refresh_seconds``, starting workers for new deployments and draining those of removed ones.
 Workers talk to the control plane over HTTP with the deployment's key, exactly as a BYOC or Cloud
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.local_provisioner import LocalProvisioner
+from shared.deployments.adapters.local_provisioner import LocalProvisioner
 
 if TYPE_CHECKING:
     from runtime.worker import Worker
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-seconds", type=float, default=20.0)
     parser.add_argument("--log-level", default=os.environ.get("MARKETPLACE_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    from shared.jsonlog import configure_logging  # noqa: PLC0415 - logging only, no services
+    from shared.kernel.jsonlog import configure_logging  # noqa: PLC0415 - logging only, no services
 
     configure_logging(args.log_level)
     stop = threading.Event()

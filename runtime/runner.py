@@ -114,7 +114,7 @@ class HealthServer:
 
 def configure_logging(level: str) -> None:
     """JSON log lines with secret redaction, as the control plane writes them."""
-    from shared.jsonlog import configure_logging as configure  # noqa: PLC0415 - logging only, no services
+    from shared.kernel.jsonlog import configure_logging as configure  # noqa: PLC0415 - logging only, no services
 
     configure(level)
 

@@ -7,24 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.db.database import ConnectionFactory, Database
-from shared.db.migrate import apply_migrations
-from shared.ports.provisioner import Provisioner
-from shared.ports.secret_box import SecretBox
-from shared.ports.task_queue import TaskQueue
-from shared.ports.tokens import TokenIssuer, TokenVerifier
-from shared.services.audit import AuditLog
-from shared.services.catalog import CatalogService
-from shared.services.deployments import DeploymentService
-from shared.services.dispatch import DispatchService
-from shared.services.idempotency import IdempotencyStore
-from shared.services.identity import IdentityService, Users
-from shared.services.orgs import OrgService
-from shared.services.push_auth import PushAuth
-from shared.services.runs import RunService
-from shared.services.webhook_destinations import DestinationPolicy, SystemResolver
-from shared.services.webhooks import WebhookService
-from shared.settings import Settings
+from shared.audit import AuditLog
+from shared.catalog import CatalogService
+from shared.deployments import DeploymentService, Provisioner
+from shared.identity import IdempotencyStore, IdentityService, OrgService, PushAuth, TokenIssuer, TokenVerifier, Users
+from shared.kernel.db.database import ConnectionFactory, Database
+from shared.kernel.db.migrate import apply_migrations
+from shared.kernel.secret_box import SecretBox
+from shared.kernel.settings import Settings
+from shared.runs import DispatchService, RunService, TaskQueue
+from shared.webhooks import DestinationPolicy, SystemResolver, WebhookService
 
 _log = logging.getLogger(__name__)
 
@@ -62,7 +54,7 @@ class Container:
 def _local_connection_factory(settings: Settings) -> ConnectionFactory:
     import pg8000.dbapi  # noqa: PLC0415
 
-    from shared.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
+    from shared.kernel.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
 
     if settings.database_url is not None:
         return _url_connection_factory(settings.database_url.get_secret_value())
@@ -138,11 +130,11 @@ def connection_factory(settings: Settings) -> ConnectionFactory:
 
 def _token_ports(settings: Settings) -> tuple[TokenVerifier, TokenIssuer | None]:
     if settings.mode == "local":
-        from shared.adapters.local_issuer import LocalIssuer  # noqa: PLC0415
+        from shared.identity.adapters.local_issuer import LocalIssuer  # noqa: PLC0415
 
         issuer = LocalIssuer(settings.keys_dir, issuer=settings.token_issuer, audience=settings.token_audience)
         return issuer, issuer
-    from shared.adapters.oidc_verifier import OidcVerifier  # noqa: PLC0415
+    from shared.identity.adapters.oidc_verifier import OidcVerifier  # noqa: PLC0415
 
     if not settings.oidc_issuer:
         raise RuntimeError("gcp mode needs MARKETPLACE_OIDC_ISSUER")
@@ -152,10 +144,10 @@ def _token_ports(settings: Settings) -> tuple[TokenVerifier, TokenIssuer | None]
 
 def _provisioner(settings: Settings) -> Provisioner:
     if settings.mode == "local":
-        from shared.adapters.local_provisioner import LocalProvisioner  # noqa: PLC0415
+        from shared.deployments.adapters.local_provisioner import LocalProvisioner  # noqa: PLC0415
 
         return LocalProvisioner(settings.dataplanes_dir)
-    from shared.adapters.cloudrun_provisioner import CloudRunProvisioner  # noqa: PLC0415
+    from shared.deployments.adapters.cloudrun_provisioner import CloudRunProvisioner  # noqa: PLC0415
 
     if not settings.gcp_project or not settings.dataplane_service_account:
         raise RuntimeError("gcp mode needs MARKETPLACE_GCP_PROJECT and MARKETPLACE_DATAPLANE_SERVICE_ACCOUNT")
@@ -168,7 +160,7 @@ def _task_queue(settings: Settings, db: Database, connect: ConnectionFactory) ->
     # PostgreSQL holds the queue's state in both modes and data planes pull from it over HTTP
     # (GET /tasks/next). In gcp mode with a Cloud Tasks queue configured, CloudTasksQueue wraps
     # it to push each delivery to the dispatch function, which starts a Cloud Run job.
-    from shared.adapters.pg_task_queue import PgTaskQueue  # noqa: PLC0415
+    from shared.runs.adapters.pg_task_queue import PgTaskQueue  # noqa: PLC0415
 
     # Its own connection for LISTEN, so the wake-up listener never holds one of the pool's.
     state = PgTaskQueue(db, listen_connect=connect)
@@ -177,8 +169,8 @@ def _task_queue(settings: Settings, db: Database, connect: ConnectionFactory) ->
     if not settings.dispatch_url or not settings.tasks_invoker:
         raise RuntimeError("MARKETPLACE_RUNS_QUEUE needs MARKETPLACE_DISPATCH_URL and "
                            "MARKETPLACE_TASKS_INVOKER")
-    from shared.adapters.cloud_tasks_queue import CloudTasksQueue  # noqa: PLC0415
-    from shared.services.runs import TASK_KIND  # noqa: PLC0415
+    from shared.runs import TASK_KIND  # noqa: PLC0415
+    from shared.runs.adapters.cloud_tasks_queue import CloudTasksQueue  # noqa: PLC0415
 
     return CloudTasksQueue(state, queue_path=settings.runs_queue, target_url=settings.dispatch_url,
                            service_account_email=settings.tasks_invoker,
@@ -188,8 +180,8 @@ def _task_queue(settings: Settings, db: Database, connect: ConnectionFactory) ->
 def _dispatch(settings: Settings, db: Database, provisioner: Provisioner) -> DispatchService | None:
     if settings.mode != "gcp" or not settings.runs_queue or not settings.dispatch_url:
         return None
-    from shared.adapters.oidc_verifier import OidcVerifier  # noqa: PLC0415
-    from shared.ports.job_launcher import JobLauncher  # noqa: PLC0415
+    from shared.deployments import JobLauncher  # noqa: PLC0415
+    from shared.identity.adapters.oidc_verifier import OidcVerifier  # noqa: PLC0415
 
     if not isinstance(provisioner, JobLauncher):
         raise RuntimeError("the gcp provisioner cannot start job executions")
@@ -201,7 +193,7 @@ def _dispatch(settings: Settings, db: Database, provisioner: Provisioner) -> Dis
 def _scheduler_auth(settings: Settings) -> PushAuth | None:
     if settings.mode != "gcp" or not settings.scheduled_url or not settings.scheduler_invoker:
         return None
-    from shared.adapters.oidc_verifier import OidcVerifier  # noqa: PLC0415
+    from shared.identity.adapters.oidc_verifier import OidcVerifier  # noqa: PLC0415
 
     verifier = OidcVerifier(issuer=settings.push_token_issuer, audience=settings.scheduled_url,
                             jwks_url=settings.push_token_jwks_url)
@@ -210,7 +202,7 @@ def _scheduler_auth(settings: Settings) -> PushAuth | None:
 
 def _secret_box(settings: Settings) -> SecretBox:
     # One platform key ring until per-org envelope keys replace it behind the same port.
-    from shared.adapters.aesgcm_secret_box import AesGcmSecretBox  # noqa: PLC0415
+    from shared.kernel.adapters.aesgcm_secret_box import AesGcmSecretBox  # noqa: PLC0415
 
     if settings.secret_box_keys is not None:
         return AesGcmSecretBox.from_encoded(settings.secret_box_keys.get_secret_value())

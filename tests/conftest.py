@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from functions.gateway import create_gateway
-from shared.adapters.embedded_pg import EmbeddedPostgres
 from shared.composition import Container, build_container
-from shared.settings import Settings
+from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
+from shared.kernel.settings import Settings
 
 _counter = itertools.count()
 

@@ -36,10 +36,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.adapters.cloud_tasks_queue import CloudTasksQueue, cloud_task_name
-from shared.adapters.pg_task_queue import PgTaskQueue, _Sql
 from shared.composition import Container, connection_factory
-from shared.ports.task_queue import LeaseLost, RetryPolicy, TaskQueue, TaskState
+from shared.runs.adapters.cloud_tasks_queue import CloudTasksQueue, cloud_task_name
+from shared.runs.adapters.pg_task_queue import PgTaskQueue, _Sql
+from shared.runs.task_queue import LeaseLost, RetryPolicy, TaskQueue, TaskState
 
 # Short enough to keep the suite quick, long enough that "not yet due" is observable.
 TEST_RETRY = RetryPolicy(base_seconds=0.3, factor=2.0, cap_seconds=1.0, jitter=0.5)

@@ -7,7 +7,7 @@ import random
 import uuid
 from typing import Any
 
-from shared.ids import new_id
+from shared.kernel.ids import new_id
 
 _SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "qui", "zel", "nax", "pro", "dul", "fen", "gar", "sol",
               "bri", "mon", "tal", "vex", "rin", "zu"]

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg8000.exceptions import DatabaseError
 
-from shared.services.audit import around_seq, canonical_json
+from shared.audit.service import around_seq, canonical_json
 
 
 def _actions(admin, org_id):

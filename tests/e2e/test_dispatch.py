@@ -27,15 +27,15 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 
 from functions.scheduler import platform_jobs
-from shared.adapters.cloud_tasks_queue import CloudTasksQueue
-from shared.adapters.cloudrun_provisioner import CloudRunProvisioner, job_name_for
-from shared.adapters.embedded_pg import EmbeddedPostgres
-from shared.adapters.oidc_verifier import OidcVerifier
 from shared.composition import build_container
-from shared.ids import new_id
-from shared.services.dispatch import DispatchService
-from shared.services.push_auth import PushAuth
-from shared.settings import Settings
+from shared.deployments.adapters.cloudrun_provisioner import CloudRunProvisioner, job_name_for
+from shared.identity.adapters.oidc_verifier import OidcVerifier
+from shared.identity.push_auth import PushAuth
+from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
+from shared.kernel.ids import new_id
+from shared.kernel.settings import Settings
+from shared.runs.adapters.cloud_tasks_queue import CloudTasksQueue
+from shared.runs.dispatch import DispatchService
 
 GOOGLE = "https://accounts.google.com"
 DISPATCH_URL = "https://europe-west1-acme.cloudfunctions.net/dispatch_task"

@@ -6,7 +6,7 @@ import time
 
 import jwt
 
-from shared.services.identity import secret_hash
+from shared.identity.service import secret_hash
 
 
 def test_dev_grant_issues_tokens_and_me_describes_the_user(anon):

@@ -6,10 +6,10 @@ import pytest
 
 from functions.main import load_operations
 from functions.operation import REGISTRY
-from shared.errors import Unauthorized
-from shared.models.identity import Role
-from shared.ports.tokens import TokenClaims
-from shared.services.identity import IdentityService
+from shared.identity.models import Role
+from shared.identity.ports import TokenClaims
+from shared.identity.service import IdentityService
+from shared.kernel.errors import Unauthorized
 
 ROLES = ["admin", "developer", "operator", "approver", "viewer"]
 ALL = set(ROLES)

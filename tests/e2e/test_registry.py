@@ -19,9 +19,9 @@ from registry_support import (
     unique_name,
 )
 
-from shared.errors import Conflict, NotFound
-from shared.models.manifest import AgentManifest
-from shared.services.catalog import PLATFORM_ORG_NAME, PLATFORM_USER_EMAIL, CatalogService
+from shared.catalog.manifest import AgentManifest
+from shared.catalog.service import PLATFORM_ORG_NAME, PLATFORM_USER_EMAIL, CatalogService
+from shared.kernel.errors import Conflict, NotFound
 
 
 def _without(field: str) -> dict[str, Any]:

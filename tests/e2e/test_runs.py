@@ -11,8 +11,8 @@ import pytest
 from runs_support import claim, install_builtin, metrics, start_run, wait_for
 
 from shared.composition import build_container
-from shared.models.run import CompleteIn, RunMetricsIn
-from shared.services.runs import RunService
+from shared.runs.models import CompleteIn, RunMetricsIn
+from shared.runs.service import RunService
 
 
 @pytest.fixture

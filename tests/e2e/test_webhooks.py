@@ -26,10 +26,10 @@ from conftest import Client
 
 from functions.gateway import create_gateway
 from shared.composition import Container, build_container
-from shared.ids import id_time
-from shared.services.webhook_destinations import DestinationPolicy
-from shared.services.webhooks import RetrySchedule, WebhookDispatcher, WebhookService
-from shared.services.webhooks import event_id as emitted_event
+from shared.kernel.ids import id_time
+from shared.webhooks.destinations import DestinationPolicy
+from shared.webhooks.service import RetrySchedule, WebhookDispatcher, WebhookService
+from shared.webhooks.service import event_id as emitted_event
 
 # -- a real receiver -----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from byoc.bundle import CLOUDS, NAMESPACE, RELEASE_NAME, BundleSpec, build_bundle, bundle_filename
+from shared.deployments.bundle import CLOUDS, NAMESPACE, RELEASE_NAME, BundleSpec, build_bundle, bundle_filename
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "mk.key01hx.Zq3v-8hX_sEcReT-9f2W4kTq7LmN0pRs"
@@ -327,7 +327,7 @@ def test_include_secret_without_a_key_is_refused() -> None:
 def test_api_key_never_reaches_repr_or_logs(caplog: pytest.LogCaptureFixture) -> None:
     spec = make_spec()
     assert API_KEY not in repr(spec)
-    with caplog.at_level(logging.DEBUG, logger="byoc.bundle"):
+    with caplog.at_level(logging.DEBUG, logger="shared.deployments.bundle"):
         build_bundle(spec)
         build_bundle(spec, include_secret=True)
     assert "built BYOC bundle" in caplog.text

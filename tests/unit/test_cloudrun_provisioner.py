@@ -30,15 +30,15 @@ from google.api_core import exceptions as google_errors
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2, secretmanager_v1
 
-from shared.adapters.cloudrun_provisioner import (
+from shared.deployments.adapters.cloudrun_provisioner import (
     CloudRunProvisioner,
     crc32c,
     job_name_for,
     label_value,
     secret_id_for,
 )
-from shared.ids import new_id
-from shared.ports.provisioner import DataPlaneSpec
+from shared.deployments.ports import DataPlaneSpec
+from shared.kernel.ids import new_id
 
 PROJECT = "acme-prod"
 REGION = "europe-west1"
@@ -430,7 +430,7 @@ def test_deprovision_keeps_the_secret_while_the_job_could_not_be_deleted(
 # -- cold start ---------------------------------------------------------------------------------
 def test_importing_and_constructing_the_adapter_loads_no_google_sdk() -> None:
     code = ("import sys; base = set(sys.modules); "
-            "from shared.adapters.cloudrun_provisioner import CloudRunProvisioner; "
+            "from shared.deployments.adapters.cloudrun_provisioner import CloudRunProvisioner; "
             "p = CloudRunProvisioner('p', 'r', service_account='sa', default_image='img'); "
             "p.job_path('dep_x'); p.secret_path('dep_x'); p.close(); "
             "print(sorted(n for n in set(sys.modules) - base "

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pg8000 import converters as reference
 
-from shared.db.converters import date_in, timestamp_in, timestamptz_in
+from shared.kernel.db.converters import date_in, timestamp_in, timestamptz_in
 
 
 def _pg_offset(offset: timedelta) -> str:

@@ -8,7 +8,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.ids import base32_128, id_time, new_id
+from shared.kernel.ids import base32_128, id_time, new_id
 
 
 @given(st.binary(min_size=16, max_size=16))

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.models.manifest import (
+from shared.catalog.manifest import (
     MANIFEST_SCHEMA_ID,
     MAX_MANIFEST_BYTES,
     SCHEMA_FILE,
@@ -31,8 +31,8 @@ from shared.models.manifest import (
     permission_diff,
     validate_manifest_data,
 )
-from shared.models.money import MoneyError, micros_to_usd_str, usd_to_micros
-from shared.models.semver import SemVer, SemVerError
+from shared.catalog.semver import SemVer, SemVerError
+from shared.kernel.money import MoneyError, micros_to_usd_str, usd_to_micros
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTIN_MANIFEST = REPO / "runtime" / "agents" / "cost_anomaly" / "manifest.yaml"
@@ -573,7 +573,7 @@ def test_permission_diff_first_install_adds_everything() -> None:
 
 def test_schema_file_is_up_to_date() -> None:
     assert SCHEMA_FILE.read_text(encoding="utf-8") == manifest_json_schema_text(), (
-        "docs/manifest.schema.json is stale: run `python -m shared.models.manifest`"
+        "docs/manifest.schema.json is stale: run `python -m shared.catalog.manifest`"
     )
 
 

@@ -9,8 +9,8 @@ import logging
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.ids import new_id, new_secret
-from shared.jsonlog import _ANY_PATTERN, _SHAPES, REDACTED, JsonFormatter, configure_logging, redact, redact_text
+from shared.kernel.ids import new_id, new_secret
+from shared.kernel.jsonlog import _ANY_PATTERN, _SHAPES, REDACTED, JsonFormatter, configure_logging, redact, redact_text
 
 
 def _format(msg: str, *args: object, **fields: object) -> str:

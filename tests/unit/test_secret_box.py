@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from shared.adapters.aesgcm_secret_box import AesGcmSecretBox, key_id
-from shared.ports.secret_box import SecretBoxError
+from shared.kernel.adapters.aesgcm_secret_box import AesGcmSecretBox, key_id
+from shared.kernel.secret_box import SecretBoxError
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(32, 64))

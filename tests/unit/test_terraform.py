@@ -25,7 +25,7 @@ import hcl2
 import pytest
 import yaml
 
-from byoc.bundle import CLOUDS, BundleSpec, Cloud, build_bundle, specialize_terraform
+from shared.deployments.bundle import CLOUDS, BundleSpec, Cloud, build_bundle, specialize_terraform
 
 REPO = Path(__file__).resolve().parents[2]
 SAAS = REPO / "terraform"

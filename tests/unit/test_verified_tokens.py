@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.local_issuer import LocalIssuer
-from shared.adapters.verified_tokens import VerifiedTokens
-from shared.errors import Unauthorized
-from shared.ports.tokens import TokenClaims
+from shared.identity.adapters.local_issuer import LocalIssuer
+from shared.identity.adapters.verified_tokens import VerifiedTokens
+from shared.identity.ports import TokenClaims
+from shared.kernel.errors import Unauthorized
 
 
 def _claims(expires_in: float) -> TokenClaims:

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from shared.services.webhook_destinations import (
+from shared.webhooks.destinations import (
     DestinationPolicy,
     DestinationRefused,
     SystemResolver,

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.services.webhook_delivery import event_body, new_signing_secret, secret_key, sign, signed_headers
-from shared.services.webhooks import RetrySchedule
+from shared.webhooks.delivery import event_body, new_signing_secret, secret_key, sign, signed_headers
+from shared.webhooks.service import RetrySchedule
 
 
 def test_the_specifications_example_signature():

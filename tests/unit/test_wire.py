@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from pg8000.core import BIND, CoreConnection
 from pg8000.exceptions import DatabaseError
 
-from shared.db import database, wire
+from shared.kernel.db import database, wire
 
 
 class _Counting:

@@ -1,0 +1,666 @@
+"""The agent registry: listings and their immutable versions, moderation, reviews (search: catalog_search.py).
+
+A listing's display fields (name, description, category, tags, pricing, deployment types) are
+copied from one of its versions, so they are versioned and reviewed with the manifest: the
+latest approved version, or — while none is approved — the highest submitted one. Only approved
+listings are in the public catalog; the publisher org's members and platform admins see the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pg8000.exceptions import DatabaseError
+
+from shared.audit import AuditLog
+from shared.catalog.manifest import (
+    MAX_MANIFEST_BYTES,
+    AgentManifest,
+    ManifestInvalid,
+    ManifestProblem,
+    ManifestVerdict,
+    load_manifest,
+    parse_manifest_document,
+    permission_diff,
+    validate_manifest_data,
+)
+from shared.catalog.rows import LISTING_COLUMNS, VERSION_COLUMNS, cursor_value, listing_out
+from shared.catalog.search import CatalogSearch, CatalogSearcher, catalog_words
+from shared.catalog.semver import SemVer
+from shared.identity import OrgService, Principal, Role, Users
+from shared.kernel.db.database import Database, Row, Tx
+from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
+from shared.kernel.ids import new_id
+from shared.kernel.pagination import decode_cursor, encode_cursor
+
+_log = logging.getLogger(__name__)
+
+PLATFORM_USER_EMAIL = "platform@marketplace.local"
+"""The system user that owns the platform org and publishes the built-in agents."""
+PLATFORM_ORG_NAME = "Agent Marketplace"
+"""The org under which the built-in agents are published."""
+
+PUBLISHER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER})
+REVIEWER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER})
+
+_SEED_LOCK = 0x6D6B7473  # "mkts": one seeding process at a time
+_UNIQUE_VIOLATION = "23505"
+
+# -- manifest checking (no side effects) -------------------------------------------
+
+
+def check_manifest(manifest: dict[str, Any] | None = None, manifest_yaml: str | None = None) -> ManifestVerdict:
+    """Validate a manifest given as a parsed object or as YAML/JSON text; never raises for bad input."""
+    try:
+        if manifest_yaml is not None:
+            data: object = parse_manifest_document(manifest_yaml)
+        else:
+            data = manifest
+            size = len(json.dumps(manifest, ensure_ascii=False, default=str).encode())
+            if size > MAX_MANIFEST_BYTES:
+                return ManifestVerdict(None, [ManifestProblem(
+                    path="", message=f"is {size:,} bytes; a manifest may be at most {MAX_MANIFEST_BYTES:,} bytes")])
+    except ManifestInvalid as exc:
+        return ManifestVerdict(None, exc.problems)
+    return validate_manifest_data(data)
+
+
+def pricing_micros(manifest: AgentManifest) -> dict[str, int]:
+    """The manifest's price list in integer micro-dollars."""
+    p = manifest.pricing
+    return {"base_micros": p.base_micros, "per_record_micros": p.per_record_micros,
+            "per_cpu_hour_micros": p.per_cpu_hour_micros,
+            "subscription_monthly_micros": p.subscription_monthly_micros}
+
+
+def verdict_body(verdict: ManifestVerdict) -> dict[str, Any]:
+    """The JSON body of ``POST /manifests/validate`` (and of ``marketplace manifest validate``)."""
+    m = verdict.manifest
+    return {
+        "valid": verdict.ok,
+        "problems": [dict(p) for p in verdict.problems],
+        "manifest": m.model_dump(mode="json") if m else None,
+        "pricing_model": m.pricing.pricing_model.value if m else None,
+        "pricing_micros": pricing_micros(m) if m else None,
+    }
+
+
+def require_manifest(manifest: dict[str, Any] | None, manifest_yaml: str | None, *,
+                     field_name: str = "manifest") -> AgentManifest:
+    """The validated manifest, or a 422 listing every problem with its path under ``field_name``."""
+    verdict = check_manifest(manifest, manifest_yaml)
+    if verdict.manifest is not None:
+        return verdict.manifest
+    prefix = field_name if manifest is not None else "manifest_yaml"
+    details = [{"path": f"{prefix}.{p['path']}" if p["path"] else prefix, "message": p["message"]}
+               for p in verdict.problems]
+    listed = "; ".join(f"{d['path']}: {d['message']}" for d in details)
+    raise Unprocessable(f"invalid agent manifest: {listed}", details=details, code=ErrorCode.INVALID_MANIFEST)
+
+
+# -- small pure helpers ----------------------------------------------------------------
+
+
+def latest_of(versions: Iterable[str]) -> str | None:
+    """The highest release; pre-releases only when there is no release at all."""
+    parsed = [SemVer.parse(v) for v in versions]
+    releases = [v for v in parsed if not v.is_prerelease]
+    pool = releases or parsed
+    return str(max(pool)) if pool else None
+
+
+def _diff_json(previous: AgentManifest | None, previous_version: str | None, new: AgentManifest) -> dict[str, Any]:
+    diff = permission_diff(previous, new)
+    return {"previous_version": previous_version, "added": list(diff.added), "removed": list(diff.removed),
+            "unchanged": list(diff.unchanged), "needs_consent": diff.needs_consent}
+
+
+def listing_fields(manifest: AgentManifest) -> dict[str, Any]:
+    """The listing columns copied from a manifest (``pricing`` as JSON text, for a jsonb parameter)."""
+    return {
+        "display_name": manifest.display_name,
+        "description": manifest.description,
+        "category": manifest.category.value,
+        "tags": list(manifest.tags),
+        "pricing_model": manifest.pricing.pricing_model.value,
+        "pricing": json.dumps(pricing_micros(manifest)),
+        "deployment_types": [d.value for d in manifest.deployment],
+    }
+
+
+@dataclass
+class SeedReport:
+    """What ``publish_builtin_agents`` did, by agent name."""
+
+    published: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [f"{label} {', '.join(names)}" for label, names in (
+            ("published", self.published), ("new version of", self.updated), ("unchanged", self.unchanged),
+            ("skipped", self.skipped)) if names]
+        return "; ".join(parts) or "no built-in agents found"
+
+
+class CatalogService:
+    """Every mutation writes its audit entry, in the publisher org's chain, in the same transaction."""
+
+
+    def __init__(self, db: Database, audit: AuditLog, users: Users, orgs: OrgService, *,
+                 builtin_agents_dir: Path | None = None) -> None:
+        self.db = db
+        self.audit = audit
+        self.users = users
+        self.orgs = orgs
+        self.builtin_agents_dir = builtin_agents_dir
+        self.searcher = CatalogSearcher(db)
+
+    # -- access ------------------------------------------------------------------------
+    def _publisher_role(self, principal: Principal, org_id: str) -> Role:
+        role = self.orgs.role_of(principal, org_id)
+        if role is None:
+            raise NotFound("organisation not found")
+        if role not in PUBLISHER_ROLES:
+            raise Forbidden(f"role '{role.value}' may not publish agents; admins and developers may")
+        return role
+
+    def _privileged(self, principal: Principal | None, listing: Row) -> bool:
+        """May ``principal`` see this listing whatever its status (publisher member or platform admin)?"""
+        if principal is None:
+            return False
+        return principal.platform_admin or self.orgs.role_of(principal, listing["publisher_org_id"]) is not None
+
+    @staticmethod
+    def _find(tx: Tx, agent_id: str, *, lock: bool = False, by_name: bool = True) -> Row | None:
+        # Names are slugs ([a-z0-9-]) and ids carry an "agt_" prefix, so either identifies a listing.
+        if not agent_id.startswith("agt_") and not by_name:
+            return None
+        column = "id" if agent_id.startswith("agt_") else "name"
+        suffix = " FOR UPDATE" if lock else ""
+        return tx.fetch_one(f"SELECT {LISTING_COLUMNS} FROM agents a WHERE a.{column} = %s{suffix}", agent_id)
+
+    def _visible(self, tx: Tx, principal: Principal | None, agent_id: str, *, lock: bool = False
+                 ) -> tuple[Row, bool]:
+        """The listing and whether the caller is privileged; 404 for unpublished ones outside the publisher."""
+        row = self._find(tx, agent_id, lock=lock)
+        if row is None:
+            raise NotFound("agent not found")
+        privileged = self._privileged(principal, row)
+        if row["status"] != "approved" and not privileged:
+            raise NotFound("agent not found")
+        return row, privileged
+
+    # -- developer portal ----------------------------------------------------------------
+    def submit(self, principal: Principal, org_id: str, manifest: AgentManifest) -> dict[str, Any]:
+        """A new listing with its first version, both ``pending_review``."""
+        self._publisher_role(principal, org_id)
+        try:
+            with self.db.transaction() as tx:
+                listing, version = self._create_listing(tx, principal.actor, org_id, manifest)
+        except DatabaseError as exc:
+            if _sqlstate(exc) == _UNIQUE_VIOLATION:
+                raise self._name_taken(manifest.name) from None
+            raise
+        return {"listing": listing, "version": version}
+
+    @staticmethod
+    def _name_taken(name: str) -> Conflict:
+        return Conflict(f"an agent named {name!r} already exists; names are unique across the marketplace",
+                        code=ErrorCode.NAME_TAKEN, details=[{"path": "manifest.name", "message": "is already taken"}])
+
+    def _create_listing(self, tx: Tx, actor: str, org_id: str, manifest: AgentManifest
+                        ) -> tuple[dict[str, Any], Row]:
+        if tx.fetch_val("SELECT 1 FROM agents WHERE name = %s", manifest.name):
+            raise self._name_taken(manifest.name)
+        org_name = tx.fetch_val("SELECT name FROM orgs WHERE id = %s", org_id)
+        if org_name is None:
+            raise NotFound("organisation not found")
+        agent_id = new_id("agt")
+        f = listing_fields(manifest)
+        tx.execute(
+            "INSERT INTO agents (id, name, publisher_org_id, publisher_name, display_name, description, category, "
+            "tags, pricing_model, pricing, deployment_types, status, created_by) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s::jsonb, %s::text[], 'pending_review', %s)",
+            agent_id, manifest.name, org_id, org_name, f["display_name"], f["description"], f["category"],
+            f["tags"], f["pricing_model"], f["pricing"], f["deployment_types"], actor)
+        version = self._insert_version(tx, agent_id, actor, manifest, previous=None, previous_version=None)
+        self._add_terms(tx, manifest, org_name)
+        self.audit.append(tx, org_id=org_id, actor=actor, action="agent.submitted", target=agent_id,
+                          details={"name": manifest.name, "version": manifest.version})
+        listing = self._find(tx, agent_id)
+        assert listing is not None
+        return listing_out(listing), version
+
+    @staticmethod
+    def _insert_version(tx: Tx, agent_id: str, actor: str, manifest: AgentManifest, *,
+                        previous: AgentManifest | None, previous_version: str | None) -> Row:
+        row = tx.fetch_one(
+            f"INSERT INTO agent_versions (agent_id, version, status, manifest, permission_diff, submitted_by) "
+            f"VALUES (%s, %s, 'pending_review', %s::jsonb, %s::jsonb, %s) RETURNING {VERSION_COLUMNS}",
+            agent_id, manifest.version, json.dumps(manifest.model_dump(mode="json")),
+            json.dumps(_diff_json(previous, previous_version, manifest)), actor)
+        assert row is not None
+        return row
+
+    @staticmethod
+    def _add_terms(tx: Tx, manifest: AgentManifest, publisher_name: str) -> None:
+        words = catalog_words(manifest.name.replace("-", " "), manifest.display_name, manifest.description,
+                              " ".join(manifest.tags), manifest.category.value, publisher_name)
+        # Sorted, so that concurrent submissions take the unique-index locks in the same order.
+        tx.execute("INSERT INTO catalog_terms (term) SELECT unnest(%s::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
+                   words)
+
+    def submit_version(self, principal: Principal, agent_id: str, manifest: AgentManifest) -> dict[str, Any]:
+        """A later version: a higher semver than every existing one, same ``name``; ``pending_review``."""
+        with self.db.transaction() as tx:
+            listing = self._find(tx, agent_id, lock=True)
+            if listing is None or self.orgs.role_of(principal, listing["publisher_org_id"]) is None:
+                raise NotFound("agent not found")
+            self._publisher_role(principal, listing["publisher_org_id"])
+            if manifest.name != listing["name"]:
+                raise Unprocessable(
+                    f"the manifest's name {manifest.name!r} does not match this agent ({listing['name']!r}); "
+                    "a listing's name never changes", code=ErrorCode.NAME_MISMATCH,
+                    details=[{"path": "manifest.name", "message": f"must be {listing['name']!r}"}])
+            existing = tx.fetch_all("SELECT version, manifest FROM agent_versions WHERE agent_id = %s",
+                                    listing["id"])
+            new = manifest.semver
+            parsed = {row["version"]: SemVer.parse(row["version"]) for row in existing}
+            for text, old in parsed.items():
+                if old == new:
+                    raise Conflict(f"version {text} already exists; versions are immutable, publish a new one",
+                                   code=ErrorCode.VERSION_EXISTS,
+                                   details=[{"path": "manifest.version", "message": f"{text} already exists"}])
+            highest = max(parsed, key=lambda v: parsed[v])
+            if new < parsed[highest]:
+                raise Conflict(f"version {manifest.version} is lower than the existing version {highest}; "
+                               "a new version must be higher than every earlier one", code=ErrorCode.VERSION_NOT_NEWER,
+                               details=[{"path": "manifest.version", "message": f"must be higher than {highest}"}])
+            previous = AgentManifest.model_validate(next(r["manifest"] for r in existing if r["version"] == highest))
+            version = self._insert_version(tx, listing["id"], principal.actor, manifest, previous=previous,
+                                          previous_version=highest)
+            if listing["status"] == "rejected":
+                # A rejected listing goes back into review with its new version.
+                tx.execute("UPDATE agents SET status = 'pending_review', status_reason = NULL WHERE id = %s",
+                           listing["id"])
+            self._refresh_listing(tx, listing["id"])
+            self._add_terms(tx, manifest, listing["publisher_name"])
+            self.audit.append(tx, org_id=listing["publisher_org_id"], actor=principal.actor,
+                              action="agent.version_submitted", target=listing["id"],
+                              details={"name": listing["name"], "version": manifest.version,
+                                       "permissions_added": version["permission_diff"]["added"],
+                                       "permissions_removed": version["permission_diff"]["removed"]})
+            updated = self._find(tx, listing["id"])
+        assert updated is not None
+        return {"listing": listing_out(updated), "version": version}
+
+    def _refresh_listing(self, tx: Tx, agent_id: str) -> None:
+        """Copy the display fields from the latest approved version (or the highest one while none is)."""
+        rows = tx.fetch_all("SELECT version, status, manifest FROM agent_versions WHERE agent_id = %s", agent_id)
+        latest = latest_of(r["version"] for r in rows if r["status"] == "approved")
+        shown = latest or max((r["version"] for r in rows), key=SemVer.parse)
+        manifest = AgentManifest.model_validate(next(r["manifest"] for r in rows if r["version"] == shown))
+        f = listing_fields(manifest)
+        tx.execute(
+            "UPDATE agents SET display_name = %s, description = %s, category = %s, tags = %s::text[], "
+            "pricing_model = %s, pricing = %s::jsonb, deployment_types = %s::text[], latest_version = %s, "
+            "publisher_name = (SELECT name FROM orgs WHERE orgs.id = agents.publisher_org_id), updated_at = now() "
+            "WHERE id = %s",
+            f["display_name"], f["description"], f["category"], f["tags"], f["pricing_model"], f["pricing"],
+            f["deployment_types"], latest, agent_id)
+
+    def developer_listings(self, org_id: str, *, limit: int, cursor: str | None) -> tuple[list[Row], str | None]:
+        """The org's own listings in every status, newest first."""
+        after = decode_cursor(cursor, required=("c", "id"))
+        args: list[Any] = [org_id]
+        keyset = ""
+        if after:
+            keyset = " AND (a.created_at, a.id) < (%s::timestamptz, %s)"
+            args += [after["c"], after["id"]]
+        with self.db.read() as tx:
+            rows = tx.fetch_all(
+                f"SELECT {LISTING_COLUMNS}, ARRAY(SELECT v.version FROM agent_versions v WHERE v.agent_id = a.id "
+                f"AND v.status = 'pending_review' ORDER BY v.created_at) AS pending_versions "
+                f"FROM agents a WHERE a.publisher_org_id = %s{keyset} ORDER BY a.created_at DESC, a.id DESC "
+                f"LIMIT %s", *args, limit + 1)
+        items = [listing_out(r) for r in rows[:limit]]
+        last = rows[limit - 1] if len(rows) > limit else None
+        return items, encode_cursor({"c": cursor_value(last["created_at"]), "id": last["id"]}) if last else None
+
+    # -- moderation (platform admins; the decorator checks) --------------------------------
+    def approve(self, principal: Principal, agent_id: str, version: str | None = None,
+                note: str | None = None) -> dict[str, Any]:
+        """Approve a pending version (default: the highest) and publish the listing.
+
+        On a suspended listing with nothing pending, approving reinstates it.
+        """
+        with self.db.transaction() as tx:
+            listing = self._find(tx, agent_id, lock=True)
+            if listing is None:
+                raise NotFound("agent not found")
+            target = self._pending_version(tx, listing["id"], version, required=False)
+            if target is None and listing["status"] == "approved":
+                raise Conflict("this agent has no version pending review", code=ErrorCode.NOTHING_PENDING)
+            if target is None and listing["latest_version"] is None:
+                raise Conflict("this agent has no version to approve", code=ErrorCode.NOTHING_PENDING)
+            if target is not None:
+                tx.execute("UPDATE agent_versions SET status = 'approved', reviewed_by = %s, reviewed_at = now(), "
+                           "review_reason = %s WHERE agent_id = %s AND version = %s",
+                           principal.actor, note, listing["id"], target)
+            self._refresh_listing(tx, listing["id"])
+            tx.execute("UPDATE agents SET status = 'approved', status_reason = NULL, "
+                       "published_at = coalesce(published_at, now()) WHERE id = %s", listing["id"])
+            action = ("agent.reinstated" if target is None else
+                      "agent.approved" if listing["status"] != "approved" else "agent.version_approved")
+            self.audit.append(tx, org_id=listing["publisher_org_id"], actor=principal.actor, action=action,
+                              target=listing["id"], details={"name": listing["name"], "version": target,
+                                                             "previous_status": listing["status"], "note": note})
+            updated = self._find(tx, listing["id"])
+        assert updated is not None
+        return listing_out(updated)
+
+    def reject(self, principal: Principal, agent_id: str, reason: str, version: str | None = None) -> dict[str, Any]:
+        """Reject a pending version (default: the highest); a never-approved listing is rejected with it."""
+        with self.db.transaction() as tx:
+            listing = self._find(tx, agent_id, lock=True)
+            if listing is None:
+                raise NotFound("agent not found")
+            target = self._pending_version(tx, listing["id"], version, required=True)
+            tx.execute("UPDATE agent_versions SET status = 'rejected', reviewed_by = %s, reviewed_at = now(), "
+                       "review_reason = %s WHERE agent_id = %s AND version = %s",
+                       principal.actor, reason, listing["id"], target)
+            if listing["status"] == "pending_review" and listing["latest_version"] is None:
+                still_pending = tx.fetch_val("SELECT count(*) FROM agent_versions WHERE agent_id = %s "
+                                             "AND status = 'pending_review'", listing["id"])
+                if not still_pending:
+                    tx.execute("UPDATE agents SET status = 'rejected', status_reason = %s WHERE id = %s",
+                               reason, listing["id"])
+            self._refresh_listing(tx, listing["id"])
+            updated = self._find(tx, listing["id"])
+            assert updated is not None
+            self.audit.append(tx, org_id=listing["publisher_org_id"], actor=principal.actor,
+                              action="agent.rejected" if updated["status"] == "rejected"
+                              else "agent.version_rejected",
+                              target=listing["id"], details={"name": listing["name"], "version": target,
+                                                             "reason": reason})
+        return listing_out(updated)
+
+    def suspend(self, principal: Principal, agent_id: str, reason: str) -> dict[str, Any]:
+        """Hide the listing from the catalog and refuse new installs of any of its versions."""
+        with self.db.transaction() as tx:
+            listing = self._find(tx, agent_id, lock=True)
+            if listing is None:
+                raise NotFound("agent not found")
+            if listing["status"] == "suspended":
+                raise Conflict("this agent is already suspended", code=ErrorCode.ALREADY_SUSPENDED)
+            tx.execute("UPDATE agents SET status = 'suspended', status_reason = %s, updated_at = now() "
+                       "WHERE id = %s", reason, listing["id"])
+            self.audit.append(tx, org_id=listing["publisher_org_id"], actor=principal.actor,
+                              action="agent.suspended", target=listing["id"],
+                              details={"name": listing["name"], "reason": reason,
+                                       "previous_status": listing["status"]})
+            updated = self._find(tx, listing["id"])
+        assert updated is not None
+        return listing_out(updated)
+
+    @staticmethod
+    def _pending_version(tx: Tx, agent_id: str, version: str | None, *, required: bool) -> str | None:
+        rows = tx.fetch_all("SELECT version, status FROM agent_versions WHERE agent_id = %s", agent_id)
+        if version is not None:
+            match = next((r for r in rows if r["version"] == version), None)
+            if match is None:
+                raise NotFound(f"version {version} not found")
+            if match["status"] != "pending_review":
+                raise Conflict(f"version {version} is already {match['status']}", code=ErrorCode.NOT_PENDING)
+            return version
+        pending = [str(r["version"]) for r in rows if r["status"] == "pending_review"]
+        if not pending:
+            if required:
+                raise Conflict("this agent has no version pending review", code=ErrorCode.NOTHING_PENDING)
+            return None
+        return max(pending, key=SemVer.parse)
+
+    # -- install flow -------------------------------------------------------------------------
+    def installable_version(self, agent_id: str, version: str | None = None, *, tx: Tx | None = None
+                            ) -> AgentManifest:
+        """The manifest to install: an approved version (default: latest) of an approved listing.
+
+        ``agent_id`` must be the listing id (``agt_...``), never its name: the caller stores it as the
+        deployment's foreign key. NotFound for an unknown or unpublished listing or version;
+        Conflict for a suspended listing. Pass ``tx`` to read inside the install's own transaction.
+        """
+        if tx is None:
+            with self.db.transaction() as own:
+                return self.installable_version(agent_id, version, tx=own)
+        listing = self._find(tx, agent_id, by_name=False)
+        if listing is None or listing["status"] in ("pending_review", "rejected"):
+            raise NotFound("agent not found; install an agent by its id (agt_...)",
+                           details=[{"path": "agent_id", "message": "no such published agent id"}])
+        if listing["status"] == "suspended":
+            raise Conflict("this agent is suspended and cannot be installed", code=ErrorCode.AGENT_SUSPENDED)
+        wanted = version or listing["latest_version"]
+        row = tx.fetch_one("SELECT manifest FROM agent_versions WHERE agent_id = %s AND version = %s "
+                           "AND status = 'approved'", listing["id"], wanted)
+        if row is None:
+            raise NotFound(f"version {wanted} of {listing['name']} is not available",
+                           details=[{"path": "version", "message": "no such approved version"}])
+        return AgentManifest.model_validate(row["manifest"])
+
+    @staticmethod
+    def adjust_install_count(tx: Tx, agent_id: str, delta: int) -> None:
+        """Count an install (+1) or an uninstall (-1), inside the install flow's transaction."""
+        tx.execute("UPDATE agents SET install_count = greatest(install_count + %s, 0) WHERE id = %s",
+                   delta, agent_id)
+
+    def has_installed(self, org_id: str, agent_id: str, *, tx: Tx | None = None) -> bool:
+        """Has ``org_id`` ever installed the agent? Uninstalled deployments count (the org used the
+        agent and may say why it left); failed ones do not (it never ran)."""
+        if tx is None:
+            with self.db.transaction() as own:
+                return self.has_installed(org_id, agent_id, tx=own)
+        return bool(tx.fetch_val("SELECT EXISTS (SELECT 1 FROM deployments WHERE org_id = %s AND agent_id = %s "
+                                 "AND status <> 'failed')", org_id, agent_id))
+
+    # -- catalog ---------------------------------------------------------------------------------
+    def search(self, params: CatalogSearch) -> tuple[list[Row], str | None]:
+        """One page of the public catalog (see :class:`CatalogSearcher`)."""
+        return self.searcher.search(params)
+
+    def explain_search(self, params: CatalogSearch) -> str:
+        """The query plans of a search (for the benchmark)."""
+        return self.searcher.explain_search(params)
+
+    def detail(self, principal: Principal | None, agent_id: str) -> dict[str, Any]:
+        """The listing, its shown manifest, its versions (newest first) and its rating summary."""
+        with self.db.transaction() as tx:
+            listing, privileged = self._visible(tx, principal, agent_id)
+            versions = tx.fetch_all(f"SELECT {VERSION_COLUMNS}, manifest FROM agent_versions WHERE agent_id = %s",
+                                    listing["id"])
+            stars = tx.fetch_all("SELECT rating, count(*) AS n FROM agent_reviews WHERE agent_id = %s "
+                                 "GROUP BY rating", listing["id"])
+        shown_versions = [v for v in versions if privileged or v["status"] == "approved"]
+        shown_versions.sort(key=lambda v: SemVer.parse(v["version"]), reverse=True)
+        shown = listing["latest_version"] or (shown_versions[0]["version"] if shown_versions else None)
+        manifest = next((v["manifest"] for v in versions if v["version"] == shown), None)
+        distribution = {str(star): 0 for star in range(1, 6)}
+        for row in stars:
+            distribution[str(row["rating"])] = int(row["n"])
+        return {
+            "listing": listing_out(listing),
+            "manifest": manifest,
+            "versions": [{k: v for k, v in row.items() if k != "manifest"} for row in shown_versions],
+            "rating": {"avg": float(listing["rating_avg"]), "count": listing["rating_count"],
+                       "distribution": distribution},
+        }
+
+    def version(self, principal: Principal | None, agent_id: str, version: str) -> Row:
+        """One version with its manifest; outside the publisher org only approved versions exist."""
+        with self.db.transaction() as tx:
+            listing, privileged = self._visible(tx, principal, agent_id)
+            row = tx.fetch_one(f"SELECT {VERSION_COLUMNS}, manifest FROM agent_versions "
+                               f"WHERE agent_id = %s AND version = %s", listing["id"], version)
+        if row is None or (row["status"] != "approved" and not privileged):
+            raise NotFound(f"version {version} not found")
+        return row
+
+    # -- reviews ----------------------------------------------------------------------------------
+    def post_review(self, principal: Principal, agent_id: str, org_id: str, rating: int, text: str
+                    ) -> tuple[Row, bool]:
+        """Create or replace ``org_id``'s review of the agent; returns (review, created)."""
+        role = self.orgs.role_of(principal, org_id)
+        if role is None:
+            raise NotFound("organisation not found")
+        if role not in REVIEWER_ROLES:
+            raise Forbidden(f"role '{role.value}' may not review agents on behalf of the organisation")
+        with self.db.transaction() as tx:
+            # The listing row lock serialises reviews of one agent, so the recomputed aggregate
+            # always includes every committed review.
+            listing, _ = self._visible(tx, principal, agent_id, lock=True)
+            if listing["status"] != "approved":
+                raise Conflict(f"this agent is {listing['status'].replace('_', ' ')} and cannot be reviewed",
+                               code=ErrorCode.NOT_REVIEWABLE)
+            if listing["publisher_org_id"] == org_id:
+                raise Forbidden("a publisher cannot review its own agent", code=ErrorCode.OWN_AGENT)
+            if not self.has_installed(org_id, listing["id"], tx=tx):
+                raise Forbidden("only organisations that installed this agent may review it",
+                                code=ErrorCode.NOT_INSTALLED)
+            row = tx.fetch_one(
+                "INSERT INTO agent_reviews (agent_id, org_id, id, rating, text, author) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (agent_id, org_id) DO UPDATE SET "
+                "rating = EXCLUDED.rating, text = EXCLUDED.text, author = EXCLUDED.author, updated_at = now() "
+                "RETURNING id, agent_id, org_id, rating, text, created_at, updated_at, (xmax = 0) AS created",
+                listing["id"], org_id, new_id("rev"), rating, text, principal.actor)
+            assert row is not None
+            tx.execute("UPDATE agents SET (rating_avg, rating_count) = (SELECT coalesce(round(avg(rating), 2), 0), "
+                       "count(*) FROM agent_reviews WHERE agent_id = %s) WHERE id = %s",
+                       listing["id"], listing["id"])
+            created = bool(row.pop("created"))
+            self.audit.append(tx, org_id=org_id, actor=principal.actor,
+                              action="review.created" if created else "review.updated", target=listing["id"],
+                              details={"agent": listing["name"], "review_id": row["id"], "rating": rating})
+            row["org_name"] = tx.fetch_val("SELECT name FROM orgs WHERE id = %s", org_id)
+        return row, created
+
+    def list_reviews(self, principal: Principal | None, agent_id: str, *, limit: int, cursor: str | None
+                     ) -> tuple[list[Row], str | None]:
+        """Reviews of a visible agent, newest first."""
+        after = decode_cursor(cursor, required=("c", "id"))
+        with self.db.transaction() as tx:
+            listing, _ = self._visible(tx, principal, agent_id)
+            args: list[Any] = [listing["id"]]
+            keyset = ""
+            if after:
+                keyset = " AND (r.created_at, r.id) < (%s::timestamptz, %s)"
+                args += [after["c"], after["id"]]
+            rows = tx.fetch_all(
+                f"SELECT r.id, r.agent_id, r.org_id, o.name AS org_name, r.rating, r.text, r.created_at, "
+                f"r.updated_at FROM agent_reviews r JOIN orgs o ON o.id = r.org_id WHERE r.agent_id = %s{keyset} "
+                f"ORDER BY r.created_at DESC, r.id DESC LIMIT %s", *args, limit + 1)
+        items = rows[:limit]
+        last = items[-1] if len(rows) > limit else None
+        return items, encode_cursor({"c": cursor_value(last["created_at"]), "id": last["id"]}) if last else None
+
+    # -- built-in agents ----------------------------------------------------------------------------
+    def builtin_manifests(self) -> list[tuple[Path, AgentManifest]]:
+        """Every ``*/manifest.yaml`` under the built-in agents directory, validated."""
+        if self.builtin_agents_dir is None or not self.builtin_agents_dir.is_dir():
+            return []
+        found = []
+        for path in sorted(self.builtin_agents_dir.glob("*/manifest.yaml")):
+            try:
+                found.append((path, load_manifest(path.read_bytes(), "yaml")))
+            except ManifestInvalid as exc:
+                # A broken built-in manifest is a bug in this repository: fail loudly at startup.
+                raise RuntimeError(f"{path}: {exc}") from exc
+        return found
+
+    def publish_builtin_agents(self) -> SeedReport:
+        """Publish (approved) every built-in agent under the platform org; safe to run at every start."""
+        report = SeedReport()
+        manifests = self.builtin_manifests()
+        if not manifests:
+            return report
+        with self.db.transaction() as tx:
+            tx.execute("SELECT pg_advisory_xact_lock(%s)", _SEED_LOCK)
+            org_id, actor = self._platform_org(tx)
+            for path, manifest in manifests:
+                listing = self._find(tx, manifest.name, lock=True)
+                if listing is None:
+                    created, _ = self._create_listing(tx, actor, org_id, manifest)
+                    self._publish(tx, actor, created["id"], org_id=org_id, manifest=manifest, action="agent.approved")
+                    report.published.append(manifest.name)
+                elif listing["publisher_org_id"] != org_id:
+                    _log.warning("built-in agent %s not published: the name belongs to org %s",
+                                 manifest.name, listing["publisher_org_id"])
+                    report.skipped.append(manifest.name)
+                else:
+                    self._seed_version(tx, actor, listing, manifest, path=path, report=report)
+        return report
+
+    def _seed_version(self, tx: Tx, actor: str, listing: Row, manifest: AgentManifest, *, path: Path,
+                      report: SeedReport) -> None:
+        existing = tx.fetch_all("SELECT version, status, manifest FROM agent_versions WHERE agent_id = %s",
+                                listing["id"])
+        new = manifest.semver
+        same = next((r for r in existing if SemVer.parse(r["version"]) == new), None)
+        if same is not None:
+            if same["manifest"] != manifest.model_dump(mode="json"):
+                _log.warning("%s changed but kept version %s; versions are immutable, bump it", path,
+                             manifest.version)
+            if same["status"] == "approved" and listing["status"] == "approved":
+                report.unchanged.append(manifest.name)
+                return
+        highest = max((r["version"] for r in existing), key=SemVer.parse)
+        if same is None and new < SemVer.parse(highest):
+            _log.warning("%s has version %s, lower than the published %s; not published", path,
+                         manifest.version, highest)
+            report.skipped.append(manifest.name)
+            return
+        if same is None:
+            previous = AgentManifest.model_validate(next(r["manifest"] for r in existing if r["version"] == highest))
+            self._insert_version(tx, listing["id"], actor, manifest, previous=previous, previous_version=highest)
+            self._add_terms(tx, manifest, listing["publisher_name"])
+        self._publish(tx, actor, listing["id"], org_id=listing["publisher_org_id"], manifest=manifest,
+                      action="agent.version_approved")
+        report.updated.append(manifest.name)
+
+    def _publish(self, tx: Tx, actor: str, agent_id: str, *, org_id: str, manifest: AgentManifest,
+                 action: str) -> None:
+        tx.execute("UPDATE agent_versions SET status = 'approved', reviewed_by = %s, reviewed_at = now(), "
+                   "review_reason = 'built-in agent' WHERE agent_id = %s AND version = %s",
+                   actor, agent_id, manifest.version)
+        self._refresh_listing(tx, agent_id)
+        tx.execute("UPDATE agents SET status = 'approved', status_reason = NULL, "
+                   "published_at = coalesce(published_at, now()) WHERE id = %s", agent_id)
+        self.audit.append(tx, org_id=org_id, actor=actor, action=action, target=agent_id,
+                          details={"name": manifest.name, "version": manifest.version, "built_in": True})
+
+    def _platform_org(self, tx: Tx) -> tuple[str, str]:
+        """The platform org (created on first use, owned by the system user) and the seeding actor."""
+        user = self.users.ensure(tx, PLATFORM_USER_EMAIL)
+        actor = f"user:{user['id']}"
+        org_id = tx.fetch_val("SELECT id FROM orgs WHERE created_by = %s AND name = %s ORDER BY created_at LIMIT 1",
+                              user["id"], PLATFORM_ORG_NAME)
+        if org_id is None:
+            org_id = new_id("org")
+            tx.execute("INSERT INTO orgs (id, name, created_by) VALUES (%s, %s, %s)", org_id, PLATFORM_ORG_NAME,
+                       user["id"])
+            tx.execute("INSERT INTO memberships (org_id, user_id, role) VALUES (%s, %s, 'admin')", org_id, user["id"])
+            self.audit.append(tx, org_id=org_id, actor=actor, action="org.created", target=org_id,
+                              details={"name": PLATFORM_ORG_NAME})
+            self.audit.append(tx, org_id=org_id, actor=actor, action="member.added", target=user["id"],
+                              details={"role": "admin"})
+        return str(org_id), actor
+
+
+def _sqlstate(exc: DatabaseError) -> str | None:
+    info = exc.args[0] if exc.args else None
+    return info.get("C") if isinstance(info, dict) else None
+

@@ -1,0 +1,30 @@
+"""The deployments context's public API: other contexts, operations and the data plane import from here only."""
+
+from shared.deployments.job_launcher import JobLauncher
+from shared.deployments.models import (
+    ConsentRequest,
+    DeploymentOut,
+    DeploymentStatus,
+    InstallOut,
+    InstallRequest,
+    RegisterOut,
+    RegisterRequest,
+    UpgradeRequest,
+)
+from shared.deployments.ports import Provisioner
+from shared.deployments.service import HEARTBEAT_INTERVAL_SECONDS, DeploymentService
+
+__all__ = [
+    "HEARTBEAT_INTERVAL_SECONDS",
+    "ConsentRequest",
+    "DeploymentOut",
+    "DeploymentService",
+    "DeploymentStatus",
+    "InstallOut",
+    "InstallRequest",
+    "JobLauncher",
+    "Provisioner",
+    "RegisterOut",
+    "RegisterRequest",
+    "UpgradeRequest",
+]

@@ -1,0 +1,110 @@
+"""Deployments: the install request, the life cycle, and what the data plane is told."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from shared.identity import StrictModel
+
+
+class DeploymentStatus(StrEnum):
+    """The deployment state machine (see ``TRANSITIONS``)."""
+
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    UNREACHABLE = "unreachable"
+    FAILED = "failed"
+    UNINSTALLED = "uninstalled"
+    UPGRADE_PENDING_CONSENT = "upgrade_pending_consent"
+
+
+S = DeploymentStatus
+
+# Every allowed move; anything else is a bug and is refused by ``check_transition``.
+TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
+    S.PENDING: frozenset({S.PROVISIONING, S.FAILED, S.UNINSTALLED}),
+    S.PROVISIONING: frozenset({S.READY, S.FAILED, S.UNINSTALLED, S.UPGRADE_PENDING_CONSENT}),
+    S.READY: frozenset({S.UNREACHABLE, S.UNINSTALLED, S.UPGRADE_PENDING_CONSENT, S.PROVISIONING}),
+    S.UNREACHABLE: frozenset({S.READY, S.UNINSTALLED, S.UPGRADE_PENDING_CONSENT}),
+    S.FAILED: frozenset({S.PROVISIONING, S.UNINSTALLED}),
+    S.UPGRADE_PENDING_CONSENT: frozenset({S.READY, S.UNREACHABLE, S.PROVISIONING, S.UNINSTALLED}),
+    S.UNINSTALLED: frozenset(),
+}
+
+
+class InvalidTransition(ValueError):
+    """A move the state machine does not allow."""
+
+
+def check_transition(current: DeploymentStatus, target: DeploymentStatus) -> None:
+    """Raise ``InvalidTransition`` unless ``current → target`` is allowed."""
+    if target not in TRANSITIONS[current]:
+        raise InvalidTransition(f"a deployment cannot go from {current.value} to {target.value}")
+
+
+Slug = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class InstallRequest(StrictModel):
+    agent_id: Slug
+    version: Annotated[str, StringConstraints(max_length=100)] | None = None
+    deployment_type: Annotated[str, StringConstraints(pattern="^(saas|byoc)$")] = "saas"
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class UpgradeRequest(StrictModel):
+    version: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class ConsentRequest(StrictModel):
+    approve: bool
+    comment: Annotated[str, StringConstraints(max_length=2000)] = ""
+
+
+class DeploymentOut(BaseModel):
+    id: str
+    org_id: str
+    agent_id: str
+    version: str
+    deployment_type: str
+    status: DeploymentStatus
+    status_reason: str | None = None
+    config: dict[str, Any]
+    granted_permissions: list[str]
+    pending_version: str | None = None
+    pending_permissions: list[str] | None = None
+    dataplane: dict[str, Any] | None = None
+    registered_at: datetime | None = None
+    last_heartbeat_at: datetime | None = None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class InstallOut(DeploymentOut):
+    dataplane_key: str | None = Field(
+        default=None, description="BYOC only: the data plane's credential, shown once, stored as a hash.")
+
+
+class RegisterRequest(StrictModel):
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    hostname: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    capabilities: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=50)
+
+
+class RegisterOut(BaseModel):
+    deployment_id: str
+    org_id: str
+    agent_id: str
+    version: str
+    status: DeploymentStatus
+    heartbeat_interval_seconds: int
+    config: dict[str, Any]
+    granted_permissions: list[str]
+    manifest: dict[str, Any]

@@ -1,0 +1,89 @@
+"""Ordered SQL migrations, applied idempotently and recorded in ``schema_migrations``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from shared.kernel.db.database import Database
+
+_log = logging.getLogger(__name__)
+
+# Any fixed number works; it only has to be the same for every process migrating this database.
+_ADVISORY_LOCK = 0x6D6B7470  # "mktp"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One ``NNNN_name.sql`` file."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """A digest of the file, to notice an applied migration edited afterwards."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations() -> list[Migration]:
+    """Every migration shipped in ``shared/kernel/db/migrations``, in order."""
+    found: list[Migration] = []
+    for entry in resources.files("shared.kernel.db.migrations").iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        stem = entry.name.removesuffix(".sql")
+        number, _, name = stem.partition("_")
+        found.append(Migration(int(number), name, entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two migrations share a version number: {versions}")
+    return found
+
+
+def apply_migrations(db: Database) -> list[Migration]:
+    """Apply what is missing, each file in its own transaction; returns what was applied."""
+    applied_now: list[Migration] = []
+    with db.connection() as conn:
+        raw: Any = conn
+        raw.execute_simple(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        raw.commit()
+        cur = raw.cursor()
+        cur.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK,))
+        try:
+            cur.execute("SELECT version, checksum FROM schema_migrations")
+            done = {int(v): c for v, c in cur.fetchall()}
+            raw.commit()
+            for mig in load_migrations():
+                if mig.version in done:
+                    if done[mig.version] != mig.checksum:
+                        _log.warning("migration %s was edited after it was applied", mig.version)
+                    continue
+                _log.info("applying migration %04d_%s", mig.version, mig.name)
+                raw.execute_simple(mig.sql)
+                cur.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                            (mig.version, mig.name, mig.checksum))
+                raw.commit()
+                applied_now.append(mig)
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK,))
+            raw.commit()
+    return applied_now
+
+
+def schema_version(db: Database) -> int:
+    """The newest applied migration (0 when none)."""
+    with db.transaction() as tx:
+        return int(tx.fetch_val("SELECT coalesce(max(version), 0) FROM schema_migrations") or 0)

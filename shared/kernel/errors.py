@@ -1,0 +1,141 @@
+"""Errors that carry their meaning: HTTP status, a stable code from one catalogue, and whether
+retrying helps.
+
+Every ``code`` a caller can see is a member of :class:`ErrorCode`, with its meaning beside it;
+raise sites name a member, never a free string, so a typo is a type error and the catalogue is
+the documentation of what a client may meet.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """The stable ``error.code`` values of the API, each with what it means."""
+
+    # Generic codes, one per status (the default of each error class below).
+    BAD_REQUEST = "bad_request"  # the request cannot be understood as sent
+    UNAUTHORIZED = "unauthorized"  # no credential, or one that does not prove an identity
+    FORBIDDEN = "forbidden"  # the caller is known but may not do this
+    NOT_FOUND = "not_found"  # no such resource, or one the caller may not know exists
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # the path exists, the method does not
+    CONFLICT = "conflict"  # the resource's current state does not allow the change
+    PAYLOAD_TOO_LARGE = "payload_too_large"  # the body is over the operation's limit
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # a JSON body sent as something else
+    VALIDATION_FAILED = "validation_failed"  # the body, query or path breaks the schema (details[].path)
+    RATE_LIMITED = "rate_limited"  # too many requests: retry after Retry-After
+    UNAVAILABLE = "unavailable"  # a dependency is down: retry after Retry-After
+
+    # Requests and credentials.
+    MALFORMED_JSON = "malformed_json"  # the body is not JSON
+    INVALID_CURSOR = "invalid_cursor"  # a pagination cursor that this API did not issue
+    INVALID_TOKEN = "invalid_token"  # noqa: S105 - an access token that does not verify
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 - an access token past its expiry: refresh it
+    INVALID_API_KEY = "invalid_api_key"  # an API key that is unknown, revoked or malformed
+    INVALID_GRANT = "invalid_grant"  # a token grant that does not hold (unknown, expired refresh token)
+    UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"  # a grant type this mode does not offer
+    REFRESH_TOKEN_REUSED = "refresh_token_reused"  # noqa: S105 - a used refresh token again: family revoked
+    USER_REQUIRED = "user_required"  # the operation needs a signed-in user, not an API key
+    BAD_IDEMPOTENCY_KEY = "bad_idempotency_key"  # an Idempotency-Key header that is empty or too long
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"  # the same key with a different request
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"  # the first request with this key is still running
+
+    # Orgs and members.
+    ALREADY_MEMBER = "already_member"  # the user is a member of the org already
+    LAST_ADMIN = "last_admin"  # the change would leave the org without an admin
+
+    # Registry and catalog.
+    INVALID_MANIFEST = "invalid_manifest"  # a manifest that breaks the schema (details[].path)
+    NAME_TAKEN = "name_taken"  # an agent name another publisher holds
+    NAME_MISMATCH = "name_mismatch"  # a version's manifest names another agent
+    VERSION_EXISTS = "version_exists"  # versions are immutable: this one is published already
+    VERSION_NOT_NEWER = "version_not_newer"  # a new version must be greater than the latest
+    NOT_PENDING = "not_pending"  # the listing or version is not waiting for review
+    NOT_REVIEWABLE = "not_reviewable"  # the caller's org has not installed the agent
+    OWN_AGENT = "own_agent"  # a publisher cannot review its own agent
+    ALREADY_SUSPENDED = "already_suspended"  # the listing is suspended already
+    AGENT_SUSPENDED = "agent_suspended"  # a suspended agent cannot be installed or run
+
+    # Installs and deployments.
+    INVALID_STATE = "invalid_state"  # the deployment's state does not allow the change
+    NOT_INSTALLED = "not_installed"  # no deployment of the agent in the org
+    NOT_BYOC = "not_byoc"  # a bundle exists only for BYOC deployments
+    SAME_VERSION = "same_version"  # an upgrade to the version already installed
+    NOTHING_PENDING = "nothing_pending"  # no upgrade waits for consent
+    DEPLOYMENT_NOT_READY = "deployment_not_ready"  # the deployment cannot take runs in its state
+    JOB_START_FAILED = "job_start_failed"  # the data plane's job could not be started
+
+    # Runs and the data plane.
+    RUN_FINISHED = "run_finished"  # the run has ended: it cannot change any more
+    LEASE_TOKEN_REQUIRED = "lease_token_required"  # noqa: S105 - a data-plane call without its lease token
+    TASK_NOT_VISIBLE = "task_not_visible"  # the task belongs to another deployment
+
+    # Webhooks.
+    WEBHOOK_URL_REFUSED = "webhook_url_refused"  # the destination is not a public HTTPS address
+    WEBHOOK_LIMIT = "webhook_limit"  # the org has as many webhooks as it may have
+
+
+class AppError(Exception):
+    """Base of every error the API reports to a caller."""
+
+    status: int = 400
+    code: ErrorCode = ErrorCode.BAD_REQUEST
+    retryable: bool = False
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None,
+                 code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, Any]:
+        """The SPEC error body."""
+        return {"error": {"code": str(self.code), "message": self.message, "details": self.details}}
+
+
+class BadRequest(AppError):
+    status, code = 400, ErrorCode.BAD_REQUEST
+
+
+class Unauthorized(AppError):
+    status, code = 401, ErrorCode.UNAUTHORIZED
+
+
+class Forbidden(AppError):
+    status, code = 403, ErrorCode.FORBIDDEN
+
+
+class NotFound(AppError):
+    status, code = 404, ErrorCode.NOT_FOUND
+
+
+class MethodNotAllowed(AppError):
+    status, code = 405, ErrorCode.METHOD_NOT_ALLOWED
+
+
+class Conflict(AppError):
+    status, code = 409, ErrorCode.CONFLICT
+
+
+class PayloadTooLarge(AppError):
+    status, code = 413, ErrorCode.PAYLOAD_TOO_LARGE
+
+
+class UnsupportedMediaType(AppError):
+    status, code = 415, ErrorCode.UNSUPPORTED_MEDIA_TYPE
+
+
+class Unprocessable(AppError):
+    status, code = 422, ErrorCode.VALIDATION_FAILED
+
+
+class TooManyRequests(AppError):
+    status, code, retryable = 429, ErrorCode.RATE_LIMITED, True
+
+
+class Unavailable(AppError):
+    status, code, retryable = 503, ErrorCode.UNAVAILABLE, True

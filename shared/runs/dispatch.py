@@ -1,0 +1,106 @@
+"""gcp mode: the target of Cloud Tasks pushes, which starts a Cloud Run job execution per delivery.
+
+A push says "delivery ``attempt`` of task ``task_id`` is due". PostgreSQL, not the push, is the
+truth (see docs/QUEUE.md): the push may arrive before the enqueueing transaction committed, twice,
+late, or for a task that has since finished. So each push is checked against the task's row:
+
+* row not visible yet and the task id younger than ``visibility_grace_seconds``: 503, and Cloud
+  Tasks retries with its backoff; older than that, the enqueue rolled back: dropped;
+* task final (done, dead, cancelled), or its lease held by a live worker: dropped;
+* a delivery other than the next one (``attempt`` != the task's attempt + 1): dropped as stale;
+* the deployment is not a SaaS one (a BYOC data plane polls), or is gone: dropped;
+* otherwise one execution of the deployment's job is started; it leases the task itself, so a
+  duplicate push that starts a second execution finds nothing to claim and exits.
+
+"Dropped" answers 200 so Cloud Tasks stops retrying. Only Cloud Tasks may call: the request
+carries a Google-signed OIDC token for the dispatch service account, audience the target URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.deployments import JobLauncher
+from shared.identity import PushAuth
+from shared.kernel.db.database import Database
+from shared.kernel.errors import ErrorCode, Unavailable
+from shared.kernel.ids import id_time
+
+_log = logging.getLogger(__name__)
+
+_TASK = """
+SELECT t.state, t.attempt, t.deployment_id, coalesce(t.available_at <= now(), false) AS due,
+       d.deployment_type, d.status AS deployment_status
+FROM tasks t LEFT JOIN deployments d ON d.id = t.deployment_id
+WHERE t.id = %s
+"""
+
+_FINAL = frozenset({"done", "dead", "cancelled"})
+# Deployments whose job may run: a run is only created on a ready deployment, and one that
+# stopped heartbeating may still have a job that starts.
+_RUNNABLE = frozenset({"ready", "unreachable"})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a push carries (the body ``CloudTasksQueue.push`` writes)."""
+
+    task_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """What the dispatch did with one push."""
+
+    outcome: Literal["started", "dropped"]
+    reason: str
+    execution: str | None = None
+
+
+class DispatchService:
+    """Checks a push against PostgreSQL and starts the deployment's job when it is due."""
+
+    def __init__(self, db: Database, launcher: JobLauncher, auth: PushAuth, *,
+                 visibility_grace_seconds: float = 60.0) -> None:
+        self.db = db
+        self.launcher = launcher
+        self.auth = auth
+        self.visibility_grace_seconds = visibility_grace_seconds
+
+    def authenticate(self, authorization: str) -> None:
+        """Accept only a Google OIDC token of the tasks service account for this target."""
+        self.auth.check(authorization)
+
+    def dispatch(self, delivery: Delivery) -> DispatchResult:
+        """Start the job for ``delivery`` if it is the next one due, else say why not."""
+        with self.db.transaction() as tx:
+            row = tx.fetch_one(_TASK, delivery.task_id)
+        if row is None:
+            made = id_time(delivery.task_id)
+            if made is not None and time.time() - made < self.visibility_grace_seconds:
+                # Pushed before its transaction committed: Cloud Tasks retries with backoff.
+                raise Unavailable("the task is not visible yet", code=ErrorCode.TASK_NOT_VISIBLE)
+            return self._dropped(delivery, "unknown_task")
+        if row["state"] in _FINAL:
+            return self._dropped(delivery, "task_finished")
+        if row["state"] == "leased" and not row["due"]:
+            return self._dropped(delivery, "lease_held")
+        if delivery.attempt != int(row["attempt"]) + 1:
+            return self._dropped(delivery, "stale_delivery")
+        if row["deployment_type"] != "saas" or row["deployment_status"] not in _RUNNABLE:
+            return self._dropped(delivery, "deployment_not_pushed")
+        try:
+            execution = self.launcher.start_execution(row["deployment_id"])
+        except Exception as exc:
+            _log.warning("could not start the job for task %s", delivery.task_id, exc_info=True)
+            raise Unavailable("could not start the deployment's job; the push will be retried",
+                              code=ErrorCode.JOB_START_FAILED) from exc
+        return DispatchResult("started", "due", execution)
+
+    def _dropped(self, delivery: Delivery, reason: str) -> DispatchResult:
+        _log.info("push for task %s attempt %d dropped: %s", delivery.task_id, delivery.attempt, reason)
+        return DispatchResult("dropped", reason)

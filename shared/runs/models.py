@@ -1,0 +1,273 @@
+"""Agent runs: what users ask for and read, and what the data plane exchanges with the control plane."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.identity import StrictModel
+
+
+class RunStatus(StrEnum):
+    """A run's life cycle (docs/RUNS.md); the last four are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD = "dead"
+
+    @property
+    def final(self) -> bool:
+        """Whether the run can no longer change."""
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DEAD})
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+LeaseToken = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+# Limits of what a data plane may send in one request.
+MAX_LOG_LINES = 500
+MAX_LOG_MESSAGE = 8000
+MAX_ERROR_CHARS = 8000
+
+
+# -- users ---------------------------------------------------------------------------------------
+class RunCreate(StrictModel):
+    deployment_id: Id
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunOut(BaseModel):
+    id: str
+    org_id: str
+    agent_id: str
+    deployment_id: str
+    version: str
+    status: RunStatus
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+    metrics: dict[str, Any] | None = None
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RunCreated(RunOut):
+    run_id: str = Field(description="The new run's id (the same as ``id``).")
+
+
+class RunSummary(BaseModel):
+    """A run in a list: everything but its inputs and outputs."""
+
+    id: str
+    agent_id: str
+    deployment_id: str
+    version: str
+    status: RunStatus
+    error: str | None = None
+    metrics: dict[str, Any] | None = None
+    attempt: int
+    cancel_requested: bool
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RunListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=512)
+    status: RunStatus | None = None
+    agent_id: Id | None = None
+    deployment_id: Id | None = None
+
+
+class LogLineOut(BaseModel):
+    seq: int
+    ts: datetime
+    level: str
+    step: str
+    message: str
+    fields: dict[str, Any]
+    attempt: int
+
+
+class LogPage(BaseModel):
+    items: list[LogLineOut]
+    next_after_seq: int | None = Field(
+        default=None, description="Pass as ``after_seq`` for the next page; null when this page is the last so far.")
+
+
+class LogQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after_seq: int = Field(default=0, ge=0, description="Only lines with a higher sequence number.")
+    limit: int = Field(default=200, ge=1, le=1000)
+    stream: bool = Field(default=False, description="Follow the run as Server-Sent Events (like "
+                                                    "``Accept: text/event-stream``).")
+
+
+# -- data plane ----------------------------------------------------------------------------------
+class TaskQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wait: float = Field(default=0, ge=0, le=30, description="Seconds to wait for a task (long poll).")
+    lease_seconds: int = Field(default=60, ge=2, le=900, description="Lease length; renew it with heartbeats.")
+    worker: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class TaskOut(BaseModel):
+    """A leased task: everything the data plane needs to execute the run."""
+
+    task_id: str
+    lease_token: str
+    lease_expires_at: datetime
+    lease_seconds: int
+    run_id: str
+    agent_id: str
+    version: str
+    inputs: dict[str, Any]
+    config: dict[str, Any]
+    granted_permissions: list[str]
+    manifest: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    next_log_seq: int = Field(description="The first log sequence number this delivery should use.")
+
+
+class HeartbeatIn(StrictModel):
+    lease_token: LeaseToken
+    lease_seconds: int = Field(default=60, ge=2, le=900)
+
+
+class HeartbeatOut(BaseModel):
+    cancel_requested: bool
+    lease_expires_at: datetime | None
+
+
+class LogLineIn(StrictModel):
+    seq: int = Field(ge=1)
+    ts: datetime
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    step: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    message: Annotated[str, StringConstraints(max_length=MAX_LOG_MESSAGE)]
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class LogBatchIn(StrictModel):
+    lease_token: LeaseToken
+    lines: list[LogLineIn] = Field(min_length=1, max_length=MAX_LOG_LINES)
+
+
+class LogBatchOut(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class RunMetricsIn(BaseModel):
+    """What the data plane measured; ``records_processed`` and ``cpu_seconds`` are billed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records_processed: int = Field(ge=0)
+    cpu_seconds: float = Field(ge=0)
+    duration_ms: int | None = Field(default=None, ge=0)
+    steps: int | None = Field(default=None, ge=0)
+    tool_calls: int | None = Field(default=None, ge=0)
+
+
+class CompleteIn(StrictModel):
+    task_id: Id
+    lease_token: LeaseToken
+    status: Literal["succeeded", "failed", "cancelled"]
+    outputs: dict[str, Any] | None = None
+    metrics: RunMetricsIn
+    error: Annotated[str, StringConstraints(max_length=MAX_ERROR_CHARS)] | None = None
+    retryable: bool = Field(default=False, description="A failure that another attempt may not repeat "
+                                                        "(e.g. a network error): the task is retried "
+                                                        "until its attempts run out, then the run is dead.")
+
+
+class CompletionOut(BaseModel):
+    """What a completion did; a retried completion of the same lease gets the same answer."""
+
+    run_id: str
+    status: RunStatus
+    attempt: int
+    retry_scheduled: bool
+
+
+# -- checkpoints (LangGraph, opaque to the control plane) ----------------------------------------
+class Blob(StrictModel):
+    """A value serialised by the data plane: its serializer's type tag and base64 bytes."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    data: str = Field(description="base64")
+
+
+class CheckpointIn(StrictModel):
+    checkpoint_ns: Annotated[str, StringConstraints(max_length=500)] = ""
+    parent_checkpoint_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    checkpoint: Blob
+    metadata: Blob
+    progress: dict[str, float] = Field(default_factory=dict, description="The run's counters at this point.")
+
+
+class CheckpointWriteIn(StrictModel):
+    idx: int
+    channel: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    value: Blob
+
+
+class CheckpointWritesIn(StrictModel):
+    checkpoint_ns: Annotated[str, StringConstraints(max_length=500)] = ""
+    task_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    task_path: Annotated[str, StringConstraints(max_length=2000)] = ""
+    writes: list[CheckpointWriteIn] = Field(max_length=10_000)
+
+
+class CheckpointQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_ns: str = Field(default="", max_length=500)
+    checkpoint_id: str | None = Field(default=None, max_length=200)
+    before: str | None = Field(default=None, max_length=200)
+    limit: int = Field(default=10, ge=1, le=100)
+
+
+class CheckpointWriteOut(BaseModel):
+    task_id: str
+    idx: int
+    task_path: str
+    channel: str
+    value: Blob
+
+
+class CheckpointOut(BaseModel):
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    checkpoint: Blob
+    metadata: Blob
+    progress: dict[str, float]
+    writes: list[CheckpointWriteOut]
+
+
+class CheckpointList(BaseModel):
+    items: list[CheckpointOut]
