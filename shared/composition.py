@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,14 +10,12 @@ from shared.audit import AuditLog
 from shared.catalog import CatalogService
 from shared.deployments import DeploymentService, Provisioner
 from shared.identity import IdempotencyStore, IdentityService, OrgService, PushAuth, TokenIssuer, TokenVerifier, Users
-from shared.kernel.db.database import ConnectionFactory, Database
+from shared.kernel.db.database import Connect, Database, connect_url
 from shared.kernel.db.migrate import apply_migrations
 from shared.kernel.secret_box import SecretBox
 from shared.kernel.settings import Settings
 from shared.runs import DispatchService, RunService, TaskQueue
 from shared.webhooks import DestinationPolicy, SystemResolver, WebhookService
-
-_log = logging.getLogger(__name__)
 
 # The built-in agents' manifests (runtime/agents/*/manifest.yaml), shipped as package data.
 BUILTIN_AGENTS_DIR = Path(__file__).resolve().parents[1] / "runtime" / "agents"
@@ -51,80 +48,40 @@ class Container:
         self.db.close()
 
 
-def _local_connection_factory(settings: Settings) -> ConnectionFactory:
-    import pg8000.dbapi  # noqa: PLC0415
-
+def _local_connection_factory(settings: Settings) -> Connect:
     from shared.kernel.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
 
     if settings.database_url is not None:
-        return _url_connection_factory(settings.database_url.get_secret_value())
+        return connect_url(settings.database_url.get_secret_value())
     server = EmbeddedPostgres(settings.data_dir).ensure_running()
-    _ensure_database(server.host, server.port, settings.db_name)
-
-    def connect() -> Any:
-        return pg8000.dbapi.connect(user="postgres", host=server.host, port=server.port,
-                                    database=settings.db_name, application_name="marketplace")
-    return connect
+    server.ensure_database(settings.db_name)
+    return connect_url(server.url(settings.db_name))
 
 
-def _url_connection_factory(url: str) -> ConnectionFactory:
-    from urllib.parse import unquote, urlparse  # noqa: PLC0415
-
-    import pg8000.dbapi  # noqa: PLC0415
-
-    parsed = urlparse(url)
-
-    def connect() -> Any:
-        return pg8000.dbapi.connect(user=unquote(parsed.username or "postgres"),
-                                    password=unquote(parsed.password) if parsed.password else None,
-                                    host=parsed.hostname or "127.0.0.1", port=parsed.port or 5432,
-                                    database=(parsed.path or "/postgres").lstrip("/"),
-                                    application_name="marketplace")
-    return connect
-
-
-def _cloudsql_connection_factory(settings: Settings) -> ConnectionFactory:
+def _cloudsql_connection_factory(settings: Settings) -> Connect:
     # Imported lazily: the connector pulls in google-auth and aiohttp, too heavy for a cold start
-    # that does not need them.
+    # that does not need them. It speaks psycopg since 1.22.
     from google.cloud.sql.connector import Connector, IPTypes  # noqa: PLC0415
 
     connector = Connector(ip_type=IPTypes.PRIVATE, refresh_strategy="lazy")
+    instance = settings.cloudsql_instance or ""
     password = settings.db_password.get_secret_value() if settings.db_password else None
 
     def connect() -> Any:
-        return connector.connect(settings.cloudsql_instance, "pg8000", user=settings.db_user,
-                                 password=password, db=settings.db_name,
-                                 enable_iam_auth=password is None)
+        return connector.connect(instance, "psycopg", user=settings.db_user,
+                                 password=password, db=settings.db_name, autocommit=True,
+                                 application_name="marketplace", enable_iam_auth=password is None)
     return connect
 
 
-def _ensure_database(host: str, port: int, name: str) -> None:
-    import pg8000.dbapi  # noqa: PLC0415
-
-    conn = pg8000.dbapi.connect(user="postgres", host=host, port=port, database="postgres")
-    try:
-        conn.autocommit = True
-        cur = conn.cursor()
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        if cur.fetchone() is None:
-            _log.info("creating database %s", name)
-            try:
-                cur.execute(f'CREATE DATABASE "{name}"')
-            except pg8000.dbapi.DatabaseError as exc:  # created concurrently by another process
-                if "already exists" not in str(exc):
-                    raise
-    finally:
-        conn.close()
-
-
-def connection_factory(settings: Settings) -> ConnectionFactory:
+def connection_factory(settings: Settings) -> Connect:
     """The database for the configured mode."""
     if settings.mode == "gcp":
         if settings.cloudsql_instance:
             return _cloudsql_connection_factory(settings)
         if settings.database_url is None:
             raise RuntimeError("gcp mode needs MARKETPLACE_CLOUDSQL_INSTANCE or MARKETPLACE_DATABASE_URL")
-        return _url_connection_factory(settings.database_url.get_secret_value())
+        return connect_url(settings.database_url.get_secret_value())
     return _local_connection_factory(settings)
 
 
@@ -156,7 +113,7 @@ def _provisioner(settings: Settings) -> Provisioner:
                                default_image=settings.runner_image)
 
 
-def _task_queue(settings: Settings, db: Database, connect: ConnectionFactory) -> TaskQueue:
+def _task_queue(settings: Settings, db: Database, connect: Connect) -> TaskQueue:
     # PostgreSQL holds the queue's state in both modes and data planes pull from it over HTTP
     # (GET /tasks/next). In gcp mode with a Cloud Tasks queue configured, CloudTasksQueue wraps
     # it to push each delivery to the dispatch function, which starts a Cloud Run job.

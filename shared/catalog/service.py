@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pg8000.exceptions import DatabaseError
-
 from shared.audit import AuditLog
 from shared.catalog.manifest import (
     MAX_MANIFEST_BYTES,
@@ -33,7 +31,7 @@ from shared.catalog.rows import LISTING_COLUMNS, VERSION_COLUMNS, cursor_value, 
 from shared.catalog.search import CatalogSearch, CatalogSearcher, catalog_words
 from shared.catalog.semver import SemVer
 from shared.identity import OrgService, Principal, Role, Users
-from shared.kernel.db.database import Database, Row, Tx
+from shared.kernel.db.database import Database, Row, Tx, UniqueViolation
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import decode_cursor, encode_cursor
@@ -49,7 +47,6 @@ PUBLISHER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER})
 REVIEWER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER})
 
 _SEED_LOCK = 0x6D6B7473  # "mkts": one seeding process at a time
-_UNIQUE_VIOLATION = "23505"
 
 # -- manifest checking (no side effects) -------------------------------------------
 
@@ -204,10 +201,8 @@ class CatalogService:
         try:
             with self.db.transaction() as tx:
                 listing, version = self._create_listing(tx, principal.actor, org_id, manifest)
-        except DatabaseError as exc:
-            if _sqlstate(exc) == _UNIQUE_VIOLATION:
-                raise self._name_taken(manifest.name) from None
-            raise
+        except UniqueViolation:
+            raise self._name_taken(manifest.name) from None
         return {"listing": listing, "version": version}
 
     @staticmethod
@@ -659,8 +654,4 @@ class CatalogService:
                               details={"role": "admin"})
         return str(org_id), actor
 
-
-def _sqlstate(exc: DatabaseError) -> str | None:
-    info = exc.args[0] if exc.args else None
-    return info.get("C") if isinstance(info, dict) else None
 

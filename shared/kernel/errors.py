@@ -71,6 +71,7 @@ class ErrorCode(StrEnum):
     RUN_FINISHED = "run_finished"  # the run has ended: it cannot change any more
     LEASE_TOKEN_REQUIRED = "lease_token_required"  # noqa: S105 - a data-plane call without its lease token
     TASK_NOT_VISIBLE = "task_not_visible"  # the task belongs to another deployment
+    LEASE_LOST = "lease_lost"  # the lease expired or the task finished: stop working on it
 
     # Webhooks.
     WEBHOOK_URL_REFUSED = "webhook_url_refused"  # the destination is not a public HTTPS address

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from shared.kernel.db.database import Tx
-from shared.kernel.errors import Conflict
+from shared.kernel.db.statements import Statements
+from shared.kernel.errors import Conflict, ErrorCode
 
 
 class TaskState(enum.StrEnum):
@@ -47,7 +47,7 @@ class LeaseLost(Conflict):
     """The caller's lease token is no longer the task's current lease (expired and re-claimed,
     or the task already finished)."""
 
-    code = "lease_lost"
+    code = ErrorCode.LEASE_LOST
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ _rng = random.Random()  # noqa: S311 - jitter, not security
 class TaskQueue(Protocol):
     """At-least-once task delivery with leases (see the module docstring for the states)."""
 
-    def enqueue(self, tx: Tx | None, *, kind: str, payload: dict[str, Any], run_id: str | None,
+    def enqueue(self, tx: Statements | None, *, kind: str, payload: dict[str, Any], run_id: str | None,
                 org_id: str, deployment_id: str | None, max_attempts: int = 5,
                 available_at: datetime | None = None) -> str:
         """Add a task and return its id.
@@ -183,7 +183,7 @@ class TaskQueue(Protocol):
         """Mark the task done; False (and nothing changes) if the lease was lost."""
         ...
 
-    def complete_in(self, tx: Tx, task_id: str, lease_token: str) -> None:
+    def complete_in(self, tx: Statements, task_id: str, lease_token: str) -> None:
         """Mark the task done inside the caller's transaction, so that it commits (or rolls
         back) with the caller's own change; nothing changes if the lease was lost. The answer is
         not waited for: the statement may travel with the transaction's commit."""

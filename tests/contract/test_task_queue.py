@@ -563,20 +563,15 @@ def test_asynchronous_acks_turn_synchronous_commit_off_once_per_statement(contai
     # As a row filter set_config ran once per row scanned (every row of a sequential scan);
     # as an InitPlan it is a one-time filter, and still turns the commit asynchronous.
     sql = _Sql.build(durable_acks=False).heartbeat
+    params = {"task": "task_none", "token": "token", "lease": 5}
     with container.db.connection() as conn:
-        raw: Any = conn
-        raw.execute_simple("BEGIN")
-        try:
-            raw.execute_simple(f"PREPARE ack_probe(text, text, integer) AS {sql}")
-            plan = "\n".join(r[0] for r in raw.execute_simple(
-                "EXPLAIN (COSTS OFF, VERBOSE) EXECUTE ack_probe('task_none', 'token', 5)").rows)
+        with conn.transaction(force_rollback=True):
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (COSTS OFF, VERBOSE) {sql}", params))
             calls = [line.strip() for line in plan.splitlines() if "set_config" in line]
             assert "One-Time Filter" in plan and len(calls) == 1 and calls[0].startswith("Output:"), plan
-            raw.execute_simple("EXECUTE ack_probe('task_none', 'token', 5)")
-            assert raw.execute_simple("SHOW synchronous_commit").rows == [["off"]]
-        finally:
-            raw.execute_simple("ROLLBACK")
-        assert raw.execute_simple("SHOW synchronous_commit").rows == [["on"]]
+            conn.execute(sql, params, prepare=True)
+            assert conn.execute("SHOW synchronous_commit").fetchall() == [("off",)]
+        assert conn.execute("SHOW synchronous_commit").fetchall() == [("on",)]
 
 
 # -- the gcp adapter: what it pushes to Cloud Tasks -----------------------------------------------------

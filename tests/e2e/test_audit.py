@@ -7,9 +7,9 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pg8000.exceptions import DatabaseError
 
 from shared.audit.service import around_seq, canonical_json
+from shared.kernel.db.database import QueryError
 
 
 def _actions(admin, org_id):
@@ -156,7 +156,7 @@ def test_an_append_for_an_org_without_a_chain_fails_and_takes_its_transaction_al
                        org_id, "test")
             container.audit.append(tx, org_id="org_that_does_not_exist", actor="test", action="probe", target="x")
 
-    with pytest.raises(DatabaseError, match="seq"):
+    with pytest.raises(QueryError, match="seq"):
         change_and_append_for_no_org()
     with container.db.read() as tx:
         assert tx.fetch_val("SELECT count(*) FROM audit_log WHERE org_id = %s", "org_that_does_not_exist") == 0

@@ -46,6 +46,18 @@ class ServerInfo:
         """A libpq-style URL for ``database`` (trust auth on loopback: no password)."""
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
 
+    def ensure_database(self, name: str) -> None:
+        """Create database ``name`` unless it exists (another process may create it meanwhile)."""
+        import psycopg  # noqa: PLC0415 - only the local mode needs it here
+        from psycopg import errors, sql  # noqa: PLC0415
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None:
+                return
+            _log.info("creating database %s", name)
+            with contextlib.suppress(errors.DuplicateDatabase):
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
 
 def _wheel_bin_dir() -> Path:
     # Locate the wheel without importing it: its package import pulls in psutil and

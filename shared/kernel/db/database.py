@@ -1,21 +1,37 @@
-"""A small pooled PostgreSQL access layer over DB-API connections (pg8000 in both modes)."""
+"""PostgreSQL access for every context: a pool of psycopg 3 connections, transactions and reads.
+
+psycopg's public API does all the protocol work: prepared statements (``prepare=True``: parsed
+once per connection, then one Bind/Execute each), pipeline mode (statements are sent without
+waiting for the answers of the ones before), ``psycopg_pool`` for the connections. Two choices
+make the hot paths cheap:
+
+* **A transaction is one pipeline.** Connections stay in autocommit and a transaction sends its
+  own ``BEGIN`` as the first statement of a pipeline, so BEGIN costs no round trip of its own
+  (psycopg's implicit BEGIN would wait for its answer). Reads that need an answer flush the
+  pipeline up to themselves; writes that nobody reads inside the transaction (``Tx.defer``) are
+  sent without waiting, and the ``COMMIT`` goes out behind them: such a transaction commits in
+  one round trip. After an error the server skips everything up to the next Sync, so neither the
+  statements after a failed one nor the COMMIT run; the transaction is rolled back.
+* **Single-statement reads run in autocommit** (``Database.read()``): no BEGIN/COMMIT at all.
+
+Rows come back as dicts keyed by column name. Server-reported errors become the kernel's
+``QueryError`` (``UniqueViolation`` for a duplicate key), so no context imports the driver;
+connection failures stay psycopg's ``OperationalError`` and the connection leaves the pool.
+"""
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from pg8000.converters import make_params
-from pg8000.dbapi import convert_paramstyle
-
-from shared.kernel.db import converters, wire
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb, JsonbDumper
+from psycopg_pool import ConnectionPool
 
 Row = dict[str, Any]
-_STATEMENT_CACHE_SIZE = 256
 
 #: A WHERE condition that makes the statement's own transaction commit asynchronously (the
 #: commit returns before the WAL reaches the disk): ``set_config(..., true)`` is SET LOCAL from
@@ -24,42 +40,74 @@ _STATEMENT_CACHE_SIZE = 256
 #: not once per row scanned. Only for writes that at-least-once delivery can afford to lose.
 ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
 
+#: How many prepared statements a connection keeps (psycopg evicts the least recently used).
+PREPARED_PER_CONNECTION = 256
 
-class DbConnection(Protocol):
-    """The part of a DB-API 2 connection we use (pg8000's, local or through Cloud SQL)."""
+# Connection-level failures (08: connection exception, 57: operator intervention, 53:
+# insufficient resources, 58: system error) are not the statement's fault: they stay psycopg's.
+_CONNECTION_CLASSES = frozenset({"08", "53", "57", "58"})
 
-    def cursor(self) -> Any: ...
-    def commit(self) -> None: ...
-    def rollback(self) -> None: ...
-    def close(self) -> None: ...
-
-
-ConnectionFactory = Callable[[], DbConnection]
+Connect = Callable[..., psycopg.Connection[Any]]
 
 
-def _rows(context: Any) -> list[Row]:
-    """A pg8000 answer's rows as dicts keyed by column name."""
-    if not context.columns or context.rows is None:
-        return []
-    names = [c["name"] for c in context.columns]
-    return [dict(zip(names, r, strict=True)) for r in context.rows]
+class QueryError(Exception):
+    """The server refused a statement (a constraint, a trigger, a bad cast): its SQLSTATE and
+    what it said. Contexts catch this, never the driver's errors."""
+
+    def __init__(self, message: str, *, sqlstate: str | None, constraint: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.constraint = constraint
+
+
+class UniqueViolation(QueryError):
+    """A duplicate key (SQLSTATE 23505); ``constraint`` names the index it broke."""
+
+
+def _translate(exc: psycopg.Error) -> Exception:
+    state = exc.sqlstate
+    if not isinstance(exc, psycopg.DatabaseError) or state is None or state[:2] in _CONNECTION_CLASSES:
+        return exc
+    kind = UniqueViolation if isinstance(exc, pg_errors.UniqueViolation) else QueryError
+    return kind(str(exc), sqlstate=state, constraint=exc.diag.constraint_name)
+
+
+@contextlib.contextmanager
+def _query_errors() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.Error as exc:
+        translated = _translate(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def _rows(cursor: psycopg.Cursor[Row]) -> list[Row]:
+    """Every row of the cursor's answer (waiting for it in a pipeline); none for a command."""
+    try:
+        return cursor.fetchall()
+    except psycopg.ProgrammingError:
+        if cursor.pgresult is not None and cursor.description is None:
+            return []  # a statement without a result set (an UPDATE without RETURNING)
+        raise
 
 
 class Deferred:
-    """The answer of a statement that ``Tx.defer`` holds back: asking for it sends the statement."""
+    """The answer of a statement that ``Tx.defer`` sent without waiting: asking for it waits."""
 
-    def __init__(self, tx: Tx) -> None:
-        self._tx = tx
-        self._context: Any = None
-        self._failure: BaseException | None = None
+    __slots__ = ("_cursor", "_rows")
+
+    def __init__(self, cursor: psycopg.Cursor[Row]) -> None:
+        self._cursor = cursor
+        self._rows: list[Row] | None = None
 
     def rows(self) -> list[Row]:
-        """Every row the statement returned (sending it first if it is still held back)."""
-        if self._context is None and self._failure is None:
-            self._tx.flush()
-        if self._context is None:
-            raise RuntimeError("no answer: the packet that held the statement failed") from self._failure
-        return _rows(self._context)
+        """Every row the statement returned (waiting for the answer if it has not come yet)."""
+        if self._rows is None:
+            with _query_errors():
+                self._rows = _rows(self._cursor)
+        return self._rows
 
     def one(self) -> Row | None:
         """The first row, or None."""
@@ -70,98 +118,39 @@ class Deferred:
 class Tx:
     """Statements on one connection; rows come back as dicts keyed by column name.
 
-    Parameterised statements are prepared once per connection and then run in a single
-    round trip (pg8000's DB-API cursor would parse and describe them on every call); a
-    transaction's BEGIN travels with its first parameterised statement (``shared.kernel.db.wire``).
-
-    ``defer`` holds a statement back until something needs an answer: the next statement that
-    is run, a ``Deferred`` asked for its rows, or the commit. Held-back statements go out in that
-    packet, in order, so a transaction whose last writes nobody reads commits in one round trip.
-    An error in one of them surfaces where they are sent, and fails the transaction.
+    Inside ``Database.transaction()`` every statement rides the transaction's pipeline: ``execute``
+    and the ``fetch_*`` methods wait for their own answer (and so for every answer before it),
+    ``defer`` does not wait at all; its error, if any, surfaces at the next statement that waits,
+    or at the commit, and fails the transaction. In ``Database.read()`` each statement is one
+    round trip in autocommit and ``defer`` is refused.
     """
 
-    def __init__(self, conn: DbConnection, *, autocommit: bool = False) -> None:
-        self.conn: Any = conn
-        self._autocommit = autocommit
-        cache = getattr(conn, "_marketplace_statements", None)
-        if cache is None:
-            cache = collections.OrderedDict()
-            setattr(conn, "_marketplace_statements", cache)  # noqa: B010 - one cache per connection
-        self._statements: collections.OrderedDict[str, wire.Prepared] = cache
-        self._held: list[tuple[wire.Prepared, list[str | None], Deferred]] = []
+    __slots__ = ("_conn", "_pipeline")
 
-    def _prepared(self, sql: str, args: Sequence[Any]) -> wire.Prepared:
-        conn = self.conn
-        prepared = self._statements.get(sql)
-        if prepared is None:
-            statement, _ = convert_paramstyle("format", sql, args)
-            name, columns, input_funcs = conn.prepare_statement(statement, ())
-            prepared = (name, columns, input_funcs, statement)
-            self._statements[sql] = prepared
-            if len(self._statements) > _STATEMENT_CACHE_SIZE:
-                _, evicted = self._statements.popitem(last=False)
-                if any(held[0] is evicted for held in self._held):
-                    self.flush()  # it must run before the server forgets it
-                conn.close_prepared_statement(evicted[0])
-        else:
-            self._statements.move_to_end(sql)
-        return prepared
+    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None) -> None:
+        self._conn = conn
+        self._pipeline = pipeline
 
-    def _send(self, statements: list[tuple[wire.Prepared, list[str | None]]], *, commit: bool = False
-              ) -> list[Any]:
-        held, self._held = self._held, []
-        begin = not self._autocommit and not self.conn._in_transaction
-        try:
-            contexts = wire.execute_pipeline(self.conn, [(p, a) for p, a, _ in held] + statements,
-                                             begin=begin, commit=commit)
-        except BaseException as exc:
-            for _, _, deferred in held:
-                deferred._failure = exc
-            raise
-        for (_, _, deferred), context in zip(held, contexts, strict=False):
-            deferred._context = context
-        return contexts[len(held):]
-
-    def _run(self, sql: str, args: Sequence[Any]) -> Any:
-        conn = self.conn
-        if not args:
-            if self._held:
-                self.flush()
-            if not self._autocommit and not conn._in_transaction:
-                conn.execute_simple("BEGIN")
-            return conn.execute_simple(sql)
-        prepared = self._prepared(sql, args)
-        return self._send([(prepared, make_params(conn.py_types, args))])[0]
-
-    def defer(self, sql: str, *args: Any) -> Deferred:
-        """Hold a parameterised statement back until an answer is needed (see the class)."""
-        if self._autocommit:
-            raise RuntimeError("deferred statements need a transaction")
-        if not args:
-            raise ValueError("only parameterised statements can be deferred")
-        deferred = Deferred(self)
-        self._held.append((self._prepared(sql, args), make_params(self.conn.py_types, args), deferred))
-        return deferred
-
-    def flush(self) -> None:
-        """Send every held-back statement now."""
-        if self._held:
-            self._send([])
-
-    def commit(self) -> None:
-        """Send what is held back with the COMMIT, in one packet (``Database.transaction`` calls it)."""
-        if self._held:
-            self._send([], commit=True)
-        elif self.conn._in_transaction:
-            self.conn.execute_simple("COMMIT")
+    def _cursor(self, sql: str, args: Sequence[Any]) -> psycopg.Cursor[Row]:
+        cursor = self._conn.cursor(row_factory=dict_row)
+        with _query_errors():
+            cursor.execute(sql, args or None, prepare=bool(args))
+        return cursor
 
     def execute(self, sql: str, *args: Any) -> int:
         """Run a statement; returns the affected row count."""
-        return int(self._run(sql, args).row_count)
+        cursor = self._cursor(sql, args)
+        if self._pipeline is not None:
+            with _query_errors():
+                self._pipeline.sync()  # the row count is known once the answer is in
+        return cursor.rowcount
 
     def fetch_all(self, sql: str, *args: Any) -> list[Row]:
         """All rows of a query."""
-        return _rows(self._run(sql, args))
+        cursor = self._cursor(sql, args)
+        with _query_errors():
+            return _rows(cursor)
+
 
     def fetch_one(self, sql: str, *args: Any) -> Row | None:
         """The first row of a query, or None."""
@@ -173,75 +162,71 @@ class Tx:
         row = self.fetch_one(sql, *args)
         return None if row is None else next(iter(row.values()))
 
+    def defer(self, sql: str, *args: Any) -> Deferred:
+        """Send a parameterised statement without waiting for its answer (see the class)."""
+        if self._pipeline is None:
+            raise RuntimeError("deferred statements need a transaction")
+        if not args:
+            raise ValueError("only parameterised statements can be deferred")
+        return Deferred(self._cursor(sql, args))
+
+    def flush(self) -> None:
+        """Wait for every statement sent so far (raising the first error among them)."""
+        if self._pipeline is not None:
+            with _query_errors():
+                self._pipeline.sync()
+
     def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each parameter row."""
-        for row in rows:
-            self._run(sql, row)
+        if not rows:
+            return
+        with _query_errors(), self._conn.cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.prepared_max = PREPARED_PER_CONNECTION
+    conn.prepare_threshold = None  # only statements run with prepare=True are prepared
+    # A dict parameter is a JSON document, as a jsonb (lists stay arrays).
+    conn.adapters.register_dumper(dict, JsonbDumper)
 
 
 class Database:
     """A bounded, thread-safe pool; ``transaction()`` commits on success, rolls back on error."""
 
-    def __init__(self, factory: ConnectionFactory, *, size: int = 16) -> None:
-        self._factory = factory
-        self._idle: queue.LifoQueue[DbConnection] = queue.LifoQueue()
-        self._slots = threading.BoundedSemaphore(size)
-        self._all: list[DbConnection] = []
-        self._lock = threading.Lock()
+    def __init__(self, connect: Connect, *, size: int = 16) -> None:
+        class _Connection(psycopg.Connection[Any]):
+            @classmethod
+            def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # noqa: ARG003 - the factory knows
+                return connect()
+
         self.size = size
-
-    def _take(self) -> DbConnection:
-        self._slots.acquire()
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            try:
-                conn = self._factory()
-                converters.install(conn)
-            except BaseException:
-                self._slots.release()
-                raise
-            with self._lock:
-                self._all.append(conn)
-            return conn
-
-    def _give(self, conn: DbConnection, *, broken: bool) -> None:
-        if broken:
-            with self._lock, contextlib.suppress(ValueError):
-                self._all.remove(conn)
-            with contextlib.suppress(Exception):
-                conn.close()
-        else:
-            self._idle.put(conn)
-        self._slots.release()
+        self._pool: ConnectionPool[Any] = ConnectionPool(
+            connection_class=_Connection, min_size=1, max_size=size, configure=_configure,
+            open=True, timeout=60.0, name="marketplace")
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[DbConnection]:
-        """A raw pooled connection (for LISTEN and simple-protocol scripts)."""
-        conn = self._take()
-        broken = False
-        try:
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A raw pooled connection in autocommit (migrations, maintenance scripts)."""
+        with self._pool.connection() as conn:
             yield conn
-        except BaseException:
-            broken = _rollback_or_broken(conn)
-            raise
-        finally:
-            self._give(conn, broken=broken)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
-        """Run a block in one transaction."""
-        conn = self._take()
-        broken = False
-        try:
-            tx = Tx(conn)
-            yield tx
-            tx.commit()
-        except BaseException:
-            broken = _rollback_or_broken(conn)
-            raise
-        finally:
-            self._give(conn, broken=broken)
+        """Run a block in one transaction (one pipeline; see the module)."""
+        with self._pool.connection() as conn:
+            try:
+                with conn.pipeline() as pipeline:
+                    conn.execute("BEGIN")
+                    yield Tx(conn, pipeline)
+                    conn.execute("COMMIT")
+                    with _query_errors():
+                        pipeline.sync()
+            except BaseException:
+                if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Tx]:
@@ -250,37 +235,22 @@ class Database:
         Each statement sees its own snapshot, so use ``transaction()`` when several reads must
         agree with each other.
         """
-        conn = self._take()
-        broken = False
-        raw: Any = conn
-        try:
-            raw.autocommit = True
-            yield Tx(conn, autocommit=True)
-        except BaseException:
-            broken = _rollback_or_broken(conn)
-            raise
-        finally:
-            if not broken:
-                try:
-                    raw.autocommit = False
-                except Exception:  # noqa: BLE001 - a connection in a bad state is dropped
-                    broken = True
-            self._give(conn, broken=broken)
+        with self._pool.connection() as conn:
+            yield Tx(conn)
 
     def close(self) -> None:
-        """Close every connection (idle ones now; busy ones are dropped on return)."""
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
+        """Close every connection."""
+        self._pool.close()
 
 
-def _rollback_or_broken(conn: DbConnection) -> bool:
-    raw: Any = conn
-    try:
-        if raw._in_transaction:
-            raw.execute_simple("ROLLBACK")
-    except Exception:  # noqa: BLE001 - a dead connection is dropped from the pool
-        return True
-    return False
+def connect_url(url: str, *, application_name: str = "marketplace") -> Connect:
+    """Connections to a ``postgresql://`` URL, in autocommit."""
+
+    def connect() -> psycopg.Connection[Any]:
+        return psycopg.Connection.connect(url, autocommit=True, application_name=application_name)
+
+    return connect
+
+
+__all__ = ["ASYNC_COMMIT", "Connect", "Database", "Deferred", "Jsonb", "QueryError", "Row", "Tx",
+           "UniqueViolation", "connect_url"]

@@ -6,7 +6,6 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 from shared.kernel.db.database import Database
 
@@ -47,39 +46,34 @@ def load_migrations() -> list[Migration]:
 
 
 def apply_migrations(db: Database) -> list[Migration]:
-    """Apply what is missing, each file in its own transaction; returns what was applied."""
+    """Apply what is missing, each file in its own transaction; returns what was applied.
+
+    A session-level advisory lock makes concurrent processes (several server processes starting
+    at once) take turns: the second finds everything applied.
+    """
     applied_now: list[Migration] = []
     with db.connection() as conn:
-        raw: Any = conn
-        raw.execute_simple(
+        conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        raw.commit()
-        cur = raw.cursor()
-        cur.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK,))
+        conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK,))
         try:
-            cur.execute("SELECT version, checksum FROM schema_migrations")
-            done = {int(v): c for v, c in cur.fetchall()}
-            raw.commit()
+            done = {int(v): c for v, c in conn.execute("SELECT version, checksum FROM schema_migrations")}
             for mig in load_migrations():
                 if mig.version in done:
                     if done[mig.version] != mig.checksum:
                         _log.warning("migration %s was edited after it was applied", mig.version)
                     continue
                 _log.info("applying migration %04d_%s", mig.version, mig.name)
-                raw.execute_simple(mig.sql)
-                cur.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                            (mig.version, mig.name, mig.checksum))
-                raw.commit()
+                with conn.transaction():
+                    conn.execute(mig.sql.encode())  # no parameters: the simple protocol runs a whole script
+                    conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                                 (mig.version, mig.name, mig.checksum))
                 applied_now.append(mig)
-        except BaseException:
-            raw.rollback()
-            raise
         finally:
-            cur.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK,))
-            raw.commit()
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK,))
     return applied_now
 
 

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from shared.kernel.db.database import Tx
+from shared.kernel.db.queries import Queries
+from shared.kernel.db.statements import Statements
 from shared.runs.adapters.pg_task_queue import PgTaskQueue
 from shared.runs.task_queue import ClaimedTask, HeartbeatResult, TaskInfo, TaskState
 
@@ -37,17 +38,7 @@ _log = logging.getLogger(__name__)
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
-_MARK_PUSHED = ("UPDATE tasks SET pushed_attempt = greatest(coalesce(pushed_attempt, 0), %s) "
-                "WHERE id = %s")
-
-# Due deliveries not pushed yet: expired leases (redelivery) and tasks whose earlier push failed.
-_DUE_FOR_PUSH = """
-SELECT id, kind, run_id, org_id, deployment_id, attempt FROM tasks
-WHERE state IN ('queued', 'leased') AND available_at <= now()
-  AND coalesce(pushed_attempt, 0) <= attempt {kind_filter}
-ORDER BY available_at
-LIMIT %s
-"""
+_Q = Queries("shared.runs.adapters", "task_queue.sql")
 
 
 def cloud_task_name(run_id: str | None, task_id: str, attempt: int) -> str:
@@ -140,11 +131,11 @@ class CloudTasksQueue:
             _log.info("cloud task %s already exists; delivery already scheduled", name)
         return name
 
-    def _mark_pushed(self, tx: Tx, task_id: str, attempt: int) -> None:
-        tx.execute(_MARK_PUSHED, attempt, task_id)
+    def _mark_pushed(self, tx: Statements, task_id: str, attempt: int) -> None:
+        tx.execute(_Q.mark_pushed, attempt, task_id)
 
     # -- TaskQueue ---------------------------------------------------------------
-    def enqueue(self, tx: Tx | None, *, kind: str, payload: dict[str, Any], run_id: str | None,
+    def enqueue(self, tx: Statements | None, *, kind: str, payload: dict[str, Any], run_id: str | None,
                 org_id: str, deployment_id: str | None, max_attempts: int = 5,
                 available_at: datetime | None = None) -> str:
         """Write the task (in ``tx`` when given) and push its first delivery before the commit."""
@@ -183,7 +174,7 @@ class CloudTasksQueue:
         """Mark done (PostgreSQL)."""
         return self.state.complete(task_id, lease_token)
 
-    def complete_in(self, tx: Tx, task_id: str, lease_token: str) -> None:
+    def complete_in(self, tx: Statements, task_id: str, lease_token: str) -> None:
         """Mark done in the caller's transaction (PostgreSQL)."""
         self.state.complete_in(tx, task_id, lease_token)
 
@@ -225,7 +216,7 @@ class CloudTasksQueue:
         sees. Returns how many deliveries were pushed.
         """
         kinds = sorted(self.push_kinds) if self.push_kinds is not None else None
-        sql = _DUE_FOR_PUSH.format(kind_filter="" if kinds is None else "AND kind = ANY(%s)")
+        sql = _Q.due_for_push.format(kind_filter="" if kinds is None else "AND kind = ANY(%s)")
         args: list[Any] = [] if kinds is None else [kinds]
         with self.state.db.transaction() as tx:
             due = tx.fetch_all(sql, *args, limit)
