@@ -63,10 +63,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pg8000.dbapi
+import psycopg
 
 from shared.kernel.adapters.embedded_pg import EmbeddedPostgres, ServerInfo
-from shared.kernel.db.database import Database
+from shared.kernel.db.database import Database, connect_url
 from shared.kernel.db.migrate import apply_migrations
 from shared.runs.adapters.pg_task_queue import PgTaskQueue
 
@@ -102,29 +102,21 @@ def _percentile(values: list[float], pct: float) -> float:
 
 
 def _admin(server: ServerInfo, sql: str, database: str = "postgres") -> None:
-    conn = pg8000.dbapi.connect(user="postgres", host=server.host, port=server.port, database=database)
-    try:
-        conn.autocommit = True
-        conn.cursor().execute(sql)
-    finally:
-        conn.close()
+    with psycopg.connect(server.url(database), autocommit=True) as conn:
+        conn.execute(sql.encode())
 
 
 def _settle(server: ServerInfo, limit: float = 30.0) -> None:
     """Wait (up to ``limit`` seconds) until no autovacuum worker runs: one queue's clean-up
     must not land in the middle of the next queue's case."""
-    conn = pg8000.dbapi.connect(user="postgres", host=server.host, port=server.port, database="postgres")
-    try:
-        conn.autocommit = True
-        cursor = conn.cursor()
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
-            if cursor.fetchone()[0] == 0:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                               ).fetchone()
+            if row is not None and row[0] == 0:
                 return
             time.sleep(0.1)
-    finally:
-        conn.close()
 
 
 def _create_database(server: ServerInfo, name: str) -> str:
@@ -144,11 +136,8 @@ class Ours:
         self.database = f"bench_ours_{batch}" + ("_durable" if durable_acks else "")
         _create_database(server, self.database)
 
-        def connect() -> Any:
-            return pg8000.dbapi.connect(user="postgres", host=server.host, port=server.port,
-                                        database=self.database, application_name="bench-ours")
+        connect = connect_url(server.url(self.database), application_name="bench-ours")
 
-        self.connect = connect
         self.db = Database(connect, size=12)
         apply_migrations(self.db)
         self.queue = PgTaskQueue(self.db, listen_connect=connect, durable_acks=durable_acks)

@@ -211,17 +211,14 @@ def steady(data_dir: Path) -> None:
     last until autovacuum's first ANALYZE (``autovacuum_naptime``, one minute) invalidates them.
     The rounds measure the platform after that, not its first minute.
     """
-    import pg8000.native
+    import psycopg
 
-    from shared.kernel.adapters.embedded_pg import SUPERUSER, EmbeddedPostgres
+    from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
 
     info = EmbeddedPostgres(data_dir).running()
     assert info is not None
-    conn = pg8000.native.Connection(SUPERUSER, host=info.host, port=info.port, database="marketplace")
-    try:
-        conn.run("ANALYZE")
-    finally:
-        conn.close()
+    with psycopg.connect(info.url("marketplace"), autocommit=True) as conn:
+        conn.execute("ANALYZE")
 
 
 def main() -> None:
