@@ -1,7 +1,7 @@
 """PostgreSQL access for every context: a pool of psycopg 3 connections, transactions and reads.
 
-psycopg's public API does all the protocol work: prepared statements (``prepare=True``: parsed
-once per connection, then one Bind/Execute each), pipeline mode (statements are sent without
+psycopg's public API does all the protocol work: prepared statements (``prepare_threshold=0``:
+parsed once per connection, then one Bind/Execute each), pipeline mode (statements are sent without
 waiting for the answers of the ones before), ``psycopg_pool`` for the connections. Two choices
 make the hot paths cheap:
 
@@ -134,7 +134,7 @@ class Tx:
     def _cursor(self, sql: str, args: Sequence[Any]) -> psycopg.Cursor[Row]:
         cursor = self._conn.cursor(row_factory=dict_row)
         with _query_errors():
-            cursor.execute(sql, args or None, prepare=bool(args))
+            cursor.execute(sql, args or None)
         return cursor
 
     def execute(self, sql: str, *args: Any) -> int:
@@ -142,7 +142,7 @@ class Tx:
         cursor = self._cursor(sql, args)
         if self._pipeline is not None:
             with _query_errors():
-                self._pipeline.sync()  # the row count is known once the answer is in
+                _rows(cursor)  # the row count is known once the answer is in
         return cursor.rowcount
 
     def fetch_all(self, sql: str, *args: Any) -> list[Row]:
@@ -186,7 +186,7 @@ class Tx:
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.prepared_max = PREPARED_PER_CONNECTION
-    conn.prepare_threshold = None  # only statements run with prepare=True are prepared
+    conn.prepare_threshold = 0  # every statement is prepared on its first use on the connection
     # A dict parameter is a JSON document, as a jsonb (lists stay arrays).
     conn.adapters.register_dumper(dict, JsonbDumper)
 
@@ -216,12 +216,11 @@ class Database:
         """Run a block in one transaction (one pipeline; see the module)."""
         with self._pool.connection() as conn:
             try:
-                with conn.pipeline() as pipeline:
+                with _query_errors(), conn.pipeline() as pipeline:
                     conn.execute("BEGIN")
                     yield Tx(conn, pipeline)
                     conn.execute("COMMIT")
-                    with _query_errors():
-                        pipeline.sync()
+                    # Leaving the pipeline sends the Sync and waits for every answer.
             except BaseException:
                 if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     with contextlib.suppress(psycopg.Error):

@@ -68,7 +68,7 @@ def apply_migrations(db: Database) -> list[Migration]:
                     continue
                 _log.info("applying migration %04d_%s", mig.version, mig.name)
                 with conn.transaction():
-                    conn.execute(mig.sql.encode())  # no parameters: the simple protocol runs a whole script
+                    conn.execute(mig.sql.encode(), prepare=False)  # unprepared, without parameters: a whole script
                     conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                                  (mig.version, mig.name, mig.checksum))
                 applied_now.append(mig)
