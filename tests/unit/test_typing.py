@@ -15,7 +15,7 @@ PRODUCT_PACKAGES = {"functions", "jobs", "byoc", "shared", "runtime"}
 def test_mypy_checks_every_product_package() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mypy"]
     assert config["strict"] is True
-    assert set(config["packages"]) == PRODUCT_PACKAGES
+    assert PRODUCT_PACKAGES <= set(config["packages"])
 
 
 def test_mypy_strict_is_clean() -> None:
