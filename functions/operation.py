@@ -14,9 +14,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 from pydantic import BaseModel, ValidationError
@@ -34,6 +34,10 @@ from shared.kernel.errors import (
     UnsupportedMediaType,
 )
 from shared.kernel.ids import new_id
+
+if TYPE_CHECKING:
+    # Only for the annotations: building the container is left to the first request.
+    from shared.composition import Container
 
 _log = logging.getLogger("marketplace.http")
 _CONTAINER_KEY = "marketplace"
@@ -56,7 +60,7 @@ class Reply:
 class Call:
     """What an operation receives: the parsed request and the services."""
 
-    services: Any
+    services: Container
     principal: Principal | None
     role: Role | None
     params: dict[str, str]
@@ -129,7 +133,7 @@ class Registry:
         self._ops[op.name] = op
         self._routes.add(route)
 
-    def __iter__(self) -> Iterable[Operation]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Operation]:
         return iter(sorted(self._ops.values(), key=lambda o: (o.path, o.method)))
 
     def __len__(self) -> int:
@@ -168,10 +172,10 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
 
 # -- request handling --------------------------------------------------------
 
-def get_container() -> Any:
+def get_container() -> Container:
     """The services of this Flask app: set by the gateway, or built once from the environment."""
     app = flask.current_app
-    container = app.extensions.get(_CONTAINER_KEY)
+    container: Container | None = app.extensions.get(_CONTAINER_KEY)
     if container is None:
         with _container_lock:
             container = app.extensions.get(_CONTAINER_KEY)
@@ -187,7 +191,7 @@ def get_container() -> Any:
     return container
 
 
-def install_container(app: flask.Flask, container: Any) -> None:
+def install_container(app: flask.Flask, container: Container) -> None:
     """Give ``app`` its services explicitly (the local gateway and tests)."""
     app.extensions[_CONTAINER_KEY] = container
 
@@ -315,7 +319,7 @@ def _parse_query(op: Operation, request: flask.Request) -> Any:
         raise Unprocessable("the query parameters are invalid", details=validation_details(exc)) from exc
 
 
-def _authenticate(op: Operation, services: Any, request: flask.Request, params: dict[str, str]) -> Principal:
+def _authenticate(op: Operation, services: Container, request: flask.Request, params: dict[str, str]) -> Principal:
     header = request.headers.get("Authorization", "")
     if services.settings.mode == "gcp" and "X-Forwarded-Authorization" in request.headers:
         # API Gateway authenticates itself to the function with its own token and forwards
@@ -331,7 +335,7 @@ def _authenticate(op: Operation, services: Any, request: flask.Request, params: 
     return principal
 
 
-def _authorize(op: Operation, services: Any, principal: Principal, params: dict[str, str]) -> Role | None:
+def _authorize(op: Operation, services: Container, principal: Principal, params: dict[str, str]) -> Role | None:
     if op.platform_admin and not principal.platform_admin:
         raise Forbidden("this operation is for platform admins only")
     is_dataplane = principal.key_role == Role.DATAPLANE

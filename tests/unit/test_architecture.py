@@ -1,0 +1,250 @@
+"""The architecture's rules, checked: who may import whom, who owns which table, where SQL lives.
+
+- The import boundaries are import-linter contracts in ``pyproject.toml`` (``[tool.importlinter]``);
+  ``lint-imports`` checks them and its report says which import breaks which rule.
+- Each table belongs to exactly one context (``TABLE_OWNERS``, as docs/ARCHITECTURE.md lists them),
+  and a context's SQL (its ``.sql`` files) names only its own tables: another context's data is read
+  or written by calling the owner's service.
+- SQL lives in those ``.sql`` files as named queries, never as string literals in a context's
+  Python code (nor in an operation's).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT / "shared"
+MIGRATIONS = SHARED / "kernel" / "db" / "migrations"
+
+# Which context owns which table; a new table, or a new context, is added here.
+TABLE_OWNERS: dict[str, frozenset[str]] = {
+    "identity": frozenset({"users", "orgs", "memberships", "api_keys", "refresh_tokens", "org_preferences",
+                           "idempotency_keys"}),
+    "audit": frozenset({"audit_log", "audit_heads"}),
+    "catalog": frozenset({"agents", "agent_versions", "agent_reviews", "catalog_terms"}),
+    "deployments": frozenset({"deployments"}),
+    "runs": frozenset({"runs", "run_logs", "run_checkpoints", "run_checkpoint_writes", "tasks"}),
+    "webhooks": frozenset({"webhooks", "webhook_events", "webhook_deliveries", "webhook_attempts"}),
+    "kernel": frozenset({"schema_migrations"}),
+}
+# Tables the kernel's migration runner creates itself (shared/kernel/db/migrate.py), not a migration.
+RUNNER_TABLES = frozenset({"schema_migrations"})
+
+
+def _contexts() -> list[str]:
+    """The business-area packages under shared/ (every package but the kernel)."""
+    return sorted(p.parent.name for p in SHARED.glob("*/__init__.py") if p.parent.name != "kernel")
+
+
+# -- import boundaries --------------------------------------------------------
+
+def test_import_contracts_are_kept() -> None:
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    assert lint_imports.exists(), f"{lint_imports} is missing: install the 'test' extra (import-linter)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([str(lint_imports), "--no-cache", "--no-logo"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, f"lint-imports found broken contracts:\n{done.stdout}\n{done.stderr}"
+
+
+def test_every_context_is_under_the_import_contracts() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    contracts = {c["id"]: c for c in config["contracts"]}
+    public, frameworks = contracts["public-modules"], contracts["no-frameworks-in-services"]
+    missing = [ctx for ctx in _contexts()
+               if f"shared.{ctx}" not in public["source_modules"]
+               or f"shared.{ctx}.*" not in public["forbidden_modules"]
+               or f"shared.{ctx}" not in frameworks["source_modules"]]
+    assert not missing, f"add these contexts to the import-linter contracts in pyproject.toml: {missing}"
+    assert set(TABLE_OWNERS) == {*_contexts(), "kernel"}, "every context has an entry in TABLE_OWNERS"
+
+
+# -- SQL: table ownership -------------------------------------------------------
+
+# What hides a name from the scan: string literals (E'..', '..', $tag$..$tag$), comments, and the
+# {placeholders} of templates. Quoted identifiers keep their name.
+_SQL_NOISE = re.compile(
+    r"(?P<string>[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$(?P<tag>\w*)\$[\s\S]*?\$(?P=tag)\$)"
+    r"|(?P<comment>--[^\n]*|/\*[\s\S]*?\*/)"
+    r"|(?P<placeholder>\{\w*\})"
+    r"|\"(?P<quoted>(?:[^\"]|\"\")*)\"")
+# A name that is not a qualified column (x.name) or an alias (AS name).
+_SQL_NAME = re.compile(r"(?<![\w.$])(?<!\bAS )(?<!\bas )([A-Za-z_][\w$]*)")
+
+
+def _blank(match: re.Match[str]) -> str:
+    if match.group("quoted") is not None:
+        return match.group("quoted").replace('""', '"')
+    return re.sub(r"[^\n]", " ", match.group(0))  # keep the line numbers
+
+
+def sql_names(sql: str) -> Iterator[tuple[int, str]]:
+    """Each (line number, lower-cased name) in ``sql`` that may be a table, outside strings and comments."""
+    for number, line in enumerate(_SQL_NOISE.sub(_blank, sql).splitlines(), start=1):
+        for match in _SQL_NAME.finditer(line):
+            yield number, match.group(1).lower()
+
+
+def created_tables() -> dict[str, str]:
+    """Every table the migrations create (less those they drop or rename), with the file creating it."""
+    tables: dict[str, str] = {}
+    statement = re.compile(
+        r"\bCREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<created>[\w.\"]+)"
+        r"|\bDROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<dropped>[\w.\"]+)"
+        r"|\bALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<renamed>[\w.\"]+)\s+RENAME\s+TO\s+(?P<to>[\w\"]+)",
+        re.IGNORECASE)
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        text = _SQL_NOISE.sub(lambda m: " " if m.group("quoted") is None else m.group(0), path.read_text("utf-8"))
+        for match in statement.finditer(text):
+            def name(group: str, m: re.Match[str] = match) -> str:
+                return m.group(group).strip('"').rsplit(".", 1)[-1].lower()
+            if match.group("created"):
+                tables[name("created")] = path.name
+            elif match.group("dropped"):
+                tables.pop(name("dropped"), None)
+            else:
+                tables[name("to")] = tables.pop(name("renamed"), path.name)
+    return tables
+
+
+def test_every_table_has_exactly_one_owner() -> None:
+    owners: dict[str, list[str]] = {}
+    for ctx, tables in TABLE_OWNERS.items():
+        for table in tables:
+            owners.setdefault(table, []).append(ctx)
+    created = created_tables()
+    assert created, f"no CREATE TABLE found under {MIGRATIONS}"
+    problems = [f"{table} (created in {where}) has no owner in TABLE_OWNERS"
+                for table, where in sorted(created.items()) if table not in owners]
+    problems += [f"{table} is owned by {', '.join(ctxs)}" for table, ctxs in sorted(owners.items()) if len(ctxs) > 1]
+    problems += [f"{table} (owned by {owners[table][0]}) is created by no migration"
+                 for table in sorted(set(owners) - set(created) - RUNNER_TABLES)]
+    assert not problems, "\n".join(problems)
+
+
+def test_context_sql_names_only_its_own_tables() -> None:
+    tables = {table for owned in TABLE_OWNERS.values() for table in owned}
+    problems = []
+    for ctx in _contexts():
+        foreign = tables - TABLE_OWNERS[ctx]
+        for path in sorted((SHARED / ctx).rglob("*.sql")):
+            text = path.read_text(encoding="utf-8")
+            lines = text.splitlines()
+            for number, name in sql_names(text):
+                if name in foreign:
+                    query = next((m.group(1) for line in reversed(lines[:number])
+                                  if (m := re.match(r"-- name: *(\w+)", line))), "?")
+                    owner = next(c for c, owned in TABLE_OWNERS.items() if name in owned)
+                    problems.append(f"{path.relative_to(ROOT)}:{number} ({query}): {name} belongs to {owner}")
+    assert not problems, ("a context's SQL names only its own tables; call the owner's service instead:\n"
+                          + "\n".join(problems))
+
+
+def test_every_context_with_tables_keeps_its_sql_in_files() -> None:
+    missing = [ctx for ctx in _contexts() if TABLE_OWNERS[ctx] and not any((SHARED / ctx).rglob("*.sql"))]
+    assert not missing, f"these contexts own tables but have no queries.sql: {missing}"
+
+
+@pytest.mark.parametrize(("sql", "tables"), [
+    ("SELECT r.id, d.status FROM runs r JOIN deployments d ON d.id = r.deployment_id", {"runs", "deployments"}),
+    ("-- name: x\n-- reads deployments\nSELECT 1 FROM runs /* not orgs */ WHERE kind = 'tasks'", {"runs"}),
+    ('INSERT INTO "audit_log" (seq) VALUES (%s) RETURNING {users}', {"audit_log"}),
+    ("SELECT count(*) AS agents, x.users FROM webhooks x WHERE b = E'it''s \\' users' AND c = $q$orgs$q$",
+     {"webhooks"}),
+    ("UPDATE Tasks SET x = 1 FROM run_logs l WHERE l.runs = $1", {"tasks", "run_logs"}),
+])
+def test_sql_names_sees_tables_not_strings_comments_columns_or_aliases(sql: str, tables: set[str]) -> None:
+    known = {table for owned in TABLE_OWNERS.values() for table in owned}
+    assert {name for _, name in sql_names(sql)} & known == tables
+
+
+def test_sql_names_keeps_line_numbers() -> None:
+    sql = "-- name: a\n/* two\nlines */ SELECT 1\nFROM 'x\ny' , users"
+    assert [(n, name) for n, name in sql_names(sql) if name == "users"] == [(5, "users")]
+
+
+# -- SQL: none in Python --------------------------------------------------------
+
+# Statements, and pieces of statements (a clause with a placeholder), as written in this code base:
+# keywords in upper case, so prose ("cannot delete from ...") is not taken for SQL.
+_SQL_STATEMENT = re.compile(
+    r"\bSELECT\b[\s\S]*?\bFROM\b|\bINSERT\s+INTO\b|\bUPDATE\s+\w+(?:\s+(?:AS\s+)?\w+)?\s+SET\b|\bDELETE\s+FROM\b"
+    r"|\bSELECT\s+[\w.]+\s*\(|\bSET\s+LOCAL\b|\b(?:UN)?LISTEN\s|\bNOTIFY\s")
+_SQL_CLAUSE = re.compile(
+    r"^(?=[\s\S]*(?:%s|\$\d))[\s\S]*"
+    r"\b(?:WHERE|AND|OR|SET|VALUES|RETURNING|LIMIT|OFFSET|ORDER\s+BY|FOR\s+UPDATE|ON\s+CONFLICT)\b")
+
+
+def looks_like_sql(text: str) -> bool:
+    """Whether a string literal holds an SQL statement or a piece of one."""
+    return bool(_SQL_STATEMENT.search(text) or _SQL_CLAUSE.search(text))
+
+
+def string_literals(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, text) of every string literal but docstrings; an f-string's values become ``{}``."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant) and isinstance(node.body[0].value.value, str)}
+    # An f-string's parts are read as one text, below.
+    parts = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings | parts:
+            yield node.lineno, node.value
+        elif isinstance(node, ast.JoinedStr):
+            yield node.lineno, "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+
+
+def test_no_sql_literals_in_context_or_operation_code() -> None:
+    modules = [path for ctx in _contexts() for path in sorted((SHARED / ctx).rglob("*.py"))]
+    modules += sorted((ROOT / "functions").rglob("*.py"))
+    problems = []
+    for path in modules:
+        for line, text in string_literals(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if looks_like_sql(text):
+                problems.append(f"{path.relative_to(ROOT)}:{line}: {' '.join(text.split())[:80]!r}")
+    assert not problems, ("SQL belongs in the context's queries.sql as a named query "
+                          "(shared.kernel.db.queries.Queries):\n" + "\n".join(problems))
+
+
+@pytest.mark.parametrize("text", [
+    "SELECT id FROM users WHERE id = %s",
+    "INSERT INTO runs (id) VALUES (%s)",
+    "UPDATE deployments d SET status = %s",
+    "DELETE FROM tasks",
+    "SELECT pg_advisory_xact_lock(%s)",
+    "SET LOCAL plan_cache_mode = force_custom_plan",
+    'LISTEN "{}"',
+    "AND (r.created_at, r.id) < (%s::timestamptz, %s)",
+    "ORDER BY created_at DESC, id DESC LIMIT %s",
+    "AND deployment_id = $1",
+])
+def test_looks_like_sql_finds_statements_and_pieces(text: str) -> None:
+    assert looks_like_sql(text)
+
+
+@pytest.mark.parametrize("text", [
+    "cannot delete from a suspended listing",
+    "select an agent from the catalog",
+    "run %s is not running",
+    "a.published_at DESC, a.id DESC",  # a sort key chosen from a fixed mapping for a template
+    "READY AND WAITING",
+])
+def test_looks_like_sql_leaves_prose_and_fragments_alone(text: str) -> None:
+    assert not looks_like_sql(text)
+
+
+def test_string_literals_skip_docstrings_and_join_f_strings() -> None:
+    tree = ast.parse('"""SELECT a FROM b."""\ndef f(t):\n    """DELETE FROM x."""\n'
+                     '    return f"SELECT {t} FROM runs", "plain"\n')
+    assert sorted(text for _, text in string_literals(tree) if looks_like_sql(text)) == ["SELECT {} FROM runs"]
