@@ -50,7 +50,7 @@ WHERE org_id = %s AND (%s::text IS NULL OR status = %s)
 ORDER BY created_at DESC, id DESC LIMIT %s;
 
 -- name: set_version
--- An upgrade that adds no permission: the deployment runs the new version at once.
+-- An upgrade that adds no permission: the deployment moves to the new version at once.
 -- Parameters: version, deployment id.
 UPDATE deployments SET version = %s, updated_at = now() WHERE id = %s;
 
@@ -82,7 +82,7 @@ UPDATE deployments SET dataplane_key_id = %s, updated_at = now() WHERE id = %s;
 SELECT EXISTS (SELECT 1 FROM deployments WHERE org_id = %s AND agent_id = %s AND status <> 'failed');
 
 -- name: deployment_for_run
--- What a run's start needs of its deployment, looked up by id alone (across orgs).
+-- What a run's start needs of its deployment, looked up by id alone (whatever the org).
 -- Parameters: deployment id.
 SELECT id, org_id, agent_id, version, deployment_type, status, config, granted_permissions
 FROM deployments WHERE id = %s;
