@@ -11,6 +11,7 @@ from functions.operation import ADMIN, ANY_MEMBER, Call, Reply, operation
 from shared.deployments import (
     ConsentRequest,
     DeploymentOut,
+    DeploymentService,
     DeploymentStatus,
     InstallOut,
     InstallRequest,
@@ -39,61 +40,61 @@ class BundleQuery(BaseModel):
         "By default the bundle only references a Kubernetes secret you create."))] = False
 
 
+def _deployments(call: Call) -> DeploymentService:
+    # Typed here until ``Call.services`` is the typed container.
+    service: DeploymentService = call.services.deployments
+    return service
+
+
 @operation("POST", "/orgs/{org_id}/install", summary="Install an agent", tags=["deployments"], roles=DEPLOYERS,
            body=InstallRequest, response=InstallOut, status=201)
 def install_agent(call: Call) -> InstallOut:
     b = call.body
-    row, key = call.services.deployments.install(call.caller, call.org_id, b.agent_id, version=b.version,
-                                                 deployment_type=b.deployment_type, config=b.config)
-    return InstallOut(**row, dataplane_key=key)
+    return _deployments(call).install(call.caller, call.org_id, b.agent_id, version=b.version,
+                                      deployment_type=b.deployment_type, config=b.config)
 
 
 @operation("GET", "/orgs/{org_id}/deployments", summary="List deployments", tags=["deployments"],
            roles=ANY_MEMBER, query=DeploymentQuery, response=Page[DeploymentOut])
 def list_deployments(call: Call) -> Page[DeploymentOut]:
     q = call.query
-    rows, cursor = call.services.deployments.page(call.org_id, limit=q.limit, cursor=q.cursor,
-                                                  status=q.status.value if q.status else None)
-    return Page[DeploymentOut](items=[DeploymentOut(**r) for r in rows], next_cursor=cursor)
+    return _deployments(call).page(call.org_id, limit=q.limit, cursor=q.cursor, status=q.status)
 
 
 @operation("GET", "/orgs/{org_id}/deployments/{deployment_id}", summary="Read a deployment", tags=["deployments"],
            roles=ANY_MEMBER, response=DeploymentOut)
 def get_deployment(call: Call) -> DeploymentOut:
-    return DeploymentOut(**call.services.deployments.get(call.org_id, call.params["deployment_id"]))
+    return _deployments(call).get(call.org_id, call.params["deployment_id"])
 
 
 @operation("DELETE", "/orgs/{org_id}/deployments/{deployment_id}", summary="Uninstall a deployment",
            tags=["deployments"], roles=DEPLOYERS, response=DeploymentOut)
 def uninstall_deployment(call: Call) -> DeploymentOut:
-    return DeploymentOut(**call.services.deployments.uninstall(call.caller, call.org_id,
-                                                               call.params["deployment_id"]))
+    return _deployments(call).uninstall(call.caller, call.org_id, call.params["deployment_id"])
 
 
 @operation("POST", "/orgs/{org_id}/deployments/{deployment_id}/upgrade", summary="Upgrade a deployment",
            tags=["deployments"], roles=DEPLOYERS, body=UpgradeRequest, response=DeploymentOut)
 def upgrade_deployment(call: Call) -> Reply:
-    row = call.services.deployments.upgrade(call.caller, call.org_id, call.params["deployment_id"],
-                                            call.body.version)
-    waiting = row["status"] == DeploymentStatus.UPGRADE_PENDING_CONSENT
-    return Reply(body=DeploymentOut(**row), status=202 if waiting else 200)
+    out = _deployments(call).upgrade(call.caller, call.org_id, call.params["deployment_id"],
+                                     call.body.version)
+    waiting = out.status == DeploymentStatus.UPGRADE_PENDING_CONSENT
+    return Reply(body=out, status=202 if waiting else 200)
 
 
 @operation("POST", "/orgs/{org_id}/deployments/{deployment_id}/upgrade/consent",
            summary="Consent to (or refuse) an upgrade's new permissions", tags=["deployments"], roles=ADMIN,
            body=ConsentRequest, response=DeploymentOut)
 def consent_upgrade(call: Call) -> DeploymentOut:
-    row = call.services.deployments.decide_upgrade(call.caller, call.org_id, call.params["deployment_id"],
-                                                   approve=call.body.approve, comment=call.body.comment)
-    return DeploymentOut(**row)
+    return _deployments(call).decide_upgrade(call.caller, call.org_id, call.params["deployment_id"],
+                                             approve=call.body.approve, comment=call.body.comment)
 
 
 @operation("GET", "/orgs/{org_id}/deployments/{deployment_id}/bundle", summary="Download the BYOC bundle",
            tags=["deployments"], roles=DEPLOYERS, query=BundleQuery)
 def get_bundle(call: Call) -> flask.Response:
-    data, filename = call.services.deployments.bundle(call.caller, call.org_id, call.params["deployment_id"],
-                                                      cloud=call.query.cloud,
-                                                      include_secret=call.query.include_secret)
-    resp = flask.Response(data, status=200, mimetype="application/gzip")
-    resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    bundle = _deployments(call).bundle(call.caller, call.org_id, call.params["deployment_id"],
+                                       cloud=call.query.cloud, include_secret=call.query.include_secret)
+    resp = flask.Response(bundle.data, status=200, mimetype="application/gzip")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{bundle.filename}"'
     return resp

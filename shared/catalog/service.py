@@ -32,11 +32,13 @@ from shared.catalog.search import CatalogSearch, CatalogSearcher, catalog_words
 from shared.catalog.semver import SemVer
 from shared.identity import OrgService, Principal, Role, Users
 from shared.kernel.db.database import Database, Row, Tx, UniqueViolation
+from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import decode_cursor, encode_cursor
 
 _log = logging.getLogger(__name__)
+_Q = Queries("shared.catalog")
 
 PLATFORM_USER_EMAIL = "platform@marketplace.local"
 """The system user that owns the platform org and publishes the built-in agents."""
@@ -653,5 +655,15 @@ class CatalogService:
             self.audit.append(tx, org_id=org_id, actor=actor, action="member.added", target=user["id"],
                               details={"role": "admin"})
         return str(org_id), actor
+
+    # -- for deployments --
+    @staticmethod
+    def version_manifest(tx: Tx, agent_id: str, version: str) -> AgentManifest:
+        """The manifest of version ``version`` of listing ``agent_id`` (as stored when it was submitted),
+        read in the caller's transaction: what a deployment of that version runs. NotFound if none."""
+        found = tx.fetch_val(_Q.version_manifest, agent_id, version)
+        if found is None:
+            raise NotFound(f"version {version} of agent {agent_id} not found")
+        return AgentManifest.model_validate(found)
 
 

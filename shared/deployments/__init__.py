@@ -9,13 +9,20 @@ from shared.deployments.models import (
     InstallRequest,
     RegisterOut,
     RegisterRequest,
+    RunnableDeployment,
     UpgradeRequest,
 )
 from shared.deployments.ports import Provisioner
-from shared.deployments.service import HEARTBEAT_INTERVAL_SECONDS, DeploymentService
+from shared.deployments.service import (
+    HEARTBEAT_INTERVAL_SECONDS,
+    BundleFile,
+    DeploymentService,
+    PendingRunnableDeployment,
+)
 
 __all__ = [
     "HEARTBEAT_INTERVAL_SECONDS",
+    "BundleFile",
     "ConsentRequest",
     "DeploymentOut",
     "DeploymentService",
@@ -23,8 +30,10 @@ __all__ = [
     "InstallOut",
     "InstallRequest",
     "JobLauncher",
+    "PendingRunnableDeployment",
     "Provisioner",
     "RegisterOut",
     "RegisterRequest",
+    "RunnableDeployment",
     "UpgradeRequest",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -108,3 +109,18 @@ class RegisterOut(BaseModel):
     config: dict[str, Any]
     granted_permissions: list[str]
     manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunnableDeployment:
+    """What a run's start needs of its deployment (``DeploymentService.runnable``): whose it is,
+    whether it may run, what it runs, and with which config and permissions."""
+
+    id: str
+    org_id: str
+    agent_id: str
+    version: str
+    deployment_type: str
+    status: DeploymentStatus
+    config: dict[str, Any]
+    granted_permissions: list[str]

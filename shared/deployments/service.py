@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -10,13 +11,22 @@ import jsonschema
 
 from shared.audit import AuditLog
 from shared.catalog import AgentManifest, CatalogService
-from shared.deployments.models import DeploymentStatus, InvalidTransition, check_transition
+from shared.deployments.models import (
+    DeploymentOut,
+    DeploymentStatus,
+    InstallOut,
+    InvalidTransition,
+    RegisterOut,
+    RunnableDeployment,
+    check_transition,
+)
 from shared.deployments.ports import DataPlaneSpec, Provisioner
 from shared.identity import IdentityService, Principal, Role
-from shared.kernel.db.database import Database, Row, Tx
+from shared.kernel.db.database import Database, Deferred, Row, Tx
+from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
-from shared.kernel.pagination import decode_cursor, encode_cursor
+from shared.kernel.pagination import Keyset, Page, next_page
 
 if TYPE_CHECKING:
     from shared.deployments.bundle import Cloud
@@ -28,9 +38,48 @@ HEARTBEAT_INTERVAL_SECONDS = 30
 # Three missed heartbeats and the data plane counts as unreachable.
 UNREACHABLE_AFTER = timedelta(seconds=3 * HEARTBEAT_INTERVAL_SECONDS)
 
-_COLUMNS = ("id, org_id, agent_id, version, deployment_type, status, status_reason, config, granted_permissions, "
-            "pending_version, pending_permissions, dataplane, registered_at, last_heartbeat_at, created_by, "
-            "created_at, updated_at, dataplane_key_id, status_before_upgrade")
+_Q = Queries("shared.deployments")
+
+# The columns a state-machine move may set besides the status, and how each is set (JSON ones
+# arrive as text): the fixed set ``move_deployment``'s ``{sets}`` is made from.
+_MOVE_SETS = {
+    "version": "version = %s",
+    "granted_permissions": "granted_permissions = %s::jsonb",
+    "pending_version": "pending_version = %s",
+    "pending_permissions": "pending_permissions = %s::jsonb",
+    "status_before_upgrade": "status_before_upgrade = %s",
+    "dataplane_key_id": "dataplane_key_id = %s",
+    "dataplane": "dataplane = %s::jsonb",
+    "registered_at": "registered_at = %s",
+    "last_heartbeat_at": "last_heartbeat_at = %s",
+    "uninstalled_at": "uninstalled_at = %s",
+}
+
+
+def deployment_out(row: Row) -> DeploymentOut:
+    """A ``deployments`` row as the API shows it (the credential's id and the state to return to
+    after an upgrade stay inside)."""
+    return DeploymentOut.model_validate(row)
+
+
+def _runnable(row: Row) -> RunnableDeployment:
+    return RunnableDeployment(
+        id=row["id"], org_id=row["org_id"], agent_id=row["agent_id"], version=row["version"],
+        deployment_type=row["deployment_type"], status=DeploymentStatus(row["status"]), config=row["config"],
+        granted_permissions=list(row["granted_permissions"]))
+
+
+class PendingRunnableDeployment:
+    """The answer of ``DeploymentService.defer_runnable``: the statement travels with the caller's
+    next one; ``get`` reads it (sending it first if it is still held back)."""
+
+    def __init__(self, answer: Deferred) -> None:
+        self._answer = answer
+
+    def get(self) -> RunnableDeployment | None:
+        """The deployment, or None when there is no deployment with that id."""
+        row = self._answer.one()
+        return None if row is None else _runnable(row)
 
 
 def config_problems(manifest: AgentManifest, config: dict[str, Any]) -> list[dict[str, str]]:
@@ -41,6 +90,14 @@ def config_problems(manifest: AgentManifest, config: dict[str, Any]) -> list[dic
         path = "config" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         problems.append({"path": path, "message": error.message})
     return problems
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """A BYOC bundle: the ``.tar.gz`` and the file name to download it as."""
+
+    data: bytes
+    filename: str
 
 
 class DeploymentService:
@@ -58,8 +115,7 @@ class DeploymentService:
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod
     def _load(tx: Tx, org_id: str, deployment_id: str, *, lock: bool = False) -> Row:
-        row = tx.fetch_one(f"SELECT {_COLUMNS} FROM deployments WHERE id = %s AND org_id = %s"
-                           + (" FOR UPDATE" if lock else ""), deployment_id, org_id)
+        row = tx.fetch_one(_Q.deployment_for_update if lock else _Q.deployment, deployment_id, org_id)
         if row is None:
             raise NotFound("deployment not found")
         return row
@@ -71,13 +127,10 @@ class DeploymentService:
             check_transition(current, target)
         except InvalidTransition as exc:
             raise Conflict(str(exc), code=ErrorCode.INVALID_STATE) from exc
-        sets = ["status = %s", "status_reason = %s", "updated_at = now()"]
+        sets = "".join(", " + _MOVE_SETS[column] for column in columns)
         args: list[Any] = [target.value, reason]
-        for column, value in columns.items():
-            sets.append(f"{column} = %s")
-            args.append(json.dumps(value) if isinstance(value, list | dict) else value)
-        updated = tx.fetch_one(f"UPDATE deployments SET {', '.join(sets)} WHERE id = %s RETURNING {_COLUMNS}",
-                               *args, row["id"])
+        args += [json.dumps(value) if isinstance(value, list | dict) else value for value in columns.values()]
+        updated = tx.fetch_one(_Q.move_deployment.format(sets=sets), *args, row["id"])
         assert updated is not None
         self.audit.append(tx, org_id=row["org_id"], actor=actor, action=f"deployment.{target.value}",
                           target=row["id"], details={"from": current.value, "to": target.value,
@@ -94,7 +147,7 @@ class DeploymentService:
 
     # -- install -----------------------------------------------------------------------------
     def install(self, principal: Principal, org_id: str, agent_id: str, *, version: str | None,
-                deployment_type: str, config: dict[str, Any]) -> tuple[Row, str | None]:
+                deployment_type: str, config: dict[str, Any]) -> InstallOut:
         """Create a deployment and its data-plane credential; SaaS ones are provisioned at once.
 
         Returns the deployment and, for BYOC, the credential (shown once).
@@ -112,11 +165,8 @@ class DeploymentService:
         with self.db.transaction() as tx:
             # Re-check inside the transaction: a suspension racing this install wins.
             manifest = self.catalog.installable_version(agent_id, manifest.version, tx=tx)
-            row = tx.fetch_one(
-                f"INSERT INTO deployments (id, org_id, agent_id, version, deployment_type, status, config, "
-                f"granted_permissions, created_by) VALUES (%s, %s, %s, %s, %s, 'pending', %s::jsonb, %s::jsonb, %s) "
-                f"RETURNING {_COLUMNS}", deployment_id, org_id, agent_id, manifest.version, deployment_type,
-                json.dumps(config), json.dumps(granted), principal.actor)
+            row = tx.fetch_one(_Q.insert_deployment, deployment_id, org_id, agent_id, manifest.version,
+                               deployment_type, json.dumps(config), json.dumps(granted), principal.actor)
             assert row is not None
             self.audit.append(tx, org_id=org_id, actor=principal.actor, action="deployment.created",
                               target=deployment_id, details={"agent_id": agent_id, "version": manifest.version,
@@ -134,49 +184,40 @@ class DeploymentService:
                 with self.db.transaction() as tx:
                     row = self._move(tx, self._load(tx, org_id, deployment_id, lock=True), S.FAILED,
                                      actor="system:provisioner", reason=f"provisioning failed: {exc}")
-            return row, None
-        return row, secret
+            return InstallOut.model_validate(row)
+        return InstallOut.model_validate({**row, "dataplane_key": secret})
 
-    def page(self, org_id: str, *, limit: int, cursor: str | None, status: str | None) -> tuple[list[Row], str | None]:
-        """A page of the org's deployments, newest first."""
-        after = decode_cursor(cursor, required=("created_at", "id"))
-        clauses, args = ["org_id = %s"], [org_id]
-        if status:
-            clauses.append("status = %s")
-            args.append(status)
-        if after:
-            clauses.append("(created_at, id) < (%s::timestamptz, %s)")
-            args += [after["created_at"], after["id"]]
+    def page(self, org_id: str, *, limit: int, cursor: str | None, status: DeploymentStatus | None
+             ) -> Page[DeploymentOut]:
+        """A page of the org's deployments, newest first, optionally only those in ``status``."""
+        after = Keyset.after(cursor)
+        wanted = status.value if status else None
         with self.db.read() as tx:
-            rows = tx.fetch_all(f"SELECT {_COLUMNS} FROM deployments WHERE {' AND '.join(clauses)} "
-                                "ORDER BY created_at DESC, id DESC LIMIT %s", *args, limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor({"created_at": rows[-1]["created_at"].isoformat(), "id": rows[-1]["id"]}
-                                    ) if more else None
-        return rows, next_cursor
+            rows = tx.fetch_all(_Q.deployments_page, org_id, wanted, wanted, *after.params, limit + 1)
+        items, next_cursor = next_page(rows, limit, lambda r: Keyset.of(r["created_at"], r["id"]))
+        return Page[DeploymentOut](items=[deployment_out(r) for r in items], next_cursor=next_cursor)
 
-    def get(self, org_id: str, deployment_id: str) -> Row:
+    def get(self, org_id: str, deployment_id: str) -> DeploymentOut:
         """One deployment of the org."""
         with self.db.read() as tx:
-            return self._load(tx, org_id, deployment_id)
+            return deployment_out(self._load(tx, org_id, deployment_id))
 
-    def uninstall(self, principal: Principal, org_id: str, deployment_id: str) -> Row:
+    def uninstall(self, principal: Principal, org_id: str, deployment_id: str) -> DeploymentOut:
         """Revoke the credential, remove the data plane; the record stays, ``uninstalled``."""
         with self.db.transaction() as tx:
             row = self._load(tx, org_id, deployment_id, lock=True)
             if row["status"] == S.UNINSTALLED:
-                return row
+                return deployment_out(row)
             if row["dataplane_key_id"]:
                 self.identity.revoke_api_key(tx, org_id=org_id, key_id=row["dataplane_key_id"], actor=principal.actor)
             CatalogService.adjust_install_count(tx, row["agent_id"], -1)
             row = self._move(tx, row, S.UNINSTALLED, actor=principal.actor, uninstalled_at=datetime.now(UTC))
         if row["deployment_type"] == "saas":
             self.provisioner.deprovision(deployment_id)
-        return row
+        return deployment_out(row)
 
     # -- upgrades --------------------------------------------------------------------------------
-    def upgrade(self, principal: Principal, org_id: str, deployment_id: str, version: str) -> Row:
+    def upgrade(self, principal: Principal, org_id: str, deployment_id: str, version: str) -> DeploymentOut:
         """Move to ``version``; one that asks for new permissions waits for an admin's consent."""
         with self.db.transaction() as tx:
             row = self._load(tx, org_id, deployment_id, lock=True)
@@ -191,19 +232,18 @@ class DeploymentService:
                 raise Unprocessable("the deployment's config does not match the new version's schema",
                                     details=problems)
             if added:
-                return self._move(tx, row, S.UPGRADE_PENDING_CONSENT, actor=principal.actor,
+                return deployment_out(self._move(tx, row, S.UPGRADE_PENDING_CONSENT, actor=principal.actor,
                                   reason=f"version {manifest.version} asks for new permissions",
                                   extra={"version": manifest.version, "added_permissions": added},
                                   pending_version=manifest.version, pending_permissions=added,
-                                  status_before_upgrade=row["status"])
-            tx.execute("UPDATE deployments SET version = %s, updated_at = now() WHERE id = %s",
-                       manifest.version, deployment_id)
+                                  status_before_upgrade=row["status"]))
+            tx.execute(_Q.set_version, manifest.version, deployment_id)
             self.audit.append(tx, org_id=org_id, actor=principal.actor, action="deployment.upgraded",
                               target=deployment_id, details={"from": row["version"], "to": manifest.version})
-            return self._load(tx, org_id, deployment_id)
+            return deployment_out(self._load(tx, org_id, deployment_id))
 
     def decide_upgrade(self, principal: Principal, org_id: str, deployment_id: str, *, approve: bool,
-                       comment: str) -> Row:
+                       comment: str) -> DeploymentOut:
         """The admin's consent (or refusal) to the permissions a pending upgrade adds."""
         with self.db.transaction() as tx:
             row = self._load(tx, org_id, deployment_id, lock=True)
@@ -223,11 +263,11 @@ class DeploymentService:
             self.audit.append(tx, org_id=org_id, actor=principal.actor,
                               action="deployment.consent_granted" if approve else "deployment.consent_refused",
                               target=deployment_id, details=details)
-            return self._move(tx, row, back, actor=principal.actor, extra=details, **columns)
+            return deployment_out(self._move(tx, row, back, actor=principal.actor, extra=details, **columns))
 
     # -- data plane ------------------------------------------------------------------------------
     def register(self, principal: Principal, *, version: str, hostname: str, capabilities: list[str]
-                 ) -> tuple[Row, AgentManifest]:
+                 ) -> RegisterOut:
         """A data plane connects out with its deployment's key and reports ready."""
         deployment_id, org_id = principal.deployment_id, principal.key_org_id
         if not deployment_id or not org_id:
@@ -242,21 +282,22 @@ class DeploymentService:
                 row = self._move(tx, row, S.READY, actor=principal.actor, extra={"dataplane": info},
                                  dataplane=info, registered_at=now, last_heartbeat_at=now)
             else:
-                tx.execute("UPDATE deployments SET dataplane = %s::jsonb, registered_at = %s, last_heartbeat_at = %s "
-                           "WHERE id = %s", json.dumps(info), now, now, deployment_id)
+                tx.execute(_Q.record_registration, json.dumps(info), now, now, deployment_id)
                 self.audit.append(tx, org_id=org_id, actor=principal.actor, action="deployment.registered",
                                   target=deployment_id, details={"dataplane": info})
                 row = self._load(tx, org_id, deployment_id)
             manifest = self._manifest(tx, row)
-        return row, manifest
+        return RegisterOut(deployment_id=row["id"], org_id=row["org_id"], agent_id=row["agent_id"],
+                           version=row["version"], status=row["status"],
+                           heartbeat_interval_seconds=HEARTBEAT_INTERVAL_SECONDS, config=row["config"],
+                           granted_permissions=row["granted_permissions"],
+                           manifest=manifest.model_dump(mode="json"))
 
-    @staticmethod
-    def _manifest(tx: Tx, row: Row) -> AgentManifest:
-        found = tx.fetch_val("SELECT manifest FROM agent_versions WHERE agent_id = %s AND version = %s",
-                             row["agent_id"], row["version"])
-        return AgentManifest.model_validate(found)
+    def _manifest(self, tx: Tx, row: Row) -> AgentManifest:
+        """The manifest of the version the deployment runs (the catalog's, read in ``tx``)."""
+        return self.catalog.version_manifest(tx, row["agent_id"], row["version"])
 
-    def heartbeat(self, principal: Principal) -> Row:
+    def heartbeat(self, principal: Principal) -> DeploymentOut:
         """Keep the deployment ``ready``; an unreachable one comes back."""
         deployment_id, org_id = principal.deployment_id, principal.key_org_id
         if not deployment_id or not org_id:
@@ -264,35 +305,28 @@ class DeploymentService:
         with self.db.transaction() as tx:
             row = self._load(tx, org_id, deployment_id, lock=True)
             if row["status"] == S.UNREACHABLE:
-                return self._move(tx, row, S.READY, actor=principal.actor, reason="heartbeat resumed",
-                                  last_heartbeat_at=datetime.now(UTC))
+                return deployment_out(self._move(tx, row, S.READY, actor=principal.actor, reason="heartbeat resumed",
+                                                 last_heartbeat_at=datetime.now(UTC)))
             if row["status"] not in (S.READY, S.UPGRADE_PENDING_CONSENT):
                 raise Conflict(f"the deployment is {row['status']}: register first", code=ErrorCode.INVALID_STATE)
-            tx.execute("UPDATE deployments SET last_heartbeat_at = now() WHERE id = %s", deployment_id)
-            return self._load(tx, org_id, deployment_id)
+            tx.execute(_Q.record_heartbeat, deployment_id)
+            return deployment_out(self._load(tx, org_id, deployment_id))
 
     def mark_unreachable(self, *, now: datetime | None = None) -> list[str]:
         """The scheduled sweep: ready deployments silent for three heartbeats become unreachable."""
         cutoff = (now or datetime.now(UTC)) - UNREACHABLE_AFTER
         moved = []
         with self.db.transaction() as tx:
-            stale = tx.fetch_all(f"SELECT {_COLUMNS} FROM deployments WHERE status = 'ready' "
-                                 "AND last_heartbeat_at < %s FOR UPDATE SKIP LOCKED", cutoff)
+            stale = tx.fetch_all(_Q.stale_ready_deployments, cutoff)
             for row in stale:
                 self._move(tx, row, S.UNREACHABLE, actor="system:health",
                            reason=f"no heartbeat since {row['last_heartbeat_at'].isoformat()}")
                 moved.append(row["id"])
         return moved
 
-    def manifest_of(self, org_id: str, deployment_id: str) -> tuple[Row, AgentManifest]:
-        """A deployment with the manifest of the version it runs."""
-        with self.db.read() as tx:
-            row = self._load(tx, org_id, deployment_id)
-            return row, self._manifest(tx, row)
-
     # -- BYOC ----------------------------------------------------------------------------------
     def bundle(self, principal: Principal, org_id: str, deployment_id: str, *, cloud: Cloud,
-               include_secret: bool) -> tuple[bytes, str]:
+               include_secret: bool) -> BundleFile:
         """The BYOC bundle (Helm chart + Terraform) for a BYOC deployment.
 
         The bundle references the Kubernetes secret holding the data-plane key. Only when the
@@ -316,8 +350,7 @@ class DeploymentService:
                 key_row, secret = self.identity.create_api_key(
                     tx, org_id=org_id, name=f"data plane {deployment_id}", role=Role.DATAPLANE,
                     actor=principal.actor, deployment_id=deployment_id)
-                tx.execute("UPDATE deployments SET dataplane_key_id = %s, updated_at = now() WHERE id = %s",
-                           key_row["id"], deployment_id)
+                tx.execute(_Q.set_dataplane_key, key_row["id"], deployment_id)
             self.audit.append(tx, org_id=org_id, actor=principal.actor, action="deployment.bundle_issued",
                               target=deployment_id, details={"cloud": cloud, "secret_included": include_secret})
             spec = BundleSpec(
@@ -326,4 +359,27 @@ class DeploymentService:
                 image=manifest.runtime.image or BYOC_RUNNER_IMAGE, agent_config=row["config"],
                 credential_secret_name=CREDENTIALS_SECRET, api_key=secret, cloud=cloud)
             data = build_bundle(spec, include_secret=include_secret)
-        return data, f"{manifest.name}-{manifest.version}-{deployment_id}.tar.gz"
+        return BundleFile(data=data, filename=f"{manifest.name}-{manifest.version}-{deployment_id}.tar.gz")
+
+    # -- for other contexts ----------------------------------------------------------------------
+    def has_installed(self, org_id: str, agent_id: str, *, tx: Tx | None = None) -> bool:
+        """Has ``org_id`` ever installed the agent? Uninstalled deployments count (the org used the
+        agent and may say why it left); failed ones do not (it never ran). Pass ``tx`` to read in
+        the caller's transaction (the catalog asks before it accepts a review)."""
+        if tx is None:
+            with self.db.read() as own:
+                return self.has_installed(org_id, agent_id, tx=own)
+        return bool(tx.fetch_val(_Q.has_installed, org_id, agent_id))
+
+    @staticmethod
+    def runnable(tx: Tx, deployment_id: str) -> RunnableDeployment | None:
+        """What a run's start needs of deployment ``deployment_id`` (any org's), read in the
+        caller's transaction; None when there is no such deployment."""
+        row = tx.fetch_one(_Q.deployment_for_run, deployment_id)
+        return None if row is None else _runnable(row)
+
+    @staticmethod
+    def defer_runnable(tx: Tx, deployment_id: str) -> PendingRunnableDeployment:
+        """``runnable`` without a round trip of its own: the SELECT is held back (``Tx.defer``) and
+        sent with the caller's next statement; ``get()`` on the result reads the answer."""
+        return PendingRunnableDeployment(tx.defer(_Q.deployment_for_run, deployment_id))

@@ -32,10 +32,11 @@ from urllib.parse import urlsplit
 
 from shared.audit import AuditLog
 from shared.identity import Principal
-from shared.kernel.db.database import Database, Deferred, Row, Tx
-from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
+from shared.kernel.db.database import Database, Deferred, Tx
+from shared.kernel.db.queries import Queries
+from shared.kernel.errors import BadRequest, Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
-from shared.kernel.pagination import decode_cursor, encode_cursor
+from shared.kernel.pagination import Keyset, Page, decode_cursor, next_page
 from shared.kernel.secret_box import SecretBox, SecretBoxError
 from shared.webhooks.delivery import (
     PostResult,
@@ -46,7 +47,15 @@ from shared.webhooks.delivery import (
     signed_headers,
 )
 from shared.webhooks.destinations import DestinationPolicy, DestinationRefused
-from shared.webhooks.models import DeliveryStatus, WebhookEvent, WebhookStatus
+from shared.webhooks.models import (
+    DeliveryAttemptOut,
+    DeliveryStatus,
+    DispatchOut,
+    WebhookCreated,
+    WebhookEvent,
+    WebhookOut,
+    WebhookStatus,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -54,56 +63,7 @@ SYSTEM_ACTOR = "system:webhooks"
 MAX_WEBHOOKS_PER_ORG = 50
 _MAX_ERROR_CHARS = 1000
 
-# An event and its deliveries, for every active webhook of the org subscribed to its type, in one
-# statement; nothing at all when none is. KEY SHARE: a webhook deleted concurrently is skipped
-# rather than failing the caller's transaction on the foreign key. A delivery's id is the event
-# id's time part (so ``id_time`` reads when it was made) followed by a digest of the event and
-# webhook ids, spelled in base32 letters: one per (event, webhook), made here.
-# Parameters: org, type, event id, org, type, data, delivery id prefix, org.
-_EMIT = """
-WITH hooks AS (
-    SELECT id FROM webhooks
-    WHERE org_id = %s AND status = 'active' AND events @> jsonb_build_array(%s::text)
-    FOR KEY SHARE
-), event AS (
-    INSERT INTO webhook_events (id, org_id, type, data)
-    SELECT %s, %s, %s, %s::jsonb WHERE EXISTS (SELECT FROM hooks)
-    RETURNING id
-)
-INSERT INTO webhook_deliveries (id, event_id, webhook_id, org_id, next_attempt_at)
-SELECT %s || translate(left(md5(event.id || '/' || hooks.id), 16), '0123456789abcdef', 'abcdefghijklmnop'),
-       event.id, hooks.id, %s, now()
-FROM event CROSS JOIN hooks
-RETURNING event_id
-"""
-
-_WEBHOOK_COLUMNS = ("id, org_id, url, events, description, status, disabled_reason, disabled_at, created_by, "
-                    "created_at")
-
-# Claims up to $limit due deliveries of active webhooks and leases them: attempts + 1, and
-# next_attempt_at pushed to the lease's end, so a dispatcher that dies mid-attempt only delays
-# the delivery until then. A fresh lease token per claim lets only the claimer record the outcome.
-_CLAIM = """
-WITH due AS (
-    SELECT d.id FROM webhook_deliveries d
-    JOIN webhooks w ON w.id = d.webhook_id AND w.status = 'active'
-    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-    ORDER BY d.next_attempt_at
-    LIMIT %s
-    FOR UPDATE OF d SKIP LOCKED
-), claimed AS (
-    UPDATE webhook_deliveries d
-    SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => %s),
-        lease_token = gen_random_uuid()::text
-    FROM due WHERE d.id = due.id
-    RETURNING d.id, d.event_id, d.webhook_id, d.org_id, d.attempts, d.lease_token
-)
-SELECT c.id, c.event_id, c.webhook_id, c.org_id, c.attempts, c.lease_token,
-       e.type AS event_type, e.data, e.occurred_at, w.url, w.secret_sealed
-FROM claimed c
-JOIN webhook_events e ON e.id = c.event_id
-JOIN webhooks w ON w.id = c.webhook_id
-"""
+_Q = Queries("shared.webhooks")
 
 
 @dataclass(frozen=True)
@@ -138,17 +98,6 @@ class RetrySchedule:
 
 
 @dataclass(frozen=True)
-class DispatchReport:
-    """What one ``deliver_due`` pass did."""
-
-    claimed: int = 0
-    delivered: int = 0
-    retrying: int = 0
-    failed: int = 0
-    disabled: int = 0
-
-
-@dataclass(frozen=True)
 class _Claimed:
     id: str
     event_id: str
@@ -174,6 +123,17 @@ def _clip(text: str | None, limit: int = _MAX_ERROR_CHARS) -> str | None:
     return cleaned[:limit]
 
 
+def _attempts_after(cursor: str | None) -> tuple[str | None, str | None, str | None]:
+    """The ``attempts_page`` position a cursor names, as the Keyset shape's three parameters: the
+    attempts list is newest first by ``(started_at, id)`` rather than ``(created_at, id)``."""
+    key = decode_cursor(cursor, required=("started_at", "id"))
+    if key is None:
+        return None, None, None
+    if not isinstance(key["started_at"], str) or not isinstance(key["id"], str):
+        raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
+    return key["started_at"], key["started_at"], key["id"]
+
+
 def event_id(emitted: Deferred) -> str | None:
     """The id of the event ``WebhookService.emit`` queued, None if no webhook was subscribed."""
     row = emitted.one()
@@ -195,7 +155,7 @@ class WebhookService:
 
     # -- subscriptions ---------------------------------------------------------------------
     def create(self, principal: Principal, org_id: str, *, url: str, events: Sequence[WebhookEvent | str],
-               description: str = "") -> tuple[Row, str]:
+               description: str = "") -> WebhookCreated:
         """A new webhook and its signing secret (returned once, stored only encrypted)."""
         try:
             destination, _ = self.destinations.check(url)
@@ -210,77 +170,53 @@ class WebhookService:
         secret = new_signing_secret()
         sealed = self.secret_box.seal(secret.encode(), context=_secret_context(webhook_id))
         with self.db.transaction() as tx:
-            count = int(tx.fetch_val("SELECT count(*) FROM webhooks WHERE org_id = %s", org_id) or 0)
+            count = int(tx.fetch_val(_Q.count_webhooks, org_id) or 0)
             if count >= MAX_WEBHOOKS_PER_ORG:
                 raise Conflict(f"an organisation may have at most {MAX_WEBHOOKS_PER_ORG} webhooks",
                                code=ErrorCode.WEBHOOK_LIMIT)
-            row = tx.fetch_one(
-                f"INSERT INTO webhooks (id, org_id, url, events, description, secret_sealed, created_by) "
-                f"VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s) RETURNING {_WEBHOOK_COLUMNS}",
-                webhook_id, org_id, destination.url, json.dumps(event_types), description, sealed,
-                principal.actor)
+            row = tx.fetch_one(_Q.insert_webhook, webhook_id, org_id, destination.url, json.dumps(event_types),
+                               description, sealed, principal.actor)
             self.audit.append(tx, org_id=org_id, actor=principal.actor, action="webhook.created", target=webhook_id,
                               details={"host": destination.host, "events": event_types})
         assert row is not None
-        return row, secret
+        return WebhookCreated.model_validate({**row, "secret": secret})
 
-    def page(self, org_id: str, *, limit: int, cursor: str | None) -> tuple[list[Row], str | None]:
+    def page(self, org_id: str, *, limit: int, cursor: str | None) -> Page[WebhookOut]:
         """The org's webhooks, newest first (never their secrets)."""
-        after = decode_cursor(cursor, required=("created_at", "id"))
-        clauses, args = ["org_id = %s"], [org_id]
-        if after:
-            clauses.append("(created_at, id) < (%s::timestamptz, %s)")
-            args += [after["created_at"], after["id"]]
+        after = Keyset.after(cursor)
         with self.db.read() as tx:
-            rows = tx.fetch_all(f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE {' AND '.join(clauses)} "
-                                "ORDER BY created_at DESC, id DESC LIMIT %s", *args, limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor({"created_at": rows[-1]["created_at"].isoformat(), "id": rows[-1]["id"]}
-                                    ) if more else None
-        return rows, next_cursor
+            rows = tx.fetch_all(_Q.webhooks_page, org_id, *after.params, limit + 1)
+        items, next_cursor = next_page(rows, limit, lambda r: Keyset.of(r["created_at"], r["id"]))
+        return Page[WebhookOut](items=[WebhookOut.model_validate(r) for r in items], next_cursor=next_cursor)
 
-    def get(self, org_id: str, webhook_id: str) -> Row:
+    def get(self, org_id: str, webhook_id: str) -> WebhookOut:
         """One webhook of the org; 404 for another org's."""
         with self.db.read() as tx:
-            row = tx.fetch_one(f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE id = %s AND org_id = %s",
-                               webhook_id, org_id)
+            row = tx.fetch_one(_Q.webhook, webhook_id, org_id)
         if row is None:
             raise NotFound("webhook not found")
-        return row
+        return WebhookOut.model_validate(row)
 
     def delete(self, principal: Principal, org_id: str, webhook_id: str) -> None:
         """Remove a webhook with its encrypted secret, pending deliveries and delivery history."""
         with self.db.transaction() as tx:
-            row = tx.fetch_one("DELETE FROM webhooks WHERE id = %s AND org_id = %s RETURNING url, events",
-                               webhook_id, org_id)
+            row = tx.fetch_one(_Q.delete_webhook, webhook_id, org_id)
             if row is None:
                 raise NotFound("webhook not found")
             self.audit.append(tx, org_id=org_id, actor=principal.actor, action="webhook.deleted", target=webhook_id,
                               details={"host": urlsplit(row["url"]).hostname, "events": row["events"]})
 
     def attempts_page(self, org_id: str, webhook_id: str, *, limit: int, cursor: str | None
-                      ) -> tuple[list[Row], str | None]:
+                      ) -> Page[DeliveryAttemptOut]:
         """The webhook's delivery attempts, newest first; 404 for another org's webhook."""
-        after = decode_cursor(cursor, required=("started_at", "id"))
+        after = _attempts_after(cursor)
         self.get(org_id, webhook_id)
-        clauses, args = ["a.webhook_id = %s", "a.org_id = %s"], [webhook_id, org_id]
-        if after:
-            clauses.append("(a.started_at, a.id) < (%s::timestamptz, %s)")
-            args += [after["started_at"], after["id"]]
         with self.db.read() as tx:
-            rows = tx.fetch_all(
-                "SELECT a.id, a.delivery_id, d.event_id, e.type AS event_type, a.attempt, a.status_code, a.error, "
-                "a.response_excerpt, a.duration_ms, a.started_at, a.finished_at, d.status AS delivery_status, "
-                "CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at "
-                "FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id "
-                "JOIN webhook_events e ON e.id = d.event_id "
-                f"WHERE {' AND '.join(clauses)} ORDER BY a.started_at DESC, a.id DESC LIMIT %s", *args, limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor({"started_at": rows[-1]["started_at"].isoformat(), "id": rows[-1]["id"]}
-                                    ) if more else None
-        return rows, next_cursor
+            rows = tx.fetch_all(_Q.attempts_page, webhook_id, org_id, *after, limit + 1)
+        items, next_cursor = next_page(rows, limit, lambda r: {"started_at": r["started_at"].isoformat(),
+                                                                "id": r["id"]})
+        return Page[DeliveryAttemptOut](items=[DeliveryAttemptOut.model_validate(r) for r in items],
+                                        next_cursor=next_cursor)
 
     # -- the outbox ----------------------------------------------------------------------------
     def emit(self, tx: Tx, *, org_id: str, event: WebhookEvent | str, data: Mapping[str, Any]) -> Deferred:
@@ -297,7 +233,7 @@ class WebhookService:
         event_type = WebhookEvent(event).value
         new_event = new_id("msg")
         delivery_prefix = "whd_" + new_event.removeprefix("msg_")[:10]
-        return tx.defer(_EMIT, org_id, event_type, new_event, org_id, event_type,
+        return tx.defer(_Q.emit, org_id, event_type, new_event, org_id, event_type,
                         json.dumps(dict(data), default=str), delivery_prefix, org_id)
 
     # -- delivery ------------------------------------------------------------------------------
@@ -309,21 +245,21 @@ class WebhookService:
     def claim(self, limit: int) -> list[_Claimed]:
         """Lease up to ``limit`` due deliveries (each counts as its next attempt)."""
         with self.db.transaction() as tx:
-            rows = tx.fetch_all(_CLAIM, limit, self._lease_seconds(limit))
+            rows = tx.fetch_all(_Q.claim_due, limit, self._lease_seconds(limit))
         return [_Claimed(id=r["id"], event_id=r["event_id"], webhook_id=r["webhook_id"], org_id=r["org_id"],
                          attempt=int(r["attempts"]), lease_token=r["lease_token"], event_type=r["event_type"],
                          data=r["data"], occurred_at=r["occurred_at"], url=r["url"],
                          secret_sealed=bytes(r["secret_sealed"])) for r in rows]
 
-    def deliver_due(self, limit: int = 100) -> DispatchReport:
+    def deliver_due(self, limit: int = 100) -> DispatchOut:
         """Deliver up to ``limit`` due deliveries, ``concurrency`` at a time; returns what happened."""
         claimed = self.claim(limit)
         if not claimed:
-            return DispatchReport()
+            return DispatchOut(claimed=0, delivered=0, retrying=0, failed=0, disabled=0)
         with concurrent.futures.ThreadPoolExecutor(min(self.concurrency, len(claimed)),
                                                    thread_name_prefix="webhook-delivery") as pool:
             outcomes = list(pool.map(self._deliver_one, claimed))
-        return DispatchReport(
+        return DispatchOut(
             claimed=len(claimed),
             delivered=outcomes.count(DeliveryStatus.DELIVERED),
             retrying=outcomes.count(DeliveryStatus.PENDING),
@@ -357,29 +293,19 @@ class WebhookService:
             error = f"the receiver answered HTTP {code}"
         with self.db.transaction() as tx:
             if outcome == DeliveryStatus.PENDING:
-                updated = tx.execute(
-                    "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => %s), "
-                    "lease_token = NULL, last_status_code = %s, last_error = %s "
-                    "WHERE id = %s AND lease_token = %s AND status = 'pending'",
-                    delay, code, _clip(error), item.id, item.lease_token)
+                updated = tx.execute(_Q.retry_delivery, delay, code, _clip(error), item.id, item.lease_token)
             else:
                 final = DeliveryStatus.DELIVERED if outcome == DeliveryStatus.DELIVERED else DeliveryStatus.FAILED
-                updated = tx.execute(
-                    "UPDATE webhook_deliveries SET status = %s, next_attempt_at = NULL, lease_token = NULL, "
-                    "last_status_code = %s, last_error = %s, finished_at = now() "
-                    "WHERE id = %s AND lease_token = %s AND status = 'pending'",
-                    final.value, code, _clip(error), item.id, item.lease_token)
+                updated = tx.execute(_Q.finish_delivery, final.value, code, _clip(error), item.id,
+                                     item.lease_token)
             if not updated:
                 # The lease ran out and another dispatcher took the delivery, or the webhook was
                 # deleted or disabled meanwhile: that one's outcome stands.
                 _log.warning("webhook delivery %s lost its lease before its attempt %s was recorded", item.id,
                              item.attempt, extra={"fields": {"delivery_id": item.id}})
                 return None
-            tx.execute("INSERT INTO webhook_attempts (id, delivery_id, webhook_id, org_id, attempt, status_code, "
-                       "error, response_excerpt, duration_ms, started_at, finished_at) "
-                       "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                       new_id("wha"), item.id, item.webhook_id, item.org_id, item.attempt, code, _clip(error),
-                       _clip(result.response_excerpt), result.duration_ms, started_at, finished_at)
+            tx.execute(_Q.insert_attempt, new_id("wha"), item.id, item.webhook_id, item.org_id, item.attempt, code,
+                       _clip(error), _clip(result.response_excerpt), result.duration_ms, started_at, finished_at)
             if outcome == WebhookStatus.DISABLED:
                 self._disable(tx, item, reason="the receiver answered 410 Gone")
         _log.info("webhook delivery %s attempt %s: %s", item.id, item.attempt, outcome.value,
@@ -410,13 +336,10 @@ class WebhookService:
         return post(destination, address, headers=headers, body=body, timeout=self.timeout_seconds)
 
     def _disable(self, tx: Tx, item: _Claimed, *, reason: str) -> None:
-        disabled = tx.execute("UPDATE webhooks SET status = 'disabled', disabled_reason = %s, disabled_at = now() "
-                              "WHERE id = %s AND status = 'active'", reason, item.webhook_id)
+        disabled = tx.execute(_Q.disable_webhook, reason, item.webhook_id)
         if not disabled:
             return
-        cancelled = tx.execute("UPDATE webhook_deliveries SET status = 'cancelled', next_attempt_at = NULL, "
-                               "lease_token = NULL, finished_at = now() "
-                               "WHERE webhook_id = %s AND status = 'pending'", item.webhook_id)
+        cancelled = tx.execute(_Q.cancel_pending_deliveries, item.webhook_id)
         self.audit.append(tx, org_id=item.org_id, actor=SYSTEM_ACTOR, action="webhook.disabled",
                           target=item.webhook_id, details={"reason": reason, "event_id": item.event_id,
                                                            "cancelled_deliveries": cancelled})
@@ -425,10 +348,7 @@ class WebhookService:
         """Delete events (with their deliveries and attempts) older than ``older_than`` that nothing
         still waits to deliver; returns how many events went."""
         with self.db.transaction() as tx:
-            return tx.execute(
-                "DELETE FROM webhook_events e WHERE e.occurred_at < now() - make_interval(secs => %s) "
-                "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = 'pending')",
-                older_than.total_seconds())
+            return tx.execute(_Q.purge_events, older_than.total_seconds())
 
 
 class WebhookDispatcher:

@@ -209,3 +209,22 @@ def test_deployments_list_pages_and_filters(agent, make_org):
     uninstalled = admin.get(f"/orgs/{org_id}/deployments?status=uninstalled").body["items"]
     assert [d["id"] for d in uninstalled] == [ids[0]]
     assert admin.get(f"/orgs/{org_id}/deployments?status=bogus").status == 422
+
+
+def test_what_other_contexts_read_of_a_deployment(agent, make_org, container):
+    admin, org_id = make_org()
+    dep = _install(admin, org_id, agent["id"], deployment_type="byoc").body
+    deployments = container.deployments
+    assert deployments.has_installed(org_id, agent["id"])
+    with container.db.transaction() as tx:
+        found = deployments.runnable(tx, dep["id"])
+        assert found is not None
+        assert (found.org_id, found.agent_id, found.version, found.deployment_type, found.status) == (
+            org_id, agent["id"], "1.0.0", "byoc", "provisioning")
+        assert found.config == {"billing_source": "x.csv"} and found.granted_permissions == ["billing:read"]
+        pending, missing = deployments.defer_runnable(tx, dep["id"]), deployments.defer_runnable(tx, "dep_nope")
+        assert tx.fetch_val("SELECT 1") == 1  # the deferred reads travel with this statement
+        assert pending.get() == found and missing.get() is None
+        assert not deployments.has_installed(org_id, "agt_other", tx=tx)
+        manifest = container.catalog.version_manifest(tx, agent["id"], "1.0.0")
+        assert manifest.name == agent["manifest"]["name"]

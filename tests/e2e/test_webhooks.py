@@ -569,20 +569,19 @@ def test_delivery_connects_to_the_checked_address_and_rechecks_it(loop_container
     resolver = TableResolver({"receiver.test": ["127.0.0.1"]})
     svc = service(loop_container, resolver=resolver)
     principal = loop_container.identity.authenticate(admin.token)
-    row, secret = svc.create(principal, org_id, url=f"http://receiver.test:{receiver.port}/in",
-                             events=["deployment.ready"])
+    hook = svc.create(principal, org_id, url=f"http://receiver.test:{receiver.port}/in", events=["deployment.ready"])
     emit(loop_container, org_id, "deployment.ready", {"deployment_id": "dep_1"})
     svc.deliver_due()
     req = receiver.wait_for(1)[0]
     # Sent to 127.0.0.1, the address the check approved, while naming the host the URL names.
     assert req.headers["host"] == f"receiver.test:{receiver.port}"
-    verify(secret, req)
+    verify(hook.secret, req)
 
     # DNS now answers with the metadata address: the attempt is refused without any request.
     resolver.table["receiver.test"] = ["169.254.169.254"]
     emit(loop_container, org_id, "deployment.ready", {"deployment_id": "dep_2"})
     svc.deliver_due()
-    latest = admin.get(f"/orgs/{org_id}/webhooks/{row['id']}/deliveries").body["items"][0]
+    latest = admin.get(f"/orgs/{org_id}/webhooks/{hook.id}/deliveries").body["items"][0]
     assert latest["status_code"] is None and latest["delivery_status"] == "pending"
     assert "destination refused" in latest["error"] and "169.254.169.254" in latest["error"]
     assert len(receiver.requests) == 1

@@ -1,0 +1,88 @@
+-- The deployments context's statements (it owns the table deployments).
+-- Every statement that answers a deployment returns the same columns, in this order:
+--   id, org_id, agent_id, version, deployment_type, status, status_reason, config, granted_permissions,
+--   pending_version, pending_permissions, dataplane, registered_at, last_heartbeat_at, created_by,
+--   created_at, updated_at, dataplane_key_id, status_before_upgrade
+
+-- name: deployment
+-- One deployment of an org, if any. Parameters: deployment id, org.
+SELECT id, org_id, agent_id, version, deployment_type, status, status_reason, config, granted_permissions,
+       pending_version, pending_permissions, dataplane, registered_at, last_heartbeat_at, created_by,
+       created_at, updated_at, dataplane_key_id, status_before_upgrade
+FROM deployments WHERE id = %s AND org_id = %s;
+
+-- name: deployment_for_update
+-- The same, locked until the transaction ends. Parameters: deployment id, org.
+SELECT id, org_id, agent_id, version, deployment_type, status, status_reason, config, granted_permissions,
+       pending_version, pending_permissions, dataplane, registered_at, last_heartbeat_at, created_by,
+       created_at, updated_at, dataplane_key_id, status_before_upgrade
+FROM deployments WHERE id = %s AND org_id = %s FOR UPDATE;
+
+-- name: insert_deployment
+-- A new deployment, pending. Parameters: id, org, agent id, version, deployment type, config (JSON),
+-- granted permissions (JSON), created by.
+INSERT INTO deployments (id, org_id, agent_id, version, deployment_type, status, config, granted_permissions,
+                         created_by)
+VALUES (%s, %s, %s, %s, %s, 'pending', %s::jsonb, %s::jsonb, %s)
+RETURNING id, org_id, agent_id, version, deployment_type, status, status_reason, config, granted_permissions,
+          pending_version, pending_permissions, dataplane, registered_at, last_heartbeat_at, created_by,
+          created_at, updated_at, dataplane_key_id, status_before_upgrade;
+
+-- name: move_deployment
+-- A move of the state machine, with the columns that change with it. A template: {sets} is
+-- ", column = %s" for each column the move sets, chosen from a fixed set in service.py.
+-- Parameters: status, reason, one per column in {sets}, deployment id.
+UPDATE deployments SET status = %s, status_reason = %s, updated_at = now(){sets}
+WHERE id = %s
+RETURNING id, org_id, agent_id, version, deployment_type, status, status_reason, config, granted_permissions,
+          pending_version, pending_permissions, dataplane, registered_at, last_heartbeat_at, created_by,
+          created_at, updated_at, dataplane_key_id, status_before_upgrade;
+
+-- name: deployments_page
+-- A page of an org's deployments, newest first, optionally of one status (kernel Keyset).
+-- Parameters: org, status or NULL, status or NULL, the Keyset's three, limit.
+SELECT id, org_id, agent_id, version, deployment_type, status, status_reason, config, granted_permissions,
+       pending_version, pending_permissions, dataplane, registered_at, last_heartbeat_at, created_by,
+       created_at, updated_at, dataplane_key_id, status_before_upgrade
+FROM deployments
+WHERE org_id = %s AND (%s::text IS NULL OR status = %s)
+  AND (%s::timestamptz IS NULL OR (created_at, id) < (%s::timestamptz, %s::text))
+ORDER BY created_at DESC, id DESC LIMIT %s;
+
+-- name: set_version
+-- An upgrade that adds no permission: the deployment moves to the new version at once.
+-- Parameters: version, deployment id.
+UPDATE deployments SET version = %s, updated_at = now() WHERE id = %s;
+
+-- name: record_registration
+-- A data plane registered again (its deployment was already ready).
+-- Parameters: data plane info (JSON), registered at, last heartbeat at, deployment id.
+UPDATE deployments SET dataplane = %s::jsonb, registered_at = %s, last_heartbeat_at = %s WHERE id = %s;
+
+-- name: record_heartbeat
+-- A data plane is alive. Parameters: deployment id.
+UPDATE deployments SET last_heartbeat_at = now() WHERE id = %s;
+
+-- name: stale_ready_deployments
+-- Ready deployments whose last heartbeat is older than the cutoff, locked (those another sweep
+-- holds are skipped). Parameters: cutoff.
+SELECT id, org_id, agent_id, version, deployment_type, status, status_reason, config, granted_permissions,
+       pending_version, pending_permissions, dataplane, registered_at, last_heartbeat_at, created_by,
+       created_at, updated_at, dataplane_key_id, status_before_upgrade
+FROM deployments WHERE status = 'ready' AND last_heartbeat_at < %s
+FOR UPDATE SKIP LOCKED;
+
+-- name: set_dataplane_key
+-- The deployment's data-plane credential was replaced. Parameters: api key id, deployment id.
+UPDATE deployments SET dataplane_key_id = %s, updated_at = now() WHERE id = %s;
+
+-- name: has_installed
+-- Has the org ever installed the agent? Uninstalled deployments count, failed ones do not.
+-- Parameters: org, agent id.
+SELECT EXISTS (SELECT 1 FROM deployments WHERE org_id = %s AND agent_id = %s AND status <> 'failed');
+
+-- name: deployment_for_run
+-- What a run's start needs of its deployment, looked up by id alone (whatever the org).
+-- Parameters: deployment id.
+SELECT id, org_id, agent_id, version, deployment_type, status, config, granted_permissions
+FROM deployments WHERE id = %s;
