@@ -34,6 +34,7 @@ from shared.catalog.search import CatalogSearch, CatalogSearcher, catalog_words
 from shared.catalog.semver import SemVer
 from shared.identity import OrgService, Principal, Role, Users
 from shared.kernel.db.database import Database, Row, Tx
+from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import decode_cursor, encode_cursor
@@ -659,6 +660,27 @@ class CatalogService:
                               details={"role": "admin"})
         return str(org_id), actor
 
+
+    # -- for runs --
+    def listing_id_named(self, tx: Tx, name: str) -> str | None:
+        """The id of the listing called ``name`` (whatever its status), if there is one.
+
+        A listing's name never changes and a listing is never deleted, so a caller may keep the answer.
+        """
+        found = tx.fetch_val(_RUNS_Q.listing_id_named, name)
+        return None if found is None else str(found)
+
+    def manifest_of_version(self, tx: Tx, agent_id: str, version: str) -> AgentManifest | None:
+        """A version's manifest whatever its status (a run executes the version it was created with).
+
+        Versions are immutable, so a caller may keep the answer.
+        """
+        found = tx.fetch_val(_RUNS_Q.manifest_of_version, agent_id, version)
+        return None if found is None else AgentManifest.model_validate(found)
+
+
+# -- for runs --
+_RUNS_Q = Queries("shared.catalog")
 
 def _sqlstate(exc: DatabaseError) -> str | None:
     info = exc.args[0] if exc.args else None
