@@ -12,17 +12,26 @@ from shared.deployments.models import (
     UpgradeRequest,
 )
 from shared.deployments.ports import Provisioner
-from shared.deployments.service import HEARTBEAT_INTERVAL_SECONDS, DeploymentService
+from shared.deployments.service import (
+    HEARTBEAT_INTERVAL_SECONDS,
+    DeploymentBrief,
+    DeploymentGrants,
+    DeploymentService,
+    PendingGrants,
+)
 
 __all__ = [
     "HEARTBEAT_INTERVAL_SECONDS",
     "ConsentRequest",
+    "DeploymentBrief",
+    "DeploymentGrants",
     "DeploymentOut",
     "DeploymentService",
     "DeploymentStatus",
     "InstallOut",
     "InstallRequest",
     "JobLauncher",
+    "PendingGrants",
     "Provisioner",
     "RegisterOut",
     "RegisterRequest",
