@@ -12,14 +12,13 @@ import flask
 from functions.operation import ANY_MEMBER, Call, operation
 from shared.kernel.pagination import Page
 from shared.runs import (
-    LogLineOut,
     LogPage,
     LogQuery,
     RunCreate,
     RunCreated,
     RunListQuery,
     RunOut,
-    RunStatus,
+    RunService,
     RunSummary,
 )
 
@@ -34,35 +33,31 @@ _STREAM_BATCH = 500
 @operation("POST", "/agents/{agent_id}/runs", summary="Start a run", tags=["runs"], body=RunCreate,
            response=RunCreated, status=201)
 def create_run(call: Call) -> RunCreated:
-    row = call.services.runs.create(call.caller, call.params["agent_id"], call.body.deployment_id, call.body.inputs)
-    return RunCreated(**row, run_id=row["id"])
+    body: RunCreate = call.body
+    return call.services.runs.create(call.caller, call.params["agent_id"], body.deployment_id, body.inputs)
 
 
 @operation("GET", "/agents/{agent_id}/runs/{run_id}", summary="Read a run", tags=["runs"], response=RunOut)
 def get_run(call: Call) -> RunOut:
-    return RunOut(**call.services.runs.get(call.caller, call.params["agent_id"], call.params["run_id"]))
+    return call.services.runs.get(call.caller, call.params["agent_id"], call.params["run_id"])
 
 
 @operation("GET", "/orgs/{org_id}/runs", summary="List runs", tags=["runs"], roles=ANY_MEMBER,
            query=RunListQuery, response=Page[RunSummary])
 def list_runs(call: Call) -> Page[RunSummary]:
-    q = call.query
-    rows, cursor = call.services.runs.page(call.org_id, limit=q.limit, cursor=q.cursor,
-                                           status=q.status.value if q.status else None, agent_id=q.agent_id,
-                                           deployment_id=q.deployment_id)
-    return Page[RunSummary](items=[RunSummary(**r) for r in rows], next_cursor=cursor)
+    return call.services.runs.page(call.org_id, call.query)
 
 
 @operation("POST", "/agents/{agent_id}/runs/{run_id}/cancel", summary="Cancel a run", tags=["runs"],
            response=RunOut)
 def cancel_run(call: Call) -> RunOut:
-    return RunOut(**call.services.runs.cancel(call.caller, call.params["agent_id"], call.params["run_id"]))
+    return call.services.runs.cancel(call.caller, call.params["agent_id"], call.params["run_id"])
 
 
 @operation("GET", "/agents/{agent_id}/runs/{run_id}/logs", summary="Read a run's logs", tags=["runs"],
            query=LogQuery, response=LogPage)
 def get_run_logs(call: Call) -> LogPage | flask.Response:
-    runs = call.services.runs
+    runs: RunService = call.services.runs
     agent_id, run_id = call.params["agent_id"], call.params["run_id"]
     q: LogQuery = call.query
     if q.stream or "text/event-stream" in call.request.headers.get("Accept", ""):
@@ -72,9 +67,7 @@ def get_run_logs(call: Call) -> LogPage | flask.Response:
         resp.headers["Cache-Control"] = "no-cache"
         resp.headers["X-Accel-Buffering"] = "no"  # no proxy buffering of a live stream
         return resp
-    rows = runs.log_page(call.caller, agent_id, run_id, after_seq=q.after_seq, limit=q.limit)
-    return LogPage(items=[LogLineOut(**r) for r in rows],
-                   next_after_seq=rows[-1]["seq"] if len(rows) == q.limit else None)
+    return runs.log_page(call.caller, agent_id, run_id, after_seq=q.after_seq, limit=q.limit)
 
 
 def _last_event_id(header: str | None, default: int) -> int:
@@ -88,19 +81,19 @@ def _sse(event: str, data: Any, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, default=str, separators=(',', ':'))}\n\n"
 
 
-def _follow(runs: Any, run_id: str, after_seq: int) -> Iterator[str]:
+def _follow(runs: RunService, run_id: str, after_seq: int) -> Iterator[str]:
     """Server-Sent Events: every log line (``event: log``, ``id: <seq>``) until the run ends
     (``event: end`` with the final status) or ``STREAM_MAX_SECONDS`` pass (``event: timeout``)."""
     started = last_sent = time.monotonic()
     yield "retry: 1000\n\n"
     while True:
         # Status first: once it is final, every line flushed before the completion is in the table.
-        status: RunStatus = runs.status_of(run_id)
+        status = runs.status_of(run_id)
         while True:
             lines = runs.read_logs(run_id, after_seq=after_seq, limit=_STREAM_BATCH)
             for line in lines:
-                after_seq = line["seq"]
-                yield _sse("log", LogLineOut(**line).model_dump(mode="json"), after_seq)
+                after_seq = line.seq
+                yield _sse("log", line.model_dump(mode="json"), after_seq)
             if lines:
                 last_sent = time.monotonic()
             if len(lines) < _STREAM_BATCH:

@@ -10,7 +10,6 @@ from shared.kernel.errors import BadRequest, ErrorCode
 from shared.runs import (
     CheckpointIn,
     CheckpointList,
-    CheckpointOut,
     CheckpointQuery,
     CheckpointWritesIn,
     CompleteIn,
@@ -39,33 +38,24 @@ def _lease_token(call: Call) -> str:
            query=TaskQuery, response=TaskOut)
 def next_task(call: Call) -> TaskOut | Reply:
     q: TaskQuery = call.query
-    leased = call.services.runs.claim(call.caller, worker=q.worker or call.caller.actor, wait_seconds=q.wait,
-                                      lease_seconds=q.lease_seconds)
-    if leased is None:
-        return Reply(status=204)
-    task, run = leased.task, leased.run
-    return TaskOut(task_id=task.id, lease_token=task.lease_token, lease_expires_at=task.lease_expires_at,
-                   lease_seconds=q.lease_seconds, run_id=run["id"], agent_id=run["agent_id"], version=run["version"],
-                   inputs=run["inputs"], config=leased.config, granted_permissions=leased.granted_permissions,
-                   manifest=leased.manifest, attempt=task.attempt,
-                   max_attempts=run["max_attempts"], cancel_requested=run["cancel_requested"],
-                   next_log_seq=leased.next_log_seq)
+    task = call.services.runs.claim(call.caller, worker=q.worker or call.caller.actor, wait_seconds=q.wait,
+                                    lease_seconds=q.lease_seconds)
+    return Reply(status=204) if task is None else task
 
 
 @operation("POST", "/tasks/{task_id}/heartbeat", summary="Extend a task's lease", tags=["data plane"],
            dataplane=True, body=HeartbeatIn, response=HeartbeatOut, idempotent=False)
 def task_heartbeat(call: Call) -> HeartbeatOut:
-    result = call.services.runs.heartbeat(call.caller, call.params["task_id"], call.body.lease_token,
-                                          call.body.lease_seconds)
-    return HeartbeatOut(cancel_requested=result.cancel_requested, lease_expires_at=result.lease_expires_at)
+    body: HeartbeatIn = call.body
+    return call.services.runs.heartbeat(call.caller, call.params["task_id"], body.lease_token, body.lease_seconds)
 
 
 @operation("POST", "/agents/{agent_id}/runs/{run_id}/logs", summary="Append run log lines", tags=["data plane"],
            dataplane=True, body=LogBatchIn, response=LogBatchOut, max_body=4 * _MIB, idempotent=False)
 def append_run_logs(call: Call) -> LogBatchOut:
-    accepted, duplicates = call.services.runs.append_logs(call.caller, call.params["agent_id"], call.params["run_id"],
-                                                          call.body.lease_token, call.body.lines)
-    return LogBatchOut(accepted=accepted, duplicates=duplicates)
+    body: LogBatchIn = call.body
+    return call.services.runs.append_logs(call.caller, call.params["agent_id"], call.params["run_id"],
+                                          body.lease_token, body.lines)
 
 
 @operation("POST", "/agents/{agent_id}/runs/{run_id}/complete", summary="Report a run's outcome",
@@ -74,7 +64,7 @@ def append_run_logs(call: Call) -> LogBatchOut:
 def complete_run(call: Call) -> Reply:
     answer, replayed = call.services.runs.complete(call.caller, call.params["agent_id"], call.params["run_id"],
                                                    call.body)
-    return Reply(body=CompletionOut(**answer), headers={"Idempotent-Replayed": "true"} if replayed else {})
+    return Reply(body=answer, headers={"Idempotent-Replayed": "true"} if replayed else {})
 
 
 @operation("PUT", "/tasks/{task_id}/checkpoints/{checkpoint_id}", summary="Store a run checkpoint",
@@ -97,7 +87,6 @@ def put_checkpoint_writes(call: Call) -> Reply:
            dataplane=True, query=CheckpointQuery, response=CheckpointList)
 def list_checkpoints(call: Call) -> CheckpointList:
     q: CheckpointQuery = call.query
-    items = call.services.runs.list_checkpoints(call.caller, call.params["task_id"], _lease_token(call),
-                                                checkpoint_ns=q.checkpoint_ns, checkpoint_id=q.checkpoint_id,
-                                                before=q.before, limit=q.limit)
-    return CheckpointList(items=[CheckpointOut(**item) for item in items])
+    return call.services.runs.list_checkpoints(call.caller, call.params["task_id"], _lease_token(call),
+                                               checkpoint_ns=q.checkpoint_ns, checkpoint_id=q.checkpoint_id,
+                                               before=q.before, limit=q.limit)

@@ -134,7 +134,8 @@ def _task_queue(settings: Settings, db: Database, connect: Connect) -> TaskQueue
                            push_kinds=frozenset({TASK_KIND}), emulator_host=settings.tasks_emulator_host)
 
 
-def _dispatch(settings: Settings, db: Database, provisioner: Provisioner) -> DispatchService | None:
+def _dispatch(settings: Settings, db: Database, deployments: DeploymentService, provisioner: Provisioner
+              ) -> DispatchService | None:
     if settings.mode != "gcp" or not settings.runs_queue or not settings.dispatch_url:
         return None
     from shared.deployments import JobLauncher  # noqa: PLC0415
@@ -144,7 +145,7 @@ def _dispatch(settings: Settings, db: Database, provisioner: Provisioner) -> Dis
         raise RuntimeError("the gcp provisioner cannot start job executions")
     verifier = OidcVerifier(issuer=settings.push_token_issuer, audience=settings.dispatch_url,
                             jwks_url=settings.push_token_jwks_url)
-    return DispatchService(db, provisioner, PushAuth(verifier, settings.tasks_invoker or ""))
+    return DispatchService(db, deployments, provisioner, PushAuth(verifier, settings.tasks_invoker or ""))
 
 
 def _scheduler_auth(settings: Settings) -> PushAuth | None:
@@ -186,17 +187,17 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     box = _secret_box(settings)
     webhooks = WebhookService(db, audit, box,
                               DestinationPolicy(SystemResolver(), allow_loopback=settings.webhooks_allow_loopback))
+    deployments = DeploymentService(db, audit, identity, catalog, provisioner, control_plane_url=settings.public_url)
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
         idempotency=IdempotencyStore(db, box, ttl_seconds=settings.idempotency_ttl_seconds),
         issuer=issuer,
         catalog=catalog,
-        deployments=DeploymentService(db, audit, identity, catalog, provisioner,
-                                      control_plane_url=settings.public_url),
+        deployments=deployments,
         queue=queue,
-        runs=RunService(db, audit, orgs, queue, events=webhooks.emit),
+        runs=RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=webhooks.emit),
         webhooks=webhooks,
-        dispatch=_dispatch(settings, db, provisioner),
+        dispatch=_dispatch(settings, db, deployments, provisioner),
         scheduler_auth=_scheduler_auth(settings),
     )

@@ -666,4 +666,20 @@ class CatalogService:
             raise NotFound(f"version {version} of agent {agent_id} not found")
         return AgentManifest.model_validate(found)
 
+    # -- for runs --
+    def listing_id_named(self, tx: Tx, name: str) -> str | None:
+        """The id of the listing called ``name`` (whatever its status), if there is one.
+
+        A listing's name never changes and a listing is never deleted, so a caller may keep the answer.
+        """
+        found = tx.fetch_val(_Q.listing_id_named, name)
+        return None if found is None else str(found)
+
+    def manifest_of_version(self, tx: Tx, agent_id: str, version: str) -> AgentManifest | None:
+        """A version's manifest whatever its status (a run executes the version it was created with).
+
+        Versions are immutable, so a caller may keep the answer.
+        """
+        found = tx.fetch_val(_Q.version_manifest, agent_id, version)
+        return None if found is None else AgentManifest.model_validate(found)
 

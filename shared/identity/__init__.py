@@ -19,7 +19,7 @@ from shared.identity.models import (
     StrictModel,
     UserOut,
 )
-from shared.identity.orgs import OrgService
+from shared.identity.orgs import MemberRoles, OrgService
 from shared.identity.ports import TokenIssuer, TokenVerifier
 from shared.identity.push_auth import PushAuth
 from shared.identity.service import IdentityService, Users, token_response
@@ -33,6 +33,7 @@ __all__ = [
     "MeOut",
     "MemberAdd",
     "MemberOut",
+    "MemberRoles",
     "MemberUpdate",
     "MembershipOut",
     "OrgCreate",

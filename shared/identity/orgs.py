@@ -8,7 +8,8 @@ from typing import Any
 from shared.audit import AuditLog
 from shared.identity.models import Principal, Role
 from shared.identity.service import IdentityService, Users
-from shared.kernel.db.database import Database, Row
+from shared.kernel.db.database import Database, Deferred, Row, Tx
+from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 
@@ -172,3 +173,38 @@ class OrgService:
                               target=org_id, details={"keys": sorted(data)})
         assert row is not None
         return row
+
+    # -- for runs --
+    def member_roles(self, tx: Tx, principal: Principal) -> MemberRoles:
+        """The caller's role in each of its orgs, for a decision made inside the caller's transaction.
+
+        A user's memberships (a few rows) are read with ``tx.defer``: the statement travels with
+        the caller's next one and costs no round trip of its own. An API key's role, or memberships
+        that authentication already loaded, need no statement.
+        """
+        if principal.kind != "user" or principal.memberships is not None:
+            return MemberRoles(principal, None)
+        return MemberRoles(principal, tx.defer(_RUNS_Q.member_roles_of_user, principal.subject))
+
+
+# -- for runs --
+_RUNS_Q = Queries("shared.identity")
+
+
+class MemberRoles:
+    """A caller's roles, read with the caller's next statement (``OrgService.member_roles``)."""
+
+    def __init__(self, principal: Principal, answer: Deferred | None) -> None:
+        self._principal = principal
+        self._answer = answer
+        self._roles: dict[str, Role] | None = None
+
+    def role_in(self, org_id: str) -> Role | None:
+        """The caller's role in ``org_id``; None when it is not a member (or the org does not exist)."""
+        if self._answer is None:
+            if self._principal.kind == "api_key":
+                return self._principal.key_role if self._principal.key_org_id == org_id else None
+            return self._principal.known_role(org_id)[1]
+        if self._roles is None:
+            self._roles = {row["org_id"]: Role(row["role"]) for row in self._answer.rows()}
+        return self._roles.get(org_id)

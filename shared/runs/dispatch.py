@@ -23,20 +23,15 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.deployments import JobLauncher
+from shared.deployments import DeploymentService, JobLauncher
 from shared.identity import PushAuth
 from shared.kernel.db.database import Database
+from shared.kernel.db.queries import Queries
 from shared.kernel.errors import ErrorCode, Unavailable
 from shared.kernel.ids import id_time
 
 _log = logging.getLogger(__name__)
-
-_TASK = """
-SELECT t.state, t.attempt, t.deployment_id, coalesce(t.available_at <= now(), false) AS due,
-       d.deployment_type, d.status AS deployment_status
-FROM tasks t LEFT JOIN deployments d ON d.id = t.deployment_id
-WHERE t.id = %s
-"""
+_Q = Queries("shared.runs")
 
 _FINAL = frozenset({"done", "dead", "cancelled"})
 # Deployments whose job may run: a run is only created on a ready deployment, and one that
@@ -64,9 +59,10 @@ class DispatchResult:
 class DispatchService:
     """Checks a push against PostgreSQL and starts the deployment's job when it is due."""
 
-    def __init__(self, db: Database, launcher: JobLauncher, auth: PushAuth, *,
+    def __init__(self, db: Database, deployments: DeploymentService, launcher: JobLauncher, auth: PushAuth, *,
                  visibility_grace_seconds: float = 60.0) -> None:
         self.db = db
+        self.deployments = deployments
         self.launcher = launcher
         self.auth = auth
         self.visibility_grace_seconds = visibility_grace_seconds
@@ -77,24 +73,26 @@ class DispatchService:
 
     def dispatch(self, delivery: Delivery) -> DispatchResult:
         """Start the job for ``delivery`` if it is the next one due, else say why not."""
-        with self.db.transaction() as tx:
-            row = tx.fetch_one(_TASK, delivery.task_id)
-        if row is None:
-            made = id_time(delivery.task_id)
-            if made is not None and time.time() - made < self.visibility_grace_seconds:
-                # Pushed before its transaction committed: Cloud Tasks retries with backoff.
-                raise Unavailable("the task is not visible yet", code=ErrorCode.TASK_NOT_VISIBLE)
-            return self._dropped(delivery, "unknown_task")
-        if row["state"] in _FINAL:
-            return self._dropped(delivery, "task_finished")
-        if row["state"] == "leased" and not row["due"]:
-            return self._dropped(delivery, "lease_held")
-        if delivery.attempt != int(row["attempt"]) + 1:
-            return self._dropped(delivery, "stale_delivery")
-        if row["deployment_type"] != "saas" or row["deployment_status"] not in _RUNNABLE:
+        with self.db.read() as tx:
+            row = tx.fetch_one(_Q.dispatch_task, delivery.task_id)
+            if row is None:
+                made = id_time(delivery.task_id)
+                if made is not None and time.time() - made < self.visibility_grace_seconds:
+                    # Pushed before its transaction committed: Cloud Tasks retries with backoff.
+                    raise Unavailable("the task is not visible yet", code=ErrorCode.TASK_NOT_VISIBLE)
+                return self._dropped(delivery, "unknown_task")
+            if row["state"] in _FINAL:
+                return self._dropped(delivery, "task_finished")
+            if row["state"] == "leased" and not row["due"]:
+                return self._dropped(delivery, "lease_held")
+            if delivery.attempt != int(row["attempt"]) + 1:
+                return self._dropped(delivery, "stale_delivery")
+            deployment_id = row["deployment_id"]
+            deployment = self.deployments.run_target(tx, deployment_id) if deployment_id is not None else None
+        if deployment is None or deployment.deployment_type != "saas" or deployment.status not in _RUNNABLE:
             return self._dropped(delivery, "deployment_not_pushed")
         try:
-            execution = self.launcher.start_execution(row["deployment_id"])
+            execution = self.launcher.start_execution(deployment.id)
         except Exception as exc:
             _log.warning("could not start the job for task %s", delivery.task_id, exc_info=True)
             raise Unavailable("could not start the deployment's job; the push will be retried",

@@ -131,7 +131,7 @@ def dispatch(container: Any, cloud_run: CloudRun, google_key: tuple[Any, str],
     provisioner = CloudRunProvisioner(PROJECT, REGION, service_account="dp@acme.iam.gserviceaccount.com",
                                       default_image="runner:1", jobs_client=jobs)
     verifier = OidcVerifier(issuer=GOOGLE, audience=DISPATCH_URL, jwks_url=google_key[1])
-    service = DispatchService(container.db, provisioner, PushAuth(verifier, TASKS_SA))
+    service = DispatchService(container.db, container.deployments, provisioner, PushAuth(verifier, TASKS_SA))
     monkeypatch.setattr(container, "dispatch", service)
     return service
 

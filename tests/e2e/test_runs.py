@@ -137,6 +137,25 @@ def test_roles_and_membership(inst, member, make_user):
     assert inst.admin.get("/tasks/next").status == 403
 
 
+def test_api_keys_start_runs_by_role_and_agents_are_named_by_id_or_name(inst, anon, make_org):
+    def key(admin, org_id, role):
+        return admin.post(f"/orgs/{org_id}/api-keys", json={"name": role, "role": role}).body["key"]
+
+    body = {"deployment_id": inst.deployment_id}
+    by_name = anon.post("/agents/cost-anomaly-detector/runs", token=key(inst.admin, inst.org_id, "operator"), json=body)
+    assert by_name.status == 201 and by_name.body["agent_id"] == inst.agent_id
+    assert anon.get(f"/agents/cost-anomaly-detector/runs/{by_name.body['id']}",
+                    token=key(inst.admin, inst.org_id, "viewer")).body["id"] == by_name.body["id"]
+    assert anon.post(f"/agents/{inst.agent_id}/runs", token=key(inst.admin, inst.org_id, "viewer"),
+                     json=body).status == 403
+    other_admin, other_org = make_org()
+    assert anon.post(f"/agents/{inst.agent_id}/runs", token=key(other_admin, other_org, "admin"),
+                     json=body).status == 404
+    assert inst.admin.post("/agents/no-such-agent/runs", json=body).status == 404
+    assert inst.admin.get(f"/orgs/{inst.org_id}/runs?agent_id=no-such-agent").body == {"items": [],
+                                                                                       "next_cursor": None}
+
+
 @pytest.mark.parametrize(("inputs", "path"), [
     ({"lookback_days": "thirty"}, "inputs.lookback_days"),
     ({"lookback_days": 0}, "inputs.lookback_days"),
@@ -319,22 +338,23 @@ def test_checkpoints_are_stored_for_the_lease_holder(inst, anon):
 
 
 def test_reconcile_closes_a_run_whose_last_lease_expired(inst, anon, container):
-    service = RunService(container.db, container.audit, container.orgs, container.queue, max_attempts=1)
+    service = RunService(container.db, container.audit, container.orgs, container.queue, catalog=container.catalog,
+                         deployments=container.deployments, max_attempts=1)
     principal = container.identity.authenticate(inst.admin.token)
     run = service.create(principal, inst.agent_id, inst.deployment_id, {})
     dataplane = container.identity.authenticate(inst.key)
     leased = service.claim(dataplane, worker="w1", wait_seconds=5, lease_seconds=2)
-    assert leased is not None and leased.run["id"] == run["id"]
+    assert leased is not None and leased.run_id == run.id
     time.sleep(2.3)
     # The expired lease was the last attempt: the queue closes the task instead of delivering it.
     assert service.claim(dataplane, worker="w2", wait_seconds=0, lease_seconds=2) is None
-    assert run["id"] in service.reconcile(idle_for=timedelta(0))
-    final = inst.admin.get(_run_url(inst, run["id"])).body
+    assert run.id in service.reconcile(idle_for=timedelta(0))
+    final = inst.admin.get(_run_url(inst, run.id)).body
     assert final["status"] == "dead" and "lease expired" in final["error"]
-    late = CompleteIn(task_id=leased.task.id, lease_token=leased.task.lease_token, status="succeeded",
+    late = CompleteIn(task_id=leased.task_id, lease_token=leased.lease_token, status="succeeded",
                       metrics=RunMetricsIn(records_processed=1, cpu_seconds=0))
     with pytest.raises(Exception, match="already dead"):
-        service.complete(dataplane, inst.agent_id, run["id"], late)
+        service.complete(dataplane, inst.agent_id, run.id, late)
     assert service.reconcile(idle_for=timedelta(0)) == []
 
 
@@ -344,23 +364,24 @@ def test_events_are_emitted_once_in_the_completing_transaction(inst, anon, conta
     def events(tx, *, org_id, event, data):
         seen.append((org_id, event, data["run_id"], data["status"]))
 
-    service = RunService(container.db, container.audit, container.orgs, container.queue, events=events)
+    service = RunService(container.db, container.audit, container.orgs, container.queue, catalog=container.catalog,
+                         deployments=container.deployments, events=events)
     principal = container.identity.authenticate(inst.admin.token)
     dataplane = container.identity.authenticate(inst.key)
     ok = service.create(principal, inst.agent_id, inst.deployment_id, {})
     leased = service.claim(dataplane, worker="w", wait_seconds=5, lease_seconds=30)
-    report = CompleteIn(task_id=leased.task.id, lease_token=leased.task.lease_token, status="succeeded",
+    report = CompleteIn(task_id=leased.task_id, lease_token=leased.lease_token, status="succeeded",
                         metrics=RunMetricsIn(records_processed=1, cpu_seconds=0.1))
-    service.complete(dataplane, inst.agent_id, ok["id"], report)
-    service.complete(dataplane, inst.agent_id, ok["id"], report)
+    service.complete(dataplane, inst.agent_id, ok.id, report)
+    service.complete(dataplane, inst.agent_id, ok.id, report)
     bad = service.create(principal, inst.agent_id, inst.deployment_id, {})
     leased = service.claim(dataplane, worker="w", wait_seconds=5, lease_seconds=30)
-    service.complete(dataplane, inst.agent_id, bad["id"], CompleteIn(
-        task_id=leased.task.id, lease_token=leased.task.lease_token, status="failed", error="boom",
+    service.complete(dataplane, inst.agent_id, bad.id, CompleteIn(
+        task_id=leased.task_id, lease_token=leased.lease_token, status="failed", error="boom",
         metrics=RunMetricsIn(records_processed=0, cpu_seconds=0)))
-    assert seen == [(inst.org_id, "run.completed", ok["id"], "succeeded"),
-                    (inst.org_id, "run.failed", bad["id"], "failed")]
-    wait_for(lambda: container.queue.get(leased.task.id).state == "dead", what="the failed task to close")
+    assert seen == [(inst.org_id, "run.completed", ok.id, "succeeded"),
+                    (inst.org_id, "run.failed", bad.id, "failed")]
+    wait_for(lambda: container.queue.get(leased.task_id).state == "dead", what="the failed task to close")
 
 
 def test_outcomes_reach_the_orgs_webhooks_once(inst, anon, container, settings):
