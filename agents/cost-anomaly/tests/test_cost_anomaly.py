@@ -17,12 +17,14 @@ import re
 import statistics
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
+import jsonschema
 import pytest
 import yaml
 from langchain_core.runnables import RunnableConfig
@@ -649,6 +651,16 @@ def test_manifest_matches_the_code() -> None:
         assert declared[tool_name] == spec.permissions
     assert set(manifest["config"]["properties"]) <= {"billing_source", "sensitivity", "cost_metric", "min_cost_usd"}
     assert set(manifest["inputs"]["properties"]) <= {"lookback_days", "currency"}
+
+
+def test_the_package_is_the_manifests_version_and_its_sample_input_runs() -> None:
+    manifest = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["version"] == manifest["version"]
+    inputs = json.loads((PROJECT / "sample-input.json").read_text(encoding="utf-8"))
+    jsonschema.validate(inputs, manifest["inputs"])
+    outputs = run_graph(RecordingContext({"billing_source": str(SAMPLE_CSV)}, inputs))["outputs"]
+    assert outputs["period"] == {"start": "2024-09-01", "end": "2024-09-30", "days": 30}
 
 
 # --------------------------------------------------------------------------------------------
