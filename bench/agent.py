@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/agent.py [--rows 100000] [--rounds 5]
 
-Generates ``--rows`` FOCUS 1.0 rows with ``bench/focus_gen.py`` (a spike and a new service
-injected), then, alternating, each in a fresh process so that peak memory is the process's own:
+Generates ``--rows`` FOCUS 1.0 rows with ``agents/cost-anomaly/tests/focus_gen.py`` (a spike and a
+new service injected), then, alternating, each in a fresh process so that peak memory is the
+process's own:
 
 * ``csv``: ``csv.reader`` over the file, every row visited (the floor any FOCUS reader pays);
 * ``agent``: the real executor (``runtime.executor.Executor``) runs the agent's LangGraph graph with
@@ -24,6 +25,7 @@ from pathlib import Path
 # Run as a script, this file's folder heads sys.path, where bench/queue.py would shadow the standard
 # library's ``queue``: put the repo root there instead.
 ROOT = Path(__file__).resolve().parent.parent
+AGENT = ROOT / "agents" / "cost-anomaly"  # the built-in agent's project (its package, generator)
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
 
@@ -63,11 +65,11 @@ def child(kind: str, path: Path) -> dict[str, Any]:
     from runtime.checkpointer import MemoryCheckpointStore
     from runtime.executor import Executor, MemoryRunLog, RunSpec
 
-    manifest = yaml.safe_load((ROOT / "runtime/agents/cost_anomaly/manifest.yaml").read_text())
+    manifest = yaml.safe_load((AGENT / "manifest.yaml").read_text())
     spec = RunSpec(run_id="run_bench", manifest=manifest, config={"billing_source": str(path)}, inputs={},
                    granted_permissions=manifest["permissions"])
     executor = Executor()
-    import runtime.agents.cost_anomaly.graph  # noqa: F401 - imports belong to the baseline, not the run
+    import cost_anomaly.graph  # noqa: F401 - imports belong to the baseline, not the run
 
     before = _rss_mb()
     wall, cpu = time.perf_counter(), time.process_time()
@@ -82,8 +84,9 @@ def child(kind: str, path: Path) -> dict[str, Any]:
 
 
 def measure(kind: str, path: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(AGENT)])}
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--file", str(path)], capture_output=True,
-                         text=True, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         text=True, check=True, cwd=ROOT, env=env)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -100,7 +103,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="marketplace-bench-agent-") as tmp:
         path = args.file or Path(tmp) / "focus.csv"
         if args.file is None:
-            subprocess.run([sys.executable, str(ROOT / "bench" / "focus_gen.py"), "--rows", str(args.rows), "--out",
+            subprocess.run([sys.executable, str(AGENT / "tests" / "focus_gen.py"), "--rows", str(args.rows), "--out",
                             str(path), "--seed", "7", "--spike", "2024-09-17:6", "--new-service", "2024-09-24:400"],
                            check=True, capture_output=True)
         size_mb = path.stat().st_size / 1e6

@@ -1,8 +1,9 @@
 """Executes one agent run: loads the agent's LangGraph graph and runs it step by step.
 
 * The graph comes from the manifest's ``runtime.entrypoint`` (``module:callable``), imported with
-  importlib. Locally only built-in agents run, so only modules under ``runtime.agents.`` are
-  accepted; other agents ship as container images, which are out of scope for local workers.
+  importlib. Only built-in agents run here, so only modules of the built-in agent packages
+  (``BUILTIN_AGENT_PACKAGES``, installed with the platform from ``agents/<name>/``) are accepted;
+  other agents ship as container images, which are out of scope for these workers.
 * The agent's tools come from its package's ``tools.TOOLS`` mapping and go through the
   ``ToolRegistry``: only tools its manifest declares, only with the permissions the deployment
   was granted (default deny). A refused call is logged on the run and fails the step.
@@ -42,8 +43,13 @@ from runtime.tools import ToolError, ToolImplementation, ToolRegistry
 
 _log = logging.getLogger(__name__)
 
-#: Only built-in agents run in local workers; their graphs live under this package.
-BUILTIN_PREFIX = "runtime.agents."
+#: Only built-in agents run here: the top-level packages of the agent packages the platform ships.
+BUILTIN_AGENT_PACKAGES = frozenset({"cost_anomaly"})
+#: Entrypoints of built-in versions published before the agents became packages of their own
+#: (``cost-anomaly-detector`` 1.0.0): deployments pinned to them keep running the same code.
+MOVED_ENTRYPOINTS: Mapping[str, str] = MappingProxyType({
+    "runtime.agents.cost_anomaly.graph:build_graph": "cost_anomaly.graph:build_graph",
+})
 #: Counters a run reports (and checkpoints, to resume with).
 COUNTERS = ("records_processed", "cpu_seconds", "duration_ms", "steps", "tool_calls")
 RUN_STEP = "run"  # the step name of lines the executor itself writes
@@ -282,12 +288,19 @@ class RunContext:
         }
 
 
+def _builtin_module(entrypoint: str) -> tuple[str, str]:
+    """``(module, callable)`` of a built-in agent's entrypoint; ``AgentLoadError`` for any other."""
+    module_name, _, attribute = MOVED_ENTRYPOINTS.get(entrypoint, entrypoint).partition(":")
+    if not attribute or module_name.partition(".")[0] not in BUILTIN_AGENT_PACKAGES:
+        raise AgentLoadError(f"entrypoint {entrypoint!r}: this data plane runs built-in agents only (modules of "
+                             f"{', '.join(sorted(BUILTIN_AGENT_PACKAGES))}); other agents run from their "
+                             "container image")
+    return module_name, attribute
+
+
 def load_entrypoint(entrypoint: str) -> Callable[[], Any]:
     """The graph factory named by ``module:callable`` (built-in agents only)."""
-    module_name, _, attribute = entrypoint.partition(":")
-    if not attribute or not module_name.startswith(BUILTIN_PREFIX):
-        raise AgentLoadError(f"entrypoint {entrypoint!r}: local workers run built-in agents only "
-                             f"(a module under {BUILTIN_PREFIX}); other agents run from their container image")
+    module_name, attribute = _builtin_module(entrypoint)
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
@@ -299,7 +312,7 @@ def load_entrypoint(entrypoint: str) -> Callable[[], Any]:
 
 def agent_tools(entrypoint: str) -> Mapping[str, ToolImplementation]:
     """The ``TOOLS`` mapping of the agent package's ``tools`` module (none if it has none)."""
-    package = entrypoint.partition(":")[0].rpartition(".")[0]
+    package = _builtin_module(entrypoint)[0].partition(".")[0]
     try:
         module = importlib.import_module(f"{package}.tools")
     except ModuleNotFoundError as exc:

@@ -1,12 +1,25 @@
 """The local worker pool behind ``marketplace up --workers N``.
 
 In local mode a SaaS deployment's data plane is this pool: N worker processes, each serving every
-deployment the local provisioner lists in ``<data_dir>/dataplanes/`` (one credential file per
-deployment, see ``shared/deployments/adapters/local_provisioner.py``). Each process runs one ``Worker`` thread
-per deployment — a deployment gets up to N runs at once — and looks at the folder every
-``refresh_seconds``, starting workers for new deployments and draining those of removed ones.
+deployment the local provisioner lists in ``<data_dir>/dataplanes/``. Each process runs one
+``Worker`` thread per deployment — a deployment gets up to N runs at once — and looks at the folder
+every ``refresh_seconds``, starting workers for new deployments and draining those of removed ones.
 Workers talk to the control plane over HTTP with the deployment's key, exactly as a BYOC or Cloud
 Run data plane does.
+
+The folder's format is the one contract between the control plane's local provisioner
+(``shared/deployments/adapters/local_provisioner.py``, which writes it) and this pool (which reads
+it), the way a mounted secret is between an orchestrator and a container:
+
+* one file per deployment, ``<deployment id>.json`` (deployment ids start with ``dep_``), written
+  whole (a temporary file renamed into place) and readable by its owner only (mode 0600);
+* a JSON object whose ``deployment_id`` and ``api_key`` (the deployment's data-plane key) the pool
+  reads; its other members (org, agent, version, control-plane URL, config) the pool ignores;
+* removing the file withdraws the deployment: its workers drain and stop.
+
+The pool reads the files itself (``read_assignments``) rather than importing the provisioner, so
+the data plane never imports the control plane; ``tests/unit/test_local_assignments.py`` checks
+that what the provisioner writes is what the pool reads.
 
 The parent (``WorkerPool``) starts the processes (``python -m runtime.pool``), restarts one that
 dies, and stops them all with SIGTERM (drain), then SIGKILL after a timeout.
@@ -15,6 +28,7 @@ dies, and stops them all with SIGTERM (drain), then SIGKILL after a timeout.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -26,12 +40,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.deployments.adapters.local_provisioner import LocalProvisioner
-
 if TYPE_CHECKING:
     from runtime.worker import Worker
 
 _log = logging.getLogger("marketplace.pool")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A deployment the local workers serve, and its data-plane key."""
+
+    deployment_id: str
+    api_key: str = field(repr=False)
+
+
+def source_paths() -> list[str]:
+    """Where a source checkout of the platform keeps its packages: the repository root and the
+    project folder of each built-in agent package (``agents/<name>/``). Empty when the platform is
+    installed (then they are in site-packages)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        return []
+    return [str(root), *(str(project.parent) for project in sorted(root.glob("agents/*/pyproject.toml")))]
+
+
+def read_assignments(directory: Path) -> list[Assignment]:
+    """Every deployment published in ``directory``, in the format the module docstring describes.
+
+    A file removed or being replaced while it is read, or one that is not such an object, is left
+    out: the next look at the folder sees it whole. A folder that does not exist (yet) lists none.
+    """
+    found = []
+    for path in sorted(directory.glob("dep_*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        deployment_id, api_key = data.get("deployment_id"), data.get("api_key")
+        if isinstance(deployment_id, str) and deployment_id and isinstance(api_key, str) and api_key:
+            found.append(Assignment(deployment_id, api_key))
+    return found
 
 
 @dataclass
@@ -49,7 +99,7 @@ class AssignmentServer:
 
     def __init__(self, dataplanes_dir: Path, control_plane_url: str, *, index: int = 0, lease_seconds: int = 30,
                  poll_wait: float = 10.0, drain_seconds: float = 20.0, refresh_seconds: float = 2.0) -> None:
-        self.provisioner = LocalProvisioner(dataplanes_dir)
+        self.dataplanes_dir = dataplanes_dir
         self.control_plane_url = control_plane_url
         self.index = index
         self.lease_seconds = lease_seconds
@@ -61,8 +111,7 @@ class AssignmentServer:
 
     def refresh(self) -> None:
         """Start workers for new deployments; drain those of removed or re-keyed ones."""
-        wanted = {str(a["deployment_id"]): str(a["api_key"]) for a in self.provisioner.assignments()
-                  if a.get("deployment_id") and a.get("api_key")}
+        wanted = {a.deployment_id: a.api_key for a in read_assignments(self.dataplanes_dir)}
         for deployment_id, served in list(self.served.items()):
             if not served.thread.is_alive() and not served.stop.is_set():
                 # The worker ended by itself: retried at this refresh, unless its key was rejected.
@@ -144,9 +193,9 @@ class WorkerPool:
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         env = dict(os.environ if self.env is None else self.env)
-        # The worker must import this project whatever the caller's working directory.
-        root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        # The worker must import this project (and its built-in agents) whatever the caller's working
+        # directory, also from a source checkout that was not installed.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (*source_paths(), env.get("PYTHONPATH", "")) if p)
         return subprocess.Popen(self._command(index), env=env, stdin=subprocess.DEVNULL)  # noqa: S603 - this interpreter
 
     def start(self) -> None:

@@ -17,8 +17,9 @@ from shared.kernel.settings import Settings
 from shared.runs import DispatchService, RunService, TaskQueue
 from shared.webhooks import DestinationPolicy, SystemResolver, WebhookService
 
-# The built-in agents' manifests (runtime/agents/*/manifest.yaml), shipped as package data.
-BUILTIN_AGENTS_DIR = Path(__file__).resolve().parents[1] / "runtime" / "agents"
+# The built-in agents: agent packages of their own (agents/<name>/manifest.yaml beside the package),
+# published from the source tree the platform runs from.
+BUILTIN_AGENTS_DIR = Path(__file__).resolve().parents[1] / "agents"
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-FOCUS_SAMPLE = ROOT / "runtime" / "agents" / "cost_anomaly" / "data" / "focus_sample.csv"
+FOCUS_SAMPLE = ROOT / "agents" / "cost-anomaly" / "cost_anomaly" / "data" / "focus_sample.csv"
 AGENT = "cost-anomaly-detector"
 
 

@@ -159,7 +159,7 @@ def test_validate_returns_normalized_manifest_and_micros(make_user):
 
 
 def test_validate_accepts_yaml_text_and_needs_auth(anon, make_user):
-    text = Path("runtime/agents/cost_anomaly/manifest.yaml").read_text()
+    text = Path("agents/cost-anomaly/manifest.yaml").read_text()
     resp = make_user("yaml").post("/manifests/validate", json={"manifest_yaml": text})
     assert resp.status == 200 and resp.body["valid"], resp
     assert resp.body["manifest"]["name"] == "cost-anomaly-detector"
@@ -549,4 +549,4 @@ def test_the_repository_builtin_agents_are_published(container, make_user):
     with pytest.raises(NotFound):
         container.catalog.installable_version("cost-anomaly-detector")  # installs use the id, not the name
     manifest = container.catalog.installable_version(listing["id"])
-    assert manifest.runtime.entrypoint == "runtime.agents.cost_anomaly.graph:build_graph"
+    assert manifest.runtime.entrypoint == "cost_anomaly.graph:build_graph"

@@ -29,7 +29,7 @@ from runs_support import FOCUS_SAMPLE, ROOT, Installed, install_builtin, start_r
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from runtime.client import DataPlaneClient
-from runtime.pool import WorkerPool
+from runtime.pool import WorkerPool, source_paths
 from runtime.worker import Worker, WorkerOptions
 
 FINAL = {"succeeded", "failed", "cancelled", "dead"}
@@ -52,7 +52,7 @@ def big_focus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60,000 generated FOCUS rows with a spike and a new service injected."""
     path = tmp_path_factory.mktemp("focus") / "injected.csv"
     path.parent.chmod(0o755)
-    subprocess.run([sys.executable, str(ROOT / "bench" / "focus_gen.py"), "--rows", "60000", "--out", str(path),
+    subprocess.run([sys.executable, str(ROOT / "agents" / "cost-anomaly" / "tests" / "focus_gen.py"), "--rows", "60000", "--out", str(path),
                     "--seed", "1", "--hours-per-day", "4", "--weekend-factor", "0.7",
                     "--spike", "2024-09-17:6", "--new-service", "2024-09-24:400"],
                    check=True, capture_output=True)
@@ -82,7 +82,7 @@ def runner_process(live_url: str, key: str, *, lease_seconds: int = 2, port: int
     env = {**os.environ, "MARKETPLACE_CONTROL_PLANE_URL": live_url, "MARKETPLACE_DATAPLANE_KEY": key,
            "MARKETPLACE_DATAPLANE_PORT": str(port), "MARKETPLACE_DATAPLANE_HOST": "127.0.0.1",
            "MARKETPLACE_LEASE_SECONDS": str(lease_seconds), "MARKETPLACE_POLL_WAIT": "1",
-           "MARKETPLACE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), **(extra_env or {})}
+           "MARKETPLACE_LOG_LEVEL": "WARNING", "PYTHONPATH": os.pathsep.join(source_paths()), **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", module], env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
 
 

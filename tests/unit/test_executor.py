@@ -20,13 +20,14 @@ from runtime.executor import (
     MemoryRunLog,
     RunSpec,
     StopReason,
+    agent_tools,
     is_retryable,
     load_entrypoint,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFEST = yaml.safe_load((ROOT / "runtime/agents/cost_anomaly/manifest.yaml").read_text())
-SAMPLE = ROOT / "runtime/agents/cost_anomaly/data/focus_sample.csv"
+MANIFEST = yaml.safe_load((ROOT / "agents/cost-anomaly/manifest.yaml").read_text())
+SAMPLE = ROOT / "agents/cost-anomaly/cost_anomaly/data/focus_sample.csv"
 
 
 def spec(**changes: Any) -> RunSpec:
@@ -133,9 +134,14 @@ def test_log_lines_are_numbered_batched_and_resent_after_a_failure():
 
 
 def test_only_built_in_entrypoints_load():
-    assert callable(load_entrypoint("runtime.agents.cost_anomaly.graph:build_graph"))
-    for bad in ("os:system", "acme_agent.graph:build_graph", "runtime.agents.cost_anomaly.graph",
-                "runtime.agents.nope.graph:build_graph", "runtime.agents.cost_anomaly.graph:missing"):
+    factory = load_entrypoint("cost_anomaly.graph:build_graph")
+    assert callable(factory)
+    # Versions published before the agent became a package of its own keep running the same code.
+    assert load_entrypoint("runtime.agents.cost_anomaly.graph:build_graph") is factory
+    assert agent_tools("runtime.agents.cost_anomaly.graph:build_graph") is agent_tools("cost_anomaly.graph:build_graph")
+    for bad in ("os:system", "acme_agent.graph:build_graph", "cost_anomaly.graph", "cost_anomaly.nope:build_graph",
+                "cost_anomaly.graph:missing", "cost_anomaly_extra.graph:build_graph", "runtime.executor:Executor",
+                "runtime.agents.cost_anomaly.graph:missing", "runtime.agents.nope.graph:build_graph"):
         with pytest.raises(AgentLoadError):
             load_entrypoint(bad)
     manifest = copy.deepcopy(MANIFEST)

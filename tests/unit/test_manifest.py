@@ -35,7 +35,7 @@ from shared.catalog.semver import SemVer, SemVerError
 from shared.kernel.money import MoneyError, micros_to_usd_str, usd_to_micros
 
 REPO = Path(__file__).resolve().parents[2]
-BUILTIN_MANIFEST = REPO / "runtime" / "agents" / "cost_anomaly" / "manifest.yaml"
+BUILTIN_MANIFEST = REPO / "agents" / "cost-anomaly" / "manifest.yaml"
 
 BASE: dict[str, Any] = {
     "name": "cost-anomaly-detector",
@@ -597,10 +597,10 @@ def test_published_schema_is_draft_2020_12_and_agrees_with_the_model() -> None:
 
 def test_builtin_cost_anomaly_manifest_loads() -> None:
     manifest = load_manifest(BUILTIN_MANIFEST.read_bytes())
-    assert (manifest.name, manifest.version) == ("cost-anomaly-detector", "1.0.0")
+    assert (manifest.name, manifest.version) == ("cost-anomaly-detector", "1.0.1")
     assert manifest.category == "finops"
     assert manifest.publisher == "Agent Marketplace"
-    assert manifest.runtime.entrypoint == "runtime.agents.cost_anomaly.graph:build_graph"
+    assert manifest.runtime.entrypoint == "cost_anomaly.graph:build_graph"
     assert (manifest.pricing.base_micros, manifest.pricing.per_record_micros,
             manifest.pricing.per_cpu_hour_micros) == (500_000, 1_000, 500_000)
     assert manifest.pricing.pricing_model is PricingModel.USAGE

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import pytest
 import yaml
 
-from runtime.agents.cost_anomaly.tools import TOOLS
+from cost_anomaly.tools import TOOLS
 from runtime.executor import agent_tools
 from runtime.tools import ToolPermissionDenied, ToolRegistry, UnknownTool
 
@@ -93,7 +93,7 @@ def test_registering_a_name_twice_is_an_error():
 
 
 def test_the_built_in_agent_reads_billing_only_with_billing_read():
-    manifest = yaml.safe_load((ROOT / "runtime/agents/cost_anomaly/manifest.yaml").read_text())
+    manifest = yaml.safe_load((ROOT / "agents/cost-anomaly/manifest.yaml").read_text())
     assert agent_tools(manifest["runtime"]["entrypoint"]) is TOOLS
     registry = ToolRegistry.for_agent(manifest, TOOLS, ["compute:write"])
     with pytest.raises(ToolPermissionDenied, match="billing:read"):

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
-from runtime.agents.cost_anomaly.focus import CostLine, CostMetric, DailyCostTable, DailyPoint, format_money
+from cost_anomaly.focus import CostLine, CostMetric, DailyCostTable, DailyPoint, format_money
 
 RecommendationKind = Literal[
     "idle_resource", "underused_resource", "oversized_resource", "commitment_coverage", "untagged_spend"

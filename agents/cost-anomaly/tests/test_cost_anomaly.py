@@ -1,7 +1,7 @@
 """The built-in cost-anomaly agent: FOCUS reader, detector, recommender, report and LangGraph graph.
 
 Inputs are the real FOCUS 1.0 sample (FinOps Foundation, CC BY 4.0) and files generated from it by
-``bench/focus_gen.py`` (same columns and value shapes) with anomalies injected at known places.
+``tests/focus_gen.py`` (same columns and value shapes) with anomalies injected at known places.
 """
 
 from __future__ import annotations
@@ -17,27 +17,28 @@ import re
 import statistics
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
+import jsonschema
 import pytest
 import yaml
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 
-from runtime.agent_context import AgentContext
-from runtime.agents.cost_anomaly import tools
-from runtime.agents.cost_anomaly.detect import (
+from cost_anomaly import tools
+from cost_anomaly.detect import (
     CostSeries,
     DetectionSettings,
     SeriesKey,
     build_series,
     detect_anomalies,
 )
-from runtime.agents.cost_anomaly.focus import (
+from cost_anomaly.focus import (
     SAMPLE_CSV,
     DailyCostTable,
     FocusFormatError,
@@ -49,19 +50,20 @@ from runtime.agents.cost_anomaly.focus import (
     records_to_columns,
     rollup_daily,
 )
-from runtime.agents.cost_anomaly.graph import NODES, CostAnomalyState, RunOptions, build_graph
-from runtime.agents.cost_anomaly.recommend import (
+from cost_anomaly.graph import NODES, CostAnomalyState, RunOptions, build_graph
+from cost_anomaly.recommend import (
     DAYS_PER_MONTH,
     REMEDIATION_TOOL,
     RecommendationSettings,
     recommend,
 )
-from runtime.agents.cost_anomaly.report import build_output
+from cost_anomaly.report import build_output
+from runtime.agent_context import AgentContext
 
 
 def _load_generator() -> ModuleType:
-    # bench/ is scripts, not a package; load the generator the way `python bench/focus_gen.py` would.
-    path = Path(__file__).resolve().parents[2] / "bench" / "focus_gen.py"
+    # A script beside this test (benchmarks run it too); loaded by path, whatever pytest's import mode.
+    path = Path(__file__).with_name("focus_gen.py")
     spec = importlib.util.spec_from_file_location("focus_gen", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -71,6 +73,8 @@ def _load_generator() -> ModuleType:
 
 
 focus_gen = _load_generator()
+PROJECT = Path(__file__).resolve().parents[1]  # the agent project: manifest.yaml, sample-input.json
+MANIFEST = PROJECT / "manifest.yaml"
 
 SEPTEMBER = [date(2024, 9, 1) + timedelta(days=i) for i in range(30)]
 KINDS = {"spike": "spike", "drop": "drop", "step": "step_change", "new_service": "new_service"}
@@ -639,7 +643,7 @@ def test_tools_mapping() -> None:
 
 def test_manifest_matches_the_code() -> None:
     # The manifest is written separately; its entrypoint and tool permissions must name this code.
-    manifest = yaml.safe_load((SAMPLE_CSV.parents[1] / "manifest.yaml").read_text(encoding="utf-8"))
+    manifest = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
     module, _, name = manifest["runtime"]["entrypoint"].partition(":")
     assert getattr(importlib.import_module(module), name) is build_graph
     declared = {tool["name"]: set(tool["permissions"]) for tool in manifest["tools"]}
@@ -647,6 +651,16 @@ def test_manifest_matches_the_code() -> None:
         assert declared[tool_name] == spec.permissions
     assert set(manifest["config"]["properties"]) <= {"billing_source", "sensitivity", "cost_metric", "min_cost_usd"}
     assert set(manifest["inputs"]["properties"]) <= {"lookback_days", "currency"}
+
+
+def test_the_package_is_the_manifests_version_and_its_sample_input_runs() -> None:
+    manifest = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["version"] == manifest["version"]
+    inputs = json.loads((PROJECT / "sample-input.json").read_text(encoding="utf-8"))
+    jsonschema.validate(inputs, manifest["inputs"])
+    outputs = run_graph(RecordingContext({"billing_source": str(SAMPLE_CSV)}, inputs))["outputs"]
+    assert outputs["period"] == {"start": "2024-09-01", "end": "2024-09-30", "days": 30}
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,8 +36,7 @@ from urllib.parse import urlsplit
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from runtime.agent_context import CONFIGURABLE_KEY, AgentContext
-from runtime.agents.cost_anomaly.detect import (
+from cost_anomaly.detect import (
     SENSITIVITIES,
     AnomalyDict,
     DetectionSettings,
@@ -45,7 +44,7 @@ from runtime.agents.cost_anomaly.detect import (
     build_series,
     detect_anomalies,
 )
-from runtime.agents.cost_anomaly.focus import (
+from cost_anomaly.focus import (
     COST_METRICS,
     CostMetric,
     DailyCostTable,
@@ -54,9 +53,10 @@ from runtime.agents.cost_anomaly.focus import (
     records_from_columns,
     records_to_columns,
 )
-from runtime.agents.cost_anomaly.recommend import RecommendationDict, RecommendationSettings, recommend
-from runtime.agents.cost_anomaly.report import CostAnomalyOutput, build_output
-from runtime.agents.cost_anomaly.tools import READ_FOCUS
+from cost_anomaly.recommend import RecommendationDict, RecommendationSettings, recommend
+from cost_anomaly.report import CostAnomalyOutput, build_output
+from cost_anomaly.tools import READ_FOCUS
+from runtime.agent_context import CONFIGURABLE_KEY, AgentContext
 
 #: Node names, in execution order.
 NODES: tuple[str, ...] = (

@@ -8,8 +8,8 @@ spread over the sub accounts the sample has for each billing account, with per-r
 per-row noise, an optional weekend dip, and optional injected anomalies whose ground truth is
 returned (and written with ``--truth``) so tests and benchmarks can check a detector against it.
 
-    python bench/focus_gen.py --rows 100000 --out /tmp/focus_100k.csv
-    python bench/focus_gen.py --rows 20000 --out /tmp/x.csv --spike 2024-09-17:6 \\
+    python agents/cost-anomaly/tests/focus_gen.py --rows 100000 --out /tmp/focus_100k.csv
+    python agents/cost-anomaly/tests/focus_gen.py --rows 20000 --out /tmp/x.csv --spike 2024-09-17:6 \\
         --step 2024-09-20:2 --new-service 2024-09-24:400 --truth /tmp/truth.json
 
 Importable: ``generate(out, rows, ...) -> GenerationResult``.
@@ -30,7 +30,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Literal
 
-SAMPLE_CSV = Path(__file__).resolve().parents[1] / "runtime" / "agents" / "cost_anomaly" / "data" / "focus_sample.csv"
+# The agent project's copy of the sample (``cost_anomaly/data``); this script needs no import of the agent.
+SAMPLE_CSV = Path(__file__).resolve().parents[1] / "cost_anomaly" / "data" / "focus_sample.csv"
 
 #: Columns the sample writes as bare numbers; everything else (except NULL) is quoted.
 BARE_COLUMNS = frozenset(

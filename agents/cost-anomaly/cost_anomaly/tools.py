@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
-from runtime.agents.cost_anomaly.focus import (
+from cost_anomaly.focus import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT_SECONDS,
     FocusRecord,

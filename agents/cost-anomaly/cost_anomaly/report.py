@@ -13,9 +13,9 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Protocol, TypedDict
 
-from runtime.agents.cost_anomaly.detect import AnomalyDict, DetectionSettings, build_series
-from runtime.agents.cost_anomaly.focus import CostMetric, DailyCostTable, format_money
-from runtime.agents.cost_anomaly.recommend import ProposalDict, RecommendationDict
+from cost_anomaly.detect import AnomalyDict, DetectionSettings, build_series
+from cost_anomaly.focus import CostMetric, DailyCostTable, format_money
+from cost_anomaly.recommend import ProposalDict, RecommendationDict
 
 #: Bumped when a field of ``CostAnomalyOutput`` changes meaning or disappears.
 OUTPUT_SCHEMA_VERSION = 1

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Literal, TypedDict
 
-from runtime.agents.cost_anomaly.focus import CostMetric, DailyCostTable, format_money
+from cost_anomaly.focus import CostMetric, DailyCostTable, format_money
 
 AnomalyKind = Literal["spike", "drop", "new_service", "step_change"]
 Sensitivity = Literal["low", "medium", "high"]
