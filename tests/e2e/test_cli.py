@@ -1,4 +1,7 @@
-"""The README's local command: ``marketplace up`` serves the API; ``token`` mints tokens; SIGTERM stops all."""
+"""The README's local command: ``marketplace up`` serves the API; ``token`` mints tokens; SIGTERM stops all.
+
+The tests in which ``up`` starts its own embedded PostgreSQL are marked ``embedded_postgres``.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ def fresh_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.embedded_postgres
 def test_up_token_doctor_and_clean_stop(fresh_dir):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -63,6 +67,7 @@ def test_up_token_doctor_and_clean_stop(fresh_dir):
     assert not pidfile.exists()
 
 
+@pytest.mark.embedded_postgres
 def test_up_refuses_an_unreachable_data_dir_as_root(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("only root runs PostgreSQL as a separate service user")

@@ -27,7 +27,6 @@ from shared.composition import build_container
 from shared.deployments.adapters.cloudrun_provisioner import CloudRunProvisioner, job_name_for
 from shared.identity.adapters.oidc_verifier import OidcVerifier
 from shared.identity.push_auth import PushAuth
-from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
 from shared.kernel.ids import new_id
 from shared.kernel.settings import Settings
 from shared.runs.adapters.cloud_tasks_queue import CloudTasksQueue
@@ -216,9 +215,8 @@ def test_local_mode_has_no_push_target(anon: Any, container: Any) -> None:
     assert resp.status == 404
 
 
-def test_gcp_mode_wires_cloud_tasks_the_dispatch_target_and_the_relay(data_dir: Any) -> None:
-    server = EmbeddedPostgres(data_dir).ensure_running()
-    gcp = {"mode": "gcp", "database_url": server.url("marketplace"), "oidc_issuer": "https://issuer.example",
+def test_gcp_mode_wires_cloud_tasks_the_dispatch_target_and_the_relay(database_url: str) -> None:
+    gcp = {"mode": "gcp", "database_url": database_url, "oidc_issuer": "https://issuer.example",
            "gcp_project": PROJECT, "dataplane_service_account": "dp@acme.iam.gserviceaccount.com",
            "secret_box_keys": base64.b64encode(b"k" * 32).decode(),
            "runs_queue": f"projects/{PROJECT}/locations/{REGION}/queues/runs",

@@ -312,6 +312,7 @@ def test_the_local_pool_serves_the_provisioned_deployments(live_url, container, 
     inst.admin.post(f"/agents/{inst.agent_id}/runs/{late['id']}/cancel")
 
 
+@pytest.mark.embedded_postgres
 def test_marketplace_up_runs_agents_with_its_worker_pool():
     # Not pytest's tmp_path (private): as root, PostgreSQL runs as a service user who must reach it.
     base = Path(tempfile.mkdtemp(prefix="marketplace-up-"))
