@@ -9,7 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.1,
+def wait_until(predicate: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1,
                what: str = "condition") -> T:
     """The first truthy value ``predicate()`` returns, polled every ``interval`` seconds.
 
