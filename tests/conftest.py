@@ -1,7 +1,21 @@
-"""Test fixtures: one embedded PostgreSQL per session, the local gateway in-process.
+"""Test fixtures: the database backend, the local gateway in-process, users and orgs.
 
-The suite runs against the embedded default. Every test makes its own users and orgs
-(unique emails), so tests never need to clean the database and can share one server.
+The database backend (as temporalio's ``--workflow-environment`` chooses its server):
+
+* **embedded** (the default): the session starts its own embedded PostgreSQL in a temporary
+  data directory, exactly as ``marketplace up`` does, and stops it at the end.
+* **a database URL**: ``pytest --database-url postgresql://USER[:PASSWORD]@HOST:PORT/DB`` (or the
+  environment variable ``MARKETPLACE_TEST_DATABASE_URL``; the option wins) runs the suite against
+  that database instead: the session migrates it and leaves it running. Point it at a database
+  you can spare: tests add rows and never clean them up.
+
+Tests that need the embedded server itself (they start ``marketplace up``, which runs its own, or
+look at the server's files) are marked ``embedded_postgres`` and skipped, with the reason shown,
+under a database URL. Everything else runs on either backend through the ``settings``,
+``container`` and ``database_url`` fixtures.
+
+Every test makes its own users and orgs (unique emails), so tests never need to clean the database
+and can share one server.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -23,23 +38,70 @@ from shared.composition import Container, build_container
 from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
 from shared.kernel.settings import Settings
 
+DATABASE_URL_ENV = "MARKETPLACE_TEST_DATABASE_URL"
+EMBEDDED_POSTGRES = "embedded_postgres"
+
 _counter = itertools.count()
 
 
+# -- the database backend ------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--database-url", default=None, metavar="URL",
+                     help="run against this PostgreSQL database instead of starting the embedded one "
+                          f"(also: the environment variable {DATABASE_URL_ENV})")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{EMBEDDED_POSTGRES}: needs the embedded PostgreSQL server itself; "
+                                       "skipped when the suite runs against --database-url")
+
+
+def configured_database_url(config: pytest.Config) -> str | None:
+    """The database URL the suite was given, or ``None`` for the embedded default."""
+    return config.getoption("--database-url") or os.environ.get(DATABASE_URL_ENV) or None
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    url = configured_database_url(config)
+    return f"database: {_without_password(url)}" if url else "database: embedded PostgreSQL (started by the session)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    url = configured_database_url(config)
+    if url is None:
+        return
+    skip = pytest.mark.skip(reason=f"needs the embedded PostgreSQL; this run uses the database at "
+                                   f"{_without_password(url)} (--database-url or {DATABASE_URL_ENV})")
+    for item in items:
+        if item.get_closest_marker(EMBEDDED_POSTGRES) is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
-def data_dir() -> Iterator[Path]:
+def data_dir(pytestconfig: pytest.Config) -> Iterator[Path]:
+    """Local mode's data directory: keys and data-plane credentials, and the embedded server's files."""
     # Not pytest's tmp_path: its base folder is private (0700), and as root the database runs
     # as an unprivileged user who must be able to traverse into the data directory.
     path = Path(tempfile.mkdtemp(prefix="marketplace-test-"))
     path.chmod(0o755)
     yield path
-    EmbeddedPostgres(path).stop(force=True)
+    if configured_database_url(pytestconfig) is None:
+        EmbeddedPostgres(path).stop(force=True)
     shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def settings(data_dir: Path) -> Settings:
-    return Settings(mode="local", data_dir=data_dir, public_url="https://testserver", db_pool_size=24)
+def settings(data_dir: Path, pytestconfig: pytest.Config) -> Settings:
+    # database_url is always passed: None means the embedded server, whatever the environment says.
+    return Settings(mode="local", data_dir=data_dir, public_url="https://testserver", db_pool_size=24,
+                    database_url=configured_database_url(pytestconfig))
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +109,14 @@ def container(settings: Settings) -> Iterator[Container]:
     built = build_container(settings)
     yield built
     built.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(settings: Settings, container: Container) -> str:
+    """The URL of the database the session's container uses, migrated (either backend)."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    return EmbeddedPostgres(settings.data_dir).ensure_running().url(settings.db_name)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -27,14 +26,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.http import RecordingServer
+from support.net import free_port
 
 from shared.composition import Container, connection_factory
 from shared.runs.adapters.cloud_tasks_queue import CloudTasksQueue, cloud_task_name
@@ -49,12 +49,6 @@ PROJECT_PARENT = "projects/marketplace-test/locations/local"
 SERVICE_ACCOUNT = "dispatch@marketplace-test.iam.gserviceaccount.com"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _deployment() -> str:
     return f"dep_{uuid.uuid4().hex[:12]}"
 
@@ -62,50 +56,19 @@ def _deployment() -> str:
 # -- the push target and the emulator ------------------------------------------------------------
 @dataclass
 class PushTarget:
-    """A local HTTP server that records every request the emulator delivers."""
+    """Where the emulator delivers the pushes: a recording server's ``/jobs/agent_run``."""
 
-    url: str
-    received: list[dict[str, Any]] = field(default_factory=list)
-    arrived: threading.Condition = field(default_factory=threading.Condition)
+    server: RecordingServer
 
-    def wait_for(self, predicate: Any, timeout: float = 15.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self.arrived:
-            while True:
-                for item in self.received:
-                    if predicate(item):
-                        return item
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no matching delivery; received {self.received}")
-                self.arrived.wait(left)
+    @property
+    def url(self) -> str:
+        return f"{self.server.url}/jobs/agent_run"
 
 
 @pytest.fixture(scope="module")
 def push_target() -> Iterator[PushTarget]:
-    target: PushTarget
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with target.arrived:
-                target.received.append({"path": self.path,
-                                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                                        "body": json.loads(body or b"null")})
-                target.arrived.notify_all()
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    target = PushTarget(url=f"http://127.0.0.1:{server.server_port}/jobs/agent_run")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield target
-    server.shutdown()
-    server.server_close()
+    with RecordingServer() as server:
+        yield PushTarget(server)
 
 
 def _emulator_command() -> list[str]:
@@ -127,7 +90,7 @@ def tasks_emulator() -> Iterator[str]:
     """``host:port`` of a running Cloud Tasks emulator."""
     import grpc
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([*_emulator_command(), "start", "--port", str(port), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     address = f"127.0.0.1:{port}"
@@ -612,9 +575,9 @@ def test_push_has_the_delivery_name_url_body_and_oidc_token(paused_cloud_queue: 
     assert json.loads(http.body) == expected_body  # identifiers only: inputs stay in PostgreSQL
 
     tasks_client.resume_queue(name=paused_cloud_queue.queue_path)
-    delivered = push_target.wait_for(lambda d: d["body"] == expected_body)
-    assert delivered["path"] == "/jobs/agent_run"
-    assert delivered["headers"]["x-cloudtasks-taskname"] == name
+    delivered = push_target.server.wait_for(matching=lambda r: r.json() == expected_body, timeout=15)[0]
+    assert delivered.target == "/jobs/agent_run"
+    assert delivered.headers["x-cloudtasks-taskname"] == name
     # The push only wakes a worker: the task is still queued in PostgreSQL, claimable once.
     task = paused_cloud_queue.claim_next(deployment_id=dep, worker_id="job-1", lease_seconds=30, wait_seconds=0)
     assert task is not None and task.id == task_id

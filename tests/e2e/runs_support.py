@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,14 +57,3 @@ def claim(anon: Any, key: str, *, wait: float = 5, lease: int = 60) -> dict[str,
 
 def metrics(records: int = 0, cpu: float = 0.0) -> dict[str, Any]:
     return {"records_processed": records, "cpu_seconds": cpu}
-
-
-def wait_for(predicate: Any, *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)

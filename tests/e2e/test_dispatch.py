@@ -10,28 +10,23 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from runs_support import claim, install_builtin, metrics, start_run
-
-pytest.importorskip("google.cloud.run_v2")
-
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
+from runs_support import claim, install_builtin, metrics, start_run
+from support.http import Recorded, RecordingServer, Reply
 
 from functions.scheduler import platform_jobs
 from shared.composition import build_container
 from shared.deployments.adapters.cloudrun_provisioner import CloudRunProvisioner, job_name_for
 from shared.identity.adapters.oidc_verifier import OidcVerifier
 from shared.identity.push_auth import PushAuth
-from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
 from shared.kernel.ids import new_id
 from shared.kernel.settings import Settings
 from shared.runs.adapters.cloud_tasks_queue import CloudTasksQueue
@@ -43,49 +38,14 @@ TASKS_SA = "cloud-tasks@acme.iam.gserviceaccount.com"
 PROJECT, REGION = "acme", "europe-west1"
 
 
-class _Server:
-    """A loopback HTTP server answering every request with ``answer(method, path, body)``."""
-
-    def __init__(self, answer: Any) -> None:
-        self.requests: list[tuple[str, str]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                path = self.path.split("?")[0]
-                server.requests.append((self.command, path))
-                status, payload = answer(self.command, path, raw)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _answer  # noqa: N815 - http.server's names
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 @pytest.fixture(scope="module")
 def google_key() -> Iterator[tuple[Any, str]]:
     """A signing key and the URL of a JWKS that publishes it (as Google's certs endpoint does)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     jwks = {"keys": [{**jwk, "kid": "google-1", "alg": "RS256", "use": "sig"}]}
-    server = _Server(lambda _m, _p, _b: (200, jwks))
-    yield key, f"{server.url}/oauth2/v3/certs"
-    server.close()
+    with RecordingServer(lambda _request: Reply(200, jwks)) as server:
+        yield key, f"{server.url}/oauth2/v3/certs"
 
 
 def push_token(key: Any, *, email: str = TASKS_SA, aud: str = DISPATCH_URL, iss: str = GOOGLE,
@@ -101,19 +61,19 @@ class CloudRun:
 
     def __init__(self) -> None:
         self.fail = False
-        self.server = _Server(self._answer)
+        self.server = RecordingServer(self._answer)
 
-    def _answer(self, method: str, path: str, _raw: bytes) -> tuple[int, Any]:
-        if method == "POST" and path.endswith(":run") and not self.fail:
-            job = path.removeprefix("/v2/").removesuffix(":run")
-            return 200, {"name": f"projects/{PROJECT}/locations/{REGION}/operations/op-{len(self.server.requests)}",
-                         "done": False,
-                         "metadata": {"@type": "type.googleapis.com/google.cloud.run.v2.Execution",
-                                      "name": f"{job}/executions/x1"}}
-        return 503, {"error": {"code": 503, "message": "backend unavailable", "status": "UNAVAILABLE"}}
+    def _answer(self, request: Recorded) -> Reply:
+        if request.method == "POST" and request.path.endswith(":run") and not self.fail:
+            job = request.path.removeprefix("/v2/").removesuffix(":run")
+            operation = f"projects/{PROJECT}/locations/{REGION}/operations/op-{len(self.server.received())}"
+            return Reply(200, {"name": operation, "done": False,
+                               "metadata": {"@type": "type.googleapis.com/google.cloud.run.v2.Execution",
+                                            "name": f"{job}/executions/x1"}})
+        return Reply(503, {"error": {"code": 503, "message": "backend unavailable", "status": "UNAVAILABLE"}})
 
     def runs(self) -> list[str]:
-        return [path for method, path in self.server.requests if method == "POST"]
+        return [r.path for r in self.server.received() if r.method == "POST"]
 
 
 @pytest.fixture
@@ -255,9 +215,8 @@ def test_local_mode_has_no_push_target(anon: Any, container: Any) -> None:
     assert resp.status == 404
 
 
-def test_gcp_mode_wires_cloud_tasks_the_dispatch_target_and_the_relay(data_dir: Any) -> None:
-    server = EmbeddedPostgres(data_dir).ensure_running()
-    gcp = {"mode": "gcp", "database_url": server.url("marketplace"), "oidc_issuer": "https://issuer.example",
+def test_gcp_mode_wires_cloud_tasks_the_dispatch_target_and_the_relay(database_url: str) -> None:
+    gcp = {"mode": "gcp", "database_url": database_url, "oidc_issuer": "https://issuer.example",
            "gcp_project": PROJECT, "dataplane_service_account": "dp@acme.iam.gserviceaccount.com",
            "secret_box_keys": base64.b64encode(b"k" * 32).decode(),
            "runs_queue": f"projects/{PROJECT}/locations/{REGION}/queues/runs",

@@ -8,7 +8,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from runs_support import claim, install_builtin, metrics, start_run, wait_for
+from runs_support import claim, install_builtin, metrics, start_run
+from support.wait import wait_until
 
 from shared.composition import build_container
 from shared.runs.models import CompleteIn, RunMetricsIn
@@ -381,7 +382,7 @@ def test_events_are_emitted_once_in_the_completing_transaction(inst, anon, conta
         metrics=RunMetricsIn(records_processed=0, cpu_seconds=0)))
     assert seen == [(inst.org_id, "run.completed", ok.id, "succeeded"),
                     (inst.org_id, "run.failed", bad.id, "failed")]
-    wait_for(lambda: container.queue.get(leased.task_id).state == "dead", what="the failed task to close")
+    wait_until(lambda: container.queue.get(leased.task_id).state == "dead", what="the failed task to close")
 
 
 def test_outcomes_reach_the_orgs_webhooks_once(inst, anon, container, settings):

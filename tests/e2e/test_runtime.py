@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
-from runs_support import FOCUS_SAMPLE, ROOT, Installed, install_builtin, start_run, wait_for
+from runs_support import FOCUS_SAMPLE, ROOT, Installed, install_builtin, start_run
+from support.cli import MARKETPLACE, read_until_ready
+from support.net import free_port
+from support.wait import wait_until
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from runtime.client import DataPlaneClient
@@ -68,7 +70,7 @@ def thread_worker(live_url: str, key: str, *, lease_seconds: int = 10) -> Iterat
     thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
     thread.start()
     try:
-        wait_for(lambda: worker.registration is not None, what="the worker to register")
+        wait_until(lambda: worker.registration is not None, what="the worker to register")
         yield worker
     finally:
         stop.set()
@@ -89,7 +91,7 @@ def runner_process(live_url: str, key: str, *, lease_seconds: int = 2, port: int
 def wait_ready(inst: Installed) -> None:
     """Until the worker has registered the deployment's data plane."""
     url = f"/orgs/{inst.org_id}/deployments/{inst.deployment_id}"
-    wait_for(lambda: inst.admin.get(url).body["status"] == "ready", timeout=30, what="the data plane to register")
+    wait_until(lambda: inst.admin.get(url).body["status"] == "ready", timeout=30, what="the data plane to register")
 
 
 def run_of(inst: Installed, run_id: str) -> dict[str, Any]:
@@ -99,8 +101,8 @@ def run_of(inst: Installed, run_id: str) -> dict[str, Any]:
 
 
 def finished(inst: Installed, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    return wait_for(lambda: (r := run_of(inst, run_id))["status"] in FINAL and r, timeout=timeout,
-                    interval=0.2, what=f"run {run_id} to finish")
+    return wait_until(lambda: (r := run_of(inst, run_id))["status"] in FINAL and r, timeout=timeout,
+                      interval=0.2, what=f"run {run_id} to finish")
 
 
 def all_logs(inst: Installed, run_id: str) -> list[dict[str, Any]]:
@@ -171,7 +173,7 @@ def test_a_worker_killed_mid_run_loses_no_run(live_url, container, make_org, ano
                 return bool(tx.fetch_val("SELECT count(*) FROM run_checkpoints WHERE run_id = %s "
                                          "AND (progress->>'records_processed')::float > 0", run["id"]))
 
-        wait_for(fetched, timeout=60, interval=0.02, what="the fetch step's checkpoint")
+        wait_until(fetched, timeout=60, interval=0.02, what="the fetch step's checkpoint")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         assert run_of(inst, run["id"])["status"] == "running"
@@ -208,7 +210,7 @@ def test_cancel_while_running_stops_between_steps(live_url, container, make_org,
                            register=False)
     with thread_worker(live_url, inst.key, lease_seconds=2):
         run = start_run(inst.admin, inst)
-        wait_for(lambda: run_of(inst, run["id"])["status"] == "running", what="the run to start")
+        wait_until(lambda: run_of(inst, run["id"])["status"] == "running", what="the run to start")
         flagged = inst.admin.post(f"/agents/{inst.agent_id}/runs/{run['id']}/cancel").body
         assert flagged["cancel_requested"] is True
         final = finished(inst, run["id"])
@@ -235,9 +237,7 @@ def test_a_tool_without_its_permission_is_denied_and_fails_the_step(live_url, co
 
 
 def test_a_run_that_keeps_failing_is_dead_after_its_attempts(live_url, container, make_org, anon, settings):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    closed_port = free_port()  # nothing listens here
     inst = install_builtin(container, make_org, anon, settings, register=False,
                            config={"billing_source": f"http://127.0.0.1:{closed_port}/focus.csv"})
     with thread_worker(live_url, inst.key):
@@ -251,17 +251,15 @@ def test_a_run_that_keeps_failing_is_dead_after_its_attempts(live_url, container
 
 def test_the_container_runner_serves_health_and_drains_on_sigterm(live_url, container, make_org, anon, settings):
     inst = install_builtin(container, make_org, anon, settings, register=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = runner_process(live_url, inst.key, port=port, lease_seconds=10)
     try:
-        health = wait_for(lambda: _health(port), timeout=30, what="the runner's /health")
+        health = wait_until(lambda: _health(port), timeout=30, what="the runner's /health")
         assert health["status"] == "ok" and health["deployment_id"] == inst.deployment_id
         wait_ready(inst)
         run = start_run(inst.admin, inst)
         assert finished(inst, run["id"])["status"] == "succeeded"
-        assert wait_for(lambda: (_health(port) or {}).get("runs_done") == 1, what="the runner to count the run")
+        assert wait_until(lambda: (_health(port) or {}).get("runs_done") == 1, what="the runner to count the run")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -314,37 +312,29 @@ def test_the_local_pool_serves_the_provisioned_deployments(live_url, container, 
     inst.admin.post(f"/agents/{inst.agent_id}/runs/{late['id']}/cancel")
 
 
+@pytest.mark.embedded_postgres
 def test_marketplace_up_runs_agents_with_its_worker_pool():
     # Not pytest's tmp_path (private): as root, PostgreSQL runs as a service user who must reach it.
     base = Path(tempfile.mkdtemp(prefix="marketplace-up-"))
     base.chmod(0o755)
     data_dir = base / "data"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    marketplace = Path(sys.executable).parent / "marketplace"
-    proc = subprocess.Popen([str(marketplace), "up", "--port", str(port), "--data-dir", str(data_dir),
+    port = free_port()
+    proc = subprocess.Popen([str(MARKETPLACE), "up", "--port", str(port), "--data-dir", str(data_dir),
                              "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "MARKETPLACE_LOG_LEVEL": "WARNING"})
     url = f"http://127.0.0.1:{port}"
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("READY "):
-                break
-        assert any(line.startswith("READY ") for line in lines), "".join(lines)
+        read_until_ready(proc)
         threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-        token = subprocess.run([str(marketplace), "token", "--email", "up@example.com", "--data-dir", str(data_dir)],
+        token = subprocess.run([str(MARKETPLACE), "token", "--email", "up@example.com", "--data-dir", str(data_dir)],
                                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         org_id = api.post("/orgs", json={"name": "Up"}).json()["id"]
         agent_id = api.get("/agents/cost-anomaly-detector").json()["listing"]["id"]
         dep = api.post(f"/orgs/{org_id}/install", json={"agent_id": agent_id,
                                                         "config": {"billing_source": str(FOCUS_SAMPLE)}}).json()
-        wait_for(lambda: api.get(f"/orgs/{org_id}/deployments/{dep['id']}").json()["status"] == "ready",
-                 timeout=60, what="the pool to register the deployment")
+        wait_until(lambda: api.get(f"/orgs/{org_id}/deployments/{dep['id']}").json()["status"] == "ready",
+                   timeout=60, what="the pool to register the deployment")
         run = api.post(f"/agents/{agent_id}/runs", json={"deployment_id": dep["id"]}).json()
         # The live log stream through the HTTP server: every line as it comes, then the end.
         events: list[str] = []
@@ -357,8 +347,8 @@ def test_marketplace_up_runs_agents_with_its_worker_pool():
                 if events[-1:] == ["end"]:
                     break
         assert events[-1] == "end" and events.count("log") >= 4, events
-        final = wait_for(lambda: (r := api.get(f"/agents/{agent_id}/runs/{run['id']}").json())["status"] in FINAL
-                         and r, timeout=60, what="the run")
+        final = wait_until(lambda: (r := api.get(f"/agents/{agent_id}/runs/{run['id']}").json())["status"] in FINAL
+                           and r, timeout=60, what="the run")
         assert final["status"] == "succeeded" and final["metrics"]["records_processed"] == 1000
         api.close()
     finally:

@@ -9,26 +9,19 @@ requests the client libraries sent.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
-pytest.importorskip("google.cloud.run_v2")
-pytest.importorskip("google.cloud.secretmanager_v1")
-
 from google.api_core import exceptions as google_errors
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2, secretmanager_v1
+from support.http import Recorded, RecordingServer, Reply
 
 from shared.deployments.adapters.cloudrun_provisioner import (
     CloudRunProvisioner,
@@ -57,15 +50,6 @@ _JOB_TYPE = "type.googleapis.com/google.cloud.run.v2.Job"
 
 
 # -- the recording server -----------------------------------------------------------------------
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-    raw: bytes
-
-
 class FakeGoogleApis:
     """Answers scripted responses per (method, path) and records every request.
 
@@ -74,53 +58,33 @@ class FakeGoogleApis:
     """
 
     def __init__(self) -> None:
-        self.requests: list[Request] = []
         self._routes: dict[tuple[str, str], list[tuple[int, Any]]] = {}
         self._lock = threading.Lock()
-        fake = self
+        self._server = RecordingServer(self._respond)
+        self.url = self._server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                url = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(url.query).items() if k != "$alt"}
-                status, payload = fake._respond(Request(self.command, url.path, query,
-                                                        json.loads(raw) if raw else None, self.path.encode() + raw))
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = _answer  # noqa: N815 - http.server's names
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
-                                        daemon=True)
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+    @property
+    def requests(self) -> list[Recorded]:
+        return self._server.received()
 
     def on(self, method: str, path: str, *responses: tuple[int, Any]) -> None:
         self._routes[(method, path)] = list(responses)
 
-    def _respond(self, request: Request) -> tuple[int, Any]:
+    def _respond(self, request: Recorded) -> Reply:
         with self._lock:
-            self.requests.append(request)
             queue = self._routes.get((request.method, request.path))
             if not queue:
-                return error(400, "INVALID_ARGUMENT", f"unscripted {request.method} {request.path}")
-            return queue.pop(0) if len(queue) > 1 else queue[0]
+                status, body = error(400, "INVALID_ARGUMENT", f"unscripted {request.method} {request.path}")
+            else:
+                status, body = queue.pop(0) if len(queue) > 1 else queue[0]
+        return Reply(status, body)
 
     def calls(self) -> list[tuple[str, str, dict[str, str]]]:
-        return [(r.method, r.path, r.query) for r in self.requests]
+        """(method, path, query) of every request, without the ``$alt`` the REST transport always adds."""
+        return [(r.method, r.path, {k: v for k, v in r.query.items() if k != "$alt"}) for r in self.requests]
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 def error(status: int, code: str, message: str) -> tuple[int, Any]:
@@ -282,13 +246,13 @@ def test_provision_stores_the_key_then_creates_the_job(fake: FakeGoogleApis,
         ("POST", f"/v2/{LOCATION}/jobs", {"jobId": JOB_NAME}),
     ]
     create_secret, add_version, _, create_job = fake.requests
-    assert create_secret.body == {"replication": {"automatic": {}},
+    assert create_secret.json() == {"replication": {"automatic": {}},
                                   "labels": {"marketplace-deployment": DEPLOYMENT,
                                              "marketplace-org": "org_01jq7k0000acme"}}
-    payload = add_version.body["payload"]
+    payload = add_version.json()["payload"]
     assert base64.b64decode(payload["data"]).decode() == API_KEY
     assert int(payload["dataCrc32c"]) == crc32c(API_KEY.encode())
-    assert create_job.body == expected_job()
+    assert create_job.json() == expected_job()
 
 
 def test_provision_updates_an_existing_job_and_destroys_older_key_versions(
@@ -314,8 +278,8 @@ def test_provision_updates_an_existing_job_and_destroys_older_key_versions(
     ]
     image = "europe-docker.pkg.dev/acme/agents/cost-anomaly:1.2.0"
     # The update carries the job's name in its URL (REST transcoding takes it out of the body).
-    assert fake.requests[-2].body == expected_job(image)
-    assert fake.requests[-1].body == expected_job(image)
+    assert fake.requests[-2].json() == expected_job(image)
+    assert fake.requests[-1].json() == expected_job(image)
 
 
 def test_the_key_never_reaches_cloud_run_nor_the_logs(fake: FakeGoogleApis, provisioner: CloudRunProvisioner,
@@ -331,7 +295,7 @@ def test_the_key_never_reaches_cloud_run_nor_the_logs(fake: FakeGoogleApis, prov
     provisioner.provision(make_spec())  # the update path
     provisioner.deprovision(DEPLOYMENT)
 
-    with_key = [r for r in fake.requests if any(form in r.raw for form in key_forms())]
+    with_key = [r for r in fake.requests if any(form in r.target.encode() + r.body for form in key_forms())]
     assert [(r.method, r.path) for r in with_key] == [("POST", f"/v1/{SECRET}:addVersion")] * 2
     cloud_run = [r for r in fake.requests if r.path.startswith("/v2/")]
     assert len(cloud_run) == 4
@@ -405,7 +369,7 @@ def test_deprovision_deletes_the_job_then_the_secret(fake: FakeGoogleApis,
     provisioner.deprovision(DEPLOYMENT)
 
     assert fake.calls() == [("DELETE", f"/v2/{JOB}", {}), ("DELETE", f"/v1/{SECRET}", {})]
-    assert all(r.body is None for r in fake.requests)
+    assert all(r.body == b"" for r in fake.requests)
 
 
 def test_deprovision_is_idempotent(fake: FakeGoogleApis, provisioner: CloudRunProvisioner) -> None:

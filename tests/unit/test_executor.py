@@ -4,13 +4,13 @@ failures and their classification, log batching, and which entrypoints may load.
 from __future__ import annotations
 
 import copy
-import socket
 import urllib.error
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support.net import free_port
 
 from runtime.client import ControlPlaneError, LogLine
 from runtime.executor import (
@@ -78,10 +78,7 @@ def test_a_refused_tool_fails_the_step_without_retry():
 
 
 def test_network_failures_are_retryable_and_bad_data_is_not(tmp_path: Path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    unreachable = Executor().execute(spec(config={"billing_source": f"http://127.0.0.1:{port}/x.csv"}),
+    unreachable = Executor().execute(spec(config={"billing_source": f"http://127.0.0.1:{free_port()}/x.csv"}),
                                      log=MemoryRunLog())
     assert unreachable.status == "failed" and unreachable.retryable is True
     broken = tmp_path / "broken.csv"

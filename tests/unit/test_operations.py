@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import openapi_spec_validator
 import pytest
 from pydantic import BaseModel
 
@@ -55,9 +56,8 @@ def test_openapi_document_describes_every_operation():
 
 
 def test_openapi_validates_as_3_1():
-    validator = pytest.importorskip("openapi_spec_validator")
     load_operations()
-    validator.validate(openapi_document())
+    openapi_spec_validator.validate(openapi_document())
 
 
 def test_gateway_export_points_each_operation_at_its_function():

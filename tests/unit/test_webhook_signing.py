@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+import standardwebhooks
 
 from shared.webhooks.delivery import event_body, new_signing_secret, secret_key, sign, signed_headers
 from shared.webhooks.service import RetrySchedule
@@ -53,7 +54,6 @@ def test_headers_verify_with_an_independent_hmac():
 
 
 def test_the_reference_library_verifies_our_signature():
-    standardwebhooks = pytest.importorskip("standardwebhooks")
     secret = new_signing_secret()
     body = event_body("approval.requested", datetime.now(UTC), {"approval_id": "apr_1"})
     headers = signed_headers(secret_key(secret), message_id="msg_2", timestamp=int(datetime.now(UTC).timestamp()),

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
-import http.server
 import importlib
 import importlib.util
 import json
 import re
 import statistics
 import sys
-import threading
 import tomllib
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
@@ -29,6 +26,7 @@ import pytest
 import yaml
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
+from support.http import Recorded, RecordingServer, Reply
 
 from cost_anomaly import tools
 from cost_anomaly.detect import (
@@ -246,27 +244,17 @@ def test_ragged_row_and_empty_file(tmp_path: Path) -> None:
         read_focus_file(empty)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # the size-cap test hangs up mid-download, which the server would print as an error
+def _serve_sample_folder(request: Recorded) -> Reply:
+    path = SAMPLE_CSV.parent / request.path.lstrip("/")
+    if not path.is_file():
+        return Reply(404, b"not found")
+    return Reply(200, path.read_bytes(), {"Content-Type": "text/csv"})
 
 
 @pytest.fixture
 def http_server() -> Iterator[str]:
-    handler = functools.partial(_QuietHandler, directory=str(SAMPLE_CSV.parent))
-    server = _QuietServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with RecordingServer(_serve_sample_folder) as server:
+        yield server.url
 
 
 def test_http_source_is_streamed_with_a_size_cap(http_server: str, sample: list[FocusRecord]) -> None:
