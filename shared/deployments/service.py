@@ -126,7 +126,7 @@ class DeploymentService:
                 tx, org_id=org_id, name=f"data plane {deployment_id}", role=Role.DATAPLANE, actor=principal.actor,
                 deployment_id=deployment_id)
             CatalogService.adjust_install_count(tx, agent_id, +1)
-            row = self._move(tx, row, S.PROVISIONING, actor=principal.actor, dataplane_key_id=key_row["id"])
+            row = self._move(tx, row, S.PROVISIONING, actor=principal.actor, dataplane_key_id=key_row.id)
         if deployment_type == "saas":
             try:
                 self.provisioner.provision(self._spec(row, manifest, secret))
@@ -317,7 +317,7 @@ class DeploymentService:
                     tx, org_id=org_id, name=f"data plane {deployment_id}", role=Role.DATAPLANE,
                     actor=principal.actor, deployment_id=deployment_id)
                 tx.execute("UPDATE deployments SET dataplane_key_id = %s, updated_at = now() WHERE id = %s",
-                           key_row["id"], deployment_id)
+                           key_row.id, deployment_id)
             self.audit.append(tx, org_id=org_id, actor=principal.actor, action="deployment.bundle_issued",
                               target=deployment_id, details={"cloud": cloud, "secret_included": include_secret})
             spec = BundleSpec(

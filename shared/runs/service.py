@@ -40,9 +40,9 @@ import jsonschema
 from shared.audit import AuditLog
 from shared.catalog import AgentManifest
 from shared.deployments import DeploymentStatus
-from shared.identity import OrgService, Principal, Role
+from shared.identity import ANY_MEMBER, RUNNERS, Need, OrgService, Principal, Role, decide
 from shared.kernel.db.database import ASYNC_COMMIT, Database, Deferred, Row, Tx
-from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
+from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.jsonlog import redact, redact_text
 from shared.kernel.pagination import decode_cursor, encode_cursor
@@ -60,8 +60,6 @@ _log = logging.getLogger(__name__)
 
 TASK_KIND = "agent_run"
 DEFAULT_MAX_ATTEMPTS = 3
-#: Roles that may start and cancel runs.
-RUNNERS = frozenset({Role.ADMIN, Role.OPERATOR})
 #: Deployment states a run may be created in. ``upgrade_pending_consent`` keeps running the
 #: version installed before the upgrade, so its runs go on while the admin decides.
 RUNNABLE_DEPLOYMENTS = frozenset({DeploymentStatus.READY, DeploymentStatus.UPGRADE_PENDING_CONSENT})
@@ -191,8 +189,10 @@ class RunService:
         with self.db.read() as tx:
             row = self._load(tx, run_id, agent_ref)
         role = self.orgs.role_of(principal, row["org_id"])
-        if role is None:
-            raise NotFound("run not found")  # never disclose another org's runs
+        denied = decide(principal, Need(roles=ANY_MEMBER, unknown="run not found"), role)
+        if denied is not None:
+            raise denied  # a non-member never learns that another org's run exists
+        assert role is not None
         return row, role
 
     def _version(self, tx: Tx, agent_id: str, version: str) -> _Version:
@@ -250,10 +250,12 @@ class RunService:
             role = Role(deployment["member_role"]) if deployment["member_role"] else None
         elif deployment is not None:
             role = self.orgs.role_of(principal, deployment["org_id"])  # an API key: no query
-        if deployment is None or role is None:
+        if deployment is None:
             raise NotFound("deployment not found")
-        if role not in RUNNERS:
-            raise Forbidden(f"role '{role.value}' may not start runs (operator or admin required)")
+        denied = decide(principal, Need(roles=RUNNERS, doing="start runs (operator or admin required)",
+                                        unknown="deployment not found"), role)
+        if denied is not None:
+            raise denied
         if agent_ref not in (deployment["agent_id"], deployment["agent_name"]):
             raise NotFound("this deployment does not run that agent")
         if deployment["status"] not in RUNNABLE_DEPLOYMENTS:
@@ -321,8 +323,9 @@ class RunService:
         live lease, and then the run is cancelled at once). Finished: nothing changes.
         """
         row, role = self._readable(principal, agent_ref, run_id)
-        if role not in RUNNERS:
-            raise Forbidden(f"role '{role.value}' may not cancel runs (operator or admin required)")
+        denied = decide(principal, Need(roles=RUNNERS, doing="cancel runs (operator or admin required)"), role)
+        if denied is not None:
+            raise denied
         if RunStatus(row["status"]).final:
             return row
         changed: Deferred | None = None
