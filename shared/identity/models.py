@@ -45,7 +45,7 @@ class Membership:
 class Principal:
     """The authenticated caller: a user (by access token) or an org API key."""
 
-    kind: str  # "user" | "api_key"
+    kind: Literal["user", "api_key"]
     subject: str  # user id or api key id
     email: str | None = None
     platform_admin: bool = False
