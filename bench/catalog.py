@@ -140,11 +140,11 @@ def load_listings(container: Container, count: int, seed: int = 7) -> float:
     publishers = []
     with container.db.transaction() as tx:
         owner = container.users.ensure(tx, "bench-publisher@example.com")
-    principal = Principal(kind="user", subject=owner["id"])
+    principal = Principal(kind="user", subject=owner.id)
     for n in range(40):
         org = container.orgs.create(principal, f"{rng.choice(SYLLABLES).capitalize()}{rng.choice(SYLLABLES)} "
                                                f"{rng.choice(['Labs', 'Systems', 'Cloud', 'AI', 'Works'])} {n}")
-        publishers.append((org["id"], org["name"]))
+        publishers.append((org.id, org.name))
     agents, versions, terms = [], [], set()
     now = time.time()
     for index in range(count):

@@ -17,10 +17,8 @@ from shared.deployments import (
     InstallRequest,
     UpgradeRequest,
 )
-from shared.identity import Role
+from shared.identity import DEPLOYERS
 from shared.kernel.pagination import Page
-
-DEPLOYERS = frozenset({Role.ADMIN, Role.DEVELOPER})
 
 
 class DeploymentQuery(BaseModel):

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 import flask
 from pydantic import BaseModel, ValidationError
 
-from shared.identity import Principal, Role
+# The role sets operations name in ``roles=``, re-exported (they live in shared/identity/access.py).
+from shared.identity import ADMIN as ADMIN  # noqa: PLC0414
+from shared.identity import ANY_MEMBER as ANY_MEMBER  # noqa: PLC0414
+from shared.identity import Need, Principal, Role, decide
 from shared.kernel.errors import (
     AppError,
     BadRequest,
     ErrorCode,
-    Forbidden,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -42,9 +44,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger("marketplace.http")
 _CONTAINER_KEY = "marketplace"
 _container_lock = threading.Lock()
-
-ANY_MEMBER = frozenset({Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER, Role.VIEWER})
-ADMIN = frozenset({Role.ADMIN})
 
 
 @dataclass(frozen=True)
@@ -336,24 +335,17 @@ def _authenticate(op: Operation, services: Container, request: flask.Request, pa
 
 
 def _authorize(op: Operation, services: Container, principal: Principal, params: dict[str, str]) -> Role | None:
-    if op.platform_admin and not principal.platform_admin:
-        raise Forbidden("this operation is for platform admins only")
-    is_dataplane = principal.key_role == Role.DATAPLANE
-    if op.dataplane != is_dataplane:
-        # Data-plane keys reach only the data-plane API, and only they reach it.
-        raise Forbidden("this operation is for data-plane credentials only" if op.dataplane
-                        else "data-plane credentials may only call the data-plane API")
-    if op.roles is None:
-        return None
+    # Decided by identity (shared/identity/access.py); the role was read with the user at
+    # authentication, so looking it up costs no statement.
     org_id = params.get("org_id")
-    if org_id is None:
-        return None
-    role: Role | None = services.orgs.role_of(principal, org_id)
-    if role is None:
-        # Same answer whether the org exists or not: membership is never disclosed.
-        raise NotFound("organisation not found")
-    if role not in op.roles:
-        raise Forbidden(f"role '{role.value}' may not {op.summary[:1].lower()}{op.summary[1:]}".rstrip("."))
+    role: Role | None = None
+    if op.roles is not None and org_id is not None:
+        role = services.orgs.role_of(principal, org_id)
+    need = Need(roles=op.roles if org_id is not None else None, platform_admin=op.platform_admin,
+                dataplane=op.dataplane, doing=f"{op.summary[:1].lower()}{op.summary[1:]}".rstrip("."))
+    denied = decide(principal, need, role)
+    if denied is not None:
+        raise denied
     return role
 
 

@@ -21,32 +21,31 @@ from shared.kernel.pagination import Page
 @operation("POST", "/orgs", summary="Create an organisation", tags=["orgs"], body=OrgCreate, response=OrgOut,
            status=201)
 def create_org(call: Call) -> OrgOut:
-    return OrgOut(**call.services.orgs.create(call.caller, call.body.name))
+    return call.services.orgs.create(call.caller, call.body.name)
 
 
 @operation("GET", "/orgs/{org_id}", summary="Read an organisation", tags=["orgs"], roles=ANY_MEMBER,
            response=OrgOut)
 def get_org(call: Call) -> OrgOut:
-    return OrgOut(**call.services.orgs.get(call.org_id), role=call.role)
+    return call.services.orgs.get(call.org_id, role=call.role)
 
 
 @operation("GET", "/orgs/{org_id}/members", summary="List members", tags=["orgs"], roles=ANY_MEMBER,
            response=Page[MemberOut])
 def list_members(call: Call) -> Page[MemberOut]:
-    return Page[MemberOut](items=[MemberOut(**m) for m in call.services.orgs.list_members(call.org_id)])
+    return Page[MemberOut](items=call.services.orgs.list_members(call.org_id))
 
 
 @operation("POST", "/orgs/{org_id}/members", summary="Add a member", tags=["orgs"], roles=ADMIN,
            body=MemberAdd, response=MemberOut, status=201)
 def add_member(call: Call) -> MemberOut:
-    return MemberOut(**call.services.orgs.add_member(call.caller, call.org_id, call.body.email, call.body.role))
+    return call.services.orgs.add_member(call.caller, call.org_id, call.body.email, call.body.role)
 
 
 @operation("PATCH", "/orgs/{org_id}/members/{user_id}", summary="Change a member's role", tags=["orgs"],
            roles=ADMIN, body=MemberUpdate, response=MemberOut)
 def update_member(call: Call) -> MemberOut:
-    row = call.services.orgs.change_role(call.caller, call.org_id, call.params["user_id"], call.body.role)
-    return MemberOut(**row)
+    return call.services.orgs.change_role(call.caller, call.org_id, call.params["user_id"], call.body.role)
 
 
 @operation("DELETE", "/orgs/{org_id}/members/{user_id}", summary="Remove a member", tags=["orgs"],
@@ -59,29 +58,28 @@ def remove_member(call: Call) -> Reply:
 @operation("POST", "/orgs/{org_id}/api-keys", summary="Create an API key", tags=["orgs"], roles=ADMIN,
            body=ApiKeyCreate, response=ApiKeyCreated, status=201)
 def create_api_key(call: Call) -> ApiKeyCreated:
-    row, secret = call.services.orgs.create_api_key(call.caller, call.org_id, call.body.name, call.body.role)
-    return ApiKeyCreated(**row, key=secret)
+    return call.services.orgs.create_api_key(call.caller, call.org_id, call.body.name, call.body.role)
 
 
 @operation("GET", "/orgs/{org_id}/api-keys", summary="List API keys", tags=["orgs"], roles=ADMIN,
            response=Page[ApiKeyOut])
 def list_api_keys(call: Call) -> Page[ApiKeyOut]:
-    return Page[ApiKeyOut](items=[ApiKeyOut(**k) for k in call.services.orgs.list_api_keys(call.org_id)])
+    return Page[ApiKeyOut](items=call.services.orgs.list_api_keys(call.org_id))
 
 
 @operation("DELETE", "/orgs/{org_id}/api-keys/{key_id}", summary="Revoke an API key", tags=["orgs"],
            roles=ADMIN, response=ApiKeyOut)
 def revoke_api_key(call: Call) -> ApiKeyOut:
-    return ApiKeyOut(**call.services.orgs.revoke_api_key(call.caller, call.org_id, call.params["key_id"]))
+    return call.services.orgs.revoke_api_key(call.caller, call.org_id, call.params["key_id"])
 
 
 @operation("GET", "/orgs/{org_id}/preferences", summary="Read preferences", tags=["orgs"], roles=ANY_MEMBER,
            response=PreferencesOut)
 def get_preferences(call: Call) -> PreferencesOut:
-    return PreferencesOut(**call.services.orgs.get_preferences(call.org_id))
+    return call.services.orgs.get_preferences(call.org_id)
 
 
 @operation("PUT", "/orgs/{org_id}/preferences", summary="Replace preferences", tags=["orgs"], roles=ADMIN,
            body=Preferences, response=PreferencesOut)
 def put_preferences(call: Call) -> PreferencesOut:
-    return PreferencesOut(**call.services.orgs.put_preferences(call.caller, call.org_id, call.body.data))
+    return call.services.orgs.put_preferences(call.caller, call.org_id, call.body.data)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.kernel.db.database import Database, Row, Tx
+from shared.audit.models import AuditEntry, VerifyOut
+from shared.kernel.db.database import Database, Tx
+from shared.kernel.db.queries import Queries
+from shared.kernel.errors import BadRequest, ErrorCode
 from shared.kernel.ids import new_id
+from shared.kernel.pagination import Page, decode_cursor, next_page
 
 GENESIS = "0" * 64
+_Q = Queries("shared.audit")
 
 
 def canonical_json(value: Any) -> str:
@@ -23,17 +27,6 @@ def entry_hash(prev_hash: str, entry: dict[str, Any]) -> str:
     """Each entry commits to its predecessor's hash and to its own content."""
     body = {k: entry[k] for k in ("org_id", "seq", "id", "occurred_at", "actor", "action", "target", "details")}
     return hashlib.sha256((prev_hash + canonical_json(body)).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """What ``verify`` found: ok, how many entries it checked, and the first break."""
-
-    ok: bool
-    checked: int
-    head_seq: int
-    first_broken_seq: int | None = None
-    problem: str | None = None
 
 
 def as_jsonb_returns(value: Any) -> Any:
@@ -66,24 +59,6 @@ def around_seq(body: dict[str, Any]) -> tuple[str, str]:
     return head + ',"seq":', ',"target":' + tail
 
 
-# One statement appends at the head of the org's chain: lock the head row (serialising appends
-# per org without blocking other orgs), number and hash the entry as ``entry_hash`` does
-# (sha256 of the previous hash and the canonical JSON, in UTF-8), move the head, insert the entry.
-# Every org has a head from its creation (migration 0008); for an org_id without one the entry's
-# seq is NULL and the insert fails (NOT NULL) rather than losing the entry. Parameters: the org,
-# the canonical JSON before and after seq, the org (head), then the entry's columns.
-_APPEND = """
-WITH head AS (SELECT seq, hash FROM audit_heads WHERE org_id = %s FOR UPDATE),
-entry AS (SELECT head.seq + 1 AS seq, head.hash AS prev_hash,
-                 encode(sha256(convert_to(head.hash || %s || (head.seq + 1)::text || %s, 'UTF8')), 'hex') AS hash
-          FROM head),
-moved AS (UPDATE audit_heads h SET seq = entry.seq, hash = entry.hash FROM entry WHERE h.org_id = %s)
-INSERT INTO audit_log (org_id, seq, id, occurred_at, actor, action, target, details, prev_hash, hash)
-SELECT %s, entry.seq, %s, %s, %s, %s, %s, %s::jsonb, entry.prev_hash, entry.hash
-FROM (SELECT) AS always LEFT JOIN entry ON true
-"""
-
-
 class AuditLog:
     """Appends inside the caller's transaction, so an action and its entry commit together."""
 
@@ -94,8 +69,9 @@ class AuditLog:
                details: dict[str, Any] | None = None) -> str:
         """Add one entry at the head of ``org_id``'s chain; returns its id.
 
-        One statement, held back (``Tx.defer``) until the transaction's next statement or its
-        commit: an action and its entry still commit or roll back together.
+        One statement (``append_entry`` in queries.sql), held back (``Tx.defer``) until the
+        transaction's next statement or its commit: an action and its entry still commit or roll
+        back together.
         """
         entry_id = new_id("aud")
         occurred_at = datetime.now(UTC).isoformat(timespec="microseconds")
@@ -104,48 +80,44 @@ class AuditLog:
         details_json = canonical_json(stored)
         prefix, suffix = around_seq({"org_id": org_id, "id": entry_id, "occurred_at": occurred_at, "actor": actor,
                                      "action": action, "target": target, "details": stored})
-        tx.defer(_APPEND, org_id, prefix, suffix, org_id, org_id, entry_id, occurred_at, actor, action, target,
+        tx.defer(_Q.append_entry, org_id, prefix, suffix, org_id, org_id, entry_id, occurred_at, actor, action, target,
                  details_json)
         return entry_id
 
-    def list(self, org_id: str, *, limit: int, after_seq: int | None = None, action: str | None = None,
-             actor: str | None = None, target: str | None = None) -> list[Row]:
-        """Entries newest first, filtered, strictly below ``after_seq`` when paging."""
-        clauses: list[str] = ["org_id = %s"]
-        args: list[object] = [org_id]
-        for column, value in (("action", action), ("actor", actor), ("target", target)):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                args.append(value)
-        if after_seq is not None:
-            clauses.append("seq < %s")
-            args.append(after_seq)
-        sql = (f"SELECT seq, id, occurred_at, actor, action, target, details, prev_hash, hash FROM audit_log "
-               f"WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT %s")
+    def page(self, org_id: str, *, limit: int, cursor: str | None = None, action: str | None = None,
+             actor: str | None = None, target: str | None = None) -> Page[AuditEntry]:
+        """Entries newest first, filtered by whichever of action, actor and target are given."""
+        after = decode_cursor(cursor, required=("seq",))
+        below = None if after is None else after["seq"]
+        if below is not None and (not isinstance(below, int) or isinstance(below, bool)):
+            raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
         with self.db.read() as tx:
-            return tx.fetch_all(sql, *args, limit)
+            rows = tx.fetch_all(_Q.entries_page, org_id, action, action, actor, actor, target, target, below,
+                                limit + 1)
+        items, next_cursor = next_page([AuditEntry(**row) for row in rows], limit, lambda e: {"seq": e.seq})
+        return Page[AuditEntry](items=items, next_cursor=next_cursor)
 
-    def verify(self, org_id: str) -> VerifyResult:
+    def verify(self, org_id: str) -> VerifyOut:
         """Recompute the chain; report the first entry that was edited, removed or moved."""
         prev, expected_seq, checked = GENESIS, 1, 0
         with self.db.transaction() as tx:
-            head = tx.fetch_one("SELECT seq, hash FROM audit_heads WHERE org_id = %s", org_id)
-            rows = tx.fetch_all("SELECT org_id, seq, id, occurred_at, actor, action, target, details, "
-                                "prev_hash, hash FROM audit_log WHERE org_id = %s ORDER BY seq", org_id)
+            head = tx.fetch_one(_Q.head_of_chain, org_id)
+            rows = tx.fetch_all(_Q.whole_chain, org_id)
         head_seq = int(head["seq"]) if head else 0
+
+        def broken(at: int, problem: str) -> VerifyOut:
+            return VerifyOut(ok=False, checked=checked, head_seq=head_seq, first_broken_seq=at, problem=problem)
+
         for row in rows:
             seq = int(row["seq"])
             if seq != expected_seq:
-                return VerifyResult(False, checked, head_seq, expected_seq,
-                                    f"entry {expected_seq} is missing (next present is {seq})")
+                return broken(expected_seq, f"entry {expected_seq} is missing (next present is {seq})")
             if row["prev_hash"] != prev:
-                return VerifyResult(False, checked, head_seq, seq,
-                                    f"entry {seq} does not follow entry {seq - 1} (deleted or reordered)")
+                return broken(seq, f"entry {seq} does not follow entry {seq - 1} (deleted or reordered)")
             if entry_hash(prev, row) != row["hash"]:
-                return VerifyResult(False, checked, head_seq, seq, f"entry {seq} was modified")
+                return broken(seq, f"entry {seq} was modified")
             prev, expected_seq, checked = row["hash"], seq + 1, checked + 1
         if head and (head_seq != checked or head["hash"] != prev):
-            return VerifyResult(False, checked, head_seq, checked + 1,
-                                f"the chain ends at entry {checked} but its head is entry {head_seq} "
-                                "(trailing entries deleted)")
-        return VerifyResult(True, checked, head_seq)
+            return broken(checked + 1, f"the chain ends at entry {checked} but its head is entry {head_seq} "
+                                       "(trailing entries deleted)")
+        return VerifyOut(ok=True, checked=checked, head_seq=head_seq)

@@ -30,7 +30,7 @@ from shared.catalog.manifest import (
 from shared.catalog.rows import LISTING_COLUMNS, VERSION_COLUMNS, cursor_value, listing_out
 from shared.catalog.search import CatalogSearch, CatalogSearcher, catalog_words
 from shared.catalog.semver import SemVer
-from shared.identity import OrgService, Principal, Role, Users
+from shared.identity import PUBLISHERS, REVIEWERS, OrgService, Principal, Role, Users
 from shared.kernel.db.database import Database, Row, Tx, UniqueViolation
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
@@ -45,8 +45,6 @@ PLATFORM_USER_EMAIL = "platform@marketplace.local"
 PLATFORM_ORG_NAME = "Agent Marketplace"
 """The org under which the built-in agents are published."""
 
-PUBLISHER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER})
-REVIEWER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER})
 
 _SEED_LOCK = 0x6D6B7473  # "mkts": one seeding process at a time
 
@@ -163,12 +161,7 @@ class CatalogService:
 
     # -- access ------------------------------------------------------------------------
     def _publisher_role(self, principal: Principal, org_id: str) -> Role:
-        role = self.orgs.role_of(principal, org_id)
-        if role is None:
-            raise NotFound("organisation not found")
-        if role not in PUBLISHER_ROLES:
-            raise Forbidden(f"role '{role.value}' may not publish agents; admins and developers may")
-        return role
+        return self.orgs.authorize(principal, org_id, PUBLISHERS, doing="publish agents; admins and developers may")
 
     def _privileged(self, principal: Principal | None, listing: Row) -> bool:
         """May ``principal`` see this listing whatever its status (publisher member or platform admin)?"""
@@ -511,11 +504,7 @@ class CatalogService:
     def post_review(self, principal: Principal, agent_id: str, org_id: str, rating: int, text: str
                     ) -> tuple[Row, bool]:
         """Create or replace ``org_id``'s review of the agent; returns (review, created)."""
-        role = self.orgs.role_of(principal, org_id)
-        if role is None:
-            raise NotFound("organisation not found")
-        if role not in REVIEWER_ROLES:
-            raise Forbidden(f"role '{role.value}' may not review agents on behalf of the organisation")
+        self.orgs.authorize(principal, org_id, REVIEWERS, doing="review agents on behalf of the organisation")
         with self.db.transaction() as tx:
             # The listing row lock serialises reviews of one agent, so the recomputed aggregate
             # always includes every committed review.
@@ -642,17 +631,17 @@ class CatalogService:
     def _platform_org(self, tx: Tx) -> tuple[str, str]:
         """The platform org (created on first use, owned by the system user) and the seeding actor."""
         user = self.users.ensure(tx, PLATFORM_USER_EMAIL)
-        actor = f"user:{user['id']}"
+        actor = f"user:{user.id}"
         org_id = tx.fetch_val("SELECT id FROM orgs WHERE created_by = %s AND name = %s ORDER BY created_at LIMIT 1",
-                              user["id"], PLATFORM_ORG_NAME)
+                              user.id, PLATFORM_ORG_NAME)
         if org_id is None:
             org_id = new_id("org")
             tx.execute("INSERT INTO orgs (id, name, created_by) VALUES (%s, %s, %s)", org_id, PLATFORM_ORG_NAME,
-                       user["id"])
-            tx.execute("INSERT INTO memberships (org_id, user_id, role) VALUES (%s, %s, 'admin')", org_id, user["id"])
+                       user.id)
+            tx.execute("INSERT INTO memberships (org_id, user_id, role) VALUES (%s, %s, 'admin')", org_id, user.id)
             self.audit.append(tx, org_id=org_id, actor=actor, action="org.created", target=org_id,
                               details={"name": PLATFORM_ORG_NAME})
-            self.audit.append(tx, org_id=org_id, actor=actor, action="member.added", target=user["id"],
+            self.audit.append(tx, org_id=org_id, actor=actor, action="member.added", target=user.id,
                               details={"role": "admin"})
         return str(org_id), actor
 

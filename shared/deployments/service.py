@@ -177,7 +177,7 @@ class DeploymentService:
                 tx, org_id=org_id, name=f"data plane {deployment_id}", role=Role.DATAPLANE, actor=principal.actor,
                 deployment_id=deployment_id)
             CatalogService.adjust_install_count(tx, agent_id, +1)
-            row = self._move(tx, row, S.PROVISIONING, actor=principal.actor, dataplane_key_id=key_row["id"])
+            row = self._move(tx, row, S.PROVISIONING, actor=principal.actor, dataplane_key_id=key_row.id)
         if deployment_type == "saas":
             try:
                 self.provisioner.provision(self._spec(row, manifest, secret))
@@ -351,7 +351,7 @@ class DeploymentService:
                 key_row, secret = self.identity.create_api_key(
                     tx, org_id=org_id, name=f"data plane {deployment_id}", role=Role.DATAPLANE,
                     actor=principal.actor, deployment_id=deployment_id)
-                tx.execute(_Q.set_dataplane_key, key_row["id"], deployment_id)
+                tx.execute(_Q.set_dataplane_key, key_row.id, deployment_id)
             self.audit.append(tx, org_id=org_id, actor=principal.actor, action="deployment.bundle_issued",
                               target=deployment_id, details={"cloud": cloud, "secret_included": include_secret})
             spec = BundleSpec(

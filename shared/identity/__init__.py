@@ -1,12 +1,31 @@
-"""The identity context's public API: other contexts, operations and the data plane import from here only."""
+"""The identity context's public API: other contexts, operations and the data plane import from here only.
 
-from shared.identity.idempotency import IdempotencyStore
+Who may do what is decided by ``decide`` (``access.py``, docs/AUTHORISATION.md); the caller's role
+in an org comes from ``OrgService.role_of`` or, inside the caller's transaction and without a
+round trip of its own, ``OrgService.member_roles``. Another context never reads ``memberships``.
+"""
+
+from shared.identity.access import (
+    ADMIN,
+    ANY_MEMBER,
+    APPROVERS,
+    DEPLOYERS,
+    ORG_NOT_FOUND,
+    PUBLISHERS,
+    REVIEWERS,
+    RUNNERS,
+    Need,
+    decide,
+)
+from shared.identity.idempotency import IdempotencyStore, StoredResponse
 from shared.identity.models import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyOut,
+    DevGrant,
     MemberAdd,
     MemberOut,
+    Membership,
     MembershipOut,
     MemberUpdate,
     MeOut,
@@ -15,19 +34,32 @@ from shared.identity.models import (
     Preferences,
     PreferencesOut,
     Principal,
+    RefreshGrant,
     Role,
     StrictModel,
+    TokenOut,
+    TokenRequest,
+    User,
     UserOut,
 )
 from shared.identity.orgs import MemberRoles, OrgService
-from shared.identity.ports import TokenIssuer, TokenVerifier
+from shared.identity.ports import TokenClaims, TokenIssuer, TokenVerifier
 from shared.identity.push_auth import PushAuth
-from shared.identity.service import IdentityService, Users, token_response
+from shared.identity.service import IdentityService, TokenPair, Users
 
 __all__ = [
+    "ADMIN",
+    "ANY_MEMBER",
+    "APPROVERS",
+    "DEPLOYERS",
+    "ORG_NOT_FOUND",
+    "PUBLISHERS",
+    "REVIEWERS",
+    "RUNNERS",
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyOut",
+    "DevGrant",
     "IdempotencyStore",
     "IdentityService",
     "MeOut",
@@ -35,7 +67,9 @@ __all__ = [
     "MemberOut",
     "MemberRoles",
     "MemberUpdate",
+    "Membership",
     "MembershipOut",
+    "Need",
     "OrgCreate",
     "OrgOut",
     "OrgService",
@@ -43,11 +77,18 @@ __all__ = [
     "PreferencesOut",
     "Principal",
     "PushAuth",
+    "RefreshGrant",
     "Role",
+    "StoredResponse",
     "StrictModel",
+    "TokenClaims",
     "TokenIssuer",
+    "TokenOut",
+    "TokenPair",
+    "TokenRequest",
     "TokenVerifier",
+    "User",
     "UserOut",
     "Users",
-    "token_response",
+    "decide",
 ]

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.kernel.db.database import Database
+from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Unprocessable
 from shared.kernel.secret_box import SecretBox
+
+_Q = Queries("shared.identity")
 
 
 @dataclass(frozen=True)
@@ -35,15 +38,10 @@ class IdempotencyStore:
     def begin(self, scope: str, key: str, method: str, path: str, request_hash: str) -> StoredResponse | None:
         """None when the caller should run the operation; a stored response to replay otherwise."""
         with self.db.transaction() as tx:
-            tx.execute("DELETE FROM idempotency_keys WHERE scope = %s AND key = %s "
-                       "AND created_at < now() - make_interval(secs => %s)", scope, key, self.ttl_seconds)
-            claimed = tx.execute(
-                "INSERT INTO idempotency_keys (scope, key, method, path, request_hash) VALUES (%s, %s, %s, %s, %s) "
-                "ON CONFLICT (scope, key) DO NOTHING", scope, key, method, path, request_hash)
-            if claimed:
+            tx.execute(_Q.expire_idempotency_key, scope, key, self.ttl_seconds)
+            if tx.execute(_Q.claim_idempotency_key, scope, key, method, path, request_hash):
                 return None
-            row = tx.fetch_one("SELECT method, path, request_hash, status_code, response_sealed FROM idempotency_keys "
-                               "WHERE scope = %s AND key = %s", scope, key)
+            row = tx.fetch_one(_Q.idempotency_key, scope, key)
         if row is None:  # expired and removed between the two statements: treat as in flight
             raise Conflict("a request with this Idempotency-Key is in progress", code=ErrorCode.IDEMPOTENCY_IN_PROGRESS)
         if (row["method"], row["path"], row["request_hash"]) != (method, path, request_hash):
@@ -58,14 +56,12 @@ class IdempotencyStore:
         """Record the response to replay."""
         with self.db.transaction() as tx:
             sealed = self.box.seal(json.dumps(body).encode(), context=_context(scope, key))
-            tx.execute("UPDATE idempotency_keys SET status_code = %s, response_sealed = %s "
-                       "WHERE scope = %s AND key = %s", status, sealed, scope, key)
+            tx.execute(_Q.complete_idempotency_key, status, sealed, scope, key)
 
     def abandon(self, scope: str, key: str) -> None:
         """Forget a claim whose request failed on our side, so a retry runs again."""
         with self.db.transaction() as tx:
-            tx.execute("DELETE FROM idempotency_keys WHERE scope = %s AND key = %s AND status_code IS NULL",
-                       scope, key)
+            tx.execute(_Q.abandon_idempotency_key, scope, key)
 
 
 def _context(scope: str, key: str) -> str:

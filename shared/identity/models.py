@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, RootModel, StringConstraints
 
 
 class Role(StrEnum):
@@ -21,8 +21,15 @@ class Role(StrEnum):
     DATAPLANE = "dataplane"
 
 
-MEMBER_ROLES = (Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER, Role.VIEWER)
-ALL_MEMBER_ROLES = frozenset(MEMBER_ROLES)
+@dataclass(frozen=True)
+class User:
+    """A user record (its email is unique whatever its case)."""
+
+    id: str
+    email: str
+    display_name: str | None
+    platform_admin: bool
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class Membership:
 class Principal:
     """The authenticated caller: a user (by access token) or an org API key."""
 
-    kind: str  # "user" | "api_key"
+    kind: Literal["user", "api_key"]
     subject: str  # user id or api key id
     email: str | None = None
     platform_admin: bool = False
@@ -72,6 +79,27 @@ class StrictModel(BaseModel):
 
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=120)]
+
+
+class DevGrant(StrictModel):
+    grant_type: Literal["dev"]
+    email: EmailStr
+
+
+class RefreshGrant(StrictModel):
+    grant_type: Literal["refresh_token"]
+    refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class TokenRequest(RootModel[Annotated[DevGrant | RefreshGrant, Field(discriminator="grant_type")]]):
+    """Either grant, told apart by ``grant_type``."""
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str | None = None
 
 
 class UserOut(BaseModel):

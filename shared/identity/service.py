@@ -10,26 +10,35 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.audit import AuditLog
-from shared.identity.models import Membership, Principal, Role
+from shared.identity.models import (
+    ApiKeyOut,
+    DevGrant,
+    Membership,
+    MembershipOut,
+    MeOut,
+    Principal,
+    RefreshGrant,
+    Role,
+    TokenOut,
+    User,
+    UserOut,
+)
 from shared.identity.ports import TokenIssuer, TokenVerifier
-from shared.kernel.db.database import Database, Row, Tx
+from shared.kernel.db.database import Database, Tx
+from shared.kernel.db.queries import Queries
 from shared.kernel.errors import BadRequest, ErrorCode, Unauthorized
 from shared.kernel.ids import new_id, new_secret
 
 API_KEY_PREFIX = "mk"
 REFRESH_PREFIX = "rt"
-_MEMBERSHIPS_COLUMN = (
-    ", COALESCE((SELECT json_agg(json_build_object('org_id', m.org_id, 'org_name', o.name, 'role', m.role) "
-    "ORDER BY o.created_at, o.id) FROM memberships m JOIN orgs o ON o.id = m.org_id "
-    "WHERE m.user_id = u.id), '[]') AS memberships")
+_Q = Queries("shared.identity")
 # The user (by id for the local issuer's tokens, by email for an identity provider's), the role
 # held in the org a request addresses, and on request every membership: one statement.
-_USER_QUERIES = {
-    (by, memberships): "SELECT u.id, u.email, u.platform_admin, "
-    "(SELECT role FROM memberships WHERE user_id = u.id AND org_id = %s) AS org_role"
-    f"{_MEMBERSHIPS_COLUMN if memberships else ''} FROM users u WHERE {where}"
-    for by, where in (("id", "u.id = %s"), ("email", "lower(u.email) = lower(%s)"))
-    for memberships in (False, True)
+_PRINCIPAL_QUERIES = {
+    ("id", False): "principal_by_id",
+    ("email", False): "principal_by_email",
+    ("id", True): "principal_by_id_with_memberships",
+    ("email", True): "principal_by_email_with_memberships",
 }
 
 
@@ -58,6 +67,11 @@ class TokenPair:
     refresh_token: str | None
     expires_in: int
 
+    def response(self) -> TokenOut:
+        """The OAuth-style token response body."""
+        return TokenOut(access_token=self.access_token, token_type="Bearer",  # noqa: S106 - not a secret
+                        expires_in=self.expires_in, refresh_token=self.refresh_token or None)
+
 
 class Users:
     """User records, keyed by a case-insensitive email."""
@@ -65,23 +79,23 @@ class Users:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def ensure(self, tx: Tx, email: str, *, platform_admin: bool | None = None) -> Row:
+    def ensure(self, tx: Tx, email: str, *, platform_admin: bool | None = None) -> User:
         """Find or create the user with ``email``; optionally set the platform-admin flag."""
-        row = tx.fetch_one("SELECT * FROM users WHERE lower(email) = lower(%s)", email)
+        row = tx.fetch_one(_Q.user_by_email, email)
         if row is None:
-            tx.execute("INSERT INTO users (id, email, platform_admin) VALUES (%s, %s, %s) "
-                       "ON CONFLICT (lower(email)) DO NOTHING", new_id("usr"), email, bool(platform_admin))
-            row = tx.fetch_one("SELECT * FROM users WHERE lower(email) = lower(%s)", email)
+            tx.execute(_Q.insert_user, new_id("usr"), email, bool(platform_admin))
+            row = tx.fetch_one(_Q.user_by_email, email)
         elif platform_admin is not None and row["platform_admin"] != platform_admin:
-            tx.execute("UPDATE users SET platform_admin = %s WHERE id = %s", platform_admin, row["id"])
+            tx.execute(_Q.set_platform_admin, platform_admin, row["id"])
             row["platform_admin"] = platform_admin
         assert row is not None
-        return row
+        return User(**row)
 
-    def get(self, user_id: str) -> Row | None:
+    def get(self, user_id: str) -> User | None:
         """A user by id."""
         with self.db.read() as tx:
-            return tx.fetch_one("SELECT * FROM users WHERE id = %s", user_id)
+            row = tx.fetch_one(_Q.user_by_id, user_id)
+        return None if row is None else User(**row)
 
 
 class IdentityService:
@@ -106,8 +120,7 @@ class IdentityService:
 
     def _new_refresh(self, tx: Tx, user_id: str, family_id: str) -> str:
         token_id, secret = new_id("rtk"), new_secret()
-        tx.execute("INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at) "
-                   "VALUES (%s, %s, %s, %s, %s)", token_id, family_id, user_id, secret_hash(secret),
+        tx.execute(_Q.insert_refresh_token, token_id, family_id, user_id, secret_hash(secret),
                    datetime.now(UTC) + timedelta(seconds=self.refresh_ttl))
         return f"{REFRESH_PREFIX}.{token_id}.{secret}"
 
@@ -116,8 +129,8 @@ class IdentityService:
         issuer = self._require_issuer("dev")
         with self.db.transaction() as tx:
             user = self.users.ensure(tx, email, platform_admin=platform_admin)
-            refresh = self._new_refresh(tx, user["id"], new_id("fam"))
-        access = issuer.issue(subject=user["id"], email=user["email"], ttl_seconds=self.access_ttl)
+            refresh = self._new_refresh(tx, user.id, new_id("fam"))
+        access = issuer.issue(subject=user.id, email=user.email, ttl_seconds=self.access_ttl)
         return TokenPair(access, refresh, self.access_ttl)
 
     def refresh_grant(self, token: str) -> TokenPair:
@@ -129,21 +142,19 @@ class IdentityService:
         token_id, secret = parts
         reused = False
         with self.db.transaction() as tx:
-            row = tx.fetch_one("SELECT r.*, u.email FROM refresh_tokens r JOIN users u ON u.id = r.user_id "
-                               "WHERE r.id = %s FOR UPDATE OF r", token_id)
+            row = tx.fetch_one(_Q.refresh_token_for_update, token_id)
             if row is None or not hmac.compare_digest(row["token_hash"], secret_hash(secret)):
                 raise Unauthorized("the refresh token is not valid", code=ErrorCode.INVALID_GRANT)
             if row["revoked_at"] is not None:
                 raise Unauthorized("the refresh token was revoked", code=ErrorCode.INVALID_GRANT)
             if row["used_at"] is not None:
                 # Reuse of a rotated token means it leaked: end every session of that family.
-                tx.execute("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = %s "
-                           "AND revoked_at IS NULL", row["family_id"])
+                tx.execute(_Q.revoke_refresh_family, row["family_id"])
                 reused = True
             elif row["expires_at"] <= datetime.now(UTC):
                 raise Unauthorized("the refresh token has expired", code=ErrorCode.INVALID_GRANT)
             else:
-                tx.execute("UPDATE refresh_tokens SET used_at = now() WHERE id = %s", token_id)
+                tx.execute(_Q.mark_refresh_token_used, token_id)
                 refresh = self._new_refresh(tx, row["user_id"], row["family_id"])
         if reused:
             raise Unauthorized("the refresh token was already used; every token of its family is revoked",
@@ -163,12 +174,12 @@ class IdentityService:
         claims = self.verifier.verify(bearer)
         with self.db.read() as tx:
             if self.issuer is not None:
-                user = tx.fetch_one(_USER_QUERIES["id", memberships], org_id, claims.subject)
+                user = tx.fetch_one(getattr(_Q, _PRINCIPAL_QUERIES["id", memberships]), org_id, claims.subject)
             else:
                 # An identity provider's user is known by email, and created on first sight.
                 if not claims.email:
                     raise Unauthorized("the identity provider's token carries no email", code=ErrorCode.INVALID_TOKEN)
-                query = _USER_QUERIES["email", memberships]
+                query = getattr(_Q, _PRINCIPAL_QUERIES["email", memberships])
                 user = tx.fetch_one(query, org_id, claims.email)
                 if user is None:
                     self.users.ensure(tx, claims.email)
@@ -187,8 +198,7 @@ class IdentityService:
             raise Unauthorized("the API key is malformed", code=ErrorCode.INVALID_API_KEY)
         key_id, secret = parts
         with self.db.read() as tx:
-            row = tx.fetch_one("SELECT id, org_id, role, secret_hash, deployment_id, revoked_at "
-                               "FROM api_keys WHERE id = %s", key_id)
+            row = tx.fetch_one(_Q.api_key_for_authentication, key_id)
         if row is None or not hmac.compare_digest(row["secret_hash"], secret_hash(secret)):
             raise Unauthorized("the API key is not valid", code=ErrorCode.INVALID_API_KEY)
         if row["revoked_at"] is not None:
@@ -196,35 +206,46 @@ class IdentityService:
         return Principal(kind="api_key", subject=row["id"], key_org_id=row["org_id"], key_role=Role(row["role"]),
                          deployment_id=row["deployment_id"])
 
+    def grant(self, grant: DevGrant | RefreshGrant) -> TokenOut:
+        """``POST /auth/token``: either grant's tokens, as the token response."""
+        pair = self.dev_grant(grant.email) if isinstance(grant, DevGrant) else self.refresh_grant(grant.refresh_token)
+        return pair.response()
+
+    @staticmethod
+    def describe(principal: Principal) -> MeOut:
+        """``GET /me``: the caller, and a user's memberships (loaded with the user at authentication)."""
+        if principal.kind == "api_key":
+            return MeOut(kind="api_key", api_key_id=principal.subject, org_id=principal.key_org_id,
+                         role=principal.key_role)
+        user = UserOut(id=principal.subject, email=principal.email or "", platform_admin=principal.platform_admin)
+        if principal.memberships is None:
+            raise RuntimeError("describe needs the memberships loaded at authentication (memberships=True)")
+        memberships = [MembershipOut(org_id=m.org_id, org_name=m.org_name, role=m.role)
+                       for m in principal.memberships]
+        return MeOut(kind="user", user=user, memberships=memberships)
+
     # -- API keys ------------------------------------------------------------
     def create_api_key(self, tx: Tx, *, org_id: str, name: str, role: Role, actor: str,
-                       deployment_id: str | None = None) -> tuple[Row, str]:
-        """Store a new key's hash; returns the row and the secret (shown once)."""
+                       deployment_id: str | None = None) -> tuple[ApiKeyOut, str]:
+        """Store a new key's hash in the caller's transaction; returns the key and its secret
+        (shown once)."""
         key_id, secret = new_id("key"), new_secret()
-        row = tx.fetch_one(
-            "INSERT INTO api_keys (id, org_id, name, role, secret_hash, deployment_id, created_by) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id, org_id, name, role, created_at, revoked_at",
-            key_id, org_id, name, role.value, secret_hash(secret), deployment_id, actor)
+        row = tx.fetch_one(_Q.insert_api_key, key_id, org_id, name, role.value, secret_hash(secret), deployment_id,
+                           actor)
         assert row is not None
         self.audit.append(tx, org_id=org_id, actor=actor, action="api_key.created", target=key_id,
                           details={"name": name, "role": role.value, "deployment_id": deployment_id})
-        return row, f"{API_KEY_PREFIX}.{key_id}.{secret}"
+        return ApiKeyOut(**row), f"{API_KEY_PREFIX}.{key_id}.{secret}"
 
-    def revoke_api_key(self, tx: Tx, *, org_id: str, key_id: str, actor: str) -> Row | None:
-        """Revoke a key of ``org_id``; None when the org has no such live key."""
-        row = tx.fetch_one("UPDATE api_keys SET revoked_at = now() WHERE id = %s AND org_id = %s "
-                           "AND revoked_at IS NULL RETURNING id, org_id, name, role, created_at, revoked_at",
-                           key_id, org_id)
-        if row is not None:
-            self.audit.append(tx, org_id=org_id, actor=actor, action="api_key.revoked", target=key_id,
-                              details={})
-        return row
+    def revoke_api_key(self, tx: Tx, *, org_id: str, key_id: str, actor: str) -> ApiKeyOut | None:
+        """Revoke a key of ``org_id`` in the caller's transaction; None when the org has no such live key."""
+        row = tx.fetch_one(_Q.revoke_api_key, key_id, org_id)
+        if row is None:
+            return None
+        self.audit.append(tx, org_id=org_id, actor=actor, action="api_key.revoked", target=key_id, details={})
+        return ApiKeyOut(**row)
 
-
-def token_response(pair: TokenPair) -> dict[str, Any]:
-    """The OAuth-style token response body."""
-    body: dict[str, Any] = {"access_token": pair.access_token, "token_type": "Bearer",
-                            "expires_in": pair.expires_in}
-    if pair.refresh_token:
-        body["refresh_token"] = pair.refresh_token
-    return body
+    def api_keys(self, org_id: str) -> list[ApiKeyOut]:
+        """Every key of the org, oldest first (never the secrets)."""
+        with self.db.read() as tx:
+            return [ApiKeyOut(**row) for row in tx.fetch_all(_Q.api_keys_of_org, org_id)]

@@ -40,10 +40,10 @@ import jsonschema
 from shared.audit import AuditLog
 from shared.catalog import AgentManifest, CatalogService
 from shared.deployments import DeploymentService, DeploymentStatus
-from shared.identity import OrgService, Principal, Role
+from shared.identity import ANY_MEMBER, RUNNERS, Need, OrgService, Principal, Role, decide
 from shared.kernel.db.database import ASYNC_COMMIT, Database, Deferred, Row, Tx
 from shared.kernel.db.queries import Queries
-from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
+from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.jsonlog import redact, redact_text
 from shared.kernel.pagination import Keyset, Page, next_page
@@ -72,8 +72,6 @@ _Q = Queries("shared.runs")
 
 TASK_KIND = "agent_run"
 DEFAULT_MAX_ATTEMPTS = 3
-#: Roles that may start and cancel runs.
-RUNNERS = frozenset({Role.ADMIN, Role.OPERATOR})
 #: Deployment states a run may be created in. ``upgrade_pending_consent`` keeps running the
 #: version installed before the upgrade, so its runs go on while the admin decides.
 RUNNABLE_DEPLOYMENTS = frozenset({DeploymentStatus.READY, DeploymentStatus.UPGRADE_PENDING_CONSENT})
@@ -81,16 +79,16 @@ RUNNABLE_DEPLOYMENTS = frozenset({DeploymentStatus.READY, DeploymentStatus.UPGRA
 RunAction = Literal["read", "start", "cancel"]
 
 
-def authorize(role: Role | None, action: RunAction, *, unseen: str) -> None:
-    """The run service's one access decision, given the caller's role in the run's org.
-
-    A non-member learns nothing, not even that the thing exists (404 with ``unseen``); any member
-    reads; starting and cancelling need ``operator`` or ``admin`` (403).
-    """
-    if role is None:
-        raise NotFound(unseen)
-    if action != "read" and role not in RUNNERS:
-        raise Forbidden(f"role '{role.value}' may not {action} runs (operator or admin required)")
+def authorize(principal: Principal, role: Role | None, action: RunAction, *, unseen: str) -> None:
+    """The run service's access decision, given the caller's role in the run's org, made by
+    identity's one decision point (``decide``): a non-member learns nothing, not even that the
+    thing exists (404 with ``unseen``); any member reads; starting and cancelling need
+    ``operator`` or ``admin`` (403)."""
+    need = Need(roles=ANY_MEMBER if action == "read" else RUNNERS,
+                doing=f"{action} runs (operator or admin required)", unknown=unseen)
+    denied = decide(principal, need, role)
+    if denied is not None:
+        raise denied
 
 
 class RunEvents(Protocol):
@@ -217,7 +215,7 @@ class RunService:
             row = tx.fetch_one(_Q.run, run_id, agent_id) if agent_id is not None else None
         if row is None:
             raise NotFound("run not found")
-        authorize(self.orgs.role_of(principal, row["org_id"]), action, unseen="run not found")
+        authorize(principal, self.orgs.role_of(principal, row["org_id"]), action, unseen="run not found")
         return row
 
     def _version(self, agent_id: str, version: str, tx: Tx | None = None) -> _Version:
@@ -277,7 +275,7 @@ class RunService:
             # that org decides the rest. The roles travel with the deployment's read.
             roles = self.orgs.member_roles(tx, principal)
             deployment = self.deployments.run_target(tx, deployment_id)
-            authorize(roles.role_in(deployment.org_id) if deployment is not None else None, "start",
+            authorize(principal, roles.role_in(deployment.org_id) if deployment is not None else None, "start",
                       unseen="deployment not found")
             assert deployment is not None
             if self._agent_id(tx, agent_ref) != deployment.agent_id:
