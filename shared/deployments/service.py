@@ -14,6 +14,7 @@ from shared.deployments.models import DeploymentStatus, InvalidTransition, check
 from shared.deployments.ports import DataPlaneSpec, Provisioner
 from shared.identity import IdentityService, Principal, Role
 from shared.kernel.db.database import Database, Row, Tx
+from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import decode_cursor, encode_cursor
@@ -327,3 +328,12 @@ class DeploymentService:
                 credential_secret_name=CREDENTIALS_SECRET, api_key=secret, cloud=cloud)
             data = build_bundle(spec, include_secret=include_secret)
         return data, f"{manifest.name}-{manifest.version}-{deployment_id}.tar.gz"
+
+    # -- for catalog --
+    _catalog_queries = Queries("shared.deployments")
+
+    def has_installed(self, tx: Tx, org_id: str, agent_id: str) -> bool:
+        """Has ``org_id`` ever installed the agent, in the caller's transaction? Uninstalled
+        deployments count (the org used the agent and may say why it left); failed ones do not (it
+        never ran). The catalog's ``InstallHistory``: only such orgs may review an agent."""
+        return bool(tx.fetch_val(self._catalog_queries.catalog_has_installed, org_id, agent_id))

@@ -517,8 +517,7 @@ def test_builtin_agents_are_published_idempotently(container, make_user, tmp_pat
     folder = tmp_path / "builtin" / "sample"
     folder.mkdir(parents=True)
     (folder / "manifest.yaml").write_text(yaml.safe_dump(make_manifest(name=name)))
-    service = CatalogService(container.db, container.audit, container.users, container.orgs,
-                             builtin_agents_dir=tmp_path / "builtin")
+    service = CatalogService(container.db, container.audit, container.orgs, builtin_agents_dir=tmp_path / "builtin")
     first = service.publish_builtin_agents()
     assert first.published == [name]
     second = service.publish_builtin_agents()
