@@ -9,6 +9,7 @@ from shared.catalog import (
     CatalogItem,
     CatalogQuery,
     CatalogSearch,
+    CatalogService,
     DeveloperListing,
     ListQuery,
     ReviewIn,
@@ -21,58 +22,58 @@ from shared.catalog import (
 from shared.kernel.pagination import Page
 
 
+def _catalog(call: Call) -> CatalogService:
+    catalog: CatalogService = call.services.catalog  # typed here while Call.services is not
+    return catalog
+
+
 @operation("POST", "/agents", summary="Submit an agent listing", tags=["developer portal"], body=AgentSubmit,
            response=SubmitOut, status=201)
 def submit_agent(call: Call) -> SubmitOut:
     manifest = require_manifest(call.body.manifest, call.body.manifest_yaml)
-    return SubmitOut(**call.services.catalog.submit(call.caller, call.body.org_id, manifest))
+    return _catalog(call).submit(call.caller, call.body.org_id, manifest)
 
 
 @operation("POST", "/agents/{agent_id}/versions", summary="Submit a new agent version", tags=["developer portal"],
            body=VersionSubmit, response=SubmitOut, status=201)
 def submit_version(call: Call) -> SubmitOut:
     manifest = require_manifest(call.body.manifest, call.body.manifest_yaml)
-    return SubmitOut(**call.services.catalog.submit_version(call.caller, call.params["agent_id"], manifest))
+    return _catalog(call).submit_version(call.caller, call.params["agent_id"], manifest)
 
 
 @operation("GET", "/developers/{org_id}/agents", summary="List the org's own listings", tags=["developer portal"],
            roles=ANY_MEMBER, query=ListQuery, response=Page[DeveloperListing])
 def list_developer_agents(call: Call) -> Page[DeveloperListing]:
-    items, cursor = call.services.catalog.developer_listings(call.org_id, limit=call.query.limit,
-                                                             cursor=call.query.cursor)
-    return Page[DeveloperListing](items=[DeveloperListing(**i) for i in items], next_cursor=cursor)
+    return _catalog(call).developer_listings(call.org_id, limit=call.query.limit, cursor=call.query.cursor)
 
 
 @operation("GET", "/agents", summary="Search the catalog", tags=["catalog"], query=CatalogQuery,
            response=Page[CatalogItem])
 def search_agents(call: Call) -> Page[CatalogItem]:
-    items, cursor = call.services.catalog.search(CatalogSearch(**call.query.model_dump()))
-    return Page[CatalogItem](items=[CatalogItem(**i) for i in items], next_cursor=cursor)
+    return _catalog(call).search(CatalogSearch(**call.query.model_dump()))
 
 
 @operation("GET", "/agents/{agent_id}", summary="Read an agent listing", tags=["catalog"], response=AgentDetail)
 def get_agent(call: Call) -> AgentDetail:
-    return AgentDetail(**call.services.catalog.detail(call.caller, call.params["agent_id"]))
+    return _catalog(call).detail(call.caller, call.params["agent_id"])
 
 
 @operation("GET", "/agents/{agent_id}/versions/{version}", summary="Read an agent version", tags=["catalog"],
            response=VersionDetail)
 def get_agent_version(call: Call) -> VersionDetail:
-    return VersionDetail(**call.services.catalog.version(call.caller, call.params["agent_id"],
-                                                         call.params["version"]))
+    return _catalog(call).version(call.caller, call.params["agent_id"], call.params["version"])
 
 
 @operation("POST", "/agents/{agent_id}/reviews", summary="Review an installed agent", tags=["catalog"],
            body=ReviewIn, response=ReviewOut, status=201)
 def post_review(call: Call) -> Reply:
-    row, created = call.services.catalog.post_review(call.caller, call.params["agent_id"], call.body.org_id,
-                                                     call.body.rating, call.body.text)
-    return Reply(body=ReviewOut(**row), status=201 if created else 200)
+    review, created = _catalog(call).post_review(call.caller, call.params["agent_id"], call.body.org_id,
+                                                 call.body.rating, call.body.text)
+    return Reply(body=review, status=201 if created else 200)
 
 
 @operation("GET", "/agents/{agent_id}/reviews", summary="List an agent's reviews", tags=["catalog"],
            query=ListQuery, response=Page[ReviewOut])
 def list_reviews(call: Call) -> Page[ReviewOut]:
-    items, cursor = call.services.catalog.list_reviews(call.caller, call.params["agent_id"],
-                                                       limit=call.query.limit, cursor=call.query.cursor)
-    return Page[ReviewOut](items=[ReviewOut(**i) for i in items], next_cursor=cursor)
+    return _catalog(call).list_reviews(call.caller, call.params["agent_id"], limit=call.query.limit,
+                                       cursor=call.query.cursor)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from functions.operation import Call, operation
-from shared.catalog import ManifestInput, ManifestVerdictOut, check_manifest, manifest_json_schema, verdict_body
+from shared.catalog import ManifestInput, ManifestVerdictOut, manifest_json_schema, manifest_verdict
 
 
 @operation("POST", "/manifests/validate", summary="Validate an agent manifest", tags=["developer portal"],
            body=ManifestInput, response=ManifestVerdictOut, idempotent=False)
 def validate_manifest(call: Call) -> ManifestVerdictOut:
-    verdict = check_manifest(call.body.manifest, call.body.manifest_yaml)
-    return ManifestVerdictOut(**verdict_body(verdict))
+    return manifest_verdict(call.body.manifest, call.body.manifest_yaml)
 
 
 @operation("GET", "/manifests/schema", summary="The agent manifest JSON Schema", tags=["developer portal"],

@@ -182,13 +182,14 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     identity = IdentityService(db, users, audit, verifier, issuer, access_ttl=settings.access_token_ttl_seconds,
                                refresh_ttl=settings.refresh_token_ttl_seconds)
     orgs = OrgService(db, users, identity, audit)
-    catalog = CatalogService(db, audit, users, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR)
+    catalog = CatalogService(db, audit, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR)
     queue = _task_queue(settings, db, connect)
     provisioner = _provisioner(settings)
     box = _secret_box(settings)
     webhooks = WebhookService(db, audit, box,
                               DestinationPolicy(SystemResolver(), allow_loopback=settings.webhooks_allow_loopback))
     deployments = DeploymentService(db, audit, identity, catalog, provisioner, control_plane_url=settings.public_url)
+    catalog.use_install_history(deployments)  # deployments sits above the catalog and is built with it
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,

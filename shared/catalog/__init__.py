@@ -20,19 +20,28 @@ from shared.catalog.models import (
     VersionDetail,
     VersionSubmit,
 )
+from shared.catalog.ports import InstallHistory
 from shared.catalog.search import CatalogSearch, catalog_words
 from shared.catalog.semver import SemVer, SemVerError
 from shared.catalog.service import (
+    PLATFORM_ORG_NAME,
+    PLATFORM_USER_EMAIL,
+    AgentIdAnswer,
     CatalogService,
+    SeedReport,
     check_manifest,
     listing_fields,
+    manifest_verdict,
     pricing_micros,
     require_manifest,
     verdict_body,
 )
 
 __all__ = [
+    "PLATFORM_ORG_NAME",
+    "PLATFORM_USER_EMAIL",
     "AgentDetail",
+    "AgentIdAnswer",
     "AgentListing",
     "AgentManifest",
     "AgentSubmit",
@@ -42,12 +51,14 @@ __all__ = [
     "CatalogSearch",
     "CatalogService",
     "DeveloperListing",
+    "InstallHistory",
     "ListQuery",
     "ManifestInput",
     "ManifestVerdictOut",
     "RejectBody",
     "ReviewIn",
     "ReviewOut",
+    "SeedReport",
     "SemVer",
     "SemVerError",
     "SubmitOut",
@@ -58,6 +69,7 @@ __all__ = [
     "check_manifest",
     "listing_fields",
     "manifest_json_schema",
+    "manifest_verdict",
     "pricing_micros",
     "require_manifest",
     "verdict_body",

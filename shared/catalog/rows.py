@@ -1,41 +1,43 @@
-"""How listing rows are read and shown: the columns a query selects and the API's shape of a row."""
+"""The catalog's rows as its models: one function per shape that the queries in queries.sql and
+search.sql return."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
+from shared.catalog.models import AgentListing, CatalogItem, DeveloperListing, ReviewOut, VersionDetail, VersionOut
 from shared.kernel.db.database import Row
 
-_RAW_COLUMNS = ("id", "name", "publisher_org_id", "publisher_name", "display_name", "description", "category",
-                "tags", "pricing_model", "pricing", "deployment_types", "install_count", "rating_avg", "rating_count",
-                "status", "status_reason", "latest_version", "created_at", "updated_at", "published_at")
+
+def listing_of(row: Row) -> AgentListing:
+    """A listing row (queries ``listing``)."""
+    return AgentListing.model_validate(row)
 
 
-def listing_columns(alias: str) -> str:
-    """The listing columns of ``alias``, arrays and timestamps rendered by PostgreSQL as JSON/ISO 8601.
-
-    pg8000 parses arrays in Python, which costs more than the whole query on a catalog page;
-    JSON and ISO strings are parsed in C (json, pydantic).
-    """
-    def render(column: str) -> str:
-        if column in ("tags", "deployment_types"):
-            return f"to_json({alias}.{column}) AS {column}"
-        if column.endswith("_at"):
-            return f"to_json({alias}.{column}) #>> '{{}}' AS {column}"
-        return f"{alias}.{column}"
-    return ", ".join(render(column) for column in _RAW_COLUMNS)
+def developer_listing_of(row: Row) -> DeveloperListing:
+    """A listing row with its pending versions (query ``developer_listings``)."""
+    return DeveloperListing.model_validate(row)
 
 
-LISTING_COLUMNS = listing_columns("a")
-VERSION_COLUMNS = ("agent_id, version, status, permission_diff, created_at, reviewed_at, review_reason")
+def catalog_item_of(row: Row) -> CatalogItem:
+    """A listing row with its relevance score (query ``search``)."""
+    return CatalogItem.model_validate(row)
 
 
-def listing_out(row: Row) -> dict[str, Any]:
-    """A listing row as the API shows it."""
-    out = {k: v for k, v in row.items() if k not in ("search_doc", "created_by")}
-    out["rating_avg"] = float(row["rating_avg"])
-    return out
+def version_of(row: Row) -> VersionOut:
+    """A version row without its manifest (the manifest column, if any, is left out)."""
+    return VersionOut.model_validate({k: v for k, v in row.items() if k != "manifest"})
+
+
+def version_detail_of(row: Row) -> VersionDetail:
+    """A version row with its manifest (query ``version_detail``)."""
+    return VersionDetail.model_validate(row)
+
+
+def review_of(row: Row, org_name: str) -> ReviewOut:
+    """A review row (queries ``upsert_review``, ``reviews``) and the name of the reviewing org."""
+    return ReviewOut.model_validate({**row, "org_name": org_name})
 
 
 def cursor_value(value: Any) -> Any:

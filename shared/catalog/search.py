@@ -8,6 +8,7 @@ see docs/REGISTRY.md and the catalog figures in docs/BENCHMARKS.md.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from shared.catalog.rows import cursor_value, listing_columns, listing_out
+from shared.catalog.models import CatalogItem
+from shared.catalog.rows import catalog_item_of, cursor_value
 from shared.kernel.db.database import Database, Row, Tx
+from shared.kernel.db.queries import Queries
 from shared.kernel.errors import BadRequest, ErrorCode, Unprocessable
-from shared.kernel.pagination import decode_cursor, encode_cursor
+from shared.kernel.pagination import Page, decode_cursor, next_page
 
 # ts_rank weights for D, C, B, A: publisher name, description, tags+category, names.
 RANK_WEIGHTS = [0.1, 0.2, 0.4, 1.0]
@@ -70,15 +73,6 @@ class CatalogSearch:
     cursor: str | None = None
 
 
-# Nearest catalog words of each query word missing from the catalog, from the GiST index
-# (distance = 1 - similarity), kept above the similarity threshold.
-_EXPAND_SQL = (
-    "SELECT t.word, c.term FROM unnest(%s::text[]) AS t(word) CROSS JOIN LATERAL ("
-    " SELECT term, similarity(term, t.word) AS sim FROM catalog_terms"
-    " ORDER BY term <-> t.word LIMIT %s) c"
-    " WHERE c.sim >= %s AND NOT EXISTS (SELECT 1 FROM catalog_terms e WHERE e.term = t.word)"
-    " ORDER BY t.word, c.sim DESC, c.term")
-
 # Sort keys: (SQL expression, SQL type for the cursor value); the listing id breaks ties.
 _SORT_KEYS: dict[str, list[tuple[str, str]]] = {
     "relevance": [("score", "float8")],
@@ -88,47 +82,91 @@ _SORT_KEYS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+
+_Q = Queries("shared.catalog", "search.sql")
+
+
+@functools.cache
+def _search_sql(sort: str) -> str:
+    """The search statement for a sort key (``sort`` is one of :data:`_SORT_KEYS`, never input)."""
+    keys = _SORT_KEYS[sort]
+    return _Q.search.format(sort_columns=", ".join(f"s.{column}" for column, _ in keys),
+                            sort_values=", ".join(f"%s::{sql_type}" for _, sql_type in keys),
+                            order=", ".join(f"s.{column} DESC" for column, _ in keys))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one search runs: its sort, its words and the position after which the page starts."""
+
+    sort: str
+    words: list[str]
+    fingerprint: str
+    after: dict[str, Any] | None
+
+
 class CatalogSearcher:
     """Runs searches of the public catalog (approved listings only)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def search(self, params: CatalogSearch) -> tuple[list[Row], str | None]:
+    def search(self, params: CatalogSearch) -> Page[CatalogItem]:
         """One page of approved listings matching ``params``, keyset-paginated on (sort key, id)."""
+        plan = self._plan(params)
+        with self.db.transaction() as tx:
+            tx.execute(_Q.plan_each_search)
+            groups = self._groups(tx, plan)
+            rows = tx.fetch_all(_search_sql(plan.sort), *self._args(params, plan, groups))
+        keys = [column for column, _ in _SORT_KEYS[plan.sort]]
+
+        def key(row: Row) -> dict[str, Any]:
+            position: dict[str, Any] = {"f": plan.fingerprint, "k": [cursor_value(row[c]) for c in keys],
+                                        "id": row["id"]}
+            if groups is not None:
+                position["g"] = groups
+            return position
+
+        page, cursor = next_page(rows, params.limit, key)
+        return Page[CatalogItem](items=[catalog_item_of(row) for row in page], next_cursor=cursor)
+
+    def explain_search(self, params: CatalogSearch) -> str:
+        """``EXPLAIN (ANALYZE, BUFFERS)`` of the statements :meth:`search` runs for ``params``."""
+        plan = self._plan(params, check_fingerprint=False)
+        plans = []
+        with self.db.transaction() as tx:
+            tx.execute(_Q.plan_each_search)
+            groups = self._groups(tx, plan)
+            candidates = [w for w in plan.words if len(w) >= TYPO_MIN_LENGTH]
+            if plan.words and plan.after is None and candidates:
+                plans.append(("typo lookup", tx.fetch_all(_Q.explain.format(statement=_Q.typo_expansions),
+                                                          candidates, TYPO_ALTERNATIVES, TYPO_SIMILARITY)))
+            plans.append(("search", tx.fetch_all(_Q.explain.format(statement=_search_sql(plan.sort)),
+                                                 *self._args(params, plan, groups))))
+        return "\n".join(f"[{name}]\n" + "\n".join(str(next(iter(r.values()))) for r in rows)
+                         for name, rows in plans)
+
+    @staticmethod
+    def _plan(params: CatalogSearch, *, check_fingerprint: bool = True) -> _Plan:
         words = query_words(params.q or "")
         sort = params.sort or ("relevance" if words else "installs")
-        if sort == "relevance" and not words:
+        if check_fingerprint and sort == "relevance" and not words:
             raise Unprocessable("sort=relevance needs a search query q",
                                 details=[{"path": "sort", "message": "relevance needs q"}])
         fingerprint = hashlib.sha256(json.dumps(
             [words, params.category, params.pricing_model, params.deployment_type,
              str(params.min_rating) if params.min_rating is not None else None, sort]).encode()).hexdigest()[:16]
         after = decode_cursor(params.cursor, required=("f", "k", "id"))
-        if after is not None and after["f"] != fingerprint:
+        if check_fingerprint and after is not None and after["f"] != fingerprint:
             raise BadRequest("the cursor belongs to a different query", code=ErrorCode.INVALID_CURSOR)
+        return _Plan(sort, words, fingerprint, after)
 
-        with self.db.transaction() as tx:
-            # Plan every search for its own words and filters: a cached generic plan cannot know
-            # how many listings a word matches, and picks a plan that is far slower for common
-            # words sorted by installs or rating (measured in bench/catalog.py).
-            tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            groups: list[list[str]] | None = None
-            if words:
-                # The expanded words travel in the cursor: later pages use the same query even if
-                # new listings have added words to the vocabulary meanwhile.
-                groups = self._cursor_groups(after, len(words)) if after else self._expand(tx, words)
-            rows = tx.fetch_all(*self._search_sql(params, sort, groups, after))
-        items = rows[: params.limit]
-        next_cursor = None
-        if len(rows) > params.limit:
-            last = items[-1]
-            key = {"f": fingerprint, "k": [cursor_value(last[c]) for c, _ in _SORT_KEYS[sort]],
-                   "id": last["id"]}
-            if groups is not None:
-                key["g"] = groups
-            next_cursor = encode_cursor(key)
-        return [{**listing_out(r), "score": r.get("score")} for r in items], next_cursor
+    def _groups(self, tx: Tx, plan: _Plan) -> list[list[str]] | None:
+        """The query's word groups: from the cursor on later pages, so that they run the same query
+        even if new listings have added words to the vocabulary meanwhile; None without words."""
+        if not plan.words:
+            return None
+        return self._cursor_groups(plan.after, len(plan.words)) if plan.after else self._expand(tx, plan.words)
 
     @staticmethod
     def _cursor_groups(after: dict[str, Any], expected: int) -> list[list[str]]:
@@ -146,74 +184,24 @@ class CatalogSearcher:
         candidates = [w for w in words if len(w) >= TYPO_MIN_LENGTH]
         found: dict[str, list[str]] = {}
         if candidates:
-            rows = tx.fetch_all(_EXPAND_SQL, candidates, TYPO_ALTERNATIVES, TYPO_SIMILARITY)
-            for row in rows:
+            for row in tx.fetch_all(_Q.typo_expansions, candidates, TYPO_ALTERNATIVES, TYPO_SIMILARITY):
                 found.setdefault(row["word"], []).append(row["term"])
         return [[w, *found.get(w, [])] for w in words]
 
     @staticmethod
-    def _search_sql(params: CatalogSearch, sort: str, groups: list[list[str]] | None,
-                    after: dict[str, Any] | None) -> tuple[Any, ...]:
-        # The inner query filters and computes the relevance score; the outer one applies the
-        # keyset, the order and the limit on the raw sort columns, then renders the page's rows.
-        # PostgreSQL flattens the two, so the partial sort indexes still serve plain sorts.
-        select = ["a.*"]
-        sources = ["agents a"]
-        where = ["a.status = 'approved'"]
-        args: list[Any] = []
-        if groups is not None:
-            select.append("ts_rank(%s::float4[], a.search_doc, q.tsq)::float8 AS score")
-            args.append(RANK_WEIGHTS)
-            sources.append("to_tsquery('english', %s) AS q(tsq)")
-            args.append(tsquery_text(groups))
-            where.append("a.search_doc @@ q.tsq")
-        else:
-            select.append("NULL::float8 AS score")
-        for column, value in (("a.category", params.category), ("a.pricing_model", params.pricing_model)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        if params.deployment_type is not None:
-            where.append("a.deployment_types @> ARRAY[%s]::text[]")
-            args.append(params.deployment_type)
-        if params.min_rating is not None:
-            where.append("a.rating_avg >= %s")
-            args.append(params.min_rating)
-        keys = _SORT_KEYS[sort]
-        outer_keys = [f"s.{column}" for column, _ in keys]
-        inner = f"SELECT {', '.join(select)} FROM {', '.join(sources)} WHERE {' AND '.join(where)}"
-        outer_where = ""
-        if after is not None:
-            values = after["k"]
+    def _args(params: CatalogSearch, plan: _Plan, groups: list[list[str]] | None) -> list[Any]:
+        """The parameters of the search statement, in its order."""
+        keys = _SORT_KEYS[plan.sort]
+        values: list[Any] = [None] * len(keys)
+        after_id = None
+        if plan.after is not None:
+            values = plan.after["k"]
             if not isinstance(values, list) or len(values) != len(keys):
                 raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
-            placeholders = ", ".join(f"%s::{sql_type}" for _, sql_type in keys)
-            outer_where = f" WHERE ({', '.join(outer_keys)}, s.id) < ({placeholders}, %s)"
-            args += [*values, after["id"]]
-        order = ", ".join(f"{k} DESC" for k in outer_keys)
-        sql = (f"SELECT {listing_columns('s')}, s.score FROM ({inner}) s{outer_where} "
-               f"ORDER BY {order}, s.id DESC LIMIT %s")
-        return (sql, *args, params.limit + 1)
-
-    def explain_search(self, params: CatalogSearch) -> str:
-        """``EXPLAIN (ANALYZE, BUFFERS)`` of the statements :meth:`search` runs for ``params``."""
-        words = query_words(params.q or "")
-        sort = params.sort or ("relevance" if words else "installs")
-        after = decode_cursor(params.cursor, required=("f", "k", "id"))
-        plans = []
-        with self.db.transaction() as tx:
-            tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            groups = None
-            if words:
-                if after:
-                    groups = self._cursor_groups(after, len(words))
-                else:
-                    groups = self._expand(tx, words)
-                    candidates = [w for w in words if len(w) >= TYPO_MIN_LENGTH]
-                    if candidates:
-                        plans.append(("typo lookup", tx.fetch_all(f"EXPLAIN (ANALYZE, BUFFERS) {_EXPAND_SQL}",
-                                                                  candidates, TYPO_ALTERNATIVES, TYPO_SIMILARITY)))
-            sql, *args = self._search_sql(params, sort, groups, after)
-            plans.append(("search", tx.fetch_all(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)))
-        return "\n".join(f"[{name}]\n" + "\n".join(str(next(iter(r.values()))) for r in rows)
-                         for name, rows in plans)
+            after_id = plan.after["id"]
+            if not isinstance(after_id, str):
+                raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
+        tsquery = tsquery_text(groups) if groups is not None else None
+        return [RANK_WEIGHTS, tsquery, params.category, params.category, params.pricing_model,
+                params.pricing_model, params.deployment_type, params.deployment_type, params.min_rating,
+                params.min_rating, after_id, *values, after_id, params.limit + 1]

@@ -1,4 +1,4 @@
-"""The agent registry: listings and their immutable versions, moderation, reviews (search: catalog_search.py).
+"""The agent registry: listings and their immutable versions, moderation, reviews (search: search.py).
 
 A listing's display fields (name, description, category, tags, pricing, deployment types) are
 copied from one of its versions, so they are versioned and reviewed with the manifest: the
@@ -8,6 +8,7 @@ listings are in the public catalog; the publisher org's members and platform adm
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable
@@ -27,26 +28,42 @@ from shared.catalog.manifest import (
     permission_diff,
     validate_manifest_data,
 )
-from shared.catalog.rows import LISTING_COLUMNS, VERSION_COLUMNS, cursor_value, listing_out
+from shared.catalog.models import (
+    AgentDetail,
+    AgentListing,
+    CatalogItem,
+    DeveloperListing,
+    ManifestVerdictOut,
+    RatingSummary,
+    ReviewOut,
+    SubmitOut,
+    VersionDetail,
+    VersionOut,
+)
+from shared.catalog.ports import InstallHistory
+from shared.catalog.rows import developer_listing_of, listing_of, review_of, version_detail_of, version_of
 from shared.catalog.search import CatalogSearch, CatalogSearcher, catalog_words
 from shared.catalog.semver import SemVer
-from shared.identity import PUBLISHERS, REVIEWERS, OrgService, Principal, Role, Users
-from shared.kernel.db.database import Database, Row, Tx, UniqueViolation
+from shared.identity import OrgService, Principal, Role
+from shared.kernel.db.database import Database, Deferred, Tx
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
 from shared.kernel.ids import new_id
-from shared.kernel.pagination import decode_cursor, encode_cursor
+from shared.kernel.pagination import Keyset, Page, next_page
 
 _log = logging.getLogger(__name__)
-_Q = Queries("shared.catalog")
 
 PLATFORM_USER_EMAIL = "platform@marketplace.local"
 """The system user that owns the platform org and publishes the built-in agents."""
 PLATFORM_ORG_NAME = "Agent Marketplace"
 """The org under which the built-in agents are published."""
 
+PUBLISHER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER})
+REVIEWER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER})
 
 _SEED_LOCK = 0x6D6B7473  # "mkts": one seeding process at a time
+
+_Q = Queries("shared.catalog")
 
 # -- manifest checking (no side effects) -------------------------------------------
 
@@ -85,6 +102,17 @@ def verdict_body(verdict: ManifestVerdict) -> dict[str, Any]:
         "pricing_model": m.pricing.pricing_model.value if m else None,
         "pricing_micros": pricing_micros(m) if m else None,
     }
+
+
+def verdict_out(verdict: ManifestVerdict) -> ManifestVerdictOut:
+    """The verdict as ``POST /manifests/validate`` answers it."""
+    return ManifestVerdictOut.model_validate(verdict_body(verdict))
+
+
+def manifest_verdict(manifest: dict[str, Any] | None = None, manifest_yaml: str | None = None
+                     ) -> ManifestVerdictOut:
+    """Validate a manifest (object or text) and say what is wrong with it; never raises for bad input."""
+    return verdict_out(check_manifest(manifest, manifest_yaml))
 
 
 def require_manifest(manifest: dict[str, Any] | None, manifest_yaml: str | None, *,
@@ -130,6 +158,27 @@ def listing_fields(manifest: AgentManifest) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _listing_sql(column: str, lock: bool) -> str:
+    """The ``listing`` (or, to lock it, ``listing_for_update``) statement by ``column`` ("id" or "name")."""
+    return (_Q.listing_for_update if lock else _Q.listing).format(column=column)
+
+
+class AgentIdAnswer:
+    """The answer of :meth:`CatalogService.defer_agent_id`, read when first asked for."""
+
+    __slots__ = ("_deferred",)
+
+    def __init__(self, deferred: Deferred) -> None:
+        self._deferred = deferred
+
+    @property
+    def agent_id(self) -> str | None:
+        """The listing's id, or None when no listing has that id or name."""
+        row = self._deferred.one()
+        return None if row is None else str(row["id"])
+
+
 @dataclass
 class SeedReport:
     """What ``publish_builtin_agents`` did, by agent name."""
@@ -149,56 +198,61 @@ class SeedReport:
 class CatalogService:
     """Every mutation writes its audit entry, in the publisher org's chain, in the same transaction."""
 
-
-    def __init__(self, db: Database, audit: AuditLog, users: Users, orgs: OrgService, *,
+    def __init__(self, db: Database, audit: AuditLog, orgs: OrgService, *,
                  builtin_agents_dir: Path | None = None) -> None:
         self.db = db
         self.audit = audit
-        self.users = users
         self.orgs = orgs
         self.builtin_agents_dir = builtin_agents_dir
         self.searcher = CatalogSearcher(db)
+        self._installs: InstallHistory | None = None
+
+    def use_install_history(self, installs: InstallHistory) -> None:
+        """Connect the install history that reviews need. Its owner (deployments) sits above the
+        catalog and is built with it, so the composition root connects it afterwards."""
+        self._installs = installs
 
     # -- access ------------------------------------------------------------------------
     def _publisher_role(self, principal: Principal, org_id: str) -> Role:
-        return self.orgs.authorize(principal, org_id, PUBLISHERS, doing="publish agents; admins and developers may")
+        role = self.orgs.role_of(principal, org_id)
+        if role is None:
+            raise NotFound("organisation not found")
+        if role not in PUBLISHER_ROLES:
+            raise Forbidden(f"role '{role.value}' may not publish agents; admins and developers may")
+        return role
 
-    def _privileged(self, principal: Principal | None, listing: Row) -> bool:
+    def _privileged(self, principal: Principal | None, listing: AgentListing) -> bool:
         """May ``principal`` see this listing whatever its status (publisher member or platform admin)?"""
         if principal is None:
             return False
-        return principal.platform_admin or self.orgs.role_of(principal, listing["publisher_org_id"]) is not None
+        return principal.platform_admin or self.orgs.role_of(principal, listing.publisher_org_id) is not None
 
     @staticmethod
-    def _find(tx: Tx, agent_id: str, *, lock: bool = False, by_name: bool = True) -> Row | None:
+    def _find(tx: Tx, agent_id: str, *, lock: bool = False, by_name: bool = True) -> AgentListing | None:
         # Names are slugs ([a-z0-9-]) and ids carry an "agt_" prefix, so either identifies a listing.
         if not agent_id.startswith("agt_") and not by_name:
             return None
-        column = "id" if agent_id.startswith("agt_") else "name"
-        suffix = " FOR UPDATE" if lock else ""
-        return tx.fetch_one(f"SELECT {LISTING_COLUMNS} FROM agents a WHERE a.{column} = %s{suffix}", agent_id)
+        row = tx.fetch_one(_listing_sql("id" if agent_id.startswith("agt_") else "name", lock), agent_id)
+        return None if row is None else listing_of(row)
 
     def _visible(self, tx: Tx, principal: Principal | None, agent_id: str, *, lock: bool = False
-                 ) -> tuple[Row, bool]:
+                 ) -> tuple[AgentListing, bool]:
         """The listing and whether the caller is privileged; 404 for unpublished ones outside the publisher."""
-        row = self._find(tx, agent_id, lock=lock)
-        if row is None:
+        listing = self._find(tx, agent_id, lock=lock)
+        if listing is None:
             raise NotFound("agent not found")
-        privileged = self._privileged(principal, row)
-        if row["status"] != "approved" and not privileged:
+        privileged = self._privileged(principal, listing)
+        if listing.status != "approved" and not privileged:
             raise NotFound("agent not found")
-        return row, privileged
+        return listing, privileged
 
     # -- developer portal ----------------------------------------------------------------
-    def submit(self, principal: Principal, org_id: str, manifest: AgentManifest) -> dict[str, Any]:
+    def submit(self, principal: Principal, org_id: str, manifest: AgentManifest) -> SubmitOut:
         """A new listing with its first version, both ``pending_review``."""
         self._publisher_role(principal, org_id)
-        try:
-            with self.db.transaction() as tx:
-                listing, version = self._create_listing(tx, principal.actor, org_id, manifest)
-        except UniqueViolation:
-            raise self._name_taken(manifest.name) from None
-        return {"listing": listing, "version": version}
+        with self.db.transaction() as tx:
+            listing, version = self._create_listing(tx, principal.actor, org_id, manifest)
+        return SubmitOut(listing=listing, version=version)
 
     @staticmethod
     def _name_taken(name: str) -> Conflict:
@@ -206,61 +260,53 @@ class CatalogService:
                         code=ErrorCode.NAME_TAKEN, details=[{"path": "manifest.name", "message": "is already taken"}])
 
     def _create_listing(self, tx: Tx, actor: str, org_id: str, manifest: AgentManifest
-                        ) -> tuple[dict[str, Any], Row]:
-        if tx.fetch_val("SELECT 1 FROM agents WHERE name = %s", manifest.name):
-            raise self._name_taken(manifest.name)
-        org_name = tx.fetch_val("SELECT name FROM orgs WHERE id = %s", org_id)
-        if org_name is None:
+                        ) -> tuple[AgentListing, VersionOut]:
+        publisher_name = self.orgs.org_name(tx, org_id)
+        if publisher_name is None:
             raise NotFound("organisation not found")
-        agent_id = new_id("agt")
         f = listing_fields(manifest)
-        tx.execute(
-            "INSERT INTO agents (id, name, publisher_org_id, publisher_name, display_name, description, category, "
-            "tags, pricing_model, pricing, deployment_types, status, created_by) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s::jsonb, %s::text[], 'pending_review', %s)",
-            agent_id, manifest.name, org_id, org_name, f["display_name"], f["description"], f["category"],
-            f["tags"], f["pricing_model"], f["pricing"], f["deployment_types"], actor)
+        agent_id = tx.fetch_val(
+            _Q.insert_listing, new_id("agt"), manifest.name, org_id, publisher_name, f["display_name"],
+            f["description"], f["category"], f["tags"], f["pricing_model"], f["pricing"], f["deployment_types"],
+            actor)
+        if agent_id is None:
+            raise self._name_taken(manifest.name)
         version = self._insert_version(tx, agent_id, actor, manifest, previous=None, previous_version=None)
-        self._add_terms(tx, manifest, org_name)
+        self._add_terms(tx, manifest, publisher_name)
         self.audit.append(tx, org_id=org_id, actor=actor, action="agent.submitted", target=agent_id,
                           details={"name": manifest.name, "version": manifest.version})
         listing = self._find(tx, agent_id)
         assert listing is not None
-        return listing_out(listing), version
+        return listing, version
 
     @staticmethod
     def _insert_version(tx: Tx, agent_id: str, actor: str, manifest: AgentManifest, *,
-                        previous: AgentManifest | None, previous_version: str | None) -> Row:
-        row = tx.fetch_one(
-            f"INSERT INTO agent_versions (agent_id, version, status, manifest, permission_diff, submitted_by) "
-            f"VALUES (%s, %s, 'pending_review', %s::jsonb, %s::jsonb, %s) RETURNING {VERSION_COLUMNS}",
-            agent_id, manifest.version, json.dumps(manifest.model_dump(mode="json")),
-            json.dumps(_diff_json(previous, previous_version, manifest)), actor)
+                        previous: AgentManifest | None, previous_version: str | None) -> VersionOut:
+        row = tx.fetch_one(_Q.insert_version, agent_id, manifest.version,
+                           json.dumps(manifest.model_dump(mode="json")),
+                           json.dumps(_diff_json(previous, previous_version, manifest)), actor)
         assert row is not None
-        return row
+        return version_of(row)
 
     @staticmethod
     def _add_terms(tx: Tx, manifest: AgentManifest, publisher_name: str) -> None:
         words = catalog_words(manifest.name.replace("-", " "), manifest.display_name, manifest.description,
                               " ".join(manifest.tags), manifest.category.value, publisher_name)
-        # Sorted, so that concurrent submissions take the unique-index locks in the same order.
-        tx.execute("INSERT INTO catalog_terms (term) SELECT unnest(%s::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
-                   words)
+        tx.execute(_Q.add_terms, words)
 
-    def submit_version(self, principal: Principal, agent_id: str, manifest: AgentManifest) -> dict[str, Any]:
+    def submit_version(self, principal: Principal, agent_id: str, manifest: AgentManifest) -> SubmitOut:
         """A later version: a higher semver than every existing one, same ``name``; ``pending_review``."""
         with self.db.transaction() as tx:
             listing = self._find(tx, agent_id, lock=True)
-            if listing is None or self.orgs.role_of(principal, listing["publisher_org_id"]) is None:
+            if listing is None or self.orgs.role_of(principal, listing.publisher_org_id) is None:
                 raise NotFound("agent not found")
-            self._publisher_role(principal, listing["publisher_org_id"])
-            if manifest.name != listing["name"]:
+            self._publisher_role(principal, listing.publisher_org_id)
+            if manifest.name != listing.name:
                 raise Unprocessable(
-                    f"the manifest's name {manifest.name!r} does not match this agent ({listing['name']!r}); "
+                    f"the manifest's name {manifest.name!r} does not match this agent ({listing.name!r}); "
                     "a listing's name never changes", code=ErrorCode.NAME_MISMATCH,
-                    details=[{"path": "manifest.name", "message": f"must be {listing['name']!r}"}])
-            existing = tx.fetch_all("SELECT version, manifest FROM agent_versions WHERE agent_id = %s",
-                                    listing["id"])
+                    details=[{"path": "manifest.name", "message": f"must be {listing.name!r}"}])
+            existing = tx.fetch_all(_Q.version_manifests, listing.id)
             new = manifest.semver
             parsed = {row["version"]: SemVer.parse(row["version"]) for row in existing}
             for text, old in parsed.items():
@@ -274,59 +320,45 @@ class CatalogService:
                                "a new version must be higher than every earlier one", code=ErrorCode.VERSION_NOT_NEWER,
                                details=[{"path": "manifest.version", "message": f"must be higher than {highest}"}])
             previous = AgentManifest.model_validate(next(r["manifest"] for r in existing if r["version"] == highest))
-            version = self._insert_version(tx, listing["id"], principal.actor, manifest, previous=previous,
-                                          previous_version=highest)
-            if listing["status"] == "rejected":
+            version = self._insert_version(tx, listing.id, principal.actor, manifest, previous=previous,
+                                           previous_version=highest)
+            if listing.status == "rejected":
                 # A rejected listing goes back into review with its new version.
-                tx.execute("UPDATE agents SET status = 'pending_review', status_reason = NULL WHERE id = %s",
-                           listing["id"])
-            self._refresh_listing(tx, listing["id"])
-            self._add_terms(tx, manifest, listing["publisher_name"])
-            self.audit.append(tx, org_id=listing["publisher_org_id"], actor=principal.actor,
-                              action="agent.version_submitted", target=listing["id"],
-                              details={"name": listing["name"], "version": manifest.version,
-                                       "permissions_added": version["permission_diff"]["added"],
-                                       "permissions_removed": version["permission_diff"]["removed"]})
-            updated = self._find(tx, listing["id"])
+                tx.execute(_Q.reopen_listing, listing.id)
+            self._refresh_listing(tx, listing.id, listing.publisher_org_id)
+            self._add_terms(tx, manifest, listing.publisher_name)
+            self.audit.append(tx, org_id=listing.publisher_org_id, actor=principal.actor,
+                              action="agent.version_submitted", target=listing.id,
+                              details={"name": listing.name, "version": manifest.version,
+                                       "permissions_added": version.permission_diff.added,
+                                       "permissions_removed": version.permission_diff.removed})
+            updated = self._find(tx, listing.id)
         assert updated is not None
-        return {"listing": listing_out(updated), "version": version}
+        return SubmitOut(listing=updated, version=version)
 
-    def _refresh_listing(self, tx: Tx, agent_id: str) -> None:
+    def _refresh_listing(self, tx: Tx, agent_id: str, publisher_org_id: str) -> None:
         """Copy the display fields from the latest approved version (or the highest one while none is)."""
-        rows = tx.fetch_all("SELECT version, status, manifest FROM agent_versions WHERE agent_id = %s", agent_id)
-        latest = latest_of(r["version"] for r in rows if r["status"] == "approved")
-        shown = latest or max((r["version"] for r in rows), key=SemVer.parse)
-        manifest = AgentManifest.model_validate(next(r["manifest"] for r in rows if r["version"] == shown))
+        versions = tx.fetch_all(_Q.version_manifests, agent_id)
+        latest = latest_of(r["version"] for r in versions if r["status"] == "approved")
+        shown = latest or max((r["version"] for r in versions), key=SemVer.parse)
+        manifest = AgentManifest.model_validate(next(r["manifest"] for r in versions if r["version"] == shown))
         f = listing_fields(manifest)
-        tx.execute(
-            "UPDATE agents SET display_name = %s, description = %s, category = %s, tags = %s::text[], "
-            "pricing_model = %s, pricing = %s::jsonb, deployment_types = %s::text[], latest_version = %s, "
-            "publisher_name = (SELECT name FROM orgs WHERE orgs.id = agents.publisher_org_id), updated_at = now() "
-            "WHERE id = %s",
-            f["display_name"], f["description"], f["category"], f["tags"], f["pricing_model"], f["pricing"],
-            f["deployment_types"], latest, agent_id)
+        tx.execute(_Q.refresh_listing, f["display_name"], f["description"], f["category"], f["tags"],
+                   f["pricing_model"], f["pricing"], f["deployment_types"], latest,
+                   self.orgs.org_name(tx, publisher_org_id), agent_id)
 
-    def developer_listings(self, org_id: str, *, limit: int, cursor: str | None) -> tuple[list[Row], str | None]:
+    def developer_listings(self, org_id: str, *, limit: int, cursor: str | None) -> Page[DeveloperListing]:
         """The org's own listings in every status, newest first."""
-        after = decode_cursor(cursor, required=("c", "id"))
-        args: list[Any] = [org_id]
-        keyset = ""
-        if after:
-            keyset = " AND (a.created_at, a.id) < (%s::timestamptz, %s)"
-            args += [after["c"], after["id"]]
+        after = Keyset.after(cursor)
         with self.db.read() as tx:
-            rows = tx.fetch_all(
-                f"SELECT {LISTING_COLUMNS}, ARRAY(SELECT v.version FROM agent_versions v WHERE v.agent_id = a.id "
-                f"AND v.status = 'pending_review' ORDER BY v.created_at) AS pending_versions "
-                f"FROM agents a WHERE a.publisher_org_id = %s{keyset} ORDER BY a.created_at DESC, a.id DESC "
-                f"LIMIT %s", *args, limit + 1)
-        items = [listing_out(r) for r in rows[:limit]]
-        last = rows[limit - 1] if len(rows) > limit else None
-        return items, encode_cursor({"c": cursor_value(last["created_at"]), "id": last["id"]}) if last else None
+            found = tx.fetch_all(_Q.developer_listings, org_id, *after.params, limit + 1)
+        items, next_cursor = next_page([developer_listing_of(row) for row in found], limit,
+                                       lambda item: Keyset.of(item.created_at, item.id))
+        return Page[DeveloperListing](items=items, next_cursor=next_cursor)
 
     # -- moderation (platform admins; the decorator checks) --------------------------------
     def approve(self, principal: Principal, agent_id: str, version: str | None = None,
-                note: str | None = None) -> dict[str, Any]:
+                note: str | None = None) -> AgentListing:
         """Approve a pending version (default: the highest) and publish the listing.
 
         On a suspended listing with nothing pending, approving reinstates it.
@@ -335,82 +367,70 @@ class CatalogService:
             listing = self._find(tx, agent_id, lock=True)
             if listing is None:
                 raise NotFound("agent not found")
-            target = self._pending_version(tx, listing["id"], version, required=False)
-            if target is None and listing["status"] == "approved":
+            target = self._pending_version(tx, listing.id, version, required=False)
+            if target is None and listing.status == "approved":
                 raise Conflict("this agent has no version pending review", code=ErrorCode.NOTHING_PENDING)
-            if target is None and listing["latest_version"] is None:
+            if target is None and listing.latest_version is None:
                 raise Conflict("this agent has no version to approve", code=ErrorCode.NOTHING_PENDING)
             if target is not None:
-                tx.execute("UPDATE agent_versions SET status = 'approved', reviewed_by = %s, reviewed_at = now(), "
-                           "review_reason = %s WHERE agent_id = %s AND version = %s",
-                           principal.actor, note, listing["id"], target)
-            self._refresh_listing(tx, listing["id"])
-            tx.execute("UPDATE agents SET status = 'approved', status_reason = NULL, "
-                       "published_at = coalesce(published_at, now()) WHERE id = %s", listing["id"])
+                tx.execute(_Q.approve_version, principal.actor, note, listing.id, target)
+            self._refresh_listing(tx, listing.id, listing.publisher_org_id)
+            tx.execute(_Q.publish_listing, listing.id)
             action = ("agent.reinstated" if target is None else
-                      "agent.approved" if listing["status"] != "approved" else "agent.version_approved")
-            self.audit.append(tx, org_id=listing["publisher_org_id"], actor=principal.actor, action=action,
-                              target=listing["id"], details={"name": listing["name"], "version": target,
-                                                             "previous_status": listing["status"], "note": note})
-            updated = self._find(tx, listing["id"])
+                      "agent.approved" if listing.status != "approved" else "agent.version_approved")
+            self.audit.append(tx, org_id=listing.publisher_org_id, actor=principal.actor, action=action,
+                              target=listing.id, details={"name": listing.name, "version": target,
+                                                          "previous_status": listing.status, "note": note})
+            updated = self._find(tx, listing.id)
         assert updated is not None
-        return listing_out(updated)
+        return updated
 
-    def reject(self, principal: Principal, agent_id: str, reason: str, version: str | None = None) -> dict[str, Any]:
+    def reject(self, principal: Principal, agent_id: str, reason: str, version: str | None = None) -> AgentListing:
         """Reject a pending version (default: the highest); a never-approved listing is rejected with it."""
         with self.db.transaction() as tx:
             listing = self._find(tx, agent_id, lock=True)
             if listing is None:
                 raise NotFound("agent not found")
-            target = self._pending_version(tx, listing["id"], version, required=True)
-            tx.execute("UPDATE agent_versions SET status = 'rejected', reviewed_by = %s, reviewed_at = now(), "
-                       "review_reason = %s WHERE agent_id = %s AND version = %s",
-                       principal.actor, reason, listing["id"], target)
-            if listing["status"] == "pending_review" and listing["latest_version"] is None:
-                still_pending = tx.fetch_val("SELECT count(*) FROM agent_versions WHERE agent_id = %s "
-                                             "AND status = 'pending_review'", listing["id"])
-                if not still_pending:
-                    tx.execute("UPDATE agents SET status = 'rejected', status_reason = %s WHERE id = %s",
-                               reason, listing["id"])
-            self._refresh_listing(tx, listing["id"])
-            updated = self._find(tx, listing["id"])
+            target = self._pending_version(tx, listing.id, version, required=True)
+            tx.execute(_Q.reject_version, principal.actor, reason, listing.id, target)
+            if (listing.status == "pending_review" and listing.latest_version is None
+                    and not tx.fetch_val(_Q.pending_version_count, listing.id)):
+                tx.execute(_Q.reject_listing, reason, listing.id)
+            self._refresh_listing(tx, listing.id, listing.publisher_org_id)
+            updated = self._find(tx, listing.id)
             assert updated is not None
-            self.audit.append(tx, org_id=listing["publisher_org_id"], actor=principal.actor,
-                              action="agent.rejected" if updated["status"] == "rejected"
-                              else "agent.version_rejected",
-                              target=listing["id"], details={"name": listing["name"], "version": target,
-                                                             "reason": reason})
-        return listing_out(updated)
+            self.audit.append(tx, org_id=listing.publisher_org_id, actor=principal.actor,
+                              action="agent.rejected" if updated.status == "rejected" else "agent.version_rejected",
+                              target=listing.id, details={"name": listing.name, "version": target, "reason": reason})
+        return updated
 
-    def suspend(self, principal: Principal, agent_id: str, reason: str) -> dict[str, Any]:
+    def suspend(self, principal: Principal, agent_id: str, reason: str) -> AgentListing:
         """Hide the listing from the catalog and refuse new installs of any of its versions."""
         with self.db.transaction() as tx:
             listing = self._find(tx, agent_id, lock=True)
             if listing is None:
                 raise NotFound("agent not found")
-            if listing["status"] == "suspended":
+            if listing.status == "suspended":
                 raise Conflict("this agent is already suspended", code=ErrorCode.ALREADY_SUSPENDED)
-            tx.execute("UPDATE agents SET status = 'suspended', status_reason = %s, updated_at = now() "
-                       "WHERE id = %s", reason, listing["id"])
-            self.audit.append(tx, org_id=listing["publisher_org_id"], actor=principal.actor,
-                              action="agent.suspended", target=listing["id"],
-                              details={"name": listing["name"], "reason": reason,
-                                       "previous_status": listing["status"]})
-            updated = self._find(tx, listing["id"])
+            tx.execute(_Q.suspend_listing, reason, listing.id)
+            self.audit.append(tx, org_id=listing.publisher_org_id, actor=principal.actor,
+                              action="agent.suspended", target=listing.id,
+                              details={"name": listing.name, "reason": reason, "previous_status": listing.status})
+            updated = self._find(tx, listing.id)
         assert updated is not None
-        return listing_out(updated)
+        return updated
 
     @staticmethod
     def _pending_version(tx: Tx, agent_id: str, version: str | None, *, required: bool) -> str | None:
-        rows = tx.fetch_all("SELECT version, status FROM agent_versions WHERE agent_id = %s", agent_id)
+        versions = tx.fetch_all(_Q.version_statuses, agent_id)
         if version is not None:
-            match = next((r for r in rows if r["version"] == version), None)
+            match = next((r for r in versions if r["version"] == version), None)
             if match is None:
                 raise NotFound(f"version {version} not found")
             if match["status"] != "pending_review":
                 raise Conflict(f"version {version} is already {match['status']}", code=ErrorCode.NOT_PENDING)
             return version
-        pending = [str(r["version"]) for r in rows if r["status"] == "pending_review"]
+        pending = [str(r["version"]) for r in versions if r["status"] == "pending_review"]
         if not pending:
             if required:
                 raise Conflict("this agent has no version pending review", code=ErrorCode.NOTHING_PENDING)
@@ -430,36 +450,25 @@ class CatalogService:
             with self.db.transaction() as own:
                 return self.installable_version(agent_id, version, tx=own)
         listing = self._find(tx, agent_id, by_name=False)
-        if listing is None or listing["status"] in ("pending_review", "rejected"):
+        if listing is None or listing.status in ("pending_review", "rejected"):
             raise NotFound("agent not found; install an agent by its id (agt_...)",
                            details=[{"path": "agent_id", "message": "no such published agent id"}])
-        if listing["status"] == "suspended":
+        if listing.status == "suspended":
             raise Conflict("this agent is suspended and cannot be installed", code=ErrorCode.AGENT_SUSPENDED)
-        wanted = version or listing["latest_version"]
-        row = tx.fetch_one("SELECT manifest FROM agent_versions WHERE agent_id = %s AND version = %s "
-                           "AND status = 'approved'", listing["id"], wanted)
-        if row is None:
-            raise NotFound(f"version {wanted} of {listing['name']} is not available",
+        wanted = version or listing.latest_version
+        found = tx.fetch_val(_Q.approved_version_manifest, listing.id, wanted)
+        if found is None:
+            raise NotFound(f"version {wanted} of {listing.name} is not available",
                            details=[{"path": "version", "message": "no such approved version"}])
-        return AgentManifest.model_validate(row["manifest"])
+        return AgentManifest.model_validate(found)
 
     @staticmethod
     def adjust_install_count(tx: Tx, agent_id: str, delta: int) -> None:
         """Count an install (+1) or an uninstall (-1), inside the install flow's transaction."""
-        tx.execute("UPDATE agents SET install_count = greatest(install_count + %s, 0) WHERE id = %s",
-                   delta, agent_id)
-
-    def has_installed(self, org_id: str, agent_id: str, *, tx: Tx | None = None) -> bool:
-        """Has ``org_id`` ever installed the agent? Uninstalled deployments count (the org used the
-        agent and may say why it left); failed ones do not (it never ran)."""
-        if tx is None:
-            with self.db.transaction() as own:
-                return self.has_installed(org_id, agent_id, tx=own)
-        return bool(tx.fetch_val("SELECT EXISTS (SELECT 1 FROM deployments WHERE org_id = %s AND agent_id = %s "
-                                 "AND status <> 'failed')", org_id, agent_id))
+        tx.execute(_Q.adjust_install_count, delta, agent_id)
 
     # -- catalog ---------------------------------------------------------------------------------
-    def search(self, params: CatalogSearch) -> tuple[list[Row], str | None]:
+    def search(self, params: CatalogSearch) -> Page[CatalogItem]:
         """One page of the public catalog (see :class:`CatalogSearcher`)."""
         return self.searcher.search(params)
 
@@ -467,91 +476,81 @@ class CatalogService:
         """The query plans of a search (for the benchmark)."""
         return self.searcher.explain_search(params)
 
-    def detail(self, principal: Principal | None, agent_id: str) -> dict[str, Any]:
+    def detail(self, principal: Principal | None, agent_id: str) -> AgentDetail:
         """The listing, its shown manifest, its versions (newest first) and its rating summary."""
         with self.db.transaction() as tx:
             listing, privileged = self._visible(tx, principal, agent_id)
-            versions = tx.fetch_all(f"SELECT {VERSION_COLUMNS}, manifest FROM agent_versions WHERE agent_id = %s",
-                                    listing["id"])
-            stars = tx.fetch_all("SELECT rating, count(*) AS n FROM agent_reviews WHERE agent_id = %s "
-                                 "GROUP BY rating", listing["id"])
+            versions = tx.fetch_all(_Q.versions_with_manifests, listing.id)
+            stars = tx.fetch_all(_Q.rating_distribution, listing.id)
         shown_versions = [v for v in versions if privileged or v["status"] == "approved"]
         shown_versions.sort(key=lambda v: SemVer.parse(v["version"]), reverse=True)
-        shown = listing["latest_version"] or (shown_versions[0]["version"] if shown_versions else None)
+        shown = listing.latest_version or (shown_versions[0]["version"] if shown_versions else None)
         manifest = next((v["manifest"] for v in versions if v["version"] == shown), None)
         distribution = {str(star): 0 for star in range(1, 6)}
         for row in stars:
             distribution[str(row["rating"])] = int(row["n"])
-        return {
-            "listing": listing_out(listing),
-            "manifest": manifest,
-            "versions": [{k: v for k, v in row.items() if k != "manifest"} for row in shown_versions],
-            "rating": {"avg": float(listing["rating_avg"]), "count": listing["rating_count"],
-                       "distribution": distribution},
-        }
+        return AgentDetail(
+            listing=listing,
+            manifest=manifest,
+            versions=[version_of(row) for row in shown_versions],
+            rating=RatingSummary(avg=listing.rating_avg, count=listing.rating_count, distribution=distribution),
+        )
 
-    def version(self, principal: Principal | None, agent_id: str, version: str) -> Row:
+    def version(self, principal: Principal | None, agent_id: str, version: str) -> VersionDetail:
         """One version with its manifest; outside the publisher org only approved versions exist."""
         with self.db.transaction() as tx:
             listing, privileged = self._visible(tx, principal, agent_id)
-            row = tx.fetch_one(f"SELECT {VERSION_COLUMNS}, manifest FROM agent_versions "
-                               f"WHERE agent_id = %s AND version = %s", listing["id"], version)
+            row = tx.fetch_one(_Q.version_detail, listing.id, version)
         if row is None or (row["status"] != "approved" and not privileged):
             raise NotFound(f"version {version} not found")
-        return row
+        return version_detail_of(row)
 
     # -- reviews ----------------------------------------------------------------------------------
     def post_review(self, principal: Principal, agent_id: str, org_id: str, rating: int, text: str
-                    ) -> tuple[Row, bool]:
+                    ) -> tuple[ReviewOut, bool]:
         """Create or replace ``org_id``'s review of the agent; returns (review, created)."""
-        self.orgs.authorize(principal, org_id, REVIEWERS, doing="review agents on behalf of the organisation")
+        role = self.orgs.role_of(principal, org_id)
+        if role is None:
+            raise NotFound("organisation not found")
+        if role not in REVIEWER_ROLES:
+            raise Forbidden(f"role '{role.value}' may not review agents on behalf of the organisation")
+        if self._installs is None:
+            raise RuntimeError("the catalog has no install history: call use_install_history() when wiring it")
         with self.db.transaction() as tx:
             # The listing row lock serialises reviews of one agent, so the recomputed aggregate
             # always includes every committed review.
             listing, _ = self._visible(tx, principal, agent_id, lock=True)
-            if listing["status"] != "approved":
-                raise Conflict(f"this agent is {listing['status'].replace('_', ' ')} and cannot be reviewed",
+            if listing.status != "approved":
+                raise Conflict(f"this agent is {listing.status.replace('_', ' ')} and cannot be reviewed",
                                code=ErrorCode.NOT_REVIEWABLE)
-            if listing["publisher_org_id"] == org_id:
+            if listing.publisher_org_id == org_id:
                 raise Forbidden("a publisher cannot review its own agent", code=ErrorCode.OWN_AGENT)
-            if not self.has_installed(org_id, listing["id"], tx=tx):
+            if not self._installs.has_installed(tx, org_id, listing.id):
                 raise Forbidden("only organisations that installed this agent may review it",
                                 code=ErrorCode.NOT_INSTALLED)
-            row = tx.fetch_one(
-                "INSERT INTO agent_reviews (agent_id, org_id, id, rating, text, author) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (agent_id, org_id) DO UPDATE SET "
-                "rating = EXCLUDED.rating, text = EXCLUDED.text, author = EXCLUDED.author, updated_at = now() "
-                "RETURNING id, agent_id, org_id, rating, text, created_at, updated_at, (xmax = 0) AS created",
-                listing["id"], org_id, new_id("rev"), rating, text, principal.actor)
+            org_name = self.orgs.org_name(tx, org_id)
+            if org_name is None:
+                raise NotFound("organisation not found")
+            row = tx.fetch_one(_Q.upsert_review, listing.id, org_id, new_id("rev"), rating, text, principal.actor)
             assert row is not None
-            tx.execute("UPDATE agents SET (rating_avg, rating_count) = (SELECT coalesce(round(avg(rating), 2), 0), "
-                       "count(*) FROM agent_reviews WHERE agent_id = %s) WHERE id = %s",
-                       listing["id"], listing["id"])
+            tx.execute(_Q.refresh_rating, listing.id, listing.id)
             created = bool(row.pop("created"))
             self.audit.append(tx, org_id=org_id, actor=principal.actor,
-                              action="review.created" if created else "review.updated", target=listing["id"],
-                              details={"agent": listing["name"], "review_id": row["id"], "rating": rating})
-            row["org_name"] = tx.fetch_val("SELECT name FROM orgs WHERE id = %s", org_id)
-        return row, created
+                              action="review.created" if created else "review.updated", target=listing.id,
+                              details={"agent": listing.name, "review_id": row["id"], "rating": rating})
+        return review_of(row, org_name), created
 
     def list_reviews(self, principal: Principal | None, agent_id: str, *, limit: int, cursor: str | None
-                     ) -> tuple[list[Row], str | None]:
+                     ) -> Page[ReviewOut]:
         """Reviews of a visible agent, newest first."""
-        after = decode_cursor(cursor, required=("c", "id"))
+        after = Keyset.after(cursor)
         with self.db.transaction() as tx:
             listing, _ = self._visible(tx, principal, agent_id)
-            args: list[Any] = [listing["id"]]
-            keyset = ""
-            if after:
-                keyset = " AND (r.created_at, r.id) < (%s::timestamptz, %s)"
-                args += [after["c"], after["id"]]
-            rows = tx.fetch_all(
-                f"SELECT r.id, r.agent_id, r.org_id, o.name AS org_name, r.rating, r.text, r.created_at, "
-                f"r.updated_at FROM agent_reviews r JOIN orgs o ON o.id = r.org_id WHERE r.agent_id = %s{keyset} "
-                f"ORDER BY r.created_at DESC, r.id DESC LIMIT %s", *args, limit + 1)
-        items = rows[:limit]
-        last = items[-1] if len(rows) > limit else None
-        return items, encode_cursor({"c": cursor_value(last["created_at"]), "id": last["id"]}) if last else None
+            found = tx.fetch_all(_Q.reviews, listing.id, *after.params, limit + 1)
+            page, next_cursor = next_page(found, limit, lambda row: Keyset.of(row["created_at"], row["id"]))
+            names = self.orgs.org_names(tx, sorted({row["org_id"] for row in page}))
+        return Page[ReviewOut](items=[review_of(row, names[row["org_id"]]) for row in page if row["org_id"] in names],
+                               next_cursor=next_cursor)
 
     # -- built-in agents ----------------------------------------------------------------------------
     def builtin_manifests(self) -> list[tuple[Path, AgentManifest]]:
@@ -574,33 +573,32 @@ class CatalogService:
         if not manifests:
             return report
         with self.db.transaction() as tx:
-            tx.execute("SELECT pg_advisory_xact_lock(%s)", _SEED_LOCK)
-            org_id, actor = self._platform_org(tx)
+            tx.execute(_Q.seed_lock, _SEED_LOCK)
+            org_id, actor = self.orgs.ensure_system_org(tx, PLATFORM_USER_EMAIL, PLATFORM_ORG_NAME)
             for path, manifest in manifests:
                 listing = self._find(tx, manifest.name, lock=True)
                 if listing is None:
                     created, _ = self._create_listing(tx, actor, org_id, manifest)
-                    self._publish(tx, actor, created["id"], org_id=org_id, manifest=manifest, action="agent.approved")
+                    self._publish(tx, actor, created.id, org_id=org_id, manifest=manifest, action="agent.approved")
                     report.published.append(manifest.name)
-                elif listing["publisher_org_id"] != org_id:
+                elif listing.publisher_org_id != org_id:
                     _log.warning("built-in agent %s not published: the name belongs to org %s",
-                                 manifest.name, listing["publisher_org_id"])
+                                 manifest.name, listing.publisher_org_id)
                     report.skipped.append(manifest.name)
                 else:
                     self._seed_version(tx, actor, listing, manifest, path=path, report=report)
         return report
 
-    def _seed_version(self, tx: Tx, actor: str, listing: Row, manifest: AgentManifest, *, path: Path,
+    def _seed_version(self, tx: Tx, actor: str, listing: AgentListing, manifest: AgentManifest, *, path: Path,
                       report: SeedReport) -> None:
-        existing = tx.fetch_all("SELECT version, status, manifest FROM agent_versions WHERE agent_id = %s",
-                                listing["id"])
+        existing = tx.fetch_all(_Q.version_manifests, listing.id)
         new = manifest.semver
         same = next((r for r in existing if SemVer.parse(r["version"]) == new), None)
         if same is not None:
             if same["manifest"] != manifest.model_dump(mode="json"):
                 _log.warning("%s changed but kept version %s; versions are immutable, bump it", path,
                              manifest.version)
-            if same["status"] == "approved" and listing["status"] == "approved":
+            if same["status"] == "approved" and listing.status == "approved":
                 report.unchanged.append(manifest.name)
                 return
         highest = max((r["version"] for r in existing), key=SemVer.parse)
@@ -611,64 +609,37 @@ class CatalogService:
             return
         if same is None:
             previous = AgentManifest.model_validate(next(r["manifest"] for r in existing if r["version"] == highest))
-            self._insert_version(tx, listing["id"], actor, manifest, previous=previous, previous_version=highest)
-            self._add_terms(tx, manifest, listing["publisher_name"])
-        self._publish(tx, actor, listing["id"], org_id=listing["publisher_org_id"], manifest=manifest,
+            self._insert_version(tx, listing.id, actor, manifest, previous=previous, previous_version=highest)
+            self._add_terms(tx, manifest, listing.publisher_name)
+        self._publish(tx, actor, listing.id, org_id=listing.publisher_org_id, manifest=manifest,
                       action="agent.version_approved")
         report.updated.append(manifest.name)
 
     def _publish(self, tx: Tx, actor: str, agent_id: str, *, org_id: str, manifest: AgentManifest,
                  action: str) -> None:
-        tx.execute("UPDATE agent_versions SET status = 'approved', reviewed_by = %s, reviewed_at = now(), "
-                   "review_reason = 'built-in agent' WHERE agent_id = %s AND version = %s",
-                   actor, agent_id, manifest.version)
-        self._refresh_listing(tx, agent_id)
-        tx.execute("UPDATE agents SET status = 'approved', status_reason = NULL, "
-                   "published_at = coalesce(published_at, now()) WHERE id = %s", agent_id)
+        tx.execute(_Q.approve_version, actor, "built-in agent", agent_id, manifest.version)
+        self._refresh_listing(tx, agent_id, org_id)
+        tx.execute(_Q.publish_listing, agent_id)
         self.audit.append(tx, org_id=org_id, actor=actor, action=action, target=agent_id,
                           details={"name": manifest.name, "version": manifest.version, "built_in": True})
 
-    def _platform_org(self, tx: Tx) -> tuple[str, str]:
-        """The platform org (created on first use, owned by the system user) and the seeding actor."""
-        user = self.users.ensure(tx, PLATFORM_USER_EMAIL)
-        actor = f"user:{user.id}"
-        org_id = tx.fetch_val("SELECT id FROM orgs WHERE created_by = %s AND name = %s ORDER BY created_at LIMIT 1",
-                              user.id, PLATFORM_ORG_NAME)
-        if org_id is None:
-            org_id = new_id("org")
-            tx.execute("INSERT INTO orgs (id, name, created_by) VALUES (%s, %s, %s)", org_id, PLATFORM_ORG_NAME,
-                       user.id)
-            tx.execute("INSERT INTO memberships (org_id, user_id, role) VALUES (%s, %s, 'admin')", org_id, user.id)
-            self.audit.append(tx, org_id=org_id, actor=actor, action="org.created", target=org_id,
-                              details={"name": PLATFORM_ORG_NAME})
-            self.audit.append(tx, org_id=org_id, actor=actor, action="member.added", target=user.id,
-                              details={"role": "admin"})
-        return str(org_id), actor
-
-    # -- for deployments --
+    # -- for other contexts: deployments and runs read listings and versions only through these ----
     @staticmethod
-    def version_manifest(tx: Tx, agent_id: str, version: str) -> AgentManifest:
-        """The manifest of version ``version`` of listing ``agent_id`` (as stored when it was submitted),
-        read in the caller's transaction: what a deployment of that version runs. NotFound if none."""
-        found = tx.fetch_val(_Q.version_manifest, agent_id, version)
-        if found is None:
-            raise NotFound(f"version {version} of agent {agent_id} not found")
-        return AgentManifest.model_validate(found)
-
-    # -- for runs --
-    def listing_id_named(self, tx: Tx, name: str) -> str | None:
-        """The id of the listing called ``name`` (whatever its status), if there is one.
-
-        A listing's name never changes and a listing is never deleted, so a caller may keep the answer.
-        """
-        found = tx.fetch_val(_Q.listing_id_named, name)
-        return None if found is None else str(found)
-
-    def manifest_of_version(self, tx: Tx, agent_id: str, version: str) -> AgentManifest | None:
-        """A version's manifest whatever its status (a run executes the version it was created with).
-
-        Versions are immutable, so a caller may keep the answer.
-        """
+    def version_manifest(tx: Tx, agent_id: str, version: str) -> AgentManifest | None:
+        """The manifest of version ``version`` of the listing ``agent_id`` (its id, never its name),
+        read in the caller's transaction; None when there is no such version. Versions are
+        immutable, so a caller may cache the answer."""
         found = tx.fetch_val(_Q.version_manifest, agent_id, version)
         return None if found is None else AgentManifest.model_validate(found)
 
+    @staticmethod
+    def agent_id_of(tx: Tx, agent_ref: str) -> str | None:
+        """The id of the listing that ``agent_ref`` names (its id "agt_..." or its name), or None."""
+        return CatalogService.defer_agent_id(tx, agent_ref).agent_id
+
+    @staticmethod
+    def defer_agent_id(tx: Tx, agent_ref: str) -> AgentIdAnswer:
+        """:meth:`agent_id_of`, held back (``Tx.defer``) until the caller's next statement, so that
+        it costs no round trip of its own; read the answer's ``agent_id`` after that statement."""
+        query = _Q.agent_id_by_id if agent_ref.startswith("agt_") else _Q.agent_id_by_name
+        return AgentIdAnswer(tx.defer(query, agent_ref))

@@ -25,6 +25,7 @@ from shared.deployments.ports import DataPlaneSpec, Provisioner
 from shared.identity import IdentityService, Principal, Role
 from shared.kernel.db.database import Database, Deferred, Row, Tx
 from shared.kernel.db.queries import Queries
+from shared.kernel.db.statements import Statements
 from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import Keyset, Page, next_page
@@ -296,7 +297,10 @@ class DeploymentService:
 
     def _manifest(self, tx: Tx, row: Row) -> AgentManifest:
         """The manifest of the version the deployment runs (the catalog's, read in ``tx``)."""
-        return self.catalog.version_manifest(tx, row["agent_id"], row["version"])
+        manifest = self.catalog.version_manifest(tx, row["agent_id"], row["version"])
+        if manifest is None:
+            raise NotFound(f"version {row['version']} of agent {row['agent_id']} not found")
+        return manifest
 
     def heartbeat(self, principal: Principal) -> DeploymentOut:
         """Keep the deployment ``ready``; an unreachable one comes back."""
@@ -363,13 +367,10 @@ class DeploymentService:
         return BundleFile(data=data, filename=f"{manifest.name}-{manifest.version}-{deployment_id}.tar.gz")
 
     # -- for other contexts ----------------------------------------------------------------------
-    def has_installed(self, org_id: str, agent_id: str, *, tx: Tx | None = None) -> bool:
-        """Has ``org_id`` ever installed the agent? Uninstalled deployments count (the org used the
-        agent and may say why it left); failed ones do not (it never ran). Pass ``tx`` to read in
-        the caller's transaction (the catalog asks before it accepts a review)."""
-        if tx is None:
-            with self.db.read() as own:
-                return self.has_installed(org_id, agent_id, tx=own)
+    def has_installed(self, tx: Statements, org_id: str, agent_id: str) -> bool:
+        """Has ``org_id`` ever installed the agent, in the caller's transaction? Uninstalled
+        deployments count (the org used the agent and may say why it left); failed ones do not (it
+        never ran). The catalog's ``InstallHistory``: only such orgs may review an agent."""
         return bool(tx.fetch_val(_Q.has_installed, org_id, agent_id))
 
     @staticmethod

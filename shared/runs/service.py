@@ -201,7 +201,7 @@ class RunService:
             return agent_ref
         found = self._agent_names.get(agent_ref)
         if found is None:
-            found = self.catalog.listing_id_named(tx, agent_ref)
+            found = self.catalog.agent_id_of(tx, agent_ref)
             if found is not None:
                 if len(self._agent_names) >= _AGENT_NAMES_CACHE_SIZE:
                     self._agent_names.clear()
@@ -233,9 +233,9 @@ class RunService:
                 return cached
         if tx is None:
             with self.db.read() as own:
-                manifest = self.catalog.manifest_of_version(own, agent_id, version)
+                manifest = self.catalog.version_manifest(own, agent_id, version)
         else:
-            manifest = self.catalog.manifest_of_version(tx, agent_id, version)
+            manifest = self.catalog.version_manifest(tx, agent_id, version)
         if manifest is None:
             raise NotFound(f"version {version} of the agent is gone")
         loaded = _Version(manifest, manifest.model_dump(mode="json"),

@@ -215,7 +215,8 @@ def test_what_other_contexts_read_of_a_deployment(agent, make_org, container):
     admin, org_id = make_org()
     dep = _install(admin, org_id, agent["id"], deployment_type="byoc").body
     deployments = container.deployments
-    assert deployments.has_installed(org_id, agent["id"])
+    with container.db.read() as tx:
+        assert deployments.has_installed(tx, org_id, agent["id"])
     with container.db.transaction() as tx:
         found = deployments.runnable(tx, dep["id"])
         assert found is not None
@@ -225,6 +226,7 @@ def test_what_other_contexts_read_of_a_deployment(agent, make_org, container):
         pending, missing = deployments.defer_runnable(tx, dep["id"]), deployments.defer_runnable(tx, "dep_nope")
         assert tx.fetch_val("SELECT 1") == 1  # the deferred reads travel with this statement
         assert pending.get() == found and missing.get() is None
-        assert not deployments.has_installed(org_id, "agt_other", tx=tx)
+        assert not deployments.has_installed(tx, org_id, "agt_other")
         manifest = container.catalog.version_manifest(tx, agent["id"], "1.0.0")
+        assert manifest is not None
         assert manifest.name == agent["manifest"]["name"]

@@ -509,6 +509,25 @@ def test_version_lookup(developer_org, padmin, make_user):
     assert shopper.get("/agents/no-such-agent").status == 404
 
 
+def test_lookups_for_other_contexts(container, developer_org, padmin):
+    """What deployments and runs read of the catalog, inside their own transactions."""
+    _, dev, org_id = developer_org
+    manifest = make_manifest()
+    agent_id = publish(dev, org_id, padmin, manifest)
+    with container.db.transaction() as tx:
+        found = container.catalog.version_manifest(tx, agent_id, "1.0.0")
+        assert found is not None and found.name == manifest["name"]
+        assert container.catalog.version_manifest(tx, agent_id, "9.9.9") is None
+        assert container.catalog.agent_id_of(tx, agent_id) == agent_id
+        assert container.catalog.agent_id_of(tx, manifest["name"]) == agent_id
+        assert container.catalog.agent_id_of(tx, "agt_missing") is None
+        assert container.catalog.agent_id_of(tx, "no-such-agent") is None
+        by_name = container.catalog.defer_agent_id(tx, manifest["name"])
+        missing = container.catalog.defer_agent_id(tx, "no-such-agent")
+        assert tx.fetch_val("SELECT 1") == 1  # the held-back lookups travel with this statement
+        assert by_name.agent_id == agent_id and missing.agent_id is None
+
+
 # -- built-in agents ----------------------------------------------------------------------------------
 
 
@@ -517,8 +536,7 @@ def test_builtin_agents_are_published_idempotently(container, make_user, tmp_pat
     folder = tmp_path / "builtin" / "sample"
     folder.mkdir(parents=True)
     (folder / "manifest.yaml").write_text(yaml.safe_dump(make_manifest(name=name)))
-    service = CatalogService(container.db, container.audit, container.users, container.orgs,
-                             builtin_agents_dir=tmp_path / "builtin")
+    service = CatalogService(container.db, container.audit, container.orgs, builtin_agents_dir=tmp_path / "builtin")
     first = service.publish_builtin_agents()
     assert first.published == [name]
     second = service.publish_builtin_agents()
