@@ -216,7 +216,7 @@ class CloudTasksQueue:
         sees. Returns how many deliveries were pushed.
         """
         kinds = sorted(self.push_kinds) if self.push_kinds is not None else None
-        sql = _Q.due_for_push.format(kind_filter="" if kinds is None else "AND kind = ANY(%s)")
+        sql = _Q.due_for_push.format(kind_filter="" if kinds is None else _Q.push_kind_filter)
         args: list[Any] = [] if kinds is None else [kinds]
         with self.state.db.transaction() as tx:
             due = tx.fetch_all(sql, *args, limit)

@@ -82,7 +82,7 @@ class _Sql:
     @classmethod
     def build(cls, *, durable_acks: bool) -> _Sql:
         ack = "" if durable_acks else _ASYNC_ACK
-        deployment = "AND deployment_id = %(deployment)s"
+        deployment = _Q.claim_deployment_filter
         return cls(
             claim_any=_Q.claim.format(deployment_filter="", ack=ack),
             claim_deployment=_Q.claim.format(deployment_filter=deployment, ack=ack),
@@ -96,7 +96,7 @@ class _Sql:
             lock_lease=_Q.lock_lease,
             request_cancel=_Q.request_cancel,
             next_due_any=_Q.next_due.format(deployment_filter=""),
-            next_due_deployment=_Q.next_due.format(deployment_filter="AND deployment_id = %s"),
+            next_due_deployment=_Q.next_due.format(deployment_filter=_Q.next_due_deployment_filter),
             get=_Q.get,
         )
 
@@ -166,7 +166,7 @@ class _Listener:
             delay = min(delay * 2, 5.0)
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(self._channel)))
+        conn.execute(psycopg.sql.SQL(_Q.listen).format(psycopg.sql.Identifier(self._channel)))
         self.listening.set()
         # Notifications sent while we were not listening are lost: let every waiter look again.
         self._wake(None)
@@ -389,7 +389,7 @@ class PgTaskQueue:
             self._closed = True
             listener, self._listener = self._listener, None
         if listener is not None:
-            listener.stop(wake=lambda: self._run("SELECT pg_notify(%s, %s)", (self.channel, _WAKE_ALL)))
+            listener.stop(wake=lambda: self._run(_Q.notify, (self.channel, _WAKE_ALL)))
 
 
 def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:

@@ -118,3 +118,23 @@ WHERE state IN ('queued', 'leased') AND available_at <= now()
   AND coalesce(pushed_attempt, 0) <= attempt {kind_filter}
 ORDER BY available_at
 LIMIT %s;
+
+-- name: claim_deployment_filter
+-- The claim's {deployment_filter} when a claimer serves one deployment.
+AND deployment_id = %(deployment)s
+
+-- name: next_due_deployment_filter
+-- next_due's {deployment_filter} when a claimer serves one deployment.
+AND deployment_id = %s
+
+-- name: push_kind_filter
+-- due_for_push's {kind_filter} when the gcp queue pushes only some kinds.
+AND kind = ANY(%s)
+
+-- name: listen
+-- The listener's subscription; {} is the channel, quoted as an identifier (psycopg.sql).
+LISTEN {}
+
+-- name: notify
+-- Wake every waiting claimer (the queue's close() stops its listener this way).
+SELECT pg_notify(%s, %s)
