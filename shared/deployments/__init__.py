@@ -16,10 +16,7 @@ from shared.deployments.ports import Provisioner
 from shared.deployments.service import (
     HEARTBEAT_INTERVAL_SECONDS,
     BundleFile,
-    DeploymentBrief,
-    DeploymentGrants,
     DeploymentService,
-    PendingGrants,
     PendingRunnableDeployment,
 )
 
@@ -27,15 +24,12 @@ __all__ = [
     "HEARTBEAT_INTERVAL_SECONDS",
     "BundleFile",
     "ConsentRequest",
-    "DeploymentBrief",
-    "DeploymentGrants",
     "DeploymentOut",
     "DeploymentService",
     "DeploymentStatus",
     "InstallOut",
     "InstallRequest",
     "JobLauncher",
-    "PendingGrants",
     "PendingRunnableDeployment",
     "Provisioner",
     "RegisterOut",

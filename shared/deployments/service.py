@@ -387,64 +387,9 @@ class DeploymentService:
         return PendingRunnableDeployment(tx.defer(_Q.deployment_for_run, deployment_id))
 
     # -- for runs --
-    def run_target(self, tx: Tx, deployment_id: str) -> DeploymentBrief | None:
-        """A deployment found by id across orgs, as runs need it to start or deliver one.
-
-        It answers with the deployment's org: whether the caller may see it is the caller's decision.
-        """
-        row = tx.fetch_one(_RUNS_Q.deployment_brief, deployment_id)
-        if row is None:
-            return None
-        return DeploymentBrief(id=row["id"], org_id=row["org_id"], agent_id=row["agent_id"], version=row["version"],
-                               status=DeploymentStatus(row["status"]), deployment_type=row["deployment_type"])
-
-    def grants_of(self, tx: Tx, deployment_id: str) -> PendingGrants:
-        """The deployment's config and granted permissions as they are now, read with ``tx.defer``.
-
-        The read travels with the caller's next statement or its COMMIT; ``PendingGrants.get``
-        reads the answer (after the transaction, if nothing was sent before).
-        """
-        return PendingGrants(tx.defer(_RUNS_Q.deployment_grants, deployment_id))
-
     def uninstalled_among(self, tx: Tx, deployment_ids: Sequence[str]) -> set[str]:
         """Which of ``deployment_ids`` are uninstalled."""
-        return {row["id"] for row in tx.fetch_all(_RUNS_Q.uninstalled_among, list(deployment_ids))}
+        return {row["id"] for row in tx.fetch_all(_Q.uninstalled_among, list(deployment_ids))}
 
 
-# -- for runs --
-_RUNS_Q = Queries("shared.deployments")
-
-
-@dataclass(frozen=True)
-class DeploymentBrief:
-    """What runs need of a deployment: its org, what it runs, and whether it takes runs."""
-
-    id: str
-    org_id: str
-    agent_id: str
-    version: str
-    status: DeploymentStatus
-    deployment_type: str
-
-
-@dataclass(frozen=True)
-class DeploymentGrants:
-    """A deployment's config and granted permissions, as a delivery hands them to the data plane."""
-
-    config: dict[str, Any]
-    granted_permissions: list[str]
-
-
-class PendingGrants:
-    """A deployment's grants read with the caller's next statement (``DeploymentService.grants_of``)."""
-
-    def __init__(self, answer: Deferred) -> None:
-        self._answer = answer
-
-    def get(self) -> DeploymentGrants | None:
-        """The grants; None when there is no such deployment."""
-        row = self._answer.one()
-        if row is None:
-            return None
-        return DeploymentGrants(config=row["config"], granted_permissions=list(row["granted_permissions"]))
 

@@ -88,7 +88,7 @@ class DispatchService:
             if delivery.attempt != int(row["attempt"]) + 1:
                 return self._dropped(delivery, "stale_delivery")
             deployment_id = row["deployment_id"]
-            deployment = self.deployments.run_target(tx, deployment_id) if deployment_id is not None else None
+            deployment = self.deployments.runnable(tx, deployment_id) if deployment_id is not None else None
         if deployment is None or deployment.deployment_type != "saas" or deployment.status not in _RUNNABLE:
             return self._dropped(delivery, "deployment_not_pushed")
         try:

@@ -274,7 +274,7 @@ class RunService:
             # The deployment is looked up across orgs only to learn its org; the caller's role in
             # that org decides the rest. The roles travel with the deployment's read.
             roles = self.orgs.member_roles(tx, principal)
-            deployment = self.deployments.run_target(tx, deployment_id)
+            deployment = self.deployments.runnable(tx, deployment_id)
             authorize(principal, roles.role_in(deployment.org_id) if deployment is not None else None, "start",
                       unseen="deployment not found")
             assert deployment is not None
@@ -411,7 +411,7 @@ class RunService:
         with self.db.transaction() as tx:
             started = tx.defer(self._start_run, task.attempt, lease_hash(task.lease_token), worker[:200], task.id,
                                task.run_id, task.deployment_id)
-            grants = self.deployments.grants_of(tx, deployment_id)
+            grants = self.deployments.defer_runnable(tx, deployment_id)
         run = started.one()
         if run is not None:
             settings = grants.get()
