@@ -26,7 +26,6 @@ from shared.catalog.semver import SemVer, SemVerError
 from shared.catalog.service import (
     PLATFORM_ORG_NAME,
     PLATFORM_USER_EMAIL,
-    AgentIdAnswer,
     CatalogService,
     SeedReport,
     check_manifest,
@@ -41,7 +40,6 @@ __all__ = [
     "PLATFORM_ORG_NAME",
     "PLATFORM_USER_EMAIL",
     "AgentDetail",
-    "AgentIdAnswer",
     "AgentListing",
     "AgentManifest",
     "AgentSubmit",

@@ -45,7 +45,7 @@ from shared.catalog.rows import developer_listing_of, listing_of, review_of, ver
 from shared.catalog.search import CatalogSearch, CatalogSearcher, catalog_words
 from shared.catalog.semver import SemVer
 from shared.identity import OrgService, Principal, Role
-from shared.kernel.db.database import Database, Deferred, Tx
+from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
 from shared.kernel.ids import new_id
@@ -162,21 +162,6 @@ def listing_fields(manifest: AgentManifest) -> dict[str, Any]:
 def _listing_sql(column: str, lock: bool) -> str:
     """The ``listing`` (or, to lock it, ``listing_for_update``) statement by ``column`` ("id" or "name")."""
     return (_Q.listing_for_update if lock else _Q.listing).format(column=column)
-
-
-class AgentIdAnswer:
-    """The answer of :meth:`CatalogService.defer_agent_id`, read when first asked for."""
-
-    __slots__ = ("_deferred",)
-
-    def __init__(self, deferred: Deferred) -> None:
-        self._deferred = deferred
-
-    @property
-    def agent_id(self) -> str | None:
-        """The listing's id, or None when no listing has that id or name."""
-        row = self._deferred.one()
-        return None if row is None else str(row["id"])
 
 
 @dataclass
@@ -634,12 +619,7 @@ class CatalogService:
 
     @staticmethod
     def agent_id_of(tx: Tx, agent_ref: str) -> str | None:
-        """The id of the listing that ``agent_ref`` names (its id "agt_..." or its name), or None."""
-        return CatalogService.defer_agent_id(tx, agent_ref).agent_id
-
-    @staticmethod
-    def defer_agent_id(tx: Tx, agent_ref: str) -> AgentIdAnswer:
-        """:meth:`agent_id_of`, held back (``Tx.defer``) until the caller's next statement, so that
-        it costs no round trip of its own; read the answer's ``agent_id`` after that statement."""
-        query = _Q.agent_id_by_id if agent_ref.startswith("agt_") else _Q.agent_id_by_name
-        return AgentIdAnswer(tx.defer(query, agent_ref))
+        """The id of the listing that ``agent_ref`` names (its id "agt_..." or its name), or None;
+        in a transaction or a read."""
+        found = tx.fetch_val(_Q.agent_id_by_id if agent_ref.startswith("agt_") else _Q.agent_id_by_name, agent_ref)
+        return None if found is None else str(found)

@@ -522,10 +522,9 @@ def test_lookups_for_other_contexts(container, developer_org, padmin):
         assert container.catalog.agent_id_of(tx, manifest["name"]) == agent_id
         assert container.catalog.agent_id_of(tx, "agt_missing") is None
         assert container.catalog.agent_id_of(tx, "no-such-agent") is None
-        by_name = container.catalog.defer_agent_id(tx, manifest["name"])
-        missing = container.catalog.defer_agent_id(tx, "no-such-agent")
-        assert tx.fetch_val("SELECT 1") == 1  # the held-back lookups travel with this statement
-        assert by_name.agent_id == agent_id and missing.agent_id is None
+    with container.db.read() as tx:  # and in a read, as the runs list asks
+        assert container.catalog.agent_id_of(tx, manifest["name"]) == agent_id
+        assert container.catalog.version_manifest(tx, agent_id, "1.0.0") is not None
 
 
 # -- built-in agents ----------------------------------------------------------------------------------
