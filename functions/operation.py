@@ -366,10 +366,10 @@ def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
             return _json_response(exc.status, exc.body(), request_id)
         except Exception:  # noqa: BLE001 - the 500 boundary: log it, answer SPEC's error body
             _log.exception("unhandled error in %s", op.name, extra={"fields": {"request_id": request_id}})
-            return _json_response(500, {"error": {"code": "internal", "message": "internal error",
+            return _json_response(500, {"error": {"code": ErrorCode.INTERNAL, "message": "internal error",
                                                   "details": [{"request_id": request_id}]}}, request_id)
         finally:
-            principal = getattr(request, "_marketplace_principal", None)
+            principal = flask.g.get("marketplace_principal")
             _log.info("%s %s %s", op.method, request.path, status, extra={"fields": {
                 "request_id": request_id, "operation": op.name, "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
@@ -389,7 +389,7 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
     role = None
     if op.auth:
         principal = _authenticate(op, services, request, params)
-        request._marketplace_principal = principal  # type: ignore[attr-defined]  # for the access log
+        flask.g.marketplace_principal = principal  # for the access log
         role = _authorize(op, services, principal, params)
     limit = op.max_body or services.settings.max_body_bytes
     raw, body = _read_body(op, request, limit)

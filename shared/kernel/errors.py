@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     VALIDATION_FAILED = "validation_failed"  # the body, query or path breaks the schema (details[].path)
     RATE_LIMITED = "rate_limited"  # too many requests: retry after Retry-After
     UNAVAILABLE = "unavailable"  # a dependency is down: retry after Retry-After
+    INTERNAL = "internal"  # a fault of ours (a 500): details[].request_id names it in our logs
 
     # Requests and credentials.
     MALFORMED_JSON = "malformed_json"  # the body is not JSON

@@ -84,10 +84,8 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     root.handlers = [h for h in root.handlers if h.get_name() != "marketplace-json"] + [handler]
     root.setLevel(level.upper())
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    # Our lines carry neither the caller's file and line nor thread or process names: skip
-    # collecting them for every record (the logging HOWTO's "Optimization" settings). Walking
-    # the stack to find the caller cost more than formatting the line.
-    logging._srcfile = None
+    # Our lines carry neither thread nor process names: skip collecting them for every record
+    # (the logging HOWTO's "Optimization" settings, the public ones).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

