@@ -12,7 +12,6 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from shared.deployments.ports import DataPlaneSpec
 
@@ -41,13 +40,3 @@ class LocalProvisioner:
     def deprovision(self, deployment_id: str) -> None:
         """Withdraw it; the workers stop serving it."""
         self._path(deployment_id).unlink(missing_ok=True)
-
-    def assignments(self) -> list[dict[str, Any]]:
-        """Every deployment the local workers should serve."""
-        found = []
-        for path in sorted(self.directory.glob("dep_*.json")):
-            try:
-                found.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                continue  # removed or being replaced right now
-        return found
