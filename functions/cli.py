@@ -85,7 +85,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             _say(f"marketplace: {exc}")
             return 1
         background = _start_background(container, args.workers, _loopback_url(args.host, port))
-        return _serve_until_stopped(args, settings, server, stop)
+        watched = pg if settings.database_url is None else None
+        return _serve_until_stopped(args, settings, server, stop, watched)
     finally:
         # Workers drain their runs first: they still need the API to report them.
         for worker in background:
@@ -97,7 +98,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("stopped")
 
 
-def _serve_until_stopped(args: argparse.Namespace, settings: Settings, server: Any, stop: threading.Event) -> int:
+def _serve_until_stopped(args: argparse.Namespace, settings: Settings, server: Any, stop: threading.Event,
+                         pg: Any = None) -> int:
     url = f"http://{args.host}:{args.port}"
     _say(f"serving the API on {url} with {args.http_workers} server process(es) x {args.threads} threads "
          f"(OpenAPI: {url}/openapi.json)")
@@ -108,7 +110,23 @@ def _serve_until_stopped(args: argparse.Namespace, settings: Settings, server: A
         if not server.running():
             _say("marketplace: the HTTP server stopped unexpectedly")
             return 1
+        if pg is not None and pg.running() is None and not stop.is_set():
+            _restart_postgres(pg)
     return 0
+
+
+def _restart_postgres(pg: Any) -> None:
+    """The embedded PostgreSQL died under us: start it again, on its port (the API answers 503
+    meanwhile and recovers by itself once connections succeed again)."""
+    from shared.kernel.adapters.embedded_pg import EmbeddedPostgresError  # noqa: PLC0415
+
+    _say("marketplace: PostgreSQL stopped unexpectedly; restarting it ...")
+    try:
+        info = pg.ensure_running()
+    except EmbeddedPostgresError as exc:  # e.g. the dead server's backends still hold its memory
+        _say(f"marketplace: PostgreSQL did not restart yet ({exc}); trying again")
+        return
+    _say(f"PostgreSQL {info.version} is back on {info.host}:{info.port}")
 
 
 def _loopback_url(host: str, port: int) -> str:

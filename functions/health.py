@@ -7,7 +7,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pydantic import BaseModel
 
 from functions.operation import Call, operation
-from shared.kernel.db.migrate import schema_version
+from shared.kernel.db.migrate import database_version, schema_version
+from shared.kernel.errors import DatabaseUnavailable
 
 
 class HealthOut(BaseModel):
@@ -26,11 +27,17 @@ def platform_version() -> str:
         return "0+unknown"
 
 
-@operation("GET", "/health", summary="Report readiness and versions", tags=["health"], auth=False,
+@operation("GET", "/health", summary="Report readiness and versions, or what is down", tags=["health"], auth=False,
            response=HealthOut)
 def health(call: Call) -> HealthOut:
+    """200 with the versions once everything answers; 503 (the SPEC error body, ``Retry-After``)
+    naming what is down otherwise."""
     db = call.services.db
-    with db.transaction() as tx:
-        server = str(tx.fetch_val("SHOW server_version"))
+    try:
+        server = database_version(db)
+        schema = schema_version(db)
+    except DatabaseUnavailable as exc:
+        raise DatabaseUnavailable("the database is down", details=[
+            {"component": "database", "status": "down", "message": exc.message}]) from exc
     return HealthOut(status="ok", platform_version=platform_version(), database_version=server,
-                     schema_version=schema_version(db), mode=call.services.settings.mode)
+                     schema_version=schema, mode=call.services.settings.mode)

@@ -363,7 +363,8 @@ def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
             return resp
         except AppError as exc:
             status = exc.status
-            return _json_response(exc.status, exc.body(), request_id)
+            retry = {"Retry-After": str(exc.retry_after)} if exc.retryable and exc.retry_after else None
+            return _json_response(exc.status, exc.body(), request_id, retry)
         except Exception:  # noqa: BLE001 - the 500 boundary: log it, answer SPEC's error body
             _log.exception("unhandled error in %s", op.name, extra={"fields": {"request_id": request_id}})
             return _json_response(500, {"error": {"code": ErrorCode.INTERNAL, "message": "internal error",
@@ -418,7 +419,10 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
         return _json_response(reply.status, out, request_id, reply.headers)
     except AppError as exc:
         if idem_key is not None:
-            services.idempotency.complete(principal.actor, idem_key, exc.status, exc.body())  # type: ignore[union-attr]
+            if exc.status >= 500:  # ours, not the request's: a retry with the same key runs again
+                services.idempotency.abandon(principal.actor, idem_key)  # type: ignore[union-attr]
+            else:
+                services.idempotency.complete(principal.actor, idem_key, exc.status, exc.body())  # type: ignore[union-attr]
         raise
     except BaseException:
         if idem_key is not None:

@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"  # too many requests: retry after Retry-After
     UNAVAILABLE = "unavailable"  # a dependency is down: retry after Retry-After
     INTERNAL = "internal"  # a fault of ours (a 500): details[].request_id names it in our logs
+    DATABASE_UNAVAILABLE = "database_unavailable"  # the database is down or unreachable: retry after Retry-After
 
     # Requests and credentials.
     MALFORMED_JSON = "malformed_json"  # the body is not JSON
@@ -85,6 +86,8 @@ class AppError(Exception):
     status: int = 400
     code: ErrorCode = ErrorCode.BAD_REQUEST
     retryable: bool = False
+    #: Seconds a client should wait before retrying (sent as ``Retry-After``); retryable errors only.
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None,
                  code: ErrorCode | None = None) -> None:
@@ -136,8 +139,14 @@ class Unprocessable(AppError):
 
 
 class TooManyRequests(AppError):
-    status, code, retryable = 429, ErrorCode.RATE_LIMITED, True
+    status, code, retryable, retry_after = 429, ErrorCode.RATE_LIMITED, True, 1
 
 
 class Unavailable(AppError):
-    status, code, retryable = 503, ErrorCode.UNAVAILABLE, True
+    status, code, retryable, retry_after = 503, ErrorCode.UNAVAILABLE, True, 2
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached (down, restarting, or no connection to be had in time)."""
+
+    code = ErrorCode.DATABASE_UNAVAILABLE

@@ -198,6 +198,20 @@ class EmbeddedPostgres:
         version = (self.pgdata / "PG_VERSION").read_text().strip()
         return ServerInfo(host=host, port=port, pid=pid, version=version)
 
+    def _previous_port(self) -> int | None:
+        """The port the last server of this data directory listened on, if it is free now."""
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+            port = int(lines[3])
+        except (FileNotFoundError, PermissionError, IndexError, ValueError):
+            return None
+        with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as probe:
+            try:
+                probe.bind((self.host, port))
+            except OSError:
+                return None
+        return port
+
     def ensure_running(self) -> ServerInfo:
         """Start the server unless one already serves this data directory."""
         with self._lock():
@@ -205,7 +219,9 @@ class EmbeddedPostgres:
             if info is not None:
                 return info
             bin_dir = self._prepare()
-            port = _free_port(self.host)
+            # After a crash the server comes back on the port it had, so that every process's
+            # connection settings stay true (the pid file outlives a killed server).
+            port = self._previous_port() or _free_port(self.host)
             logfile = self.pgdata / "server.log"
             options = (f"-h {self.host} -p {port} -k '' -c max_connections=200 "
                        "-c shared_buffers=128MB")

@@ -15,13 +15,18 @@ make the hot paths cheap:
 * **Single-statement reads run in autocommit** (``Database.read()``): no BEGIN/COMMIT at all.
 
 Rows come back as dicts keyed by column name. Server-reported errors become the kernel's
-``QueryError`` (``UniqueViolation`` for a duplicate key), so no context imports the driver;
-connection failures stay psycopg's ``OperationalError`` and the connection leaves the pool.
+``QueryError`` (``UniqueViolation`` for a duplicate key), so no context imports the driver. When
+the server cannot be reached (it died, it restarts, no connection comes in time) every call raises
+``DatabaseUnavailable`` (a 503 with ``Retry-After``); a connection that failed is discarded by the
+pool (its status is BAD), the idle ones are checked at once, and while connecting fails a caller
+waits at most ``UNAVAILABLE_WAIT`` seconds for a connection instead of the pool's full timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -29,9 +34,12 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, JsonbDumper
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from shared.kernel.errors import DatabaseUnavailable
 
 Row = dict[str, Any]
+_log = logging.getLogger(__name__)
 
 #: A WHERE condition that makes the statement's own transaction commit asynchronously (the
 #: commit returns before the WAL reaches the disk): ``set_config(..., true)`` is SET LOCAL from
@@ -42,6 +50,10 @@ ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NU
 
 #: How many prepared statements a connection keeps (psycopg evicts the least recently used).
 PREPARED_PER_CONNECTION = 256
+#: How long a caller waits for a pooled connection (seconds): normally, and while the database
+#: is known to be unreachable (the last connection attempt failed).
+CONNECTION_WAIT = 30.0
+UNAVAILABLE_WAIT = 1.0
 
 # Connection-level failures (08: connection exception, 57: operator intervention, 53:
 # insufficient resources, 58: system error) are not the statement's fault: they stay psycopg's.
@@ -64,9 +76,20 @@ class UniqueViolation(QueryError):
     """A duplicate key (SQLSTATE 23505); ``constraint`` names the index it broke."""
 
 
+def _unreachable(exc: psycopg.Error) -> bool:
+    """A failure of the connection or the server, not of the statement: the server went away (no
+    SQLSTATE, or 08/57/53/58), the connection is closed, or no connection came in time."""
+    if isinstance(exc, psycopg.InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate[:2] in _CONNECTION_CLASSES)
+
+
 def _translate(exc: psycopg.Error) -> Exception:
+    if _unreachable(exc):
+        return DatabaseUnavailable("the database is unavailable; retry shortly")
     state = exc.sqlstate
-    if not isinstance(exc, psycopg.DatabaseError) or state is None or state[:2] in _CONNECTION_CLASSES:
+    if not isinstance(exc, psycopg.DatabaseError) or state is None:
         return exc
     kind = UniqueViolation if isinstance(exc, pg_errors.UniqueViolation) else QueryError
     return kind(str(exc), sqlstate=state, constraint=exc.diag.constraint_name)
@@ -195,26 +218,70 @@ class Database:
     """A bounded, thread-safe pool; ``transaction()`` commits on success, rolls back on error."""
 
     def __init__(self, connect: Connect, *, size: int = 16) -> None:
+        database = self
+
         class _Connection(psycopg.Connection[Any]):
             @classmethod
             def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # noqa: ARG003 - the factory knows
-                return connect()
+                try:
+                    conn = connect()
+                except psycopg.Error:
+                    database._reachable.clear()
+                    raise
+                database._reachable.set()
+                return conn
 
         self.size = size
+        self._reachable = threading.Event()
+        self._reachable.set()
+        self._checking = threading.Lock()
         self._pool: ConnectionPool[Any] = ConnectionPool(
             connection_class=_Connection, min_size=1, max_size=size, configure=_configure,
-            open=True, timeout=60.0, name="marketplace")
+            open=True, timeout=CONNECTION_WAIT, name="marketplace")
+
+    @property
+    def reachable(self) -> bool:
+        """False while the last attempt to connect failed (the database is down or restarting)."""
+        return self._reachable.is_set()
+
+    def _lost(self) -> None:
+        # One connection failed: the idle ones most likely share its fate (a restarted server).
+        # Check them in the background so that the next callers do not each find a dead one.
+        if self._checking.acquire(blocking=False):
+            def check() -> None:
+                try:
+                    self._pool.check()
+                except Exception:  # noqa: BLE001 - a best effort; the pool discards bad ones anyway
+                    _log.debug("checking the pool's connections failed", exc_info=True)
+                finally:
+                    self._checking.release()
+            threading.Thread(target=check, name="db-pool-check", daemon=True).start()
+
+    @contextlib.contextmanager
+    def _checkout(self) -> Iterator[psycopg.Connection[Any]]:
+        wait = CONNECTION_WAIT if self._reachable.is_set() else UNAVAILABLE_WAIT
+        try:
+            with self._pool.connection(timeout=wait) as conn:
+                yield conn
+        except DatabaseUnavailable:
+            self._lost()
+            raise
+        except psycopg.Error as exc:
+            if not _unreachable(exc):
+                raise
+            self._lost()
+            raise DatabaseUnavailable("the database is unavailable; retry shortly") from exc
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A raw pooled connection in autocommit (migrations, maintenance scripts)."""
-        with self._pool.connection() as conn:
+        with self._checkout() as conn:
             yield conn
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
         """Run a block in one transaction (one pipeline; see the module)."""
-        with self._pool.connection() as conn:
+        with self._checkout() as conn:
             try:
                 with _query_errors(), conn.pipeline() as pipeline:
                     conn.execute("BEGIN")
@@ -234,7 +301,7 @@ class Database:
         Each statement sees its own snapshot, so use ``transaction()`` when several reads must
         agree with each other.
         """
-        with self._pool.connection() as conn:
+        with self._checkout() as conn:
             yield Tx(conn)
 
     def close(self) -> None:

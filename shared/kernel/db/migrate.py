@@ -77,6 +77,12 @@ def apply_migrations(db: Database) -> list[Migration]:
     return applied_now
 
 
+def database_version(db: Database) -> str:
+    """The server's version (``SHOW server_version``)."""
+    with db.read() as tx:
+        return str(tx.fetch_val("SHOW server_version"))
+
+
 def schema_version(db: Database) -> int:
     """The newest applied migration (0 when none)."""
     with db.transaction() as tx:
