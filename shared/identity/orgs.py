@@ -214,18 +214,16 @@ class OrgService:
         return PreferencesOut(**row)
 
     # -- for catalog --
-    _catalog_queries = Queries("shared.identity")
-
     def org_name(self, tx: Tx, org_id: str) -> str | None:
         """The org's name, or None when there is no such org; read in the caller's transaction."""
-        name = tx.fetch_val(self._catalog_queries.catalog_org_name, org_id)
+        name = tx.fetch_val(_Q.catalog_org_name, org_id)
         return None if name is None else str(name)
 
     def org_names(self, tx: Tx, org_ids: Sequence[str]) -> dict[str, str]:
         """The names of those of ``org_ids`` that exist, by id; read in the caller's transaction."""
         if not org_ids:
             return {}
-        found = tx.fetch_all(self._catalog_queries.catalog_org_names, list(org_ids))
+        found = tx.fetch_all(_Q.catalog_org_names, list(org_ids))
         return {str(row["id"]): str(row["name"]) for row in found}
 
     def ensure_system_org(self, tx: Tx, owner_email: str, name: str) -> tuple[str, str]:
@@ -234,11 +232,11 @@ class OrgService:
         Returns the org's id and the user's audit actor."""
         user = self.users.ensure(tx, owner_email)
         actor = Principal(kind="user", subject=user.id).actor
-        org_id = tx.fetch_val(self._catalog_queries.catalog_system_org, user.id, name)
+        org_id = tx.fetch_val(_Q.catalog_system_org, user.id, name)
         if org_id is None:
             org_id = new_id("org")
-            tx.execute(self._catalog_queries.catalog_insert_system_org, org_id, name, user.id)
-            tx.execute(self._catalog_queries.catalog_insert_system_admin, org_id, user.id)
+            tx.execute(_Q.catalog_insert_system_org, org_id, name, user.id)
+            tx.execute(_Q.catalog_insert_system_admin, org_id, user.id)
             self.audit.append(tx, org_id=org_id, actor=actor, action="org.created", target=org_id,
                               details={"name": name})
             self.audit.append(tx, org_id=org_id, actor=actor, action="member.added", target=user.id,

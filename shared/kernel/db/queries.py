@@ -16,8 +16,8 @@ fixed set (a column list, a sort key); values always travel as ``%s`` parameters
 
 from __future__ import annotations
 
+import functools
 import re
-import threading
 from importlib import resources
 
 _NAME = re.compile(r"^-- name: *([a-z_][a-z0-9_]*) *$", re.MULTILINE)
@@ -49,14 +49,19 @@ def parse_queries(text: str, *, source: str = "<sql>") -> dict[str, str]:
     return queries
 
 
+@functools.cache
+def _load(package: str, filename: str) -> dict[str, str]:
+    # One read per file and process, however many modules of the package name it.
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+    return parse_queries(text, source=f"{package.replace('.', '/')}/{filename}")
+
+
 class Queries:
     """The named statements of one package's ``.sql`` file, read on first use."""
 
     def __init__(self, package: str, filename: str = "queries.sql") -> None:
         self._package = package
         self._filename = filename
-        self._queries: dict[str, str] | None = None
-        self._lock = threading.Lock()
 
     @property
     def source(self) -> str:
@@ -65,12 +70,7 @@ class Queries:
 
     def all(self) -> dict[str, str]:
         """Every statement by name."""
-        if self._queries is None:
-            with self._lock:
-                if self._queries is None:
-                    text = resources.files(self._package).joinpath(self._filename).read_text(encoding="utf-8")
-                    self._queries = parse_queries(text, source=self.source)
-        return self._queries
+        return _load(self._package, self._filename)
 
     def __getattr__(self, name: str) -> str:
         if name.startswith("_"):
