@@ -49,7 +49,7 @@ def test_whatever_is_written_comes_back(queries):
 
 
 def test_a_missing_name_is_an_attribute_error_naming_the_file():
-    with pytest.raises(AttributeError, match="shared/identity/queries.sql has no query named 'nope'"):
+    with pytest.raises(AttributeError, match=r"shared/identity/queries\.sql has no query named 'nope'"):
         _ = Queries("shared.identity").nope
 
 
