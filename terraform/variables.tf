@@ -316,6 +316,16 @@ variable "scheduled_jobs" {
       function    = "run_scheduled_job"
       description = "Deliver due webhook events and retries."
     }
+    "secrets-rewrap" = {
+      schedule    = "*/10 * * * *"
+      function    = "run_scheduled_job"
+      description = "Re-wrap the data keys an older Cloud KMS key version wrapped with the primary version."
+    }
+    "webhooks-reseal" = {
+      schedule    = "*/10 * * * *"
+      function    = "run_scheduled_job"
+      description = "Seal again the webhook secrets an org's older data key sealed."
+    }
     "queue-relay" = {
       schedule    = "* * * * *"
       function    = "run_scheduled_job"
