@@ -19,9 +19,12 @@ ON CONFLICT (owner, version) DO NOTHING;
 INSERT INTO secret_keys (owner, version, wrapped_key, kek_version) VALUES (%s, %s, %s, %s);
 
 -- name: keys_to_rewrap
--- Data keys wrapped by another KEK version than the current one, oldest first, locked for the re-wrap.
+-- Data keys wrapped by another KEK version than the current one, in (owner, version) order after a
+-- given position, locked for the re-wrap (another re-wrapping process skips them).
+-- Parameters: current KEK version, after owner, after owner, after version, limit.
 SELECT owner, version, wrapped_key, kek_version FROM secret_keys
-WHERE kek_version <> %s ORDER BY created_at, owner, version LIMIT %s FOR UPDATE SKIP LOCKED;
+WHERE kek_version <> %s AND (owner > %s OR (owner = %s AND version > %s))
+ORDER BY owner, version LIMIT %s FOR UPDATE SKIP LOCKED;
 
 -- name: rewrap_key
 -- Store a data key wrapped again by the current KEK version (the key itself does not change).

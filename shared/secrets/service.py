@@ -177,20 +177,34 @@ class SecretKeys:
         return KeyRotated(owner=owner, version=version)
 
     def rewrap(self, limit: int = 100) -> RewrapOut:
-        """Re-wrap up to ``limit`` DEKs that an older KEK version wrapped with the current one."""
+        """Re-wrap up to ``limit`` DEKs that an older KEK version wrapped with the current one.
+
+        A key that does not unwrap (a KEK version the operator already retired) is logged and
+        skipped, never blocking the others: the pass walks the table in (owner, version) order.
+        """
         current = self.kek.current_version()
-        with self.db.transaction() as tx:
-            rows = tx.fetch_all(_Q.keys_to_rewrap, current, limit)
-            for row in rows:
-                owner, version = str(row["owner"]), int(row["version"])
-                aad = _dek_aad(owner, version)
-                key = self.kek.unwrap(bytes(row["wrapped_key"]), kek_version=str(row["kek_version"]), aad=aad)
-                wrapped = self.kek.wrap(key, aad=aad)
-                tx.execute(_Q.rewrap_key, wrapped.ciphertext, wrapped.kek_version, owner, version)
-        if rows:
-            _log.info("re-wrapped %s data keys with KEK version %s", len(rows), current,
-                      extra={"fields": {"rewrapped": len(rows), "kek_version": current}})
-        return RewrapOut(rewrapped=len(rows), kek_version=current)
+        done, after = 0, ("", 0)
+        while done < limit:
+            with self.db.transaction() as tx:
+                rows = tx.fetch_all(_Q.keys_to_rewrap, current, after[0], after[0], after[1], min(limit - done, 100))
+                for row in rows:
+                    owner, version = str(row["owner"]), int(row["version"])
+                    aad = _dek_aad(owner, version)
+                    try:
+                        key = self.kek.unwrap(bytes(row["wrapped_key"]), kek_version=str(row["kek_version"]), aad=aad)
+                    except KekError as exc:
+                        _log.error("the data key %s/%s cannot be re-wrapped: %s", owner, version, exc,
+                                   extra={"fields": {"owner": owner, "version": version}})
+                        continue
+                    wrapped = self.kek.wrap(key, aad=aad)
+                    done += tx.execute(_Q.rewrap_key, wrapped.ciphertext, wrapped.kek_version, owner, version)
+            if not rows:
+                break
+            after = (str(rows[-1]["owner"]), int(rows[-1]["version"]))
+        if done:
+            _log.info("re-wrapped %s data keys with KEK version %s", done, current,
+                      extra={"fields": {"rewrapped": done, "kek_version": current}})
+        return RewrapOut(rewrapped=done, kek_version=current)
 
     # -- the keys, cached ----------------------------------------------------------------------------
     def _current_version(self, owner: str) -> int:

@@ -63,7 +63,7 @@ class CloudKmsKek:
         try:
             response = self._kms().encrypt(request={"name": self.key_name, "plaintext": key,
                                                     "additional_authenticated_data": aad})
-        except (exceptions.InvalidArgument, exceptions.FailedPrecondition, exceptions.NotFound) as exc:
+        except (exceptions.BadRequest, exceptions.NotFound) as exc:  # 400s: invalid, failed precondition
             raise KekError(f"KMS refused to wrap a data key: {exc.message}") from exc
         return Wrapped(bytes(response.ciphertext), str(response.name))
 
@@ -76,6 +76,6 @@ class CloudKmsKek:
         try:
             response = self._kms().decrypt(request={"name": self.key_name, "ciphertext": ciphertext,
                                                     "additional_authenticated_data": aad})
-        except (exceptions.InvalidArgument, exceptions.FailedPrecondition, exceptions.NotFound) as exc:
+        except (exceptions.BadRequest, exceptions.NotFound) as exc:  # 400s: invalid, failed precondition
             raise KekError(f"KMS refused to unwrap a data key: {exc.message}") from exc
         return bytes(response.plaintext)

@@ -13,4 +13,4 @@ CREATE TABLE secret_keys (
     rewrapped_at timestamptz,
     PRIMARY KEY (owner, version)
 );
-CREATE INDEX secret_keys_kek_idx ON secret_keys (kek_version);
+CREATE INDEX secret_keys_kek_idx ON secret_keys (kek_version, owner, version);
