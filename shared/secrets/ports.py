@@ -41,3 +41,7 @@ class KeyEncryptionKey(Protocol):
     def unwrap(self, ciphertext: bytes, *, kek_version: str, aad: bytes) -> bytes:
         """Decrypt what ``wrap`` returned (with any version still held)."""
         ...
+
+    def rotate(self) -> str:
+        """Make a new version the current one (older ones keep unwrapping); returns it."""
+        ...

@@ -176,6 +176,16 @@ class SecretKeys:
                   extra={"fields": {"owner": owner, "version": version}})
         return KeyRotated(owner=owner, version=version)
 
+    def rotate_kek(self) -> RewrapOut:
+        """Rotate the key-encryption key and re-wrap every data key with the new version.
+
+        Nothing stops meanwhile: until its row is re-wrapped a data key unwraps with the version
+        that wrapped it (and the scheduled ``rewrap`` finishes what an interrupted call left).
+        """
+        version = self.kek.rotate()
+        _log.info("key-encryption key rotated to %s", version, extra={"fields": {"kek_version": version}})
+        return self.rewrap(limit=2**31 - 1)
+
     def rewrap(self, limit: int = 100) -> RewrapOut:
         """Re-wrap up to ``limit`` DEKs that an older KEK version wrapped with the current one.
 

@@ -364,3 +364,46 @@ def test_replays_are_sealed_with_the_orgs_key_and_legacy_replays_still_play(admi
 @pytest.fixture
 def admin_and_org(make_org) -> tuple[Any, str]:
     return make_org()
+
+
+# -- the operation ------------------------------------------------------------------------------
+
+
+def test_an_admin_rotates_the_orgs_key_through_the_api(admin_and_org, member, container) -> None:
+    admin, org_id = admin_and_org
+    sealed = container.secrets.seal(org_id, "webhook", "wh_api", b"s")
+    resp = admin.post(f"/orgs/{org_id}/secret-keys/rotate")
+    assert resp.status == 200 and resp.body == {"owner": org_id, "version": key_version_of(sealed) + 1}
+    assert container.secrets.open(org_id, "webhook", "wh_api", sealed) == b"s"
+    assert key_version_of(container.secrets.seal(org_id, "webhook", "wh_api", b"s")) == resp.body["version"]
+    [entry] = audit_entries(container, org_id, "secret.key_rotated")
+    assert entry["target"] == f"{org_id}/keys/{resp.body['version']}"
+    developer = member(admin, org_id, "developer")
+    denied = developer.post(f"/orgs/{org_id}/secret-keys/rotate")
+    assert denied.status == 403 and denied.body["error"]["code"] == "forbidden"
+
+
+def test_rotate_kek_rewraps_everything_at_once(container, make_org, keys_dir, clock) -> None:
+    keys = secret_keys(container, keys_dir, clock)
+    _, org_id = make_org()
+    sealed = keys.seal(org_id, "webhook", "wh_1", b"secret")
+    before = key_rows(container, org_id)[0]["kek_version"]
+    done = keys.rotate_kek()
+    assert done.kek_version != before and done.rewrapped >= 1
+    assert key_rows(container, org_id)[0]["kek_version"] == done.kek_version
+    assert secret_keys(container, keys_dir, clock).open(org_id, "webhook", "wh_1", sealed) == b"secret"
+
+
+def test_the_cli_rotates_the_local_kek(container, make_org, settings, database_url, monkeypatch, capsys) -> None:
+    from functions.cli import main
+
+    _, org_id = make_org()
+    sealed = container.secrets.seal(org_id, "webhook", "wh_cli", b"secret")
+    monkeypatch.setenv("MARKETPLACE_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("MARKETPLACE_DATABASE_URL", database_url)
+    assert main(["rotate-kek"]) == 0
+    newest = max(p.name for p in settings.keys_dir.glob("kek-*.key")).removeprefix("kek-").removesuffix(".key")
+    assert f"key-encryption key {newest}:" in capsys.readouterr().out
+    assert key_rows(container, org_id)[0]["kek_version"] == newest
+    fresh = SecretKeys(container.db, container.audit, LocalKek(settings.keys_dir))
+    assert fresh.open(org_id, "webhook", "wh_cli", sealed) == b"secret"

@@ -110,3 +110,15 @@ def test_kms_refusals_become_kek_errors_and_other_keys_are_refused_without_a_cal
 def test_a_key_version_name_is_not_a_key_name() -> None:
     with pytest.raises(ValueError, match="cryptoKeys"):
         CloudKmsKek(V1)
+
+
+def test_rotate_creates_a_version_and_makes_it_the_primary(kms: FakeKms) -> None:
+    kms.on("POST", f"/v1/{KEY}/cryptoKeyVersions", Reply(200, {"name": V2, "state": "ENABLED"}))
+    kms.on("POST", f"/v1/{KEY}:updatePrimaryVersion", Reply(200, {"name": KEY, "primary": {"name": V2}}))
+    kek = make_kek(kms)
+    assert kek.rotate() == V2
+    assert kek.current_version() == V2  # remembered: no GetCryptoKey
+    create, update = kms.requests
+    assert (create.method, create.path, create.json()) == ("POST", f"/v1/{KEY}/cryptoKeyVersions", {})
+    assert (update.method, update.path, update.json()) == ("POST", f"/v1/{KEY}:updatePrimaryVersion",
+                                                          {"cryptoKeyVersionId": "2"})

@@ -80,6 +80,12 @@ class LocalKek:
             self._current = max(ring)
             self._scanned_at = time.monotonic()
 
+    def rotate(self) -> str:
+        """A new key file, the new current version (other processes see it within ``rescan_seconds``)."""
+        version = add_version(self.keys_dir)
+        self._scan()
+        return version
+
     def current_version(self) -> str:
         """The newest key file's version (re-read every ``rescan_seconds``)."""
         if time.monotonic() - self._scanned_at >= self.rescan_seconds:
