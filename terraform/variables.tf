@@ -284,6 +284,14 @@ variable "data_plane_max_instances" {
   default     = 20
 }
 
+# --- Cloud KMS ---
+
+variable "kek_rotation_period" {
+  description = "How often Cloud KMS rotates the key-encryption key of the org data keys (seconds, with an s)."
+  type        = string
+  default     = "7776000s" # 90 days
+}
+
 # --- Cloud Scheduler ---
 
 variable "time_zone" {
