@@ -184,6 +184,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_kek(args: argparse.Namespace) -> int:
+    """Rotate the key-encryption key (a new key file locally, a new primary version in Cloud KMS)
+    and re-wrap every org's data key with it; running servers keep working throughout."""
+    from shared.composition import build_container  # noqa: PLC0415
+
+    container = build_container(_settings(args))
+    try:
+        done = container.secrets.rotate_kek()
+        _say(f"key-encryption key {done.kek_version}: {done.rewrapped} data keys re-wrapped")
+    finally:
+        container.close()
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Report what is running where, without starting anything."""
     from functions.health import platform_version  # noqa: PLC0415
@@ -277,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--data-dir", help=data_help)
     migrate.set_defaults(func=cmd_migrate)
+
+    rotate_kek = sub.add_parser("rotate-kek", help="rotate the key-encryption key and re-wrap the data keys")
+    rotate_kek.add_argument("--data-dir", help=data_help)
+    rotate_kek.set_defaults(func=cmd_rotate_kek)
 
     doctor = sub.add_parser("doctor", help="show what is running, versions, data dir")
     doctor.add_argument("--data-dir", help=data_help)

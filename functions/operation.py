@@ -402,7 +402,8 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
             raise BadRequest("Idempotency-Key must be 1-255 visible ASCII characters",
                              code=ErrorCode.BAD_IDEMPOTENCY_KEY)
         digest = hashlib.sha256(raw).hexdigest()
-        stored = services.idempotency.begin(principal.actor, idem_key, op.method, request.path, digest)  # type: ignore[union-attr]
+        stored = services.idempotency.begin(principal.actor, idem_key, op.method, request.path, digest,  # type: ignore[union-attr]
+                                            org_id=params.get("org_id"))
         if stored is not None:
             return _json_response(stored.status, stored.body, request_id, {"Idempotent-Replayed": "true"})
     call = Call(services=services, principal=principal, role=role, params=params, body=body, query=query,
@@ -415,14 +416,16 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
         reply = result if isinstance(result, Reply) else Reply(body=result, status=op.status)
         out = _dump(reply.body)
         if idem_key is not None:
-            services.idempotency.complete(principal.actor, idem_key, reply.status, out)  # type: ignore[union-attr]
+            services.idempotency.complete(principal.actor, idem_key, reply.status, out,  # type: ignore[union-attr]
+                                              org_id=params.get("org_id"))
         return _json_response(reply.status, out, request_id, reply.headers)
     except AppError as exc:
         if idem_key is not None:
             if exc.status >= 500:  # ours, not the request's: a retry with the same key runs again
                 services.idempotency.abandon(principal.actor, idem_key)  # type: ignore[union-attr]
             else:
-                services.idempotency.complete(principal.actor, idem_key, exc.status, exc.body())  # type: ignore[union-attr]
+                services.idempotency.complete(principal.actor, idem_key, exc.status, exc.body(),  # type: ignore[union-attr]
+                                              org_id=params.get("org_id"))
         raise
     except BaseException:
         if idem_key is not None:

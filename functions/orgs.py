@@ -16,6 +16,7 @@ from shared.identity import (
     PreferencesOut,
 )
 from shared.kernel.pagination import Page
+from shared.secrets import KeyRotated
 
 
 @operation("POST", "/orgs", summary="Create an organisation", tags=["orgs"], body=OrgCreate, response=OrgOut,
@@ -83,3 +84,11 @@ def get_preferences(call: Call) -> PreferencesOut:
            body=Preferences, response=PreferencesOut)
 def put_preferences(call: Call) -> PreferencesOut:
     return call.services.orgs.put_preferences(call.caller, call.org_id, call.body.data)
+
+
+@operation("POST", "/orgs/{org_id}/secret-keys/rotate", summary="Rotate the org's data key", tags=["orgs"],
+           roles=ADMIN, response=KeyRotated, idempotent=False)
+def rotate_org_key(call: Call) -> KeyRotated:
+    # A new data key seals the org's secrets from now on (in every server process within the key
+    # cache's lifetime); older keys keep opening what they sealed, re-sealed in the background.
+    return call.services.secrets.rotate(call.org_id, actor=call.caller.actor)

@@ -36,6 +36,10 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
         ScheduledJob("runs-reconcile", 30.0, container.runs.reconcile),
         # Webhook deliveries that are due (first attempts and retries after their backoff).
         ScheduledJob("webhooks-deliver", 1.0, container.webhooks.deliver_due),
+        # Data keys still wrapped by an older key-encryption key are wrapped again by the current one.
+        ScheduledJob("secrets-rewrap", 600.0, container.secrets.rewrap),
+        # Webhook secrets sealed by an org's older data key (or the platform key ring) are sealed again.
+        ScheduledJob("webhooks-reseal", 600.0, container.webhooks.reseal_secrets),
     ]
     relay = getattr(container.queue, "relay", None)
     if callable(relay):  # a push-delivering queue re-pushes due redeliveries

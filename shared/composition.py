@@ -15,6 +15,7 @@ from shared.kernel.db.migrate import apply_migrations
 from shared.kernel.secret_box import SecretBox
 from shared.kernel.settings import Settings
 from shared.runs import DispatchService, RunService, TaskQueue
+from shared.secrets import KeyEncryptionKey, SecretKeys
 from shared.webhooks import DestinationPolicy, SystemResolver, WebhookService
 
 # The built-in agents: agent packages of their own (agents/<name>/manifest.yaml beside the package),
@@ -39,6 +40,7 @@ class Container:
     queue: TaskQueue
     runs: RunService
     webhooks: WebhookService
+    secrets: SecretKeys
     dispatch: DispatchService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
@@ -159,15 +161,28 @@ def _scheduler_auth(settings: Settings) -> PushAuth | None:
     return PushAuth(verifier, settings.scheduler_invoker)
 
 
-def _secret_box(settings: Settings) -> SecretBox:
-    # One platform key ring until per-org envelope keys replace it behind the same port.
+def _kek(settings: Settings) -> KeyEncryptionKey:
+    if settings.kms_key is not None:
+        from shared.secrets.adapters.cloudkms_kek import CloudKmsKek  # noqa: PLC0415
+
+        return CloudKmsKek(settings.kms_key)
+    if settings.mode == "local":
+        from shared.secrets.adapters.local_kek import LocalKek  # noqa: PLC0415
+
+        return LocalKek(settings.keys_dir)
+    raise RuntimeError("gcp mode needs MARKETPLACE_KMS_KEY (the Cloud KMS key that wraps the data keys)")
+
+
+def _legacy_secret_box(settings: Settings) -> SecretBox | None:
+    # The platform key ring that sealed secrets before the per-org data keys: it only opens what
+    # it sealed then, until the background re-seal (and the 24 h replay expiry) leaves none.
     from shared.kernel.adapters.aesgcm_secret_box import AesGcmSecretBox  # noqa: PLC0415
 
     if settings.secret_box_keys is not None:
         return AesGcmSecretBox.from_encoded(settings.secret_box_keys.get_secret_value())
-    if settings.mode == "local":
+    if settings.mode == "local" and any(settings.keys_dir.glob("secretbox-*.key")):
         return AesGcmSecretBox.from_key_dir(settings.keys_dir)
-    raise RuntimeError("gcp mode needs MARKETPLACE_SECRET_BOX_KEYS")
+    return None
 
 
 def build_container(settings: Settings, *, migrate: bool = True) -> Container:
@@ -185,21 +200,24 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     catalog = CatalogService(db, audit, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR)
     queue = _task_queue(settings, db, connect)
     provisioner = _provisioner(settings)
-    box = _secret_box(settings)
-    webhooks = WebhookService(db, audit, box,
+    secrets = SecretKeys(db, audit, _kek(settings), legacy=_legacy_secret_box(settings),
+                         cache_seconds=settings.data_key_cache_seconds,
+                         read_audit_seconds=settings.secret_read_audit_seconds)
+    webhooks = WebhookService(db, audit, secrets,
                               DestinationPolicy(SystemResolver(), allow_loopback=settings.webhooks_allow_loopback))
     deployments = DeploymentService(db, audit, identity, catalog, provisioner, control_plane_url=settings.public_url)
     catalog.use_install_history(deployments)  # deployments sits above the catalog and is built with it
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
-        idempotency=IdempotencyStore(db, box, ttl_seconds=settings.idempotency_ttl_seconds),
+        idempotency=IdempotencyStore(db, secrets, ttl_seconds=settings.idempotency_ttl_seconds),
         issuer=issuer,
         catalog=catalog,
         deployments=deployments,
         queue=queue,
         runs=RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=webhooks.emit),
         webhooks=webhooks,
+        secrets=secrets,
         dispatch=_dispatch(settings, db, deployments, provisioner),
         scheduler_auth=_scheduler_auth(settings),
     )

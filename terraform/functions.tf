@@ -69,5 +69,6 @@ resource "google_cloudfunctions2_function" "api" {
     google_secret_manager_secret_iam_member.db_password,
     google_secret_manager_secret_iam_member.functions,
     google_secret_manager_secret_version.db_password,
+    google_kms_crypto_key_iam_member.functions,
   ]
 }

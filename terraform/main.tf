@@ -26,6 +26,7 @@ locals {
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
+    "cloudkms.googleapis.com",
     "cloudscheduler.googleapis.com",
     "cloudtasks.googleapis.com",
     "compute.googleapis.com",
@@ -59,6 +60,8 @@ locals {
     MARKETPLACE_GCP_REGION         = var.region
     MARKETPLACE_FIRESTORE_DATABASE = google_firestore_database.main.name
     MARKETPLACE_ARTIFACTS_BUCKET   = google_storage_bucket.artifacts.name
+    # The key-encryption key that wraps every org's data keys (terraform/kms.tf).
+    MARKETPLACE_KMS_KEY = google_kms_crypto_key.data_keys.id
   } : key => value if value != null }
 
   # What the API functions additionally need to dispatch work.

@@ -284,6 +284,14 @@ variable "data_plane_max_instances" {
   default     = 20
 }
 
+# --- Cloud KMS ---
+
+variable "kek_rotation_period" {
+  description = "How often Cloud KMS rotates the key-encryption key of the org data keys (seconds, with an s)."
+  type        = string
+  default     = "7776000s" # 90 days
+}
+
 # --- Cloud Scheduler ---
 
 variable "time_zone" {
@@ -315,6 +323,16 @@ variable "scheduled_jobs" {
       schedule    = "* * * * *"
       function    = "run_scheduled_job"
       description = "Deliver due webhook events and retries."
+    }
+    "secrets-rewrap" = {
+      schedule    = "*/10 * * * *"
+      function    = "run_scheduled_job"
+      description = "Re-wrap the data keys an older Cloud KMS key version wrapped with the primary version."
+    }
+    "webhooks-reseal" = {
+      schedule    = "*/10 * * * *"
+      function    = "run_scheduled_job"
+      description = "Seal again the webhook secrets an org's older data key sealed."
     }
     "queue-relay" = {
       schedule    = "* * * * *"

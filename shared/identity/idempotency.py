@@ -1,8 +1,10 @@
 """Idempotency-Key replay for mutating POSTs (the first response is stored and replayed).
 
-Stored responses are sealed by the secret box, bound to their (scope, key): a response that
-shows a secret once (an API key, a webhook's signing secret) can be replayed to the caller who
-retries, yet never rests in the database in clear.
+Stored responses are sealed (envelope encryption, ``shared.secrets``) with the data key of the org
+the request addressed (``/orgs/{org_id}/…``; the platform's key for requests outside an org),
+bound to their (scope, key): a response that shows a secret once (an API key, a webhook's signing
+secret) can be replayed to the caller who retries, yet never rests in the database in clear. A
+replay goes back to the caller who made the request, so it is not audited as a secret read.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 from shared.kernel.db.database import Database
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Unprocessable
-from shared.kernel.secret_box import SecretBox
+from shared.secrets import PLATFORM, SecretKeys
 
 _Q = Queries("shared.identity")
 
@@ -30,13 +32,17 @@ class StoredResponse:
 class IdempotencyStore:
     """Claim a key before running the operation; record its response afterwards."""
 
-    def __init__(self, db: Database, box: SecretBox, *, ttl_seconds: int) -> None:
+    def __init__(self, db: Database, secrets: SecretKeys, *, ttl_seconds: int) -> None:
         self.db = db
-        self.box = box
+        self.secrets = secrets
         self.ttl_seconds = ttl_seconds
 
-    def begin(self, scope: str, key: str, method: str, path: str, request_hash: str) -> StoredResponse | None:
-        """None when the caller should run the operation; a stored response to replay otherwise."""
+    def begin(self, scope: str, key: str, method: str, path: str, request_hash: str, *,
+              org_id: str | None = None) -> StoredResponse | None:
+        """None when the caller should run the operation; a stored response to replay otherwise.
+
+        ``org_id``: the org the request addresses, whose data key seals its response.
+        """
         with self.db.transaction() as tx:
             tx.execute(_Q.expire_idempotency_key, scope, key, self.ttl_seconds)
             if tx.execute(_Q.claim_idempotency_key, scope, key, method, path, request_hash):
@@ -49,13 +55,14 @@ class IdempotencyStore:
                                 code=ErrorCode.IDEMPOTENCY_KEY_REUSED)
         if row["status_code"] is None:
             raise Conflict("a request with this Idempotency-Key is in progress", code=ErrorCode.IDEMPOTENCY_IN_PROGRESS)
-        body = json.loads(self.box.unseal(bytes(row["response_sealed"]), context=_context(scope, key)))
+        body = json.loads(self.secrets.open(org_id or PLATFORM, _PURPOSE, _subject(scope, key),
+                                            bytes(row["response_sealed"])))
         return StoredResponse(int(row["status_code"]), body)
 
-    def complete(self, scope: str, key: str, status: int, body: Any) -> None:
-        """Record the response to replay."""
+    def complete(self, scope: str, key: str, status: int, body: Any, *, org_id: str | None = None) -> None:
+        """Record the response to replay (``org_id`` as ``begin`` was given it)."""
+        sealed = self.secrets.seal(org_id or PLATFORM, _PURPOSE, _subject(scope, key), json.dumps(body).encode())
         with self.db.transaction() as tx:
-            sealed = self.box.seal(json.dumps(body).encode(), context=_context(scope, key))
             tx.execute(_Q.complete_idempotency_key, status, sealed, scope, key)
 
     def abandon(self, scope: str, key: str) -> None:
@@ -64,6 +71,10 @@ class IdempotencyStore:
             tx.execute(_Q.abandon_idempotency_key, scope, key)
 
 
-def _context(scope: str, key: str) -> str:
-    # Binds a sealed response to its row: moved to another caller's key, it no longer opens.
-    return f"idempotency:{len(scope)}:{scope}:{key}"
+_PURPOSE = "idempotency"
+
+
+def _subject(scope: str, key: str) -> str:
+    # Binds a sealed response to its row: moved to another caller's key, it no longer opens. With
+    # the purpose, "idempotency:<subject>" was the platform key ring's context (older rows open).
+    return f"{len(scope)}:{scope}:{key}"

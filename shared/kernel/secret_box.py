@@ -1,4 +1,7 @@
-"""Encrypting small secrets at rest (webhook signing secrets, and later per-org credentials).
+"""The platform key ring's port, from before the per-org data keys (``shared/secrets``).
+
+Secrets are now sealed with each org's data key; this port remains only so that values the
+platform key ring sealed earlier still open (``SecretKeys(legacy=...)``) until they are re-sealed.
 
 A sealed value is bound to a ``context`` (for example ``webhook:wh_...``): opening it under any
 other context fails, so a ciphertext copied from one row to another is useless. Implementations

@@ -70,9 +70,19 @@ class Settings(BaseSettings):
     # Webhook receivers on loopback addresses (http or https): local development and tests only,
     # never in production. Every other private or reserved address is refused regardless.
     webhooks_allow_loopback: bool = False
-    # The keys that encrypt webhook signing secrets at rest: comma-separated base64 of 32 bytes,
-    # the current key first (the others still decrypt). Required in gcp mode; local mode keeps
-    # generated keys in the data directory's keys/ folder.
+    # Secrets at rest are sealed with per-org data keys wrapped by a key-encryption key: in gcp
+    # mode this Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K, required), locally
+    # key files in the data directory's keys/ folder (created on first start).
+    kms_key: str | None = None
+    # How long an unwrapped data key (and which version is an org's newest) is kept in memory:
+    # also how long other processes keep sealing with the previous key after a rotation.
+    data_key_cache_seconds: float = Field(default=300.0, ge=0, le=3600)
+    # A secret read (a webhook secret opened to sign) is audited at most once per secret per
+    # this many seconds per server process; the entry counts the reads since the previous one.
+    secret_read_audit_seconds: float = Field(default=3600.0, ge=0)
+    # The platform key ring used before the per-org data keys (comma-separated base64 of 32
+    # bytes): set it only to keep opening secrets sealed with it until they are re-sealed.
+    # Local mode finds its old ring (secretbox-*.key) in keys/ by itself.
     secret_box_keys: SecretStr | None = None
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -91,5 +101,5 @@ class Settings(BaseSettings):
 
     @property
     def keys_dir(self) -> Path:
-        """Where the local token issuer keeps its signing keys."""
+        """Where local mode keeps its keys: the token issuer's signing keys, the key-encryption keys."""
         return self.data_dir / "keys"

@@ -125,3 +125,11 @@ WHERE webhook_id = %s AND status = 'pending';
 -- go with them, by cascade). Parameters: age in seconds.
 DELETE FROM webhook_events e WHERE e.occurred_at < now() - make_interval(secs => %s)
 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = 'pending');
+
+-- name: sealed_secrets_page
+-- Webhooks' sealed signing secrets in id order after a given id (the background re-seal). Parameters: after id, limit.
+SELECT id, org_id, secret_sealed FROM webhooks WHERE id > %s ORDER BY id LIMIT %s;
+
+-- name: reseal_secret
+-- Store a signing secret sealed again, if the row still holds what was read. Parameters: new sealed, id, old sealed.
+UPDATE webhooks SET secret_sealed = %s WHERE id = %s AND secret_sealed = %s;

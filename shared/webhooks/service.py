@@ -37,7 +37,8 @@ from shared.kernel.db.queries import Queries
 from shared.kernel.errors import BadRequest, Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import Keyset, Page, decode_cursor, next_page
-from shared.kernel.secret_box import SecretBox, SecretBoxError
+from shared.kernel.secret_box import SecretBoxError
+from shared.secrets import SecretKeys
 from shared.webhooks.delivery import (
     PostResult,
     event_body,
@@ -112,8 +113,9 @@ class _Claimed:
     secret_sealed: bytes
 
 
-def _secret_context(webhook_id: str) -> str:
-    return f"webhook:{webhook_id}"
+# What a webhook's signing secret is sealed for (with the org as owner and the webhook id as
+# subject); "webhook:<id>" was also the platform key ring's context, so older rows still open.
+SEALED_FOR = "webhook"
 
 
 def _clip(text: str | None, limit: int = _MAX_ERROR_CHARS) -> str | None:
@@ -143,11 +145,11 @@ def event_id(emitted: Deferred) -> str | None:
 class WebhookService:
     """Webhook subscriptions of an org, the event outbox, and delivery."""
 
-    def __init__(self, db: Database, audit: AuditLog, secret_box: SecretBox, destinations: DestinationPolicy, *,
+    def __init__(self, db: Database, audit: AuditLog, secrets: SecretKeys, destinations: DestinationPolicy, *,
                  schedule: RetrySchedule | None = None, timeout_seconds: float = 10.0, concurrency: int = 8) -> None:
         self.db = db
         self.audit = audit
-        self.secret_box = secret_box
+        self.secrets = secrets
         self.destinations = destinations
         self.schedule = schedule or RetrySchedule()
         self.timeout_seconds = timeout_seconds
@@ -168,7 +170,7 @@ class WebhookService:
                                 details=[{"path": "events", "message": "at least one event type"}])
         webhook_id = new_id("wh")
         secret = new_signing_secret()
-        sealed = self.secret_box.seal(secret.encode(), context=_secret_context(webhook_id))
+        sealed = self.secrets.seal(org_id, SEALED_FOR, webhook_id, secret.encode())
         with self.db.transaction() as tx:
             count = int(tx.fetch_val(_Q.count_webhooks, org_id) or 0)
             if count >= MAX_WEBHOOKS_PER_ORG:
@@ -323,8 +325,9 @@ class WebhookService:
             return PostResult(status_code=None, error=f"destination refused: {exc.reason}", response_excerpt=None,
                               duration_ms=0)
         try:
-            key = secret_key(self.secret_box.unseal(item.secret_sealed,
-                                                    context=_secret_context(item.webhook_id)).decode())
+            # A secret read, audited (at most hourly per webhook, with the count of reads between).
+            key = secret_key(self.secrets.open(item.org_id, SEALED_FOR, item.webhook_id, item.secret_sealed,
+                                               reader=SYSTEM_ACTOR).decode())
         except (SecretBoxError, ValueError):
             _log.error("the signing secret of webhook %s cannot be opened", item.webhook_id,
                        extra={"fields": {"webhook_id": item.webhook_id}})
@@ -343,6 +346,37 @@ class WebhookService:
         self.audit.append(tx, org_id=item.org_id, actor=SYSTEM_ACTOR, action="webhook.disabled",
                           target=item.webhook_id, details={"reason": reason, "event_id": item.event_id,
                                                            "cancelled_deliveries": cancelled})
+
+    def reseal_secrets(self, limit: int = 500) -> int:
+        """Seal again, under each org's newest data key, the signing secrets an older key (or the
+        platform key ring before it) sealed; at most ``limit`` per call, returns how many.
+
+        The scheduled job behind a data-key rotation or the move from the platform key ring: it
+        reads the webhooks in id order, a page at a time, and writes a row only if its sealed
+        value is still the one read (a concurrent re-seal wins quietly).
+        """
+        done, after = 0, ""
+        while done < limit:
+            with self.db.read() as tx:
+                rows = tx.fetch_all(_Q.sealed_secrets_page, after, 200)
+            if not rows:
+                break
+            for row in rows:
+                sealed = bytes(row["secret_sealed"])
+                try:
+                    fresh = self.secrets.reseal(row["org_id"], SEALED_FOR, row["id"], sealed)
+                except SecretBoxError:
+                    _log.error("the signing secret of webhook %s cannot be opened to re-seal it", row["id"],
+                               extra={"fields": {"webhook_id": row["id"]}})
+                    continue
+                if fresh is None:
+                    continue
+                with self.db.transaction() as tx:
+                    done += tx.execute(_Q.reseal_secret, fresh, row["id"], sealed)
+                if done >= limit:
+                    break
+            after = rows[-1]["id"]
+        return done
 
     def purge(self, *, older_than: timedelta = timedelta(days=30)) -> int:
         """Delete events (with their deliveries and attempts) older than ``older_than`` that nothing

@@ -218,7 +218,7 @@ def test_local_mode_has_no_push_target(anon: Any, container: Any) -> None:
 def test_gcp_mode_wires_cloud_tasks_the_dispatch_target_and_the_relay(database_url: str) -> None:
     gcp = {"mode": "gcp", "database_url": database_url, "oidc_issuer": "https://issuer.example",
            "gcp_project": PROJECT, "dataplane_service_account": "dp@acme.iam.gserviceaccount.com",
-           "secret_box_keys": base64.b64encode(b"k" * 32).decode(),
+           "kms_key": f"projects/{PROJECT}/locations/{REGION}/keyRings/marketplace/cryptoKeys/data-keys",
            "runs_queue": f"projects/{PROJECT}/locations/{REGION}/queues/runs",
            "dispatch_url": DISPATCH_URL, "tasks_invoker": TASKS_SA,
            "scheduled_url": "https://europe-west1-acme.cloudfunctions.net/run_scheduled_job",

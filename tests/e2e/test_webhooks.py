@@ -95,7 +95,7 @@ def service(container: Container, *, resolver=None, schedule: RetrySchedule | No
     """A webhook service over the shared database, optionally with its own resolver or schedule."""
     base = container.webhooks
     policy = base.destinations if resolver is None else DestinationPolicy(resolver, allow_loopback=True)
-    return WebhookService(container.db, container.audit, base.secret_box, policy,
+    return WebhookService(container.db, container.audit, base.secrets, policy,
                           schedule=schedule or RetrySchedule(jitter=0), timeout_seconds=timeout)
 
 
@@ -173,7 +173,7 @@ def test_create_shows_the_secret_once_and_stores_it_encrypted(container, make_or
     sealed = bytes(row["secret_sealed"])
     assert secret.encode() not in sealed and base64.b64decode(secret[6:]) not in sealed
     assert secret not in json.dumps(row, default=str)
-    assert container.webhooks.secret_box.unseal(sealed, context=f"webhook:{hook['id']}") == secret.encode()
+    assert container.secrets.open(org_id, "webhook", hook["id"], sealed) == secret.encode()
 
     audit = admin.get(f"/orgs/{org_id}/audit", query_string={"action": "webhook.created"}).body["items"]
     assert audit[0]["target"] == hook["id"] and audit[0]["details"]["events"] == ["run.completed", "run.failed"]

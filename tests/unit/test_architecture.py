@@ -35,6 +35,7 @@ TABLE_OWNERS: dict[str, frozenset[str]] = {
     "deployments": frozenset({"deployments"}),
     "runs": frozenset({"runs", "run_logs", "run_checkpoints", "run_checkpoint_writes", "tasks"}),
     "webhooks": frozenset({"webhooks", "webhook_events", "webhook_deliveries", "webhook_attempts"}),
+    "secrets": frozenset({"secret_keys"}),
     "kernel": frozenset({"schema_migrations"}),
 }
 # Tables the kernel's migration runner creates itself (shared/kernel/db/migrate.py), not a migration.

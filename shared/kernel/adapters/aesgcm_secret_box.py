@@ -9,8 +9,8 @@ and ``unseal`` picks that key from the ring; sealing always uses the current (fi
 version byte, the key id and the caller's context are the associated data, so none of them can
 be altered or swapped without the tag failing.
 
-This is a single platform key ring, not yet the per-org envelope keys of SPEC §5 ("secrets"):
-that work replaces this adapter behind the same ``SecretBox`` port.
+This single platform key ring came before the per-org envelope keys of SPEC §5 ("secrets",
+``shared/secrets``): it now only opens what it sealed then, until the background re-seal moves it.
 """
 
 from __future__ import annotations

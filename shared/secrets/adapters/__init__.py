@@ -1,0 +1,1 @@
+"""The key-encryption key's adapters: key files in the data directory, Cloud KMS."""
