@@ -98,6 +98,10 @@ class AppError(Exception):
         """The SPEC error body."""
         return {"error": {"code": str(self.code), "message": self.message, "details": self.details}}
 
+    def headers(self) -> dict[str, str]:
+        """Response headers the error carries (``Retry-After`` for the retryable ones)."""
+        return {}
+
 
 class BadRequest(AppError):
     status, code = 400, ErrorCode.BAD_REQUEST
@@ -137,6 +141,15 @@ class Unprocessable(AppError):
 
 class TooManyRequests(AppError):
     status, code, retryable = 429, ErrorCode.RATE_LIMITED, True
+
+    def __init__(self, message: str, *, retry_after: int, details: list[dict[str, Any]] | None = None,
+                 code: ErrorCode | None = None) -> None:
+        super().__init__(message, details=details, code=code)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        """``Retry-After``: whole seconds until the caller's window ends."""
+        return {"Retry-After": str(self.retry_after)}
 
 
 class Unavailable(AppError):
