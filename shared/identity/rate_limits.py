@@ -24,8 +24,9 @@ limit of at most ``batch``, exactly ``limit``. Hits still pending when a window 
 written (the window is over: they can no longer limit anyone).
 
 When the database cannot be reached the limiter lets the request through (its hits stay
-pending): the request itself then meets the database and fails on its own terms, and
-``/health`` can still say what is down.
+pending) and, for the next few seconds, counts in memory only instead of waiting on the database
+again: the request itself then meets the database and fails on its own terms, and ``/health``
+can still say quickly what is down.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ _Q = Queries("shared.identity")
 _log = logging.getLogger("marketplace.rate_limits")
 # Keys kept in memory before the windows that are over are dropped (an address flood stays bounded).
 _MAX_KEYS = 50_000
+# After a failed write, seconds during which hits are only counted in memory.
+_UNREACHABLE_PAUSE = 5.0
 
 
 @dataclass
@@ -71,6 +74,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
         self._forgotten_before = 0  # windows older than this are deleted from the table already
+        self._unreachable_until = 0.0  # the database failed a write: count in memory until then
 
     def hit(self, key: str, limit: int) -> None:
         """Count one request of ``key``; raise ``TooManyRequests`` when it is over ``limit``
@@ -88,7 +92,7 @@ class RateLimiter:
             if window.known >= limit:
                 raise self._refusal(start, now)
             seen = window.known + window.pending + window.writing + 1
-            if seen <= limit - self.batch and window.pending + 1 < self.batch:
+            if (seen <= limit - self.batch and window.pending + 1 < self.batch) or now < self._unreachable_until:
                 window.pending += 1
                 return
             # Near the limit, or a full batch: write this hit with the pending ones, and let the
@@ -101,6 +105,7 @@ class RateLimiter:
             window.writing -= hits
             if total is None:  # the database is unreachable: keep the hits, let the request through
                 window.pending += hits
+                self._unreachable_until = now + _UNREACHABLE_PAUSE
                 return
             window.known = max(window.known, total)
         if total > limit:

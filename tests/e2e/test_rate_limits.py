@@ -144,3 +144,22 @@ def test_a_new_window_starts_afresh_and_retry_after_counts_down_to_it(container)
     assert refused.value.headers() == {"Retry-After": "30"}
     now[0] += 30
     limiter.hit(key, 3)  # the next window
+
+
+class _DownDatabase:
+    """A database that cannot be reached (as when PostgreSQL is down)."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def read(self) -> Any:
+        self.attempts += 1
+        raise OSError("connection refused")
+
+
+def test_an_unreachable_database_lets_requests_through_and_is_not_asked_again_at_once():
+    down = _DownDatabase()
+    limiter = RateLimiter(down, window_seconds=WINDOW, batch=1, clock=frozen_clock())  # type: ignore[arg-type]
+    for _ in range(5):
+        limiter.hit("user:usr_x", 2)  # over the limit, but nobody can count: let through
+    assert down.attempts == 1
