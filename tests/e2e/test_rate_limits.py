@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from functions.gateway import create_gateway
-from shared.composition import Container
+from shared.composition import Container, build_container
 from shared.identity import RateLimiter
 from shared.kernel.errors import TooManyRequests
 
@@ -101,9 +101,19 @@ def test_behind_trusted_proxies_the_forwarded_address_is_the_caller(container):
     assert call(app, "/manifests/schema", headers={"X-Forwarded-For": f"1.2.3.4, {second}"}).status_code == 200
 
 
-def test_limits_are_shared_by_every_process_on_the_database(container, make_user):
+@pytest.fixture
+def second_container(settings: Any) -> Iterator[Container]:
+    """Another container built from the same settings, as another server process builds its own:
+    its own connection pool and limiter, the same database."""
+    built = build_container(settings, migrate=False)
+    yield built
+    built.close()
+
+
+def test_limits_are_shared_by_every_process_on_the_database(container, second_container, make_user):
     clock = frozen_clock()
-    one, two = gateway(container, clock, rate_limit_principal=4), gateway(container, clock, rate_limit_principal=4)
+    one = gateway(container, clock, rate_limit_principal=4)
+    two = gateway(second_container, clock, rate_limit_principal=4)
     carol = make_user("carol")
     assert call(one, "/me", token=carol.token).status_code == 200
     assert call(two, "/me", token=carol.token).status_code == 200
