@@ -232,7 +232,9 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
     load_operations()
     if args.gateway:
-        _say(yaml.safe_dump(gateway_document(project=args.project, region=args.region), sort_keys=False))
+        _say(yaml.safe_dump(gateway_document(project=args.project, region=args.region,
+                                             reads_per_minute=args.reads_per_minute,
+                                             writes_per_minute=args.writes_per_minute), sort_keys=False))
     else:
         _say(json.dumps(openapi_document(), indent=2, sort_keys=True))
     return 0
@@ -304,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.add_argument("--gateway", action="store_true", help="API Gateway (OpenAPI 2.0) config instead")
     openapi.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", "PROJECT_ID"))
     openapi.add_argument("--region", default=os.environ.get("GOOGLE_CLOUD_REGION", "us-central1"))
+    openapi.add_argument("--reads-per-minute", type=int, default=60_000,
+                         help="API Gateway quota: GET calls per minute, per consumer project (default 60000)")
+    openapi.add_argument("--writes-per-minute", type=int, default=20_000,
+                         help="API Gateway quota: other calls per minute, per consumer project (default 20000)")
     openapi.set_defaults(func=cmd_openapi)
 
     manifest = sub.add_parser("manifest", help="work with agent manifests")

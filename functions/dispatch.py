@@ -35,7 +35,8 @@ class DispatchOut(BaseModel):
 
 
 @operation("POST", "/internal/tasks/dispatch", summary="Start the job for a pushed task delivery",
-           tags=["internal"], auth=False, body=DispatchIn, response=DispatchOut, idempotent=False)
+           tags=["internal"], auth=False, body=DispatchIn, response=DispatchOut, idempotent=False,
+           rate_limited=False)  # Cloud Tasks' pushes, paced by the queue's own rate
 def dispatch_task(call: Call) -> DispatchOut:
     service = call.services.dispatch
     if service is None:  # local mode, or gcp mode without Cloud Tasks: nothing pushes

@@ -30,8 +30,14 @@ def _error_responses(op: Operation) -> dict[str, Any]:
         codes["409"] = "Conflict (or an Idempotency-Key still in progress)"
     if op.body is not None:
         codes |= {"413": "Body too large", "415": "Body is not JSON"}
-    return {code: {"description": text, "content": {"application/json": {
+    if op.rate_limited:
+        codes["429"] = "Too many requests: the caller's rate limit (retry after Retry-After)"
+    responses: dict[str, Any] = {code: {"description": text, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Error"}}}} for code, text in codes.items()}
+    if op.rate_limited:
+        responses["429"]["headers"] = {"Retry-After": {
+            "description": "Seconds until the caller's window ends", "schema": {"type": "integer", "minimum": 1}}}
+    return responses
 
 
 def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = None,
@@ -91,13 +97,35 @@ def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = 
     return doc
 
 
+# API Gateway's quotas (per minute and per consumer project, the only kind it has): a read and
+# a write metric, each operation costing 1 of one of them. A call with a Google API key is charged
+# to that key's project; every other call to the producer project, so without API keys these are
+# a ceiling on the whole API that protects the functions and the database before a request reaches
+# them. The per-caller limits are the platform's own (shared/identity/rate_limits.py).
+GATEWAY_READS_PER_MINUTE = 60_000
+GATEWAY_WRITES_PER_MINUTE = 20_000
+
+
+def _gateway_management(reads: int, writes: int) -> dict[str, Any]:
+    metrics = [("read-requests", "Read requests", reads), ("write-requests", "Write requests", writes)]
+    return {
+        "metrics": [{"name": name, "displayName": shown, "valueType": "INT64", "metricKind": "DELTA"}
+                    for name, shown, _ in metrics],
+        "quota": {"limits": [{"name": f"{name}-per-minute", "metric": name, "unit": "1/min/{project}",
+                              "values": {"STANDARD": limit}} for name, _, limit in metrics]},
+    }
+
+
 def gateway_document(registry: Registry = REGISTRY, *, project: str, region: str,
-                     title: str = "agent-marketplace") -> dict[str, Any]:
-    """An API Gateway config (OpenAPI 2.0): one ``x-google-backend`` per operation's function."""
+                     title: str = "agent-marketplace", reads_per_minute: int = GATEWAY_READS_PER_MINUTE,
+                     writes_per_minute: int = GATEWAY_WRITES_PER_MINUTE) -> dict[str, Any]:
+    """An API Gateway config (OpenAPI 2.0): one ``x-google-backend`` per operation's function,
+    and the quotas every operation draws on (``x-google-management``, ``x-google-quota``)."""
     paths: dict[str, Any] = {}
     for op in registry:
         if "internal" in op.tags:  # called by Google services at the function's own URL
             continue
+        metric = "read-requests" if op.method in ("GET", "HEAD") else "write-requests"
         entry: dict[str, Any] = {
             "operationId": op.name,
             "summary": op.summary,
@@ -110,6 +138,10 @@ def gateway_document(registry: Registry = REGISTRY, *, project: str, region: str
                            for p in op.path_params],
             "responses": {str(op.status): {"description": "Success"}},
         }
+        if op.rate_limited:
+            entry["x-google-quota"] = {"metricCosts": {metric: 1}}
+            entry["responses"]["429"] = {"description": "Too many requests (retry after Retry-After)"}
         paths.setdefault(op.path, {})[op.method.lower()] = entry
     return {"swagger": "2.0", "info": {"title": title, "version": "1.0.0"}, "schemes": ["https"],
-            "produces": ["application/json"], "paths": paths}
+            "produces": ["application/json"],
+            "x-google-management": _gateway_management(reads_per_minute, writes_per_minute), "paths": paths}

@@ -40,6 +40,7 @@ from shared.kernel.ids import new_id
 if TYPE_CHECKING:
     # Only for the annotations: building the container is left to the first request.
     from shared.composition import Container
+    from shared.kernel.settings import Settings
 
 _log = logging.getLogger("marketplace.http")
 _CONTAINER_KEY = "marketplace"
@@ -102,6 +103,7 @@ class Operation:
     idempotent: bool
     fn: Callable[[Call], Any]
     memberships: bool = False  # authentication also loads every membership of a user
+    rate_limited: bool = True  # counted against the caller's rate limit (docs/ARCHITECTURE.md)
     pattern: re.Pattern[str] = field(init=False)
     handler: Callable[[flask.Request], flask.Response] = field(init=False)
 
@@ -151,7 +153,7 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, max_body: int | None = None,
               idempotent: bool | None = None, name: str | None = None, memberships: bool = False,
-              registry: Registry = REGISTRY) -> Callable[[Callable[[Call], Any]], Operation]:
+              rate_limited: bool = True, registry: Registry = REGISTRY) -> Callable[[Callable[[Call], Any]], Operation]:
     """Register an API operation and wrap it with the HTTP concerns."""
     if "{org_id}" in path and auth and roles is None:
         raise RuntimeError(f"{method} {path}: an org-scoped operation must name the roles it allows")
@@ -162,7 +164,7 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
                        dataplane=dataplane, body=body,
                        query=query, response=response, status=status, max_body=max_body,
                        idempotent=(method.upper() == "POST" and auth) if idempotent is None else idempotent,
-                       fn=fn, memberships=memberships)
+                       fn=fn, memberships=memberships, rate_limited=rate_limited)
         op.handler = _make_handler(op)
         registry.add(op)
         return op
@@ -334,6 +336,32 @@ def _authenticate(op: Operation, services: Container, request: flask.Request, pa
     return principal
 
 
+def client_address(request: flask.Request, settings: Settings) -> str:
+    """The caller's address: the connection's peer, or behind ``client_address_hops`` trusted
+    proxies the address the outermost of them saw (X-Forwarded-For, counted from the right)."""
+    hops = settings.client_address_hops
+    if hops:
+        forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
+        if forwarded:
+            return forwarded[-hops][:64] if len(forwarded) >= hops else forwarded[0][:64]
+    return request.remote_addr or "unknown"
+
+
+def _rate_limit(op: Operation, services: Container, request: flask.Request, principal: Principal | None) -> None:
+    """Count the request against its caller's limit: the principal's, or for a call without a
+    credential that verifies, its client address's (429 ``rate_limited`` past it)."""
+    if not op.rate_limited:
+        return
+    settings = services.settings
+    if principal is None:
+        key, limit = f"addr:{client_address(request, settings)}", settings.rate_limit_anonymous
+    elif principal.key_role == Role.DATAPLANE:
+        key, limit = principal.actor, settings.rate_limit_dataplane
+    else:
+        key, limit = principal.actor, settings.rate_limit_principal
+    services.rate_limits.hit(key, limit)
+
+
 def _authorize(op: Operation, services: Container, principal: Principal, params: dict[str, str]) -> Role | None:
     # Decided by identity (shared/identity/access.py); the role was read with the user at
     # authentication, so looking it up costs no statement.
@@ -363,8 +391,7 @@ def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
             return resp
         except AppError as exc:
             status = exc.status
-            retry = {"Retry-After": str(exc.retry_after)} if exc.retryable and exc.retry_after else None
-            return _json_response(exc.status, exc.body(), request_id, retry)
+            return _json_response(exc.status, exc.body(), request_id, exc.headers())
         except Exception:  # noqa: BLE001 - the 500 boundary: log it, answer SPEC's error body
             _log.exception("unhandled error in %s", op.name, extra={"fields": {"request_id": request_id}})
             return _json_response(500, {"error": {"code": ErrorCode.INTERNAL, "message": "internal error",
@@ -389,9 +416,16 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
     principal = None
     role = None
     if op.auth:
-        principal = _authenticate(op, services, request, params)
+        try:
+            principal = _authenticate(op, services, request, params)
+        except Unauthorized:
+            _rate_limit(op, services, request, None)  # guessing credentials counts against the address
+            raise
         flask.g.marketplace_principal = principal  # for the access log
+        _rate_limit(op, services, request, principal)
         role = _authorize(op, services, principal, params)
+    else:
+        _rate_limit(op, services, request, None)
     limit = op.max_body or services.settings.max_body_bytes
     raw, body = _read_body(op, request, limit)
     query = _parse_query(op, request)

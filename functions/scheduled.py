@@ -27,7 +27,8 @@ class ScheduledOut(BaseModel):
 
 
 @operation("POST", "/internal/scheduled", summary="Run one periodic platform job", tags=["internal"],
-           auth=False, body=ScheduledIn, response=ScheduledOut, idempotent=False)
+           auth=False, body=ScheduledIn, response=ScheduledOut, idempotent=False,
+           rate_limited=False)  # Cloud Scheduler's few calls a minute
 def run_scheduled_job(call: Call) -> ScheduledOut:
     auth = call.services.scheduler_auth
     if auth is None:  # local mode runs the jobs in-process (marketplace up)

@@ -9,7 +9,16 @@ from typing import Any
 from shared.audit import AuditLog
 from shared.catalog import CatalogService
 from shared.deployments import DeploymentService, Provisioner
-from shared.identity import IdempotencyStore, IdentityService, OrgService, PushAuth, TokenIssuer, TokenVerifier, Users
+from shared.identity import (
+    IdempotencyStore,
+    IdentityService,
+    OrgService,
+    PushAuth,
+    RateLimiter,
+    TokenIssuer,
+    TokenVerifier,
+    Users,
+)
 from shared.kernel.db.database import Connect, Database, connect_url
 from shared.kernel.db.migrate import apply_migrations
 from shared.kernel.secret_box import SecretBox
@@ -34,6 +43,7 @@ class Container:
     identity: IdentityService
     orgs: OrgService
     idempotency: IdempotencyStore
+    rate_limits: RateLimiter
     issuer: TokenIssuer | None
     catalog: CatalogService
     deployments: DeploymentService
@@ -211,6 +221,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
         idempotency=IdempotencyStore(db, secrets, ttl_seconds=settings.idempotency_ttl_seconds),
+        rate_limits=RateLimiter(db, window_seconds=settings.rate_limit_window_seconds, batch=settings.rate_limit_batch),
         issuer=issuer,
         catalog=catalog,
         deployments=deployments,

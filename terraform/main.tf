@@ -77,6 +77,8 @@ locals {
     MARKETPLACE_DATAPLANE_SERVICE_ACCOUNT = google_service_account.data_plane.email
     MARKETPLACE_RUNNER_IMAGE              = var.runner_image
     MARKETPLACE_VPC_CONNECTOR             = google_vpc_access_connector.serverless.id
+    # Rate limits count an anonymous caller by the address Google's proxies saw (X-Forwarded-For).
+    MARKETPLACE_CLIENT_ADDRESS_HOPS = var.client_address_hops == null ? null : tostring(var.client_address_hops)
   } : key => value if value != null })
 }
 

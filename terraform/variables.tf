@@ -209,6 +209,12 @@ variable "oidc_jwks_url" {
   default     = null
 }
 
+variable "client_address_hops" {
+  description = "Proxies in front of the API functions whose X-Forwarded-For entries are trusted: the client address is the N-th entry from the right (MARKETPLACE_CLIENT_ADDRESS_HOPS). Null counts anonymous calls by the connection's peer, which behind API Gateway is one address for everyone; measure a deployment's header before setting it."
+  type        = number
+  default     = null
+}
+
 variable "token_audience" {
   description = "Audience the API's access tokens must carry."
   type        = string

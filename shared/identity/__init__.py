@@ -45,6 +45,7 @@ from shared.identity.models import (
 from shared.identity.orgs import MemberRoles, OrgService
 from shared.identity.ports import TokenClaims, TokenIssuer, TokenVerifier
 from shared.identity.push_auth import PushAuth
+from shared.identity.rate_limits import RateLimiter
 from shared.identity.service import IdentityService, TokenPair, Users
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "PreferencesOut",
     "Principal",
     "PushAuth",
+    "RateLimiter",
     "RefreshGrant",
     "Role",
     "StoredResponse",

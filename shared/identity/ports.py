@@ -14,6 +14,9 @@ class TokenClaims:
     email: str | None
     issuer: str
     expires_at: int
+    # True only when the issuer says so (``email_verified: true``): only a verified email may
+    # stand for a user.
+    email_verified: bool = False
 
 
 class TokenVerifier(Protocol):

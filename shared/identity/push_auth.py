@@ -26,5 +26,5 @@ class PushAuth:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send the push's OIDC token as 'Authorization: Bearer <token>'")
         claims = self.verifier.verify(token.strip())
-        if claims.email != self.service_account:
+        if claims.email != self.service_account or not claims.email_verified:
             raise Forbidden("this endpoint only accepts pushes from its configured service account")

@@ -175,3 +175,14 @@ INSERT INTO orgs (id, name, created_by) VALUES (%s, %s, %s);
 -- name: catalog_insert_system_admin
 -- The system user as the admin of its org.
 INSERT INTO memberships (org_id, user_id, role) VALUES (%s, %s, 'admin');
+
+-- name: count_rate_limit_hits
+-- Rate limits: add hits to a caller's window (key, window start, hits) and answer the window's
+-- total, every process's hits included (shared/identity/rate_limits.py).
+INSERT INTO rate_limit_hits (key, window_start, hits) VALUES (%s, %s, %s)
+ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limit_hits.hits + EXCLUDED.hits
+RETURNING hits;
+
+-- name: forget_rate_limit_windows
+-- Drop the windows that started before the given second (they no longer limit anyone).
+DELETE FROM rate_limit_hits WHERE window_start < %s;

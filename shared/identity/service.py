@@ -176,9 +176,13 @@ class IdentityService:
             if self.issuer is not None:
                 user = tx.fetch_one(getattr(_Q, _PRINCIPAL_QUERIES["id", memberships]), org_id, claims.subject)
             else:
-                # An identity provider's user is known by email, and created on first sight.
+                # An identity provider's user is known by email, and created on first sight; only
+                # an email the provider verified may stand for someone (anyone can type one in).
                 if not claims.email:
                     raise Unauthorized("the identity provider's token carries no email", code=ErrorCode.INVALID_TOKEN)
+                if not claims.email_verified:
+                    raise Unauthorized("the identity provider has not verified the token's email",
+                                       code=ErrorCode.INVALID_TOKEN)
                 query = getattr(_Q, _PRINCIPAL_QUERIES["email", memberships])
                 user = tx.fetch_one(query, org_id, claims.email)
                 if user is None:

@@ -101,6 +101,12 @@ class AppError(Exception):
         """The SPEC error body."""
         return {"error": {"code": str(self.code), "message": self.message, "details": self.details}}
 
+    def headers(self) -> dict[str, str]:
+        """Response headers the error carries (``Retry-After`` for the retryable ones)."""
+        if self.retryable and self.retry_after:
+            return {"Retry-After": str(self.retry_after)}
+        return {}
+
 
 class BadRequest(AppError):
     status, code = 400, ErrorCode.BAD_REQUEST
@@ -140,6 +146,11 @@ class Unprocessable(AppError):
 
 class TooManyRequests(AppError):
     status, code, retryable, retry_after = 429, ErrorCode.RATE_LIMITED, True, 1
+
+    def __init__(self, message: str, *, retry_after: int, details: list[dict[str, Any]] | None = None,
+                 code: ErrorCode | None = None) -> None:
+        super().__init__(message, details=details, code=code)
+        self.retry_after = max(1, retry_after)  # whole seconds until the caller's window ends
 
 
 class Unavailable(AppError):

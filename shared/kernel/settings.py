@@ -85,6 +85,21 @@ class Settings(BaseSettings):
     # Local mode finds its old ring (secretbox-*.key) in keys/ by itself.
     secret_box_keys: SecretStr | None = None
 
+    # Rate limits (shared/identity/rate_limits.py): requests per fixed window, shared by every
+    # server process; 0 turns one off. Users and org API keys; data-plane keys (they long-poll,
+    # heartbeat and stream logs); and calls without a credential that verifies, per client address.
+    rate_limit_window_seconds: int = Field(default=60, ge=1, le=3600)
+    rate_limit_principal: int = Field(default=30_000, ge=0)
+    rate_limit_dataplane: int = Field(default=120_000, ge=0)
+    rate_limit_anonymous: int = Field(default=1_200, ge=0)
+    # Hits a process counts in memory before writing them (far from a limit): a window admits at
+    # most limit + (processes - 1) * (batch - 1) requests.
+    rate_limit_batch: int = Field(default=32, ge=1, le=10_000)
+    # The client address of an anonymous call: 0 is the connection's peer (local mode: granian
+    # faces the caller); N is the N-th address from the right of X-Forwarded-For, behind N
+    # trusted proxies (gcp: API Gateway and Google's front end append what they saw).
+    client_address_hops: int = Field(default=0, ge=0, le=10)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     idempotency_ttl_seconds: int = 24 * 3600
     log_level: str = "INFO"

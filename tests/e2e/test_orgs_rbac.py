@@ -152,7 +152,7 @@ class _ProviderTokens:
 
     def verify(self, token: str) -> TokenClaims:
         return TokenClaims(subject=f"idp|{token}", email=token or None, issuer="https://idp.example",
-                           expires_at=4_000_000_000)
+                           expires_at=4_000_000_000, email_verified=True)
 
 
 def test_a_provider_user_is_found_by_email_with_roles_in_one_statement(container, make_org, member):

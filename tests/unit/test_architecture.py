@@ -29,7 +29,7 @@ MIGRATIONS = SHARED / "kernel" / "db" / "migrations"
 # Which context owns which table; a new table, or a new context, is added here.
 TABLE_OWNERS: dict[str, frozenset[str]] = {
     "identity": frozenset({"users", "orgs", "memberships", "api_keys", "refresh_tokens", "org_preferences",
-                           "idempotency_keys"}),
+                           "idempotency_keys", "rate_limit_hits"}),
     "audit": frozenset({"audit_log", "audit_heads"}),
     "catalog": frozenset({"agents", "agent_versions", "agent_reviews", "catalog_terms"}),
     "deployments": frozenset({"deployments"}),

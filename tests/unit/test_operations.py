@@ -85,3 +85,34 @@ def test_served_openapi_matches_generated(anon):
     served = anon.get("/openapi.json")
     assert served.status == 200
     assert served.body["paths"].keys() == openapi_document()["paths"].keys()
+
+
+def test_gateway_config_carries_quotas_every_public_operation_draws_on():
+    load_operations()
+    doc = gateway_document(project="proj", region="europe-west1", reads_per_minute=600, writes_per_minute=60)
+    management = doc["x-google-management"]
+    assert {m["name"]: (m["valueType"], m["metricKind"]) for m in management["metrics"]} == {
+        "read-requests": ("INT64", "DELTA"), "write-requests": ("INT64", "DELTA")}
+    limits = {limit["metric"]: limit for limit in management["quota"]["limits"]}
+    assert limits["read-requests"]["unit"] == "1/min/{project}"
+    assert limits["read-requests"]["values"] == {"STANDARD": 600}
+    assert limits["write-requests"]["values"] == {"STANDARD": 60}
+    metrics = {m["name"] for m in management["metrics"]}
+    for path, methods in doc["paths"].items():
+        for method, entry in methods.items():
+            costs = entry["x-google-quota"]["metricCosts"]
+            assert costs == {"read-requests" if method == "get" else "write-requests": 1}, (method, path)
+            assert set(costs) <= metrics
+            assert "429" in entry["responses"]
+
+
+def test_every_rate_limited_operation_documents_429_with_retry_after():
+    load_operations()
+    doc = openapi_document()
+    for path, methods in doc["paths"].items():
+        for method, entry in methods.items():
+            op = next(o for o in REGISTRY if o.path == path and o.method.lower() == method)
+            if op.rate_limited:
+                assert "Retry-After" in entry["responses"]["429"]["headers"], (method, path)
+            else:
+                assert "429" not in entry["responses"], (method, path)
