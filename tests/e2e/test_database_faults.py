@@ -114,6 +114,8 @@ def test_kill_9_postgres_under_write_load(platform):
         wait_until(lambda: EmbeddedPostgres(data).running() is not None, timeout=60,
                    what="marketplace up to restart PostgreSQL")
         back_at = time.monotonic()
+        restarted = EmbeddedPostgres(data).running()
+        assert restarted is not None and restarted.port == server.port, "PostgreSQL came back on another port"
         wait_until(lambda: any(a[1] == 201 for a in answers if a[0] > back_at), timeout=10,
                    what="a write to succeed within 10 s of the database being back")
         time.sleep(1)

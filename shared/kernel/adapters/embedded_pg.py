@@ -206,6 +206,9 @@ class EmbeddedPostgres:
         except (FileNotFoundError, PermissionError, IndexError, ValueError):
             return None
         with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as probe:
+            # As PostgreSQL binds it: the killed server's connections linger in TIME_WAIT on this
+            # port, which only a listener (another server) should be able to refuse us.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((self.host, port))
             except OSError:
