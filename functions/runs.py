@@ -10,6 +10,7 @@ from typing import Any
 import flask
 
 from functions.operation import ANY_MEMBER, Call, operation
+from shared.kernel.errors import ErrorCode
 from shared.kernel.pagination import Page
 from shared.runs import (
     LogPage,
@@ -31,7 +32,8 @@ _STREAM_BATCH = 500
 
 
 @operation("POST", "/agents/{agent_id}/runs", summary="Start a run", tags=["runs"], body=RunCreate,
-           response=RunCreated, status=201)
+           response=RunCreated, status=201,
+           errors={409: (ErrorCode.DEPLOYMENT_NOT_READY, ErrorCode.AGENT_SUSPENDED)})
 def create_run(call: Call) -> RunCreated:
     body: RunCreate = call.body
     return call.services.runs.create(call.caller, call.params["agent_id"], body.deployment_id, body.inputs)
@@ -55,7 +57,7 @@ def cancel_run(call: Call) -> RunOut:
 
 
 @operation("GET", "/agents/{agent_id}/runs/{run_id}/logs", summary="Read a run's logs", tags=["runs"],
-           query=LogQuery, response=LogPage)
+           query=LogQuery, response=LogPage, media=["text/event-stream"])
 def get_run_logs(call: Call) -> LogPage | flask.Response:
     runs: RunService = call.services.runs
     agent_id, run_id = call.params["agent_id"], call.params["run_id"]
