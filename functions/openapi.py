@@ -94,6 +94,8 @@ def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = 
         entry["security"] = [{"bearer": []}] if op.auth else []
         if op.platform_admin:
             entry["x-platform-admin"] = True
+        if op.dataplane:
+            entry["x-dataplane"] = True
         if op.roles is not None:
             entry["x-roles"] = sorted(r.value for r in op.roles)
         paths.setdefault(op.path, {})[op.method.lower()] = entry
