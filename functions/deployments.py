@@ -93,7 +93,7 @@ def consent_upgrade(call: Call) -> DeploymentOut:
 
 
 @operation("GET", "/orgs/{org_id}/deployments/{deployment_id}/bundle", summary="Download the BYOC bundle",
-           tags=["deployments"], roles=DEPLOYERS, query=BundleQuery, media=["application/gzip"],
+           tags=["deployments"], roles=DEPLOYERS, query=BundleQuery, media={"application/gzip": None},
            errors={409: (ErrorCode.NOT_BYOC, ErrorCode.INVALID_STATE)})
 def get_bundle(call: Call) -> flask.Response:
     bundle = _deployments(call).bundle(call.caller, call.org_id, call.params["deployment_id"],

@@ -44,8 +44,9 @@ def _success_content(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         content["application/json"] = {"schema": refs[(op.response, "serialization")]}
     elif not op.media:
         content["application/json"] = {"schema": {"type": "object"}}
-    for media in op.media:
-        content[media] = {"schema": {"type": "string", "contentMediaType": media}}
+    for media, schema in op.media.items():
+        content[media] = {"schema": dict(schema) if schema is not None
+                          else {"type": "string", "contentMediaType": media}}
     return content
 
 
@@ -75,6 +76,9 @@ def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = 
             required = set(qschema.get("required", []))
             for name, prop in qschema.get("properties", {}).items():
                 params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+        for header, meaning in op.headers.items():
+            params.append({"name": header, "in": "header", "required": False, "schema": {"type": "string"},
+                           "description": meaning})
         if op.idempotent:
             params.append({"name": "Idempotency-Key", "in": "header", "required": False,
                            "schema": {"type": "string", "maxLength": 255},

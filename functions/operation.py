@@ -107,7 +107,8 @@ class Operation:
     # meaning, the success body's media types other than JSON, and whether it is a push target.
     own_errors: Mapping[int, tuple[ErrorCode, ...]] = field(default_factory=dict)
     also: Mapping[int, str] = field(default_factory=dict)
-    media: tuple[str, ...] = ()
+    media: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # request headers it reads: name -> meaning
     push: bool = False
     pattern: re.Pattern[str] = field(init=False)
     handler: Callable[[flask.Request], flask.Response] = field(init=False)
@@ -193,13 +194,17 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
               response: type[BaseModel] | None = None, status: int = 200, max_body: int | None = None,
               idempotent: bool | None = None, name: str | None = None, memberships: bool = False,
               errors: Mapping[int, ErrorCode | Iterable[ErrorCode]] | None = None,
-              also: Mapping[int, str] | None = None, media: Iterable[str] = (), push: bool = False,
+              also: Mapping[int, str] | None = None,
+              media: Mapping[str, Mapping[str, Any] | None] | None = None,
+              headers: Mapping[str, str] | None = None, push: bool = False,
               registry: Registry = REGISTRY) -> Callable[[Callable[[Call], Any]], Operation]:
     """Register an API operation and wrap it with the HTTP concerns.
 
     ``errors`` names the error statuses (and codes) the operation itself raises beyond the
     generic ones (``Operation.errors``); ``also`` other success statuses and what they mean;
-    ``media`` success media types other than JSON; ``push`` marks a push target of a Google
+    ``media`` success media types other than JSON, each with the schema of one item (of one
+    event, for an event stream; None for opaque bytes); ``headers`` the request headers it
+    reads (beyond Authorization and Idempotency-Key), with their meaning; ``push`` marks a push target of a Google
     service (Cloud Tasks, Cloud Scheduler): called at its function's own URL, it is not part of
     the API and stays out of the OpenAPI document.
     """
@@ -215,7 +220,8 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
                        query=query, response=response, status=status, max_body=max_body,
                        idempotent=(method.upper() == "POST" and auth) if idempotent is None else idempotent,
                        fn=fn, memberships=memberships, own_errors=own_errors, also=dict(also or {}),
-                       media=tuple(media), push=push)
+                       media=dict(media or {}), headers=dict(headers or {}),
+                       push=push)
         op.handler = _make_handler(op)
         registry.add(op)
         return op

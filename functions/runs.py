@@ -29,6 +29,18 @@ STREAM_POLL_SECONDS = 0.2
 STREAM_KEEPALIVE_SECONDS = 15.0
 STREAM_MAX_SECONDS = 600.0
 _STREAM_BATCH = 500
+# One event of the live stream, as OpenAPI 3.1 describes an event stream: the schema of each event.
+LOG_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["log", "end", "timeout"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "log: one log line (as in LogPage.items); end and timeout: "
+                                "{run_id, status, last_seq}"},
+        "id": {"type": "string", "description": "A log line's seq: reconnect with Last-Event-ID to resume."},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 @operation("POST", "/agents/{agent_id}/runs", summary="Start a run", tags=["runs"], body=RunCreate,
@@ -57,7 +69,10 @@ def cancel_run(call: Call) -> RunOut:
 
 
 @operation("GET", "/agents/{agent_id}/runs/{run_id}/logs", summary="Read a run's logs", tags=["runs"],
-           query=LogQuery, response=LogPage, media=["text/event-stream"])
+           query=LogQuery, response=LogPage,
+           media={"text/event-stream": LOG_EVENT_SCHEMA},
+           headers={"Accept": "text/event-stream for the live stream (as stream=true)",
+                    "Last-Event-ID": "Resume the live stream after this seq"})
 def get_run_logs(call: Call) -> LogPage | flask.Response:
     runs: RunService = call.services.runs
     agent_id, run_id = call.params["agent_id"], call.params["run_id"]

@@ -24,6 +24,7 @@ from shared.runs import (
 
 LEASE_HEADER = "X-Lease-Token"
 _MIB = 1024 * 1024
+_LEASE = {LEASE_HEADER: "The task's lease token (required)."}
 
 
 def _lease_token(call: Call) -> str:
@@ -72,7 +73,7 @@ def complete_run(call: Call) -> Reply:
 
 @operation("PUT", "/tasks/{task_id}/checkpoints/{checkpoint_id}", summary="Store a run checkpoint",
            tags=["data plane"], dataplane=True, body=CheckpointIn, status=204, max_body=64 * _MIB,
-           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST})
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=_LEASE)
 def put_checkpoint(call: Call) -> Reply:
     call.services.runs.put_checkpoint(call.caller, call.params["task_id"], _lease_token(call),
                                       call.params["checkpoint_id"], call.body)
@@ -81,7 +82,7 @@ def put_checkpoint(call: Call) -> Reply:
 
 @operation("PUT", "/tasks/{task_id}/checkpoints/{checkpoint_id}/writes", summary="Store a checkpoint's pending writes",
            tags=["data plane"], dataplane=True, body=CheckpointWritesIn, status=204, max_body=64 * _MIB,
-           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST})
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=_LEASE)
 def put_checkpoint_writes(call: Call) -> Reply:
     call.services.runs.put_writes(call.caller, call.params["task_id"], _lease_token(call),
                                   call.params["checkpoint_id"], call.body)
@@ -90,7 +91,7 @@ def put_checkpoint_writes(call: Call) -> Reply:
 
 @operation("GET", "/tasks/{task_id}/checkpoints", summary="List a run's checkpoints", tags=["data plane"],
            dataplane=True, query=CheckpointQuery, response=CheckpointList,
-           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST})
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=_LEASE)
 def list_checkpoints(call: Call) -> CheckpointList:
     q: CheckpointQuery = call.query
     return call.services.runs.list_checkpoints(call.caller, call.params["task_id"], _lease_token(call),

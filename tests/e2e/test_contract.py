@@ -9,6 +9,7 @@ documented content type, and a body that matches the documented schema.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import hypothesis
@@ -28,7 +29,8 @@ from functions.main import load_operations
 from functions.openapi import openapi_document
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES = 12  # of each generation mode, per operation
+# Per operation and kind of request (fitting, breaking, at real ids); more for a deeper run.
+EXAMPLES = int(os.environ.get("MARKETPLACE_CONTRACT_EXAMPLES", "12"))
 SEED = 18
 
 load_operations()
