@@ -27,6 +27,7 @@ class Tenant:
     dataplane_key: str
     members: dict[str, Client] = field(default_factory=dict)  # role -> a member holding it
     ids: dict[str, str] = field(default_factory=dict)  # path parameter name -> an id of this org
+    viewer_key: str = ""  # an org API key with the viewer role
 
 
 def user(app: Any, container: Any, tag: str, *, platform_admin: bool = False) -> Client:
@@ -60,6 +61,7 @@ def tenant(app: Any, container: Any, settings: Any, *, platform_admin: bool = Fa
     key = admin.post(f"/orgs/{org_id}/api-keys", json={"name": "contract", "role": "viewer"})
     assert key.status == 201, key
     t.ids["key_id"] = key.body["id"]
+    t.viewer_key = key.body["key"]
     hook = admin.post(f"/orgs/{org_id}/webhooks", json={"url": "https://1.1.1.1/hook", "events": ["run.completed"]})
     assert hook.status == 201, hook
     t.ids["webhook_id"] = hook.body["id"]

@@ -7,8 +7,8 @@ org A's real ids:
 (a) by another tenant: org B's admin (for the data-plane API, B's data-plane key) must get 404,
     the same answer as for an id that does not exist; platform-admin operations answer 403 to
     anyone who is not a platform admin;
-(b) by members of org A whose role lacks the permission (each such role): 403 (404 where the
-    rule hides the object), and 403 for a user on the data-plane API and a non-platform admin on
+(b) by members of org A whose role lacks the permission (each such role, and a viewer API key):
+    403 (404 where the rule hides the object), and 403 for a user on the data-plane API and a non-platform admin on
     a platform-admin operation.
 
 Never a 2xx, never a body other than the error body, and afterwards org A's state is unchanged.
@@ -144,6 +144,9 @@ def test_no_caller_reaches_what_is_not_theirs(orgs: tuple[Tenant, Tenant], op_id
         for role in sorted(set(ROLES) - allowed):
             resp = _call(a.members[role], method, path, op_id, a)
             problems.append(_refused(resp, {403, 404}, f"A's {role}") or "")
+        if "viewer" not in allowed:  # an org API key acts as a member holding its role
+            resp = _call(a.admin, method, path, op_id, a, token=a.viewer_key)
+            problems.append(_refused(resp, {403, 404}, "A's viewer API key") or "")
     problems = [p for p in problems if p]
     assert not problems, "\n".join(problems)
     assert _snapshot(a) == before, "org A's state changed"
