@@ -19,6 +19,7 @@ from shared.catalog import (
     VersionSubmit,
     require_manifest,
 )
+from shared.kernel.errors import ErrorCode
 from shared.kernel.pagination import Page
 
 
@@ -28,14 +29,17 @@ def _catalog(call: Call) -> CatalogService:
 
 
 @operation("POST", "/agents", summary="Submit an agent listing", tags=["developer portal"], body=AgentSubmit,
-           response=SubmitOut, status=201)
+           response=SubmitOut, status=201, errors={404: ErrorCode.NOT_FOUND, 409: ErrorCode.NAME_TAKEN,
+                                                   422: ErrorCode.INVALID_MANIFEST})
 def submit_agent(call: Call) -> SubmitOut:
     manifest = require_manifest(call.body.manifest, call.body.manifest_yaml)
     return _catalog(call).submit(call.caller, call.body.org_id, manifest)
 
 
 @operation("POST", "/agents/{agent_id}/versions", summary="Submit a new agent version", tags=["developer portal"],
-           body=VersionSubmit, response=SubmitOut, status=201)
+           body=VersionSubmit, response=SubmitOut, status=201,
+           errors={409: (ErrorCode.VERSION_EXISTS, ErrorCode.VERSION_NOT_NEWER),
+                   422: (ErrorCode.INVALID_MANIFEST, ErrorCode.NAME_MISMATCH)})
 def submit_version(call: Call) -> SubmitOut:
     manifest = require_manifest(call.body.manifest, call.body.manifest_yaml)
     return _catalog(call).submit_version(call.caller, call.params["agent_id"], manifest)
@@ -48,7 +52,7 @@ def list_developer_agents(call: Call) -> Page[DeveloperListing]:
 
 
 @operation("GET", "/agents", summary="Search the catalog", tags=["catalog"], query=CatalogQuery,
-           response=Page[CatalogItem])
+           response=Page[CatalogItem], errors={400: ErrorCode.INVALID_CURSOR})
 def search_agents(call: Call) -> Page[CatalogItem]:
     return _catalog(call).search(CatalogSearch(**call.query.model_dump()))
 
@@ -65,7 +69,8 @@ def get_agent_version(call: Call) -> VersionDetail:
 
 
 @operation("POST", "/agents/{agent_id}/reviews", summary="Review an installed agent", tags=["catalog"],
-           body=ReviewIn, response=ReviewOut, status=201)
+           body=ReviewIn, response=ReviewOut, status=201, also={200: "The org's earlier review, replaced"},
+           errors={403: (ErrorCode.OWN_AGENT, ErrorCode.NOT_REVIEWABLE), 409: ErrorCode.CONFLICT})
 def post_review(call: Call) -> Reply:
     review, created = _catalog(call).post_review(call.caller, call.params["agent_id"], call.body.org_id,
                                                  call.body.rating, call.body.text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functions.operation import Call, operation
 from shared.deployments import DeploymentOut, DeploymentService, RegisterOut, RegisterRequest
+from shared.kernel.errors import ErrorCode
 
 
 def _deployments(call: Call) -> DeploymentService:
@@ -13,7 +14,8 @@ def _deployments(call: Call) -> DeploymentService:
 
 
 @operation("POST", "/dataplanes/register", summary="Register a data plane", tags=["data plane"], dataplane=True,
-           body=RegisterRequest, response=RegisterOut, idempotent=False)
+           body=RegisterRequest, response=RegisterOut, idempotent=False,
+           errors={404: ErrorCode.NOT_FOUND, 409: ErrorCode.INVALID_STATE})
 def register_dataplane(call: Call) -> RegisterOut:
     b = call.body
     return _deployments(call).register(call.caller, version=b.version, hostname=b.hostname,
@@ -21,6 +23,7 @@ def register_dataplane(call: Call) -> RegisterOut:
 
 
 @operation("POST", "/dataplanes/heartbeat", summary="Report a data plane alive", tags=["data plane"],
-           dataplane=True, response=DeploymentOut, idempotent=False)
+           dataplane=True, response=DeploymentOut, idempotent=False,
+           errors={404: ErrorCode.NOT_FOUND, 409: ErrorCode.INVALID_STATE})
 def dataplane_heartbeat(call: Call) -> DeploymentOut:
     return _deployments(call).heartbeat(call.caller)

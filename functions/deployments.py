@@ -18,6 +18,7 @@ from shared.deployments import (
     UpgradeRequest,
 )
 from shared.identity import DEPLOYERS
+from shared.kernel.errors import ErrorCode
 from shared.kernel.pagination import Page
 
 
@@ -45,7 +46,8 @@ def _deployments(call: Call) -> DeploymentService:
 
 
 @operation("POST", "/orgs/{org_id}/install", summary="Install an agent", tags=["deployments"], roles=DEPLOYERS,
-           body=InstallRequest, response=InstallOut, status=201)
+           body=InstallRequest, response=InstallOut, status=201,
+           errors={409: (ErrorCode.AGENT_SUSPENDED, ErrorCode.INVALID_STATE)})
 def install_agent(call: Call) -> InstallOut:
     b = call.body
     return _deployments(call).install(call.caller, call.org_id, b.agent_id, version=b.version,
@@ -66,13 +68,15 @@ def get_deployment(call: Call) -> DeploymentOut:
 
 
 @operation("DELETE", "/orgs/{org_id}/deployments/{deployment_id}", summary="Uninstall a deployment",
-           tags=["deployments"], roles=DEPLOYERS, response=DeploymentOut)
+           tags=["deployments"], roles=DEPLOYERS, response=DeploymentOut, errors={409: ErrorCode.INVALID_STATE})
 def uninstall_deployment(call: Call) -> DeploymentOut:
     return _deployments(call).uninstall(call.caller, call.org_id, call.params["deployment_id"])
 
 
 @operation("POST", "/orgs/{org_id}/deployments/{deployment_id}/upgrade", summary="Upgrade a deployment",
-           tags=["deployments"], roles=DEPLOYERS, body=UpgradeRequest, response=DeploymentOut)
+           tags=["deployments"], roles=DEPLOYERS, body=UpgradeRequest, response=DeploymentOut,
+           errors={409: (ErrorCode.SAME_VERSION, ErrorCode.INVALID_STATE)},
+           also={202: "Accepted: the new version asks for more permissions; an admin must consent"})
 def upgrade_deployment(call: Call) -> Reply:
     out = _deployments(call).upgrade(call.caller, call.org_id, call.params["deployment_id"],
                                      call.body.version)
@@ -82,14 +86,15 @@ def upgrade_deployment(call: Call) -> Reply:
 
 @operation("POST", "/orgs/{org_id}/deployments/{deployment_id}/upgrade/consent",
            summary="Consent to (or refuse) an upgrade's new permissions", tags=["deployments"], roles=ADMIN,
-           body=ConsentRequest, response=DeploymentOut)
+           body=ConsentRequest, response=DeploymentOut, errors={409: ErrorCode.INVALID_STATE})
 def consent_upgrade(call: Call) -> DeploymentOut:
     return _deployments(call).decide_upgrade(call.caller, call.org_id, call.params["deployment_id"],
                                              approve=call.body.approve, comment=call.body.comment)
 
 
 @operation("GET", "/orgs/{org_id}/deployments/{deployment_id}/bundle", summary="Download the BYOC bundle",
-           tags=["deployments"], roles=DEPLOYERS, query=BundleQuery)
+           tags=["deployments"], roles=DEPLOYERS, query=BundleQuery, media={"application/gzip": None},
+           errors={409: (ErrorCode.NOT_BYOC, ErrorCode.INVALID_STATE)})
 def get_bundle(call: Call) -> flask.Response:
     bundle = _deployments(call).bundle(call.caller, call.org_id, call.params["deployment_id"],
                                        cloud=call.query.cloud, include_secret=call.query.include_secret)

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.operation import Call, operation
-from shared.kernel.errors import NotFound
+from shared.kernel.errors import ErrorCode, NotFound
 from shared.runs import Delivery
 
 
@@ -35,8 +35,10 @@ class DispatchOut(BaseModel):
 
 
 @operation("POST", "/internal/tasks/dispatch", summary="Start the job for a pushed task delivery",
-           tags=["internal"], auth=False, body=DispatchIn, response=DispatchOut, idempotent=False,
-           rate_limited=False)  # Cloud Tasks' pushes, paced by the queue's own rate
+           tags=["internal"], auth=False, body=DispatchIn, response=DispatchOut, idempotent=False, push=True,
+           rate_limited=False,  # Cloud Tasks' pushes, paced by the queue's own rate
+           errors={401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.FORBIDDEN, 404: ErrorCode.NOT_FOUND,
+                   503: (ErrorCode.TASK_NOT_VISIBLE, ErrorCode.JOB_START_FAILED)})
 def dispatch_task(call: Call) -> DispatchOut:
     service = call.services.dispatch
     if service is None:  # local mode, or gcp mode without Cloud Tasks: nothing pushes

@@ -20,30 +20,45 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+_ERROR_TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Not allowed",
+                 404: "Not found (also: not a member of the org)", 409: "Conflict", 413: "Body too large",
+                 415: "Body is not JSON", 422: "Validation failed", 429: "Too many requests",
+                 503: "Unavailable: retry after Retry-After"}
+
+
 def _error_responses(op: Operation) -> dict[str, Any]:
-    codes = {"400": "Bad request", "422": "Validation failed"}
-    if op.auth:
-        codes |= {"401": "Not authenticated", "403": "Role not allowed"}
-    if "{" in op.path:
-        codes["404"] = "Not found (also: not a member of the org)"
-    if op.idempotent:
-        codes["409"] = "Conflict (or an Idempotency-Key still in progress)"
-    if op.body is not None:
-        codes |= {"413": "Body too large", "415": "Body is not JSON"}
-    if op.rate_limited:
-        codes["429"] = "Too many requests: the caller's rate limit (retry after Retry-After)"
-    responses: dict[str, Any] = {code: {"description": text, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Error"}}}} for code, text in codes.items()}
-    if op.rate_limited:
-        responses["429"]["headers"] = {"Retry-After": {
-            "description": "Seconds until the caller's window ends", "schema": {"type": "integer", "minimum": 1}}}
+    """Each error status the operation can answer, with the ``error.code`` values it can carry."""
+    responses: dict[str, Any] = {}
+    for status, codes in op.errors.items():
+        listed = ", ".join(f"`{code}`" for code in codes)
+        schema = {"allOf": [{"$ref": "#/components/schemas/Error"}], "properties": {"error": {
+            "properties": {"code": {"enum": [str(code) for code in codes]}}}}}
+        responses[str(status)] = {"description": f"{_ERROR_TITLES.get(status, 'Error')}: {listed}",
+                                  "content": {"application/json": {"schema": schema}}}
+        if status in (429, 503):
+            responses[str(status)]["headers"] = {"Retry-After": {
+                "description": "Seconds to wait before retrying", "schema": {"type": "integer", "minimum": 1}}}
     return responses
+
+
+def _success_content(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
+    content: dict[str, Any] = {}
+    if op.response is not None:
+        content["application/json"] = {"schema": refs[(op.response, "serialization")]}
+    elif not op.media:
+        content["application/json"] = {"schema": {"type": "object"}}
+    for media, schema in op.media.items():
+        content[media] = {"schema": dict(schema) if schema is not None
+                          else {"type": "string", "contentMediaType": media}}
+    return content
 
 
 def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = None,
                      version: str = "0.1.0") -> dict[str, Any]:
     """The OpenAPI 3.1 document of every registered operation."""
-    ops = list(registry)
+    # Push targets (Cloud Tasks, Cloud Scheduler) are called by Google at the function's own
+    # URL, never through the API: they are not part of it.
+    ops = [op for op in registry if not op.push]
     models: list[tuple[type[BaseModel], Any]] = []
     for op in ops:
         if op.body is not None:
@@ -64,6 +79,9 @@ def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = 
             required = set(qschema.get("required", []))
             for name, prop in qschema.get("properties", {}).items():
                 params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+        for header, meaning in op.headers.items():
+            params.append({"name": header, "in": "header", "required": False, "schema": {"type": "string"},
+                           "description": meaning})
         if op.idempotent:
             params.append({"name": "Idempotency-Key", "in": "header", "required": False,
                            "schema": {"type": "string", "maxLength": 255},
@@ -73,13 +91,18 @@ def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = 
         if op.body is not None:
             entry["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": refs[(op.body, "validation")]}}}
-        ok: dict[str, Any] = {"description": "Success"}
-        if op.response is not None:
-            ok["content"] = {"application/json": {"schema": refs[(op.response, "serialization")]}}
-        entry["responses"] = {str(op.status): ok, **_error_responses(op)}
+        content = _success_content(op, refs)
+        successes: dict[str, Any] = {}
+        for status, text in {op.status: "Success", **op.also}.items():
+            successes[str(status)] = {"description": text}
+            if status != 204:
+                successes[str(status)]["content"] = content
+        entry["responses"] = {**dict(sorted(successes.items())), **_error_responses(op)}
         entry["security"] = [{"bearer": []}] if op.auth else []
         if op.platform_admin:
             entry["x-platform-admin"] = True
+        if op.dataplane:
+            entry["x-dataplane"] = True
         if op.roles is not None:
             entry["x-roles"] = sorted(r.value for r in op.roles)
         paths.setdefault(op.path, {})[op.method.lower()] = entry
@@ -123,7 +146,7 @@ def gateway_document(registry: Registry = REGISTRY, *, project: str, region: str
     and the quotas every operation draws on (``x-google-management``, ``x-google-quota``)."""
     paths: dict[str, Any] = {}
     for op in registry:
-        if "internal" in op.tags:  # called by Google services at the function's own URL
+        if op.push or "internal" in op.tags:  # called by Google services at the function's own URL
             continue
         metric = "read-requests" if op.method in ("GET", "HEAD") else "write-requests"
         entry: dict[str, Any] = {

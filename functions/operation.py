@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +104,14 @@ class Operation:
     fn: Callable[[Call], Any]
     memberships: bool = False  # authentication also loads every membership of a user
     rate_limited: bool = True  # counted against the caller's rate limit (docs/ARCHITECTURE.md)
+    # What else it may answer, for its OpenAPI entry: error statuses and codes of its own (the
+    # generic ones follow from the rest, see ``errors``), other success statuses with their
+    # meaning, the success body's media types other than JSON, and whether it is a push target.
+    own_errors: Mapping[int, tuple[ErrorCode, ...]] = field(default_factory=dict)
+    also: Mapping[int, str] = field(default_factory=dict)
+    media: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # request headers it reads: name -> meaning
+    push: bool = False
     pattern: re.Pattern[str] = field(init=False)
     handler: Callable[[flask.Request], flask.Response] = field(init=False)
 
@@ -115,6 +123,44 @@ class Operation:
     def path_params(self) -> list[str]:
         """Names of the ``{param}`` segments."""
         return re.findall(r"{(\w+)}", self.path)
+
+    @property
+    def errors(self) -> dict[int, tuple[ErrorCode, ...]]:
+        """Every error status this operation can answer, with its codes: the ones the decorator
+        itself gives (they follow from authentication, the path, the body, the query and
+        ``Idempotency-Key``), and the operation's own (``errors=``)."""
+        found: dict[int, list[ErrorCode]] = {}
+
+        def add(status: int, *codes: ErrorCode) -> None:
+            found.setdefault(status, [])
+            found[status].extend(c for c in codes if c not in found[status])
+
+        if self.body is not None:
+            add(400, ErrorCode.MALFORMED_JSON)
+            add(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE)
+        if self.idempotent:
+            add(400, ErrorCode.BAD_IDEMPOTENCY_KEY)
+            add(409, ErrorCode.IDEMPOTENCY_IN_PROGRESS)
+            add(422, ErrorCode.IDEMPOTENCY_KEY_REUSED)
+        if self.query is not None and "cursor" in self.query.model_fields:
+            add(400, ErrorCode.INVALID_CURSOR)
+        if self.auth:
+            add(401, ErrorCode.UNAUTHORIZED, ErrorCode.INVALID_TOKEN, ErrorCode.TOKEN_EXPIRED,
+                ErrorCode.INVALID_API_KEY)
+            # A data-plane key outside the data-plane API (and anyone else inside it) is refused.
+            add(403, ErrorCode.FORBIDDEN)
+        if self.path_params:
+            add(404, ErrorCode.NOT_FOUND)
+        add(413, ErrorCode.PAYLOAD_TOO_LARGE)  # any request's body is read within the limit
+        if self.body is not None or self.query is not None or self.path_params:
+            add(422, ErrorCode.VALIDATION_FAILED)
+        if self.rate_limited:
+            add(429, ErrorCode.RATE_LIMITED)
+        # Every operation may find the database down (docs/ARCHITECTURE.md): 503 with Retry-After.
+        add(503, ErrorCode.DATABASE_UNAVAILABLE)
+        for status, codes in self.own_errors.items():
+            add(status, *codes)
+        return {status: tuple(codes) for status, codes in sorted(found.items())}
 
 
 class Registry:
@@ -153,8 +199,23 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, max_body: int | None = None,
               idempotent: bool | None = None, name: str | None = None, memberships: bool = False,
-              rate_limited: bool = True, registry: Registry = REGISTRY) -> Callable[[Callable[[Call], Any]], Operation]:
-    """Register an API operation and wrap it with the HTTP concerns."""
+              errors: Mapping[int, ErrorCode | Iterable[ErrorCode]] | None = None,
+              also: Mapping[int, str] | None = None,
+              media: Mapping[str, Mapping[str, Any] | None] | None = None,
+              headers: Mapping[str, str] | None = None, push: bool = False, rate_limited: bool = True,
+              registry: Registry = REGISTRY) -> Callable[[Callable[[Call], Any]], Operation]:
+    """Register an API operation and wrap it with the HTTP concerns.
+
+    ``errors`` names the error statuses (and codes) the operation itself raises beyond the
+    generic ones (``Operation.errors``); ``also`` other success statuses and what they mean;
+    ``media`` success media types other than JSON, each with the schema of one item (of one
+    event, for an event stream; None for opaque bytes); ``headers`` the request headers it
+    reads (beyond Authorization and Idempotency-Key), with their meaning; ``push`` marks a push target of a Google
+    service (Cloud Tasks, Cloud Scheduler): called at its function's own URL, it is not part of
+    the API and stays out of the OpenAPI document.
+    """
+    own_errors = {status: (codes,) if isinstance(codes, ErrorCode) else tuple(codes)
+                  for status, codes in (errors or {}).items()}
     if "{org_id}" in path and auth and roles is None:
         raise RuntimeError(f"{method} {path}: an org-scoped operation must name the roles it allows")
 
@@ -164,7 +225,9 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
                        dataplane=dataplane, body=body,
                        query=query, response=response, status=status, max_body=max_body,
                        idempotent=(method.upper() == "POST" and auth) if idempotent is None else idempotent,
-                       fn=fn, memberships=memberships, rate_limited=rate_limited)
+                       fn=fn, memberships=memberships, own_errors=own_errors, also=dict(also or {}),
+                       media=dict(media or {}), headers=dict(headers or {}),
+                       push=push, rate_limited=rate_limited)
         op.handler = _make_handler(op)
         registry.add(op)
         return op

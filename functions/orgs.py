@@ -15,12 +15,13 @@ from shared.identity import (
     Preferences,
     PreferencesOut,
 )
+from shared.kernel.errors import ErrorCode
 from shared.kernel.pagination import Page
 from shared.secrets import KeyRotated
 
 
 @operation("POST", "/orgs", summary="Create an organisation", tags=["orgs"], body=OrgCreate, response=OrgOut,
-           status=201)
+           status=201, errors={422: ErrorCode.USER_REQUIRED})
 def create_org(call: Call) -> OrgOut:
     return call.services.orgs.create(call.caller, call.body.name)
 
@@ -38,19 +39,19 @@ def list_members(call: Call) -> Page[MemberOut]:
 
 
 @operation("POST", "/orgs/{org_id}/members", summary="Add a member", tags=["orgs"], roles=ADMIN,
-           body=MemberAdd, response=MemberOut, status=201)
+           body=MemberAdd, response=MemberOut, status=201, errors={409: ErrorCode.ALREADY_MEMBER})
 def add_member(call: Call) -> MemberOut:
     return call.services.orgs.add_member(call.caller, call.org_id, call.body.email, call.body.role)
 
 
 @operation("PATCH", "/orgs/{org_id}/members/{user_id}", summary="Change a member's role", tags=["orgs"],
-           roles=ADMIN, body=MemberUpdate, response=MemberOut)
+           roles=ADMIN, body=MemberUpdate, response=MemberOut, errors={409: ErrorCode.LAST_ADMIN})
 def update_member(call: Call) -> MemberOut:
     return call.services.orgs.change_role(call.caller, call.org_id, call.params["user_id"], call.body.role)
 
 
 @operation("DELETE", "/orgs/{org_id}/members/{user_id}", summary="Remove a member", tags=["orgs"],
-           roles=ADMIN, status=204)
+           roles=ADMIN, status=204, errors={409: ErrorCode.LAST_ADMIN})
 def remove_member(call: Call) -> Reply:
     call.services.orgs.remove_member(call.caller, call.org_id, call.params["user_id"])
     return Reply(status=204)

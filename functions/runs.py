@@ -10,6 +10,7 @@ from typing import Any
 import flask
 
 from functions.operation import ANY_MEMBER, Call, operation
+from shared.kernel.errors import ErrorCode
 from shared.kernel.pagination import Page
 from shared.runs import (
     LogPage,
@@ -28,10 +29,23 @@ STREAM_POLL_SECONDS = 0.2
 STREAM_KEEPALIVE_SECONDS = 15.0
 STREAM_MAX_SECONDS = 600.0
 _STREAM_BATCH = 500
+# One event of the live stream, as OpenAPI 3.1 describes an event stream: the schema of each event.
+LOG_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["log", "end", "timeout"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "log: one log line (as in LogPage.items); end and timeout: "
+                                "{run_id, status, last_seq}"},
+        "id": {"type": "string", "description": "A log line's seq: reconnect with Last-Event-ID to resume."},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 @operation("POST", "/agents/{agent_id}/runs", summary="Start a run", tags=["runs"], body=RunCreate,
-           response=RunCreated, status=201)
+           response=RunCreated, status=201,
+           errors={409: (ErrorCode.DEPLOYMENT_NOT_READY, ErrorCode.AGENT_SUSPENDED)})
 def create_run(call: Call) -> RunCreated:
     body: RunCreate = call.body
     return call.services.runs.create(call.caller, call.params["agent_id"], body.deployment_id, body.inputs)
@@ -55,7 +69,10 @@ def cancel_run(call: Call) -> RunOut:
 
 
 @operation("GET", "/agents/{agent_id}/runs/{run_id}/logs", summary="Read a run's logs", tags=["runs"],
-           query=LogQuery, response=LogPage)
+           query=LogQuery, response=LogPage,
+           media={"text/event-stream": LOG_EVENT_SCHEMA},
+           headers={"Accept": "text/event-stream for the live stream (as stream=true)",
+                    "Last-Event-ID": "Resume the live stream after this seq"})
 def get_run_logs(call: Call) -> LogPage | flask.Response:
     runs: RunService = call.services.runs
     agent_id, run_id = call.params["agent_id"], call.params["run_id"]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from functions.operation import Call, operation
 from functions.scheduler import platform_jobs
-from shared.kernel.errors import NotFound, Unprocessable
+from shared.kernel.errors import ErrorCode, NotFound, Unprocessable
 
 
 class ScheduledIn(BaseModel):
@@ -27,8 +27,9 @@ class ScheduledOut(BaseModel):
 
 
 @operation("POST", "/internal/scheduled", summary="Run one periodic platform job", tags=["internal"],
-           auth=False, body=ScheduledIn, response=ScheduledOut, idempotent=False,
-           rate_limited=False)  # Cloud Scheduler's few calls a minute
+           auth=False, body=ScheduledIn, response=ScheduledOut, idempotent=False, push=True,
+           rate_limited=False,  # Cloud Scheduler's few calls a minute
+           errors={401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.FORBIDDEN, 404: ErrorCode.NOT_FOUND})
 def run_scheduled_job(call: Call) -> ScheduledOut:
     auth = call.services.scheduler_auth
     if auth is None:  # local mode runs the jobs in-process (marketplace up)

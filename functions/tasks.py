@@ -24,6 +24,7 @@ from shared.runs import (
 
 LEASE_HEADER = "X-Lease-Token"
 _MIB = 1024 * 1024
+_LEASE = {LEASE_HEADER: "The task's lease token (required)."}
 
 
 def _lease_token(call: Call) -> str:
@@ -35,7 +36,8 @@ def _lease_token(call: Call) -> str:
 
 
 @operation("GET", "/tasks/next", summary="Lease the next task (long poll)", tags=["data plane"], dataplane=True,
-           query=TaskQuery, response=TaskOut)
+           query=TaskQuery, response=TaskOut, errors={404: ErrorCode.NOT_FOUND},
+           also={204: "No task became due within the wait"})
 def next_task(call: Call) -> TaskOut | Reply:
     q: TaskQuery = call.query
     task = call.services.runs.claim(call.caller, worker=q.worker or call.caller.actor, wait_seconds=q.wait,
@@ -44,14 +46,16 @@ def next_task(call: Call) -> TaskOut | Reply:
 
 
 @operation("POST", "/tasks/{task_id}/heartbeat", summary="Extend a task's lease", tags=["data plane"],
-           dataplane=True, body=HeartbeatIn, response=HeartbeatOut, idempotent=False)
+           dataplane=True, body=HeartbeatIn, response=HeartbeatOut, idempotent=False,
+           errors={409: ErrorCode.LEASE_LOST})
 def task_heartbeat(call: Call) -> HeartbeatOut:
     body: HeartbeatIn = call.body
     return call.services.runs.heartbeat(call.caller, call.params["task_id"], body.lease_token, body.lease_seconds)
 
 
 @operation("POST", "/agents/{agent_id}/runs/{run_id}/logs", summary="Append run log lines", tags=["data plane"],
-           dataplane=True, body=LogBatchIn, response=LogBatchOut, max_body=4 * _MIB, idempotent=False)
+           dataplane=True, body=LogBatchIn, response=LogBatchOut, max_body=4 * _MIB, idempotent=False,
+           errors={409: (ErrorCode.LEASE_LOST, ErrorCode.RUN_FINISHED)})
 def append_run_logs(call: Call) -> LogBatchOut:
     body: LogBatchIn = call.body
     return call.services.runs.append_logs(call.caller, call.params["agent_id"], call.params["run_id"],
@@ -60,7 +64,7 @@ def append_run_logs(call: Call) -> LogBatchOut:
 
 @operation("POST", "/agents/{agent_id}/runs/{run_id}/complete", summary="Report a run's outcome",
            tags=["data plane"], dataplane=True, body=CompleteIn, response=CompletionOut, max_body=16 * _MIB,
-           idempotent=False)
+           idempotent=False, errors={409: (ErrorCode.LEASE_LOST, ErrorCode.RUN_FINISHED)})
 def complete_run(call: Call) -> Reply:
     answer, replayed = call.services.runs.complete(call.caller, call.params["agent_id"], call.params["run_id"],
                                                    call.body)
@@ -68,7 +72,8 @@ def complete_run(call: Call) -> Reply:
 
 
 @operation("PUT", "/tasks/{task_id}/checkpoints/{checkpoint_id}", summary="Store a run checkpoint",
-           tags=["data plane"], dataplane=True, body=CheckpointIn, status=204, max_body=64 * _MIB)
+           tags=["data plane"], dataplane=True, body=CheckpointIn, status=204, max_body=64 * _MIB,
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=_LEASE)
 def put_checkpoint(call: Call) -> Reply:
     call.services.runs.put_checkpoint(call.caller, call.params["task_id"], _lease_token(call),
                                       call.params["checkpoint_id"], call.body)
@@ -76,7 +81,8 @@ def put_checkpoint(call: Call) -> Reply:
 
 
 @operation("PUT", "/tasks/{task_id}/checkpoints/{checkpoint_id}/writes", summary="Store a checkpoint's pending writes",
-           tags=["data plane"], dataplane=True, body=CheckpointWritesIn, status=204, max_body=64 * _MIB)
+           tags=["data plane"], dataplane=True, body=CheckpointWritesIn, status=204, max_body=64 * _MIB,
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=_LEASE)
 def put_checkpoint_writes(call: Call) -> Reply:
     call.services.runs.put_writes(call.caller, call.params["task_id"], _lease_token(call),
                                   call.params["checkpoint_id"], call.body)
@@ -84,7 +90,8 @@ def put_checkpoint_writes(call: Call) -> Reply:
 
 
 @operation("GET", "/tasks/{task_id}/checkpoints", summary="List a run's checkpoints", tags=["data plane"],
-           dataplane=True, query=CheckpointQuery, response=CheckpointList)
+           dataplane=True, query=CheckpointQuery, response=CheckpointList,
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=_LEASE)
 def list_checkpoints(call: Call) -> CheckpointList:
     q: CheckpointQuery = call.query
     return call.services.runs.list_checkpoints(call.caller, call.params["task_id"], _lease_token(call),

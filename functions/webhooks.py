@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functions.operation import ADMIN, Call, Reply, operation
+from shared.kernel.errors import ErrorCode
 from shared.kernel.pagination import Page, PageQuery
 from shared.webhooks import (
     DeliveryAttemptOut,
@@ -24,7 +25,8 @@ def _webhooks(call: Call) -> WebhookService:
 # Replayable with Idempotency-Key: the stored response, secret included, rests sealed (see
 # shared/identity/idempotency.py), so a retried create returns the same webhook and secret.
 @operation("POST", "/orgs/{org_id}/webhooks", summary="Create a webhook", tags=["webhooks"], roles=ADMIN,
-           body=WebhookCreate, response=WebhookCreated, status=201)
+           body=WebhookCreate, response=WebhookCreated, status=201,
+           errors={409: ErrorCode.WEBHOOK_LIMIT, 422: ErrorCode.WEBHOOK_URL_REFUSED})
 def create_webhook(call: Call) -> WebhookCreated:
     b = call.body
     return _webhooks(call).create(call.caller, call.org_id, url=b.url, events=b.events, description=b.description)

@@ -7,7 +7,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, RootModel, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainValidator,
+    RootModel,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 
 class Role(StrEnum):
@@ -19,6 +28,22 @@ class Role(StrEnum):
     APPROVER = "approver"
     VIEWER = "viewer"
     DATAPLANE = "dataplane"
+
+
+#: The roles a member or an org API key may hold: every role but ``dataplane``.
+ORG_ROLES = (Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER, Role.VIEWER)
+_ORG_ROLE_NAMES = ", ".join(r.value for r in ORG_ROLES)
+
+
+def _org_role(value: object) -> Role:
+    if isinstance(value, str) and value in {r.value for r in ORG_ROLES}:
+        return Role(value)
+    raise ValueError(f"must be one of {_ORG_ROLE_NAMES}")
+
+
+#: A role given in a request (a member's, an API key's): one of the five org roles, else 422.
+OrgRole = Annotated[Role, PlainValidator(_org_role),
+                    WithJsonSchema({"type": "string", "enum": [r.value for r in ORG_ROLES]})]
 
 
 @dataclass(frozen=True)
@@ -138,11 +163,11 @@ class OrgOut(BaseModel):
 
 class MemberAdd(StrictModel):
     email: EmailStr
-    role: Role
+    role: OrgRole
 
 
 class MemberUpdate(StrictModel):
-    role: Role
+    role: OrgRole
 
 
 class MemberOut(BaseModel):
@@ -155,7 +180,7 @@ class MemberOut(BaseModel):
 
 class ApiKeyCreate(StrictModel):
     name: Name
-    role: Role = Role.OPERATOR
+    role: OrgRole = Role.OPERATOR
 
 
 class ApiKeyOut(BaseModel):

@@ -150,3 +150,26 @@ def test_error_body_is_json_everywhere(anon):
     assert resp.status == 401 and resp.headers["Content-Type"] == "application/json"
     assert json.loads(json.dumps(resp.body))["error"]["code"] == "unauthorized"
     assert resp.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize("role", ["dataplane", "owner", "Admin", "", 5, None])
+def test_a_role_in_a_request_is_one_of_the_five_org_roles(make_org, make_user, member, container, role):
+    """Every input that takes a role (adding a member, changing one, creating an API key) refuses
+    anything else, ``dataplane`` included, with a 422 naming the field, and changes nothing."""
+    admin, org_id = make_org()
+    newcomer = make_user("newcomer")
+    viewer = member(admin, org_id, "viewer")
+    before = _counts(container)
+    for method, path, body in [
+        ("POST", f"/orgs/{org_id}/members", {"email": newcomer.email, "role": role}),
+        ("PATCH", f"/orgs/{org_id}/members/{viewer.user_id}", {"role": role}),
+        ("POST", f"/orgs/{org_id}/api-keys", {"name": "k", "role": role}),
+    ]:
+        resp = admin.request(method, path, json=body)
+        assert resp.status == 422, (method, path, resp)
+        assert _is_error_body(resp.body, resp.status)
+        assert [d["path"] for d in resp.body["error"]["details"]] == ["role"], resp.body
+        assert "admin, developer, operator, approver, viewer" in resp.body["error"]["details"][0]["message"]
+    assert _counts(container) == before
+    roles = {m["user_id"]: m["role"] for m in admin.get(f"/orgs/{org_id}/members").body["items"]}
+    assert roles[viewer.user_id] == "viewer" and len(roles) == 2
