@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, RootModel, StringConstraints
 
+from shared.kernel.redacted import FreeText
+
 
 class Role(StrEnum):
     """Roles inside an org; ``dataplane`` is only ever held by a data-plane API key."""
@@ -78,7 +80,8 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=120)]
+# A name is shown to every member and audited: a credential pasted into one is replaced (FreeText).
+Name = Annotated[FreeText, StringConstraints(min_length=1, max_length=120)]
 
 
 class DevGrant(StrictModel):
