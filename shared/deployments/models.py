@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StringConstraints
 
 from shared.identity import StrictModel
-from shared.kernel.redacted import FreeText, ShownData, ShownText
+from shared.kernel.redacted import RedactOnInput, ShownData, ShownText
 
 
 class DeploymentStatus(StrEnum):
@@ -65,7 +65,7 @@ class UpgradeRequest(StrictModel):
 
 class ConsentRequest(StrictModel):
     approve: bool
-    comment: Annotated[FreeText, StringConstraints(max_length=2000)] = ""
+    comment: Annotated[str, StringConstraints(max_length=2000), RedactOnInput] = ""
 
 
 class DeploymentOut(BaseModel):

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, RootModel, StringConstraints
 
-from shared.kernel.redacted import FreeText
+from shared.kernel.redacted import RedactOnInput
 
 
 class Role(StrEnum):
@@ -80,8 +80,8 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-# A name is shown to every member and audited: a credential pasted into one is replaced (FreeText).
-Name = Annotated[FreeText, StringConstraints(min_length=1, max_length=120)]
+# A name is shown to every member and audited: a credential pasted into one is replaced.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=120), RedactOnInput]
 
 
 class DevGrant(StrictModel):

@@ -2,7 +2,9 @@
 
 * ``FreeText``: text a caller names or describes something with (an org's or API key's name, a
   webhook's description, a reason, a comment). It is stored, shown to every member and audited,
-  so a credential pasted into it is replaced on the way in.
+  so a credential pasted into it is replaced on the way in. With length or whitespace
+  constraints, put ``RedactOnInput`` after them: ``Annotated[str, StringConstraints(...),
+  RedactOnInput]`` (the constraints then judge what the caller sent).
 * ``ShownText``, ``ShownData``, ``ShownUrl``: what a response shows of stored values that must stay
   whole where they are used (a run's inputs reach its agent, a webhook's URL is where deliveries
   go): redacted on the way out. ``ShownData`` masks values under secret-named keys too
@@ -18,7 +20,8 @@ from pydantic import AfterValidator
 
 from shared.kernel.redaction import mask_url, redact, redact_text
 
-FreeText = Annotated[str, AfterValidator(redact_text)]
+RedactOnInput = AfterValidator(redact_text)
+FreeText = Annotated[str, RedactOnInput]
 ShownText = Annotated[str, AfterValidator(redact_text)]
 ShownUrl = Annotated[str, AfterValidator(mask_url)]
 ShownData = Annotated[dict[str, Any], AfterValidator(redact)]

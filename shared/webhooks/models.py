@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from shared.identity import StrictModel
-from shared.kernel.redacted import FreeText, ShownText, ShownUrl
+from shared.kernel.redacted import RedactOnInput, ShownText, ShownUrl
 
 
 class WebhookEvent(StrEnum):
@@ -51,7 +51,7 @@ class WebhookCreate(StrictModel):
     url: WebhookUrl = Field(description="An https URL on a public address (see docs/WEBHOOKS.md).")
     events: list[WebhookEvent] = Field(min_length=1, max_length=len(WebhookEvent),
                                        description="The event types to deliver; at least one.")
-    description: Annotated[FreeText, StringConstraints(max_length=500)] = ""
+    description: Annotated[str, StringConstraints(max_length=500), RedactOnInput] = ""
 
     @field_validator("events")
     @classmethod
