@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, RootModel, StringConstraints
 
-from shared.kernel.redacted import RedactOnInput
+from shared.kernel.redacted import RedactOnInput, ShownData
 
 
 class Role(StrEnum):
@@ -182,5 +182,6 @@ class Preferences(StrictModel):
 
 class PreferencesOut(BaseModel):
     org_id: str
-    data: dict[str, Any]
+    data: ShownData = Field(description="The preferences, values under secret-named keys and credential "
+                                        "shapes in text shown as [REDACTED].")
     updated_at: datetime | None = None

@@ -304,14 +304,16 @@ def secret_key(key: str) -> bool:
 def redact(value: Any, *, key: str | None = None, text: bool = True, keys: bool = True) -> Any:
     """Redact a structure: a text or structured value under a secret-named key entirely (unless
     ``keys`` is False; numbers, booleans and empty values are kept: ``token_count: 3``,
-    ``secret_included: true`` say nothing secret), credential shapes and URLs in any string (unless
-    ``text`` is False: the caller redacts the serialized text as a whole)."""
+    ``secret_included: true`` say nothing secret), credential shapes and URLs in any string, keys
+    included (unless ``text`` is False: the caller redacts the serialized text as a whole)."""
     if keys and key is not None and isinstance(value, str | dict | list | tuple) and value and secret_key(key):
         return REDACTED
     if isinstance(value, str):
         return redact_text(value) if text else value
     if isinstance(value, dict):
-        return {k: redact(v, key=str(k), text=text, keys=keys) for k, v in value.items()}
+        # A key is text too (``{"AKIA…": 1}``), judged as a name before it is masked.
+        return {(redact_text(k) if text and isinstance(k, str) else k): redact(v, key=str(k), text=text, keys=keys)
+                for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v, text=text, keys=keys) for v in value]
     return value

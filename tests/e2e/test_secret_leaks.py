@@ -2,7 +2,8 @@
 
 Every format of ``tests/support/secrets.py`` (realistic, fake) goes in through every channel a
 caller or an agent has: org, API-key and webhook names and descriptions, webhook URLs, request
-headers, install config, run inputs (stored, and refused by a schema that quotes them), the log
+headers, request paths, org preferences, install config, run inputs (stored, and refused by a
+schema that quotes them), the log
 lines and the error a data plane posts, and a billing URL the built-in agent fails to fetch with a
 real worker. Then everything that came out is searched: each JSON log line written (and pytest's
 ``caplog`` records), every API response body other than a credential's own one-time reveal, every
@@ -127,6 +128,13 @@ def _names_headers_and_webhooks(case: SecretCase, make_org: Any, anon: Any) -> s
     anon.get("/me", headers={"Authorization": f"Bearer {line}"})
     anon.get("/me", headers={"Authorization": line, "X-Request-Id": line[:64]})
     admin.post("/orgs", json={"name": "Idem"}, headers={"Idempotency-Key": line[:255]})
+    # Org preferences: the credential as a key (audited by name) and as a value.
+    assert admin.put(f"/orgs/{org_id}/preferences", json={"data": {
+        case.text[:100]: case.text, "note": case.text, "api_token": line}}).status == 200
+    admin.get(f"/orgs/{org_id}/preferences")
+    # A path that quotes it: the 404 names the path.
+    anon.get(f"/nope/{quote(line, safe='')}")
+    admin.get(f"/orgs/{org_id}/webhooks/{quote(line, safe='')}")
     admin.get(f"/orgs/{org_id}/api-keys")
     admin.get(f"/orgs/{org_id}")
     admin.get("/me")
