@@ -30,17 +30,22 @@ class JsonFormatter(logging.Formatter):
         if isinstance(fields, dict):
             entry.update(fields)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         # Secret-named keys first, then every credential shape in the serialized line at once.
         return redact_text(json.dumps(redact(entry, text=False), default=str, ensure_ascii=False))
 
 
+_TRACEBACKS = logging.Formatter()
+
+
 def _redacting_factory(base: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
-    """A record factory that redacts a record's message when it is made, so that every handler
-    (ours, a library's, pytest's ``caplog``) sees it redacted; extra fields and tracebacks are
-    redacted by the formatter."""
+    """A record factory that redacts a record's message and traceback when it is made, so that
+    every handler (ours, a library's, pytest's ``caplog``) sees them redacted (a formatter uses a
+    record's ``exc_text`` when it is set); extra fields are redacted by the formatter."""
     def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = base(*args, **kwargs)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(_TRACEBACKS.formatException(record.exc_info))
         if isinstance(record.msg, str):
             try:
                 message = record.getMessage()

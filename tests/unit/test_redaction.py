@@ -162,6 +162,21 @@ def test_structures_mask_secret_named_keys_but_keep_counts_and_flags():
     assert redact({"tokens": "abc"}, keys=False) == {"tokens": "abc"}
 
 
+def test_every_handler_sees_records_redacted(caplog):
+    configure_logging("DEBUG", io.StringIO())
+    try:
+        secret = "ghp_" + "a1B2c3D4e5" * 4
+        try:
+            raise RuntimeError(f"cannot reach https://h.example/x?token={secret}")
+        except RuntimeError:
+            logging.getLogger("lib").exception("failed with %s", secret)
+    finally:
+        logging.getLogger().handlers = [h for h in logging.getLogger().handlers
+                                        if h.get_name() != "marketplace-json"]
+    assert "RuntimeError" in caplog.text and "failed with" in caplog.text
+    assert secret not in caplog.text and secret not in caplog.records[-1].getMessage()
+
+
 def test_messages_that_name_credentials_stay_readable():
     for text in ("send 'Authorization: Bearer <access token or API key>'", "Basic authentication is off",
                  "the refresh token was reused", "GET /orgs/org_1/api-keys 201", "design=blue"):
