@@ -13,6 +13,7 @@ from shared.kernel.db.queries import Queries
 from shared.kernel.errors import BadRequest, ErrorCode
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import Page, decode_cursor, next_page
+from shared.kernel.redaction import redact
 
 GENESIS = "0" * 64
 _Q = Queries("shared.audit")
@@ -75,8 +76,9 @@ class AuditLog:
         """
         entry_id = new_id("aud")
         occurred_at = datetime.now(UTC).isoformat(timespec="microseconds")
-        # Hash exactly what jsonb gives back, so that verify, reading the row, agrees.
-        stored = as_jsonb_returns(json.loads(canonical_json(details or {})))
+        # No secret in the audit log, whoever passed it in (shared/kernel/redaction.py); hash
+        # exactly what jsonb gives back, so that verify, reading the row, agrees.
+        stored = as_jsonb_returns(json.loads(canonical_json(redact(details or {}))))
         details_json = canonical_json(stored)
         prefix, suffix = around_seq({"org_id": org_id, "id": entry_id, "occurred_at": occurred_at, "actor": actor,
                                      "action": action, "target": target, "details": stored})

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from shared.catalog.manifest import MAX_MANIFEST_BYTES, Category, DeploymentType, PricingModel
+from shared.kernel.redacted import RedactOnInput
 
 ListingStatus = Literal["pending_review", "approved", "rejected", "suspended"]
 VersionStatus = Literal["pending_review", "approved", "rejected"]
@@ -16,7 +17,7 @@ CatalogSort = Literal["relevance", "rating", "installs", "newest"]
 
 _Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 _VersionText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-_Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+_Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), RedactOnInput]
 
 
 class _Body(BaseModel):

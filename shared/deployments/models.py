@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StringConstraints
 
 from shared.identity import StrictModel
+from shared.kernel.redacted import RedactOnInput, ShownData, ShownText
 
 
 class DeploymentStatus(StrEnum):
@@ -64,7 +65,7 @@ class UpgradeRequest(StrictModel):
 
 class ConsentRequest(StrictModel):
     approve: bool
-    comment: Annotated[str, StringConstraints(max_length=2000)] = ""
+    comment: Annotated[str, StringConstraints(max_length=2000), RedactOnInput] = ""
 
 
 class DeploymentOut(BaseModel):
@@ -74,8 +75,9 @@ class DeploymentOut(BaseModel):
     version: str
     deployment_type: str
     status: DeploymentStatus
-    status_reason: str | None = None
-    config: dict[str, Any]
+    status_reason: ShownText | None = None
+    config: ShownData = Field(description="The install's config, values under secret-named keys and "
+                                          "credential shapes in text shown as [REDACTED].")
     granted_permissions: list[str]
     pending_version: str | None = None
     pending_permissions: list[str] | None = None

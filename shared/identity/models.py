@@ -18,6 +18,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from shared.kernel.redacted import RedactOnInput, ShownData
+
 
 class Role(StrEnum):
     """Roles inside an org; ``dataplane`` is only ever held by a data-plane API key."""
@@ -103,7 +105,8 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=120)]
+# A name is shown to every member and audited: a credential pasted into one is replaced.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=120), RedactOnInput]
 
 
 class DevGrant(StrictModel):
@@ -204,5 +207,6 @@ class Preferences(StrictModel):
 
 class PreferencesOut(BaseModel):
     org_id: str
-    data: dict[str, Any]
+    data: ShownData = Field(description="The preferences, values under secret-named keys and credential "
+                                        "shapes in text shown as [REDACTED].")
     updated_at: datetime | None = None

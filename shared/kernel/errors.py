@@ -11,6 +11,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from shared.kernel.redaction import redact, redact_text
+
 
 class ErrorCode(StrEnum):
     """The stable ``error.code`` values of the API, each with what it means."""
@@ -98,8 +100,10 @@ class AppError(Exception):
             self.code = code
 
     def body(self) -> dict[str, Any]:
-        """The SPEC error body."""
-        return {"error": {"code": str(self.code), "message": self.message, "details": self.details}}
+        """The SPEC error body; a message or detail that quotes a caller's input never repeats a
+        credential in it (shared/kernel/redaction.py)."""
+        return {"error": {"code": str(self.code), "message": redact_text(self.message),
+                          "details": redact(self.details)}}
 
     def headers(self) -> dict[str, str]:
         """Response headers the error carries (``Retry-After`` for the retryable ones)."""

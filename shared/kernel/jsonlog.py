@@ -1,59 +1,19 @@
-"""Structured JSON logs with secret redaction on every record, whatever logged it."""
+"""Structured JSON logs with secret redaction (shared/kernel/redaction.py) on every record, whatever logged it."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-REDACTED = "[REDACTED]"
+# The one rule for secrets (shared/kernel/redaction.py), re-exported: the data plane imports
+# only this module of the control plane's.
+from shared.kernel.redaction import REDACTED, redact, redact_text
 
-# Credentials the platform issues, JWTs, bearer headers and private keys, wherever they appear in
-# text. Each shape comes with the literals (lower-cased) that any match of it contains: text that
-# holds none of them cannot hold that credential, so most log lines skip the regular expression.
-_SHAPES: list[tuple[tuple[str, ...], str]] = [
-    (("mk.", "rt."), r"\b(?:mk|rt)\.[A-Za-z0-9_]+\.[A-Za-z0-9_\-]{16,}"),
-    (("eyj",), r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"),
-    (("bearer",), r"\b(?i:bearer)\s+[A-Za-z0-9._\-~+/]+=*"),
-    (("whsec_",), r"\bwhsec_[A-Za-z0-9+/=_\-]+"),
-    (("sk_test_", "sk_live_"), r"\bsk_(?:test|live)_[A-Za-z0-9]+"),
-    (("private key-----",), r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
-]
-_ANY_PATTERN = re.compile("|".join(f"(?:{pattern})" for _, pattern in _SHAPES))
-_TRIGGERS = tuple(literal for literals, _ in _SHAPES for literal in literals)
-_SECRET_KEYS = re.compile(r"(?i)(secret|password|passwd|token|authorization|api[_-]?key|private[_-]?key|"
-                          r"credential|signature|cookie)")
-
-
-def redact_text(text: str) -> str:
-    """Replace every credential-shaped substring."""
-    lowered = text.lower()
-    if not any(t in lowered for t in _TRIGGERS):
-        return text
-    return _ANY_PATTERN.sub(REDACTED, text)
-
-
-@functools.lru_cache(maxsize=4096)
-def _secret_key(key: str) -> bool:
-    return _SECRET_KEYS.search(key) is not None
-
-
-def redact(value: Any, *, key: str | None = None, text: bool = True) -> Any:
-    """Redact a structure: values under secret-named keys entirely, credential shapes in any
-    string (unless ``text`` is False: the caller redacts the serialized text as a whole)."""
-    if key is not None and _secret_key(key) and value not in (None, "", [], {}):
-        return REDACTED
-    if isinstance(value, str):
-        return redact_text(value) if text else value
-    if isinstance(value, dict):
-        return {k: redact(v, key=str(k), text=text) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v, text=text) for v in value]
-    return value
+__all__ = ["REDACTED", "JsonFormatter", "configure_logging", "redact", "redact_text"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -70,13 +30,41 @@ class JsonFormatter(logging.Formatter):
         if isinstance(fields, dict):
             entry.update(fields)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         # Secret-named keys first, then every credential shape in the serialized line at once.
         return redact_text(json.dumps(redact(entry, text=False), default=str, ensure_ascii=False))
 
 
+_TRACEBACKS = logging.Formatter()
+
+
+def _redacting_factory(base: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    """A record factory that redacts a record's message and traceback when it is made, so that
+    every handler (ours, a library's, pytest's ``caplog``) sees them redacted (a formatter uses a
+    record's ``exc_text`` when it is set); extra fields are redacted by the formatter."""
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(_TRACEBACKS.formatException(record.exc_info))
+        if isinstance(record.msg, str):
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad format string is logging's to report, at emit
+                return record
+            redacted = redact_text(message)
+            if record.args or redacted != message:
+                record.msg, record.args = redacted, None
+        return record
+    make.marketplace_redacting = True  # type: ignore[attr-defined]
+    return make
+
+
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Route every logger through the redacting JSON formatter (idempotent)."""
+    """Route every logger through the redacting JSON formatter, and redact every record's message
+    when it is made (idempotent)."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "marketplace_redacting", False):
+        logging.setLogRecordFactory(_redacting_factory(factory))
     root = logging.getLogger()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.identity import StrictModel
+from shared.kernel.redacted import ShownData, ShownResult, ShownText
 
 
 class RunStatus(StrEnum):
@@ -51,9 +52,10 @@ class RunOut(BaseModel):
     deployment_id: str
     version: str
     status: RunStatus
-    inputs: dict[str, Any]
-    outputs: dict[str, Any] | None = None
-    error: str | None = None
+    inputs: ShownData = Field(description="The run's inputs as given, values under secret-named keys and "
+                                          "credential shapes in text shown as [REDACTED].")
+    outputs: ShownResult | None = None
+    error: ShownText | None = None
     metrics: dict[str, Any] | None = None
     attempt: int
     max_attempts: int
@@ -77,7 +79,7 @@ class RunSummary(BaseModel):
     deployment_id: str
     version: str
     status: RunStatus
-    error: str | None = None
+    error: ShownText | None = None
     metrics: dict[str, Any] | None = None
     attempt: int
     cancel_requested: bool

@@ -45,8 +45,8 @@ from shared.kernel.db.database import ASYNC_COMMIT, Database, Deferred, Row, Tx
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
-from shared.kernel.jsonlog import redact, redact_text
 from shared.kernel.pagination import Keyset, Page, next_page
+from shared.kernel.redaction import redact, redact_text
 from shared.runs.models import (
     CheckpointIn,
     CheckpointList,
@@ -472,6 +472,10 @@ class RunService:
         ``queued`` again), then the run is ``dead``. A cancel request turns a failure into
         ``cancelled``.
         """
+        if report.error:
+            # Whatever the agent's error quotes (a signed URL, a key) goes no further: the run, its
+            # task, the audit entry and the webhook payload all take it from here.
+            report = report.model_copy(update={"error": redact_text(report.error)})
         token_hash = lease_hash(report.lease_token)
         with self.db.transaction() as tx:
             run = self._dataplane_run(tx, principal, agent_ref, run_id, lock=True)
@@ -510,7 +514,7 @@ class RunService:
                 status = RunStatus.QUEUED if run.attempt < run.max_attempts else RunStatus.DEAD
         answer = {"run_id": run.id, "status": status.value, "attempt": run.attempt,
                   "retry_scheduled": status == RunStatus.QUEUED}
-        error = redact_text(report.error) if report.error else None
+        error = report.error
         if status == RunStatus.QUEUED:
             tx.defer(_Q.schedule_retry, error, token_hash, json.dumps(answer), run.id)
             self.audit.append(tx, org_id=run.org_id, actor=principal.actor, action="run.retry_scheduled",

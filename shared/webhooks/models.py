@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from shared.identity import StrictModel
+from shared.kernel.redacted import RedactOnInput, ShownText, ShownUrl
 
 
 class WebhookEvent(StrEnum):
@@ -50,7 +51,7 @@ class WebhookCreate(StrictModel):
     url: WebhookUrl = Field(description="An https URL on a public address (see docs/WEBHOOKS.md).")
     events: list[WebhookEvent] = Field(min_length=1, max_length=len(WebhookEvent),
                                        description="The event types to deliver; at least one.")
-    description: Annotated[str, StringConstraints(max_length=500)] = ""
+    description: Annotated[str, StringConstraints(max_length=500), RedactOnInput] = ""
 
     @field_validator("events")
     @classmethod
@@ -61,11 +62,11 @@ class WebhookCreate(StrictModel):
 class WebhookOut(BaseModel):
     id: str
     org_id: str
-    url: str
+    url: ShownUrl = Field(description="Where deliveries go; its user-info and query values shown as [REDACTED].")
     events: list[str]
-    description: str
+    description: ShownText
     status: WebhookStatus
-    disabled_reason: str | None = None
+    disabled_reason: ShownText | None = None
     disabled_at: datetime | None = None
     created_by: str
     created_at: datetime
@@ -85,8 +86,8 @@ class DeliveryAttemptOut(BaseModel):
     attempt: int = Field(description="1 for the first attempt of this delivery, 2 for its first retry, ...")
     status_code: int | None = Field(default=None, description="The receiver's HTTP status; none when no "
                                                               "response arrived.")
-    error: str | None = None
-    response_excerpt: str | None = Field(default=None, description="The start of the receiver's response body.")
+    error: ShownText | None = None
+    response_excerpt: ShownText | None = Field(default=None, description="The start of the receiver's response body.")
     duration_ms: int
     started_at: datetime
     finished_at: datetime

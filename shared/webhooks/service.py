@@ -37,6 +37,7 @@ from shared.kernel.db.queries import Queries
 from shared.kernel.errors import BadRequest, Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import Keyset, Page, decode_cursor, next_page
+from shared.kernel.redaction import redact
 from shared.kernel.secret_box import SecretBoxError
 from shared.secrets import SecretKeys
 from shared.webhooks.delivery import (
@@ -235,8 +236,9 @@ class WebhookService:
         event_type = WebhookEvent(event).value
         new_event = new_id("msg")
         delivery_prefix = "whd_" + new_event.removeprefix("msg_")[:10]
+        # Payloads leave the platform: the redaction rule holds for them as for logs.
         return tx.defer(_Q.emit, org_id, event_type, new_event, org_id, event_type,
-                        json.dumps(dict(data), default=str), delivery_prefix, org_id)
+                        json.dumps(redact(dict(data)), default=str), delivery_prefix, org_id)
 
     # -- delivery ------------------------------------------------------------------------------
     def _lease_seconds(self, batch: int) -> float:

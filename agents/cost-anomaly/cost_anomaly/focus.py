@@ -214,18 +214,28 @@ def open_source(
         yield stream
 
 
+def shown_url(url: str) -> str:
+    """``url`` as an error may quote it: where it points (scheme, host, port, path), without its
+    user-info, query or fragment, where signed exports carry their credentials
+    (``X-Amz-Signature``, ``sig``, ``token``). The platform masks them too; an agent says only
+    what it must."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 @contextmanager
 def _open_http(url: str, *, max_bytes: int, timeout: float) -> Iterator[IO[str]]:
     request = urllib.request.Request(url, headers={"Accept": "text/csv, */*"})  # noqa: S310 - scheme checked
     try:
         response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - scheme checked
     except urllib.error.URLError as exc:
-        raise FocusSourceError(f"cannot fetch billing data from {url}: {exc}") from exc
+        raise FocusSourceError(f"cannot fetch billing data from {shown_url(url)}: {exc}") from exc
     with response:
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise FocusSourceError(f"{url} is {int(declared)} bytes, over the {max_bytes}-byte limit")
-        capped = io.BufferedReader(_CappedStream(response, max_bytes, url))
+            raise FocusSourceError(f"{shown_url(url)} is {int(declared)} bytes, over the {max_bytes}-byte limit")
+        capped = io.BufferedReader(_CappedStream(response, max_bytes, shown_url(url)))
         yield io.TextIOWrapper(capped, encoding="utf-8-sig", newline="")
 
 

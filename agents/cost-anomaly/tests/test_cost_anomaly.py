@@ -27,6 +27,7 @@ import yaml
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from support.http import Recorded, RecordingServer, Reply
+from support.net import free_port
 
 from cost_anomaly import tools
 from cost_anomaly.detect import (
@@ -47,6 +48,7 @@ from cost_anomaly.focus import (
     records_from_columns,
     records_to_columns,
     rollup_daily,
+    shown_url,
 )
 from cost_anomaly.graph import NODES, CostAnomalyState, RunOptions, build_graph
 from cost_anomaly.recommend import (
@@ -674,3 +676,14 @@ def test_generator_keeps_the_sample_shapes(tmp_path: Path) -> None:
     assert "NULL" in first  # missing values stay bare NULL literals
     [spike] = json.loads(truth.read_text(encoding="utf-8"))
     assert (spike["kind"], spike["start_day"]) == ("spike", "2024-09-10")
+
+
+def test_a_failed_fetch_names_the_url_without_its_credentials() -> None:
+    port = free_port()  # nothing listens here
+    url = f"http://ops:hunter2@127.0.0.1:{port}/exports/focus.csv?X-Amz-Signature=0a1b2c&token=t0ps3cr3t#k=v"
+    with pytest.raises(FocusSourceError) as failure:
+        read_focus_file(url, timeout=5)
+    message = str(failure.value)
+    assert f"http://127.0.0.1:{port}/exports/focus.csv" in message
+    assert not any(part in message for part in ("hunter2", "0a1b2c", "t0ps3cr3t", "X-Amz", "ops:"))
+    assert shown_url(url) == f"http://127.0.0.1:{port}/exports/focus.csv"
