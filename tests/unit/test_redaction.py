@@ -14,6 +14,7 @@ import logging
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from support.secrets import secret_table
 
 from shared.kernel.ids import new_id, new_secret
 from shared.kernel.jsonlog import JsonFormatter, configure_logging
@@ -30,7 +31,6 @@ from shared.kernel.redaction import (
     redact,
     redact_text,
 )
-from tests.support.secrets import secret_table
 
 TABLE = secret_table()
 
