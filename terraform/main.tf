@@ -74,7 +74,6 @@ locals {
     # The Cloud Scheduler target (functions/scheduled.py) and the account its triggers sign as.
     MARKETPLACE_SCHEDULED_URL             = "https://${var.region}-${var.project_id}.cloudfunctions.net/run_scheduled_job"
     MARKETPLACE_SCHEDULER_INVOKER         = google_service_account.scheduler.email
-    MARKETPLACE_DATAPLANE_SERVICE_ACCOUNT = google_service_account.data_plane.email
     MARKETPLACE_RUNNER_IMAGE              = var.runner_image
     MARKETPLACE_VPC_CONNECTOR             = google_vpc_access_connector.serverless.id
     # Rate limits count an anonymous caller by the address Google's proxies saw (X-Forwarded-For).
