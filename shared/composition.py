@@ -119,11 +119,10 @@ def _provisioner(settings: Settings) -> Provisioner:
         return LocalProvisioner(settings.dataplanes_dir)
     from shared.deployments.adapters.cloudrun_provisioner import CloudRunProvisioner  # noqa: PLC0415
 
-    if not settings.gcp_project or not settings.dataplane_service_account:
-        raise RuntimeError("gcp mode needs MARKETPLACE_GCP_PROJECT and MARKETPLACE_DATAPLANE_SERVICE_ACCOUNT")
-    return CloudRunProvisioner(settings.gcp_project, settings.gcp_region,
-                               service_account=settings.dataplane_service_account,
-                               default_image=settings.runner_image)
+    if not settings.gcp_project:
+        raise RuntimeError("gcp mode needs MARKETPLACE_GCP_PROJECT")
+    # Each deployment's job runs as a service account of its own, created at provision.
+    return CloudRunProvisioner(settings.gcp_project, settings.gcp_region, default_image=settings.runner_image)
 
 
 def _task_queue(settings: Settings, db: Database, connect: Connect) -> TaskQueue:

@@ -13,6 +13,9 @@ resource "google_service_account" "functions_build" {
   depends_on   = [google_project_service.apis]
 }
 
+# The shared data-plane service's identity. Each SaaS deployment's Cloud Run job runs as an
+# account of its own instead, which the functions create at install and delete at uninstall
+# (shared/deployments/adapters/cloudrun_provisioner.py): it reads its own key and nothing else.
 resource "google_service_account" "data_plane" {
   account_id   = "${var.name_prefix}-data-plane"
   display_name = "Agent Marketplace SaaS data plane (Cloud Run)"
@@ -87,11 +90,10 @@ resource "google_project_iam_member" "workloads" {
   member   = "serviceAccount:${local.service_account_emails[each.value.account]}"
 }
 
-# The functions enqueue tasks that run as the tasks account, and start data planes as theirs.
+# The functions enqueue tasks that run as the tasks account.
 resource "google_service_account_iam_member" "functions_act_as" {
   for_each = {
-    tasks      = google_service_account.tasks.name
-    data_plane = google_service_account.data_plane.name
+    tasks = google_service_account.tasks.name
   }
   service_account_id = each.value
   role               = "roles/iam.serviceAccountUser"
@@ -143,17 +145,12 @@ data "google_project" "this" {
   project_id = var.project_id
 }
 
-# Data planes (the shared service and the per-deployment jobs the functions create) read only
-# their own kind of secret: the data-plane keys, named dataplane-*.
-resource "google_project_iam_member" "data_plane_keys" {
-  project = var.project_id
-  role    = "roles/secretmanager.secretAccessor"
-  member  = "serviceAccount:${google_service_account.data_plane.email}"
-
-  condition {
-    title      = "dataplane-keys-only"
-    expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/dataplane-\")"
-  }
+# The shared data-plane service reads its own key only. The per-deployment jobs' accounts get
+# no grant here: the functions set each deployment secret's policy to its own account alone.
+resource "google_secret_manager_secret_iam_member" "data_plane_key" {
+  secret_id = google_secret_manager_secret.app["dataplane-api-key"].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.data_plane.email}"
 }
 
 # SaaS installs store each deployment's data-plane key in its own secret (dataplane-<id>): the
@@ -177,6 +174,51 @@ resource "google_project_iam_custom_role" "dataplane_key_writer" {
 resource "google_project_iam_member" "functions_dataplane_keys" {
   project = var.project_id
   role    = google_project_iam_custom_role.dataplane_key_writer.id
+  member  = "serviceAccount:${google_service_account.functions.email}"
+}
+
+# Each deployment's key secret is readable by that deployment's account alone: the functions set
+# the policy of the per-deployment dataplane-* secrets, and of no other secret (not the shared
+# data plane's dataplane-api-key, not the platform's own secrets).
+resource "google_project_iam_custom_role" "dataplane_key_granter" {
+  role_id     = "${replace(var.name_prefix, "-", "_")}_dataplane_key_granter"
+  title       = "Agent Marketplace data-plane key granter"
+  description = "Set who may read a per-deployment data-plane key secret."
+  permissions = [
+    "secretmanager.secrets.getIamPolicy",
+    "secretmanager.secrets.setIamPolicy",
+  ]
+}
+
+resource "google_project_iam_member" "functions_dataplane_key_grants" {
+  project = var.project_id
+  role    = google_project_iam_custom_role.dataplane_key_granter.id
+  member  = "serviceAccount:${google_service_account.functions.email}"
+
+  condition {
+    title      = "per-deployment-dataplane-keys-only"
+    expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/dataplane-\") && !resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/dataplane-api-key\")"
+  }
+}
+
+# The per-deployment data-plane identities: the functions create and delete one service account
+# per SaaS deployment and run its Cloud Run job as it (actAs). A custom role rather than
+# roles/iam.serviceAccountAdmin: no keys, no policy changes on accounts.
+resource "google_project_iam_custom_role" "dataplane_identity_admin" {
+  role_id     = "${replace(var.name_prefix, "-", "_")}_dataplane_identity_admin"
+  title       = "Agent Marketplace data-plane identity admin"
+  description = "Create and delete the per-deployment data-plane service accounts and run jobs as them."
+  permissions = [
+    "iam.serviceAccounts.actAs",
+    "iam.serviceAccounts.create",
+    "iam.serviceAccounts.delete",
+    "iam.serviceAccounts.get",
+  ]
+}
+
+resource "google_project_iam_member" "functions_dataplane_identities" {
+  project = var.project_id
+  role    = google_project_iam_custom_role.dataplane_identity_admin.id
   member  = "serviceAccount:${google_service_account.functions.email}"
 }
 

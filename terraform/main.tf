@@ -72,11 +72,10 @@ locals {
     # The Cloud Tasks push target (functions/dispatch.py); its URL is also the tokens' audience.
     MARKETPLACE_DISPATCH_URL = "https://${var.region}-${var.project_id}.cloudfunctions.net/dispatch_task"
     # The Cloud Scheduler target (functions/scheduled.py) and the account its triggers sign as.
-    MARKETPLACE_SCHEDULED_URL             = "https://${var.region}-${var.project_id}.cloudfunctions.net/run_scheduled_job"
-    MARKETPLACE_SCHEDULER_INVOKER         = google_service_account.scheduler.email
-    MARKETPLACE_DATAPLANE_SERVICE_ACCOUNT = google_service_account.data_plane.email
-    MARKETPLACE_RUNNER_IMAGE              = var.runner_image
-    MARKETPLACE_VPC_CONNECTOR             = google_vpc_access_connector.serverless.id
+    MARKETPLACE_SCHEDULED_URL     = "https://${var.region}-${var.project_id}.cloudfunctions.net/run_scheduled_job"
+    MARKETPLACE_SCHEDULER_INVOKER = google_service_account.scheduler.email
+    MARKETPLACE_RUNNER_IMAGE      = var.runner_image
+    MARKETPLACE_VPC_CONNECTOR     = google_vpc_access_connector.serverless.id
     # Rate limits count an anonymous caller by the address Google's proxies saw (X-Forwarded-For).
     MARKETPLACE_CLIENT_ADDRESS_HOPS = var.client_address_hops == null ? null : tostring(var.client_address_hops)
   } : key => value if value != null })

@@ -1,7 +1,8 @@
 # Cloud Run: the shared SaaS data plane (the same runner image as BYOC, polling the control plane
 # through the gateway). The per-run Cloud Run jobs are not here: the functions create one per SaaS
-# deployment at install (shared/adapters/cloudrun_provisioner.py, as the data-plane account) and
-# POST /internal/tasks/dispatch starts an execution of it for each Cloud Tasks delivery.
+# deployment at install (shared/deployments/adapters/cloudrun_provisioner.py, each running as a
+# service account of its own) and POST /internal/tasks/dispatch starts an execution of it for each
+# Cloud Tasks delivery.
 
 resource "google_cloud_run_v2_service" "data_plane" {
   count               = var.data_plane_enabled ? 1 : 0
@@ -75,5 +76,5 @@ resource "google_cloud_run_v2_service" "data_plane" {
     }
   }
 
-  depends_on = [google_project_iam_member.data_plane_keys]
+  depends_on = [google_secret_manager_secret_iam_member.data_plane_key]
 }

@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     gcp_project: str | None = None
     gcp_region: str = "us-central1"
     runner_image: str = "us-docker.pkg.dev/agent-marketplace/runner/data-plane:latest"
-    dataplane_service_account: str | None = None
 
     # gcp mode: push each run's delivery through Cloud Tasks to the dispatch function, which
     # starts the deployment's Cloud Run job. Unset: SaaS runs wait for a polling worker.

@@ -88,8 +88,7 @@ def dispatch(container: Any, cloud_run: CloudRun, google_key: tuple[Any, str],
              monkeypatch: pytest.MonkeyPatch) -> DispatchService:
     jobs = run_v2.JobsClient(transport="rest", credentials=AnonymousCredentials(),
                              client_options={"api_endpoint": cloud_run.server.url})
-    provisioner = CloudRunProvisioner(PROJECT, REGION, service_account="dp@acme.iam.gserviceaccount.com",
-                                      default_image="runner:1", jobs_client=jobs)
+    provisioner = CloudRunProvisioner(PROJECT, REGION, default_image="runner:1", jobs_client=jobs)
     verifier = OidcVerifier(issuer=GOOGLE, audience=DISPATCH_URL, jwks_url=google_key[1])
     service = DispatchService(container.db, container.deployments, provisioner, PushAuth(verifier, TASKS_SA))
     monkeypatch.setattr(container, "dispatch", service)
@@ -217,7 +216,7 @@ def test_local_mode_has_no_push_target(anon: Any, container: Any) -> None:
 
 def test_gcp_mode_wires_cloud_tasks_the_dispatch_target_and_the_relay(database_url: str) -> None:
     gcp = {"mode": "gcp", "database_url": database_url, "oidc_issuer": "https://issuer.example",
-           "gcp_project": PROJECT, "dataplane_service_account": "dp@acme.iam.gserviceaccount.com",
+           "gcp_project": PROJECT,
            "kms_key": f"projects/{PROJECT}/locations/{REGION}/keyRings/marketplace/cryptoKeys/data-keys",
            "runs_queue": f"projects/{PROJECT}/locations/{REGION}/queues/runs",
            "dispatch_url": DISPATCH_URL, "tasks_invoker": TASKS_SA,

@@ -1,9 +1,10 @@
-"""CloudRunProvisioner against the real Cloud Run v2 and Secret Manager v1 clients.
+"""CloudRunProvisioner against the real Cloud Run v2 and Secret Manager v1 clients, and IAM's REST API.
 
 No emulator exists for Cloud Run, so the clients run their REST transport against a small
 recording HTTP server started here, which answers as the Google APIs do (long-running
 ``Operation`` JSON, resources, and Google's JSON error bodies). Every test asserts the exact
-requests the client libraries sent.
+requests the client libraries sent. IAM is called through google-auth's ``AuthorizedSession``
+(the adapter's own choice: ``google-cloud-iam`` has no REST transport), pointed at the same server.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from typing import Any
 import pytest
 from google.api_core import exceptions as google_errors
 from google.auth.credentials import AnonymousCredentials
+from google.auth.transport.requests import AuthorizedSession
 from google.cloud import run_v2, secretmanager_v1
 from support.http import Recorded, RecordingServer, Reply
 
 from shared.deployments.adapters.cloudrun_provisioner import (
     CloudRunProvisioner,
+    account_id_for,
     crc32c,
     job_name_for,
     label_value,
@@ -35,7 +38,6 @@ from shared.kernel.ids import new_id
 
 PROJECT = "acme-prod"
 REGION = "europe-west1"
-SERVICE_ACCOUNT = "dataplane@acme-prod.iam.gserviceaccount.com"
 DEFAULT_IMAGE = "us-docker.pkg.dev/agent-marketplace/runner/data-plane:1.4.0"
 API_KEY = "mk.key01.Zq3vT9sLx2WmR8pK4nB7cY1dF6gH0jAe"
 DEPLOYMENT = "dep_01jq7k2m3n4p5r6s7t8v9w0xyz"
@@ -44,8 +46,16 @@ SECRET = f"projects/{PROJECT}/secrets/dataplane-{DEPLOYMENT}"
 LOCATION = f"projects/{PROJECT}/locations/{REGION}"
 JOB = f"{LOCATION}/jobs/{JOB_NAME}"
 OPERATION = f"{LOCATION}/operations/op-7f3a"
+ACCOUNT_ID = "dep-01jq7k2m3n4p5r6s7t8v9w0xyz"
+SERVICE_ACCOUNT = f"{ACCOUNT_ID}@{PROJECT}.iam.gserviceaccount.com"
+ACCOUNTS = f"/v1/projects/{PROJECT}/serviceAccounts"
+ACCOUNT = f"{ACCOUNTS}/{SERVICE_ACCOUNT}"
+SET_POLICY = f"/v1/{SECRET}:setIamPolicy"
+ONLY_THE_ACCOUNT = {"bindings": [{"role": "roles/secretmanager.secretAccessor",
+                                  "members": [f"serviceAccount:{SERVICE_ACCOUNT}"]}]}
 
 _JOB_NAME_RULE = re.compile(r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?")
+_ACCOUNT_ID_RULE = re.compile(r"[a-z][-a-z0-9]{4,28}[a-z0-9]")
 _JOB_TYPE = "type.googleapis.com/google.cloud.run.v2.Job"
 
 
@@ -108,8 +118,16 @@ def version(n: int) -> dict[str, Any]:
 
 
 def script_secret(fake: FakeGoogleApis, *, exists: bool = False, enabled: tuple[int, ...] = (1,),
-                  new_version: int = 1) -> None:
-    """Secret Manager answers for a provision: create (or 409), add the version, list enabled ones."""
+                  new_version: int = 1, account_exists: bool = False) -> None:
+    """Secret Manager and IAM answers for a provision: create the secret (or 409), add the
+    version, list enabled ones; create the account (or 409), set the secret's policy."""
+    fake.on("POST", ACCOUNTS,
+            error(409, "ALREADY_EXISTS", f"Service account {ACCOUNT_ID} already exists within project "
+                                         f"projects/{PROJECT}.") if account_exists else
+            (200, {"name": f"projects/{PROJECT}/serviceAccounts/{SERVICE_ACCOUNT}", "projectId": PROJECT,
+                   "uniqueId": "104455817718294457381", "email": SERVICE_ACCOUNT,
+                   "displayName": f"Data plane {ACCOUNT_ID}"}))
+    fake.on("POST", SET_POLICY, (200, {**ONLY_THE_ACCOUNT, "etag": "BwYQ1Xf2Kxk="}))
     fake.on("POST", f"/v1/projects/{PROJECT}/secrets",
             error(409, "ALREADY_EXISTS", f"Secret [{SECRET}] already exists.") if exists else
             (200, {"name": SECRET, "replication": {"automatic": {}}, "createTime": "2025-01-01T00:00:00Z"}))
@@ -130,8 +148,10 @@ def make_provisioner(fake: FakeGoogleApis, **kwargs: Any) -> CloudRunProvisioner
     jobs = run_v2.JobsClient(transport="rest", credentials=AnonymousCredentials(), client_options=options)
     secrets = secretmanager_v1.SecretManagerServiceClient(transport="rest", credentials=AnonymousCredentials(),
                                                           client_options=options)
-    return CloudRunProvisioner(PROJECT, REGION, service_account=SERVICE_ACCOUNT, default_image=DEFAULT_IMAGE,
-                               jobs_client=jobs, secrets_client=secrets, **kwargs)
+    iam = AuthorizedSession(AnonymousCredentials())  # type: ignore[no-untyped-call]
+    kwargs.setdefault("grant_retry_delays", ())
+    return CloudRunProvisioner(PROJECT, REGION, default_image=DEFAULT_IMAGE, jobs_client=jobs,
+                               secrets_client=secrets, iam_session=iam, iam_endpoint=fake.url, **kwargs)
 
 
 @pytest.fixture
@@ -243,22 +263,30 @@ def test_provision_stores_the_key_then_creates_the_job(fake: FakeGoogleApis,
         ("POST", f"/v1/projects/{PROJECT}/secrets", {"secretId": f"dataplane-{DEPLOYMENT}"}),
         ("POST", f"/v1/{SECRET}:addVersion", {}),
         ("GET", f"/v1/{SECRET}/versions", {"filter": "state:ENABLED"}),
+        ("POST", ACCOUNTS, {}),
+        ("POST", SET_POLICY, {}),
         ("POST", f"/v2/{LOCATION}/jobs", {"jobId": JOB_NAME}),
     ]
-    create_secret, add_version, _, create_job = fake.requests
+    create_secret, add_version, _, create_account, set_policy, create_job = fake.requests
     assert create_secret.json() == {"replication": {"automatic": {}},
                                   "labels": {"marketplace-deployment": DEPLOYMENT,
                                              "marketplace-org": "org_01jq7k0000acme"}}
     payload = add_version.json()["payload"]
     assert base64.b64decode(payload["data"]).decode() == API_KEY
     assert int(payload["dataCrc32c"]) == crc32c(API_KEY.encode())
+    assert create_account.json() == {"accountId": ACCOUNT_ID, "serviceAccount": {
+        "displayName": f"Data plane {ACCOUNT_ID}",
+        "description": f"Agent Marketplace data plane of deployment {DEPLOYMENT}"}}
+    # The whole policy is replaced: the deployment's own account is the only reader.
+    assert set_policy.json() == {"policy": ONLY_THE_ACCOUNT}
     assert create_job.json() == expected_job()
+    assert create_job.json()["template"]["template"]["serviceAccount"] == SERVICE_ACCOUNT
 
 
 def test_provision_updates_an_existing_job_and_destroys_older_key_versions(
         fake: FakeGoogleApis, provisioner: CloudRunProvisioner) -> None:
     # Version 4 was added by a concurrent provision after ours (3): it must survive.
-    script_secret(fake, exists=True, enabled=(1, 2, 3, 4), new_version=3)
+    script_secret(fake, exists=True, enabled=(1, 2, 3, 4), new_version=3, account_exists=True)
     for n in (1, 2):
         fake.on("POST", f"/v1/projects/123456789/secrets/dataplane-{DEPLOYMENT}/versions/{n}:destroy",
                 (200, {**version(n), "state": 3}))
@@ -273,6 +301,8 @@ def test_provision_updates_an_existing_job_and_destroys_older_key_versions(
         ("GET", f"/v1/{SECRET}/versions", {"filter": "state:ENABLED"}),
         ("POST", f"/v1/projects/123456789/secrets/dataplane-{DEPLOYMENT}/versions/1:destroy", {}),
         ("POST", f"/v1/projects/123456789/secrets/dataplane-{DEPLOYMENT}/versions/2:destroy", {}),
+        ("POST", ACCOUNTS, {}),
+        ("POST", SET_POLICY, {}),
         ("POST", f"/v2/{LOCATION}/jobs", {"jobId": JOB_NAME}),
         ("PATCH", f"/v2/{JOB}", {"allowMissing": "true"}),
     ]
@@ -290,6 +320,7 @@ def test_the_key_never_reaches_cloud_run_nor_the_logs(fake: FakeGoogleApis, prov
     fake.on("PATCH", f"/v2/{JOB}", operation())
     fake.on("DELETE", f"/v2/{JOB}", operation())
     fake.on("DELETE", f"/v1/{SECRET}", (200, {}))
+    fake.on("DELETE", ACCOUNT, (200, {}))
 
     provisioner.provision(make_spec())
     provisioner.provision(make_spec())  # the update path
@@ -361,25 +392,29 @@ def test_a_failed_version_cleanup_is_logged_and_the_job_still_created(
 
 
 # -- deprovision --------------------------------------------------------------------------------
-def test_deprovision_deletes_the_job_then_the_secret(fake: FakeGoogleApis,
-                                                     provisioner: CloudRunProvisioner) -> None:
+def test_deprovision_deletes_the_job_then_the_secret_then_the_account(fake: FakeGoogleApis,
+                                                                      provisioner: CloudRunProvisioner) -> None:
     fake.on("DELETE", f"/v2/{JOB}", operation())
     fake.on("DELETE", f"/v1/{SECRET}", (200, {}))
+    fake.on("DELETE", ACCOUNT, (200, {}))
 
     provisioner.deprovision(DEPLOYMENT)
 
-    assert fake.calls() == [("DELETE", f"/v2/{JOB}", {}), ("DELETE", f"/v1/{SECRET}", {})]
+    assert fake.calls() == [("DELETE", f"/v2/{JOB}", {}), ("DELETE", f"/v1/{SECRET}", {}),
+                            ("DELETE", ACCOUNT, {})]
     assert all(r.body == b"" for r in fake.requests)
 
 
 def test_deprovision_is_idempotent(fake: FakeGoogleApis, provisioner: CloudRunProvisioner) -> None:
     fake.on("DELETE", f"/v2/{JOB}", error(404, "NOT_FOUND", f"Resource '{JOB_NAME}' was not found"))
     fake.on("DELETE", f"/v1/{SECRET}", error(404, "NOT_FOUND", f"Secret [{SECRET}] not found."))
+    fake.on("DELETE", ACCOUNT, error(404, "NOT_FOUND", f"Service account {SERVICE_ACCOUNT} does not exist."))
 
     provisioner.deprovision(DEPLOYMENT)
     provisioner.deprovision(DEPLOYMENT)
 
-    assert fake.calls() == [("DELETE", f"/v2/{JOB}", {}), ("DELETE", f"/v1/{SECRET}", {})] * 2
+    assert fake.calls() == [("DELETE", f"/v2/{JOB}", {}), ("DELETE", f"/v1/{SECRET}", {}),
+                            ("DELETE", ACCOUNT, {})] * 2
 
 
 def test_deprovision_keeps_the_secret_while_the_job_could_not_be_deleted(
@@ -395,8 +430,8 @@ def test_deprovision_keeps_the_secret_while_the_job_could_not_be_deleted(
 def test_importing_and_constructing_the_adapter_loads_no_google_sdk() -> None:
     code = ("import sys; base = set(sys.modules); "
             "from shared.deployments.adapters.cloudrun_provisioner import CloudRunProvisioner; "
-            "p = CloudRunProvisioner('p', 'r', service_account='sa', default_image='img'); "
-            "p.job_path('dep_x'); p.secret_path('dep_x'); p.close(); "
+            "p = CloudRunProvisioner('p', 'r', default_image='img'); "
+            "p.job_path('dep_x'); p.secret_path('dep_x'); p.account_path('dep_x'); p.close(); "
             "print(sorted(n for n in set(sys.modules) - base "
             "if n.startswith(('google', 'grpc', 'proto', 'requests'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -418,3 +453,93 @@ def test_start_execution_of_a_missing_job_raises(fake: FakeGoogleApis, provision
     fake.on("POST", f"/v2/{JOB}:run", error(404, "NOT_FOUND", f"Resource '{JOB_NAME}' was not found"))
     with pytest.raises(google_errors.NotFound):
         provisioner.start_execution(DEPLOYMENT)
+
+
+# -- per-deployment identity ----------------------------------------------------------------------
+def test_platform_deployment_ids_map_to_readable_account_ids() -> None:
+    assert account_id_for(DEPLOYMENT) == ACCOUNT_ID
+    generated = new_id("dep")
+    assert account_id_for(generated) == generated.replace("_", "-")
+    assert _ACCOUNT_ID_RULE.fullmatch(account_id_for(generated))
+
+
+@pytest.mark.parametrize("deployment_id", [
+    "DEP_Upper", "dep-already-hyphenated", "9lives", "__", "", "dep.x", "dep/x", "dép_ünïcode",
+    "dep_" + "a" * 60, "dep_trailing_", "-" * 80, "dep_a", "functions", "mkt_functions",
+])
+def test_other_ids_get_valid_hashed_account_ids(deployment_id: str) -> None:
+    account = account_id_for(deployment_id)
+    assert _ACCOUNT_ID_RULE.fullmatch(account), account  # IAM: 6-30 characters
+    assert account == account_id_for(deployment_id)
+    assert re.search(r"-[0-9a-f]{8}$", account)
+
+
+def test_ids_that_sanitize_alike_get_distinct_account_ids() -> None:
+    assert len({account_id_for(i) for i in ("dep.x", "dep/x", "DEP_X", "dep-x", "dep x")}) == 5
+
+
+def test_an_existing_account_is_kept_and_still_the_only_reader(fake: FakeGoogleApis,
+                                                               provisioner: CloudRunProvisioner) -> None:
+    script_secret(fake, account_exists=True)
+    fake.on("POST", f"/v2/{LOCATION}/jobs", operation())
+
+    provisioner.provision(make_spec())
+
+    assert [c for c in fake.calls() if c[1] in (ACCOUNTS, SET_POLICY)] == [("POST", ACCOUNTS, {}),
+                                                                          ("POST", SET_POLICY, {})]
+    assert [r.json() for r in fake.requests if r.path == SET_POLICY] == [{"policy": ONLY_THE_ACCOUNT}]
+    assert fake.requests[-1].json()["template"]["template"]["serviceAccount"] == SERVICE_ACCOUNT
+
+
+def test_an_account_not_yet_visible_to_secret_manager_is_retried(fake: FakeGoogleApis) -> None:
+    provisioner = make_provisioner(fake, grant_retry_delays=(0.0, 0.0))
+    script_secret(fake)
+    fake.on("POST", SET_POLICY,
+            error(400, "INVALID_ARGUMENT", f"Service account {SERVICE_ACCOUNT} does not exist."),
+            (200, ONLY_THE_ACCOUNT))
+    fake.on("POST", f"/v2/{LOCATION}/jobs", operation())
+
+    provisioner.provision(make_spec())
+
+    assert [c[1] for c in fake.calls()].count(SET_POLICY) == 2
+    assert fake.calls()[-1] == ("POST", f"/v2/{LOCATION}/jobs", {"jobId": JOB_NAME})
+
+
+def test_the_grant_retries_are_bounded(fake: FakeGoogleApis) -> None:
+    provisioner = make_provisioner(fake, grant_retry_delays=(0.0,))
+    script_secret(fake)
+    fake.on("POST", SET_POLICY, error(400, "INVALID_ARGUMENT", "Service account does not exist."))
+
+    with pytest.raises(google_errors.BadRequest):
+        provisioner.provision(make_spec())
+    assert [c[1] for c in fake.calls()].count(SET_POLICY) == 2
+    assert not [c for c in fake.calls() if c[1].startswith("/v2/")]  # no job without its grant
+
+
+def test_an_iam_error_propagates_and_no_job_is_created(fake: FakeGoogleApis,
+                                                       provisioner: CloudRunProvisioner) -> None:
+    script_secret(fake)
+    fake.on("POST", ACCOUNTS, error(403, "PERMISSION_DENIED", "Permission 'iam.serviceAccounts.create' denied."))
+
+    with pytest.raises(google_errors.Forbidden, match=r"iam\.serviceAccounts\.create"):
+        provisioner.provision(make_spec())
+    assert [c[1] for c in fake.calls()][-1] == ACCOUNTS
+
+
+def test_deprovision_keeps_the_account_while_the_secret_could_not_be_deleted(
+        fake: FakeGoogleApis, provisioner: CloudRunProvisioner) -> None:
+    fake.on("DELETE", f"/v2/{JOB}", operation())
+    fake.on("DELETE", f"/v1/{SECRET}", error(403, "PERMISSION_DENIED", "denied"))
+
+    with pytest.raises(google_errors.Forbidden):
+        provisioner.deprovision(DEPLOYMENT)
+    assert fake.calls() == [("DELETE", f"/v2/{JOB}", {}), ("DELETE", f"/v1/{SECRET}", {})]
+
+
+def test_a_failed_account_deletion_propagates(fake: FakeGoogleApis, provisioner: CloudRunProvisioner) -> None:
+    fake.on("DELETE", f"/v2/{JOB}", operation())
+    fake.on("DELETE", f"/v1/{SECRET}", (200, {}))
+    fake.on("DELETE", ACCOUNT, error(403, "PERMISSION_DENIED", "Permission 'iam.serviceAccounts.delete' denied."))
+
+    with pytest.raises(google_errors.Forbidden):
+        provisioner.deprovision(DEPLOYMENT)

@@ -292,11 +292,40 @@ def test_saas_has_the_platform_services(saas: Declarations) -> None:
     assert "var.openapi_spec_path" in str(config["openapi_documents"])
     # Agent runs execute in per-deployment Cloud Run jobs that the functions create at install
     # (the provisioner) and start from dispatch_task: no shared job is declared here, and the
-    # functions' account may create and run jobs as the data-plane account.
+    # functions' account may create jobs and the per-deployment accounts they run as.
     assert "google_cloud_run_v2_job" not in kinds
     code = code_without_comments(tf_files(SAAS))
     assert '"roles/run.developer"' in code
-    assert "google_service_account_iam_member" in kinds and "data_plane = google_service_account.data_plane.name" in code
+    assert "google_service_account_iam_member" in kinds
+
+
+def test_saas_isolates_each_deployments_data_plane_key(saas: Declarations) -> None:
+    code = code_without_comments(tf_files(SAAS))
+    # No account may read every data-plane key: the prefix-scoped grant of the shared
+    # data-plane account is gone; it reads the shared service's own key only.
+    assert "google_project_iam_member" not in [kind for kind, name in saas.resources if name == "data_plane_keys"]
+    assert not re.search(r'role\s*=\s*"roles/secretmanager.secretAccessor"[^}]*condition', code)
+    shared_key = saas.resources["google_secret_manager_secret_iam_member", "data_plane_key"]
+    assert unquote(shared_key["secret_id"]) == '${google_secret_manager_secret.app["dataplane-api-key"].id}'
+    assert unquote(shared_key["member"]) == "serviceAccount:${google_service_account.data_plane.email}"
+    # The functions create, delete and act as the per-deployment accounts, without keys or
+    # account policies (a custom role, not roles/iam.serviceAccountAdmin).
+    identities = saas.resources["google_project_iam_custom_role", "dataplane_identity_admin"]
+    assert sorted(unquote(p) for p in identities["permissions"]) == ["iam.serviceAccounts.actAs", "iam.serviceAccounts.create",
+                                                 "iam.serviceAccounts.delete", "iam.serviceAccounts.get"]
+    assert "roles/iam.serviceAccountAdmin" not in code
+    functions = "serviceAccount:${google_service_account.functions.email}"
+    binding = saas.resources["google_project_iam_member", "functions_dataplane_identities"]
+    assert unquote(binding["role"]) == "${google_project_iam_custom_role.dataplane_identity_admin.id}"
+    assert unquote(binding["member"]) == functions
+    # ...and set the policy of the per-deployment key secrets only.
+    granter = saas.resources["google_project_iam_custom_role", "dataplane_key_granter"]
+    assert "secretmanager.secrets.setIamPolicy" in [unquote(p) for p in granter["permissions"]]
+    grants = saas.resources["google_project_iam_member", "functions_dataplane_key_grants"]
+    assert unquote(grants["member"]) == functions
+    expression = unquote(grants["condition"][0]["expression"])
+    assert "/secrets/dataplane-" in expression and "!resource.name.startsWith" in expression
+    assert "dataplane-api-key" in expression
 
 
 def test_saas_schedules_the_periodic_jobs(saas: Declarations, cloudbuild: dict[str, Any]) -> None:

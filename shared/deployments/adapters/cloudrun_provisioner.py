@@ -2,10 +2,19 @@
 
 ``provision`` first stores the deployment's data-plane API key as a new version of the Secret
 Manager secret ``dataplane-<deployment id>`` (created on first use, automatic replication),
-then creates the Cloud Run v2 job of the deployment, or updates it when it already exists.
-The job's container reads the key through a secret reference (``latest`` version): the clear
-key never appears in the job, in Cloud Run's API, nor in a log line. Older versions of the
-secret are destroyed once the new one is stored, so a replaced key does not linger.
+then creates the deployment's own service account (IAM, ``projects.serviceAccounts.create``;
+an existing one is kept), sets the secret's IAM policy to exactly one binding: that account
+as ``roles/secretmanager.secretAccessor``, and creates the Cloud Run v2 job of the deployment
+running as that account, or updates the job when it already exists. So each deployment's
+code can read its own key and no other deployment's. The job's container reads the key
+through a secret reference (``latest`` version): the clear key never appears in the job, in
+Cloud Run's API, nor in a log line. Older versions of the secret are destroyed once the new
+one is stored, so a replaced key does not linger. ``deprovision`` deletes the job, the secret
+and the account.
+
+The IAM Admin API is called over REST through google-auth's ``AuthorizedSession``: the
+``google-cloud-iam`` client library (``iam_admin_v1``) only has a gRPC transport, and three
+plain JSON calls do not justify a second transport stack.
 
 The job is not run here: executions are started per delivery by the task queue's push
 target, and each one connects out to the control plane and claims its work.
@@ -19,6 +28,11 @@ Names are derived deterministically from the deployment id:
   digits of the id's SHA-256, so ids that sanitize alike still get distinct names (≤ 49).
 * secret: ``dataplane-<id>`` when that is a valid secret id (``[A-Za-z0-9_-]{1,255}``),
   otherwise the same replace-then-hash scheme.
+* service account: the platform's ids (``dep_`` + 26 lowercase base32 characters, 30 in all)
+  map to ``dep-…``, one-to-one. Any other id is lowercased, every run of characters IAM does
+  not allow becomes one ``-``, a ``d-`` prefix is added when it does not start with a letter,
+  and it is cut to 21 characters and suffixed with ``-`` + the first 8 hex digits of the id's
+  SHA-256 (6-30 characters, ``[a-z][-a-z0-9]*[a-z0-9]``, as IAM requires).
 * labels: lowercased, other characters replaced by ``_``, cut to 63 characters
   (informational only, so a lossy mapping is fine).
 
@@ -33,6 +47,7 @@ import json
 import logging
 import re
 import threading
+import time
 from typing import Any
 
 from shared.deployments.ports import DataPlaneSpec
@@ -40,6 +55,7 @@ from shared.deployments.ports import DataPlaneSpec
 _log = logging.getLogger(__name__)
 
 JOB_NAME_MAX = 49
+ACCOUNT_ID_MAX = 30
 SECRET_ID_MAX = 255
 LABEL_MAX = 63
 
@@ -48,6 +64,10 @@ _JOB_UNSAFE = re.compile(r"[^a-z0-9]+")
 _SECRET_ID = re.compile(r"[A-Za-z0-9_-]+")
 _SECRET_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _LABEL_UNSAFE = re.compile(r"[^a-z0-9_-]")
+_PLATFORM_DEPLOYMENT_ID = re.compile(r"dep_[a-z0-9]{1,26}")
+
+SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"  # noqa: S105 - a role name
+IAM_ENDPOINT = "https://iam.googleapis.com"
 
 
 def _digest(value: str) -> str:
@@ -62,6 +82,17 @@ def job_name_for(deployment_id: str) -> str:
     if not base[:1].isalpha():
         base = f"d-{base}"
     base = base[: JOB_NAME_MAX - 9].rstrip("-")
+    return f"{base}-{_digest(deployment_id)}"
+
+
+def account_id_for(deployment_id: str) -> str:
+    """The IAM service account id of a deployment (6-30 characters, ``[a-z][-a-z0-9]*[a-z0-9]``)."""
+    if _PLATFORM_DEPLOYMENT_ID.fullmatch(deployment_id) and len(deployment_id) >= 6:
+        return deployment_id.replace("_", "-")
+    base = _JOB_UNSAFE.sub("-", deployment_id.lower()).strip("-")
+    if not base[:1].isalpha():
+        base = f"d-{base}"
+    base = base[: ACCOUNT_ID_MAX - 9].rstrip("-")
     return f"{base}-{_digest(deployment_id)}"
 
 
@@ -96,32 +127,40 @@ def _version_number(version_name: str) -> int:
 
 
 class CloudRunProvisioner:
-    """``Provisioner`` for gcp mode: one Cloud Run v2 job and one Secret Manager secret per deployment.
+    """``Provisioner`` for gcp mode: per deployment, one Cloud Run v2 job, one Secret Manager
+    secret and one IAM service account, the only identity allowed to read that secret.
 
-    ``project``/``region`` locate the jobs (``projects/{project}/locations/{region}``) and the
-    secrets (``projects/{project}``). ``service_account`` is the identity the data plane runs
-    as; it needs ``roles/secretmanager.secretAccessor`` on the secrets. ``default_image`` runs
-    when the agent's manifest names no image. ``jobs_client`` (a ``run_v2.JobsClient``) and
-    ``secrets_client`` (a ``secretmanager_v1.SecretManagerServiceClient``) are created with
-    the default credentials when not given. ``max_retries`` is the job task's retry count: the
+    ``project``/``region`` locate the jobs (``projects/{project}/locations/{region}``), the
+    secrets and the accounts (``projects/{project}``). ``default_image`` runs when the agent's
+    manifest names no image. ``jobs_client`` (a ``run_v2.JobsClient``), ``secrets_client`` (a
+    ``secretmanager_v1.SecretManagerServiceClient``) and ``iam_session`` (a google-auth
+    ``AuthorizedSession``, for the IAM REST API at ``iam_endpoint``) are created with the
+    default credentials when not given. ``max_retries`` is the job task's retry count: the
     task queue's leases already redeliver a run whose worker died, so one quick retry only
     covers a container that failed to start. ``operation_timeout`` bounds each wait for a
-    long-running Cloud Run operation (``concurrent.futures.TimeoutError`` past it).
+    long-running Cloud Run operation (``concurrent.futures.TimeoutError`` past it) and each
+    IAM call. ``grant_retry_delays`` are the waits before re-setting the secret's policy when
+    Secret Manager does not know a just-created account yet (IAM is eventually consistent).
     """
 
-    def __init__(self, project: str, region: str, *, service_account: str, default_image: str,
+    def __init__(self, project: str, region: str, *, default_image: str,
                  jobs_client: Any | None = None, secrets_client: Any | None = None,
-                 max_retries: int = 1, operation_timeout: float = 300.0) -> None:
+                 iam_session: Any | None = None, iam_endpoint: str = IAM_ENDPOINT,
+                 max_retries: int = 1, operation_timeout: float = 300.0,
+                 grant_retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)) -> None:
         self.project = project
         self.region = region
-        self.service_account = service_account
         self.default_image = default_image
         self.max_retries = max_retries
         self.operation_timeout = operation_timeout
+        self.iam_endpoint = iam_endpoint.rstrip("/")
+        self.grant_retry_delays = grant_retry_delays
         self._jobs_client = jobs_client
         self._secrets_client = secrets_client
+        self._iam_session = iam_session
         self._owns_jobs_client = jobs_client is None
         self._owns_secrets_client = secrets_client is None
+        self._owns_iam_session = iam_session is None
         self._lock = threading.Lock()
 
     # -- names -------------------------------------------------------------------------------
@@ -137,6 +176,14 @@ class CloudRunProvisioner:
     def secret_path(self, deployment_id: str) -> str:
         """The full resource name of a deployment's key secret."""
         return f"projects/{self.project}/secrets/{secret_id_for(deployment_id)}"
+
+    def account_email(self, deployment_id: str) -> str:
+        """The email of a deployment's service account."""
+        return f"{account_id_for(deployment_id)}@{self.project}.iam.gserviceaccount.com"
+
+    def account_path(self, deployment_id: str) -> str:
+        """The IAM resource name of a deployment's service account."""
+        return f"projects/{self.project}/serviceAccounts/{self.account_email(deployment_id)}"
 
     # -- clients -----------------------------------------------------------------------------
     def jobs_client(self) -> Any:
@@ -157,16 +204,30 @@ class CloudRunProvisioner:
                 self._secrets_client = secretmanager_v1.SecretManagerServiceClient()
             return self._secrets_client
 
+    def iam_session(self) -> Any:
+        """The authorized HTTP session for the IAM REST API, created on first use."""
+        with self._lock:
+            if self._iam_session is None:
+                import google.auth  # noqa: PLC0415 - gcp mode only
+                from google.auth.transport.requests import AuthorizedSession  # noqa: PLC0415
+
+                credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+                self._iam_session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+            return self._iam_session
+
     # -- Provisioner -------------------------------------------------------------------------
     def provision(self, spec: DataPlaneSpec) -> None:
-        """Store the key in Secret Manager, then create or update the deployment's Cloud Run job."""
+        """Store the key in Secret Manager, create the deployment's service account, let it (and
+        only it) read the key, then create or update the deployment's Cloud Run job."""
         self._store_key(spec)
-        self._put_job(spec)
+        email = self._ensure_account(spec.deployment_id)
+        self._grant_key(spec.deployment_id, email)
+        self._put_job(spec, email)
         _log.info("data plane of deployment %s provisioned as Cloud Run job %s",
                   spec.deployment_id, self.job_path(spec.deployment_id))
 
     def deprovision(self, deployment_id: str) -> None:
-        """Delete the job, then the secret; either one already gone is fine."""
+        """Delete the job, then the secret, then the service account; any one already gone is fine."""
         from google.api_core import exceptions as google_errors  # noqa: PLC0415
 
         job = self.job_path(deployment_id)
@@ -179,9 +240,65 @@ class CloudRunProvisioner:
             self.secrets_client().delete_secret(name=secret)
         except google_errors.NotFound:
             _log.info("secret %s already deleted", secret)
+        self._delete_account(deployment_id)
         _log.info("data plane of deployment %s deprovisioned", deployment_id)
 
+    # -- IAM ---------------------------------------------------------------------------------
+    def _iam(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One IAM REST call; returns the ``requests.Response`` whatever its status."""
+        return self.iam_session().request(method, f"{self.iam_endpoint}/v1/{path}", json=body,
+                                          timeout=self.operation_timeout)
+
+    def _ensure_account(self, deployment_id: str) -> str:
+        """Create the deployment's service account (kept when it exists: 409); returns its email."""
+        from google.api_core import exceptions as google_errors  # noqa: PLC0415
+
+        account_id = account_id_for(deployment_id)
+        response = self._iam("POST", f"projects/{self.project}/serviceAccounts", {
+            "accountId": account_id,
+            "serviceAccount": {
+                "displayName": f"Data plane {account_id}",
+                "description": f"Agent Marketplace data plane of deployment {deployment_id}"[:256],
+            },
+        })
+        if response.status_code == 409:
+            _log.info("service account %s exists; keeping it", account_id)
+            return self.account_email(deployment_id)
+        if response.status_code >= 400:
+            raise google_errors.from_http_response(response)  # type: ignore[no-untyped-call]
+        return str(response.json().get("email") or self.account_email(deployment_id))
+
+    def _delete_account(self, deployment_id: str) -> None:
+        from google.api_core import exceptions as google_errors  # noqa: PLC0415
+
+        path = self.account_path(deployment_id)
+        response = self._iam("DELETE", path)
+        if response.status_code == 404:
+            _log.info("service account %s already deleted", path)
+        elif response.status_code >= 400:
+            raise google_errors.from_http_response(response)  # type: ignore[no-untyped-call]
+
     # -- Secret Manager ----------------------------------------------------------------------
+    def _grant_key(self, deployment_id: str, email: str) -> None:
+        """Set the secret's policy to exactly one binding: ``email`` may read it.
+
+        The whole policy is replaced, so no other member keeps or gains access. A just-created
+        account may be unknown to Secret Manager for a few seconds (400); that is retried.
+        """
+        from google.api_core import exceptions as google_errors  # noqa: PLC0415
+
+        policy = {"bindings": [{"role": SECRET_ACCESSOR, "members": [f"serviceAccount:{email}"]}]}
+        request = {"resource": self.secret_path(deployment_id), "policy": policy}
+        for delay in (*self.grant_retry_delays, None):
+            try:
+                self.secrets_client().set_iam_policy(request=request)
+                return
+            except google_errors.BadRequest:
+                if delay is None:
+                    raise
+                _log.info("service account %s not visible yet; retrying in %ss", email, delay)
+                time.sleep(delay)
+
     # -- JobLauncher -------------------------------------------------------------------------
     def start_execution(self, deployment_id: str) -> str:
         """Start one execution of the deployment's job (``jobs.run``) without waiting for it;
@@ -232,8 +349,8 @@ class CloudRunProvisioner:
             _log.warning("could not destroy the older versions of secret %s: %s", secret, exc.message)
 
     # -- Cloud Run ---------------------------------------------------------------------------
-    def _job(self, spec: DataPlaneSpec) -> Any:
-        """The job resource for ``spec`` (without its name; the update sets it)."""
+    def _job(self, spec: DataPlaneSpec, service_account: str) -> Any:
+        """The job resource for ``spec``, run as ``service_account`` (without its name; the update sets it)."""
         from google.cloud import run_v2  # noqa: PLC0415
         from google.protobuf import duration_pb2  # noqa: PLC0415
 
@@ -264,16 +381,16 @@ class CloudRunProvisioner:
                     containers=[container],
                     timeout=duration_pb2.Duration(seconds=spec.timeout_seconds),
                     max_retries=self.max_retries,
-                    service_account=self.service_account,
+                    service_account=service_account,
                 ),
             ),
         )
 
-    def _put_job(self, spec: DataPlaneSpec) -> None:
+    def _put_job(self, spec: DataPlaneSpec, service_account: str) -> None:
         from google.api_core import exceptions as google_errors  # noqa: PLC0415
 
         client = self.jobs_client()
-        job = self._job(spec)
+        job = self._job(spec, service_account)
         try:
             operation = client.create_job(parent=self.location, job=job, job_id=job_name_for(spec.deployment_id))
         except google_errors.Conflict:
@@ -292,5 +409,10 @@ class CloudRunProvisioner:
                 self._jobs_client = None
             if self._owns_secrets_client:
                 self._secrets_client = None
+            session = self._iam_session if self._owns_iam_session else None
+            if self._owns_iam_session:
+                self._iam_session = None
         for client in owned:
             client.transport.close()
+        if session is not None:
+            session.close()
