@@ -24,6 +24,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from functions.gateway import create_gateway
 from shared.composition import Container, build_container
@@ -219,3 +221,15 @@ def member(app: Any, make_user):
         return user
 
     return add
+
+
+@pytest.fixture(scope="module")
+def live_url(app: Any) -> Iterator[str]:
+    """The gateway on a free loopback port, served as ``marketplace up`` serves it."""
+    WSGIRequestHandler.protocol_version = "HTTP/1.1"
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)

@@ -28,7 +28,6 @@ from runs_support import FOCUS_SAMPLE, ROOT, Installed, install_builtin, start_r
 from support.cli import MARKETPLACE, read_until_ready
 from support.net import free_port
 from support.wait import wait_until
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 from runtime.client import DataPlaneClient
 from runtime.pool import WorkerPool, source_paths
@@ -37,16 +36,6 @@ from runtime.worker import Worker, WorkerOptions
 FINAL = {"succeeded", "failed", "cancelled", "dead"}
 
 
-@pytest.fixture(scope="module")
-def live_url(app: Any) -> Iterator[str]:
-    """The gateway on a free loopback port, served as ``marketplace up`` serves it."""
-    WSGIRequestHandler.protocol_version = "HTTP/1.1"
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ from runs_support import Installed, install_builtin, start_run
 from support.net import free_port
 from support.secrets import SecretCase, secret_table
 from support.wait import wait_until
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 from runtime.client import DataPlaneClient
 from runtime.worker import Worker, WorkerOptions
@@ -37,15 +36,6 @@ SECRETS = [(case.name, secret) for case in TABLE for secret in case.secrets]
 HOOK_HOST = "https://93.184.216.34"  # a public address the destination policy accepts; nothing is delivered
 
 
-@pytest.fixture(scope="module")
-def live_url(app: Any) -> Iterator[str]:
-    WSGIRequestHandler.protocol_version = "HTTP/1.1"
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 class Outputs:
