@@ -101,6 +101,12 @@ SHAPES: tuple[Shape, ...] = (
     Shape("Telegram bot token", (":aa",), r"\b[0-9]{8,10}:AA[0-9A-Za-z_\-]{30,}"),
     # Authorization values: ``Bearer x`` (also URL-encoded, ``Bearer%20x``); ``Basic`` only before
     # something base64 that is not a plain word (``Basic authentication`` stays).
+    # A bare AWS secret access key: 40 characters of base64 with upper and lower case and a digit
+    # or slash, standing alone. It carries no literal, so it is looked for in every text of 40
+    # characters or more (``_ALWAYS``); hex digests (no upper case) and our ids never match.
+    Shape("AWS secret access key", (),
+          r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+          r"(?=[A-Za-z0-9/+]{0,39}[0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
     Shape("Bearer credential", ("bearer",), r"(?P<keep>\b(?i:bearer)(?:\s+|%20|\+))[A-Za-z0-9._\-~+/%]+=*"),
     Shape("Basic credential", ("basic",),
           r"(?P<keep>\b(?i:basic)(?:\s+|%20|\+))(?=[A-Za-z0-9+/]*(?:[a-z][A-Z]|[0-9=]))[A-Za-z0-9+/]{6,}={0,2}"
@@ -149,11 +155,16 @@ def _combined(active: frozenset[int]) -> re.Pattern[str]:
     return re.compile("|".join(parts))
 
 
+_ALWAYS = frozenset(index for index, shape in enumerate(SHAPES) if not shape.triggers)
+_ALWAYS_FROM = 40  # the shortest text a trigger-less shape can match
+
+
 def _active(lowered: str) -> frozenset[int]:
+    always = _ALWAYS if len(lowered) >= _ALWAYS_FROM else _NONE
     hits = [literal for literal in _LITERALS if literal in lowered]
     if not hits:
-        return _NONE
-    return frozenset(index for literal in hits for index in _SHAPES_OF[literal])
+        return always
+    return always | frozenset(index for literal in hits for index in _SHAPES_OF[literal])
 
 
 def _replace(match: re.Match[str]) -> str:

@@ -42,11 +42,13 @@ def secret_table() -> list[SecretCase]:
     bearer = _tail(24) + "." + _tail(16)
     jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9." + "eyJzdWIiOiIx" + _tail(20) + "." + _tail(43)
     sig = _tail(64, "0123456789abcdef")
+    bare_aws_secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCY" + _upper(8) + "k1"
     session = _tail(40)
     url_pw = _tail(14)
     return [
         SecretCase("AWS access key id", f"aws_access_key_id {aws_id}", (aws_id,)),
         SecretCase("AWS secret access key", f"aws_secret_access_key={aws_secret}", (aws_secret,)),
+        SecretCase("AWS secret access key, bare", f"copied {bare_aws_secret} by mistake", (bare_aws_secret,)),
         SecretCase("AWS presigned URL",
                    f"https://billing-exports.s3.amazonaws.com/focus/2024-01.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
                    f"&X-Amz-Credential={aws_id}%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"

@@ -138,6 +138,9 @@ def test_redaction_is_idempotent(text):
 
 def test_every_shape_names_its_lower_case_trigger_literals():
     for shape in SHAPES:
+        if shape.name == "AWS secret access key":
+            assert not shape.triggers  # the one shape without a literal: tried on every long text
+            continue
         assert shape.triggers and all(lit == lit.lower() for lit in shape.triggers), shape.name
     # Secret names are found by their literals: each name holds one.
     for word in (*_SECRET_WORDS, *_SECRET_KEYS_WHOLE):
@@ -204,3 +207,14 @@ def test_a_whole_flow_logs_no_secret(make_org, anon):
     for secret in (key, key.split(".")[2], tokens["access_token"], tokens["refresh_token"],
                    tokens["refresh_token"].split(".")[2], admin.token):
         assert secret not in text
+
+
+def test_a_bare_aws_secret_key_is_masked_but_digests_and_ids_are_not():
+    key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    assert key not in redact_text(f"the key {key} leaked")
+    assert key not in redact_text(key)
+    for innocent in ("da39a3ee5e6b4b0d3255bfef95601890afd80709",  # a SHA-1 in hex: no upper case
+                     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                     "run_agreehrg2iwqvxid65h4sv54fi and req_agreehrg2xetxrlvmrfm3dfh4y",
+                     "a-40-character-text-WITH-dashes-is-no-key-at-all"):
+        assert redact_text(innocent) == innocent
