@@ -80,7 +80,9 @@ def test_a_one_letter_typo_still_finds_it(publisher, shopper, typo):
     }[typo]
     assert misspelt != word
     found = ids(search(shopper, q=misspelt))
-    assert found[:2] == [target, decoy], (misspelt, found)
+    # Other tests' listings share the database and may hold a word one letter away too: what
+    # matters is that the typo finds both, the title match first.
+    assert found[0] == target and [f for f in found if f in (target, decoy)] == [target, decoy], (misspelt, found)
     # A typo in one word of several still finds it.
     assert ids(search(shopper, q=f"{misspelt} analyzer")) == [target]
 
