@@ -51,21 +51,22 @@ def list_developer_agents(call: Call) -> Page[DeveloperListing]:
     return _catalog(call).developer_listings(call.org_id, limit=call.query.limit, cursor=call.query.cursor)
 
 
-@operation("GET", "/agents", summary="Search the catalog", tags=["catalog"], query=CatalogQuery,
+@operation("GET", "/agents", summary="Search the catalog", tags=["catalog"], query=CatalogQuery, anonymous=True,
            response=Page[CatalogItem], errors={400: ErrorCode.INVALID_CURSOR})
 def search_agents(call: Call) -> Page[CatalogItem]:
     return _catalog(call).search(CatalogSearch(**call.query.model_dump()))
 
 
-@operation("GET", "/agents/{agent_id}", summary="Read an agent listing", tags=["catalog"], response=AgentDetail)
+@operation("GET", "/agents/{agent_id}", summary="Read an agent listing", tags=["catalog"], response=AgentDetail,
+           anonymous=True)
 def get_agent(call: Call) -> AgentDetail:
-    return _catalog(call).detail(call.caller, call.params["agent_id"])
+    return _catalog(call).detail(call.principal, call.params["agent_id"])
 
 
 @operation("GET", "/agents/{agent_id}/versions/{version}", summary="Read an agent version", tags=["catalog"],
-           response=VersionDetail)
+           response=VersionDetail, anonymous=True)
 def get_agent_version(call: Call) -> VersionDetail:
-    return _catalog(call).version(call.caller, call.params["agent_id"], call.params["version"])
+    return _catalog(call).version(call.principal, call.params["agent_id"], call.params["version"])
 
 
 @operation("POST", "/agents/{agent_id}/reviews", summary="Review an installed agent", tags=["catalog"],
@@ -78,7 +79,7 @@ def post_review(call: Call) -> Reply:
 
 
 @operation("GET", "/agents/{agent_id}/reviews", summary="List an agent's reviews", tags=["catalog"],
-           query=ListQuery, response=Page[ReviewOut])
+           query=ListQuery, response=Page[ReviewOut], anonymous=True)
 def list_reviews(call: Call) -> Page[ReviewOut]:
-    return _catalog(call).list_reviews(call.caller, call.params["agent_id"], limit=call.query.limit,
+    return _catalog(call).list_reviews(call.principal, call.params["agent_id"], limit=call.query.limit,
                                        cursor=call.query.cursor)

@@ -98,7 +98,7 @@ def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = 
             if status != 204:
                 successes[str(status)]["content"] = content
         entry["responses"] = {**dict(sorted(successes.items())), **_error_responses(op)}
-        entry["security"] = [{"bearer": []}] if op.auth else []
+        entry["security"] = ([{}, {"bearer": []}] if op.anonymous else [{"bearer": []}]) if op.auth else []
         if op.platform_admin:
             entry["x-platform-admin"] = True
         if op.dataplane:

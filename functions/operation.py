@@ -112,6 +112,8 @@ class Operation:
     media: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)  # request headers it reads: name -> meaning
     push: bool = False
+    # Also answered without a credential (the public catalog): a credential sent is still verified.
+    anonymous: bool = False
     pattern: re.Pattern[str] = field(init=False)
     handler: Callable[[flask.Request], flask.Response] = field(init=False)
 
@@ -195,6 +197,7 @@ REGISTRY = Registry()
 
 
 def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (), auth: bool = True,
+              anonymous: bool = False,
               roles: frozenset[Role] | None = None, platform_admin: bool = False, dataplane: bool = False,
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, max_body: int | None = None,
@@ -227,7 +230,7 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
                        idempotent=(method.upper() == "POST" and auth) if idempotent is None else idempotent,
                        fn=fn, memberships=memberships, own_errors=own_errors, also=dict(also or {}),
                        media=dict(media or {}), headers=dict(headers or {}),
-                       push=push, rate_limited=rate_limited)
+                       push=push, rate_limited=rate_limited, anonymous=anonymous)
         op.handler = _make_handler(op)
         registry.add(op)
         return op
@@ -383,12 +386,16 @@ def _parse_query(op: Operation, request: flask.Request) -> Any:
         raise Unprocessable("the query parameters are invalid", details=validation_details(exc)) from exc
 
 
-def _authenticate(op: Operation, services: Container, request: flask.Request, params: dict[str, str]) -> Principal:
-    header = request.headers.get("Authorization", "")
+def _credential_header(services: Container, request: flask.Request) -> str:
     if services.settings.mode == "gcp" and "X-Forwarded-Authorization" in request.headers:
         # API Gateway authenticates itself to the function with its own token and forwards
         # the caller's credential in this header.
-        header = request.headers["X-Forwarded-Authorization"]
+        return request.headers["X-Forwarded-Authorization"]
+    return request.headers.get("Authorization", "")
+
+
+def _authenticate(op: Operation, services: Container, request: flask.Request, params: dict[str, str]) -> Principal:
+    header = _credential_header(services, request)
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise Unauthorized("send 'Authorization: Bearer <access token or API key>'")
@@ -478,7 +485,7 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
     services = get_container()
     principal = None
     role = None
-    if op.auth:
+    if op.auth and not (op.anonymous and not _credential_header(services, request)):
         try:
             principal = _authenticate(op, services, request, params)
         except Unauthorized:

@@ -39,8 +39,26 @@ def ids(body):
     return [item["id"] for item in body["items"]]
 
 
-def test_catalog_needs_authentication(anon):
-    assert anon.get("/agents").status == 401
+def test_the_public_catalog_is_readable_without_signing_in(publisher, anon):
+    """SPEC §3: the catalog, a listing, its versions and its reviews are for anyone, signed in or
+    not; what is not published stays hidden, and a credential that is sent is still verified."""
+    word = unique_word()
+    agent_id = publisher(display_name=f"{word.capitalize()} Public")
+    assert agent_id in ids(search(anon, q=word))
+    listing = anon.get(f"/agents/{agent_id}")
+    assert listing.status == 200 and listing.body["listing"]["id"] == agent_id, listing
+    version = listing.body["versions"][0]["version"]
+    assert anon.get(f"/agents/{agent_id}/versions/{version}").status == 200
+    assert anon.get(f"/agents/{agent_id}/reviews").body["items"] == []
+    # Not published: the same 404 as for no listing at all.
+    pending = publisher.dev.post("/agents", json={"org_id": publisher.org_id,
+                                                   "manifest": make_manifest(display_name="Still In Review")})
+    assert pending.status == 201, pending
+    assert anon.get(f"/agents/{pending.body['listing']['id']}").status == 404
+    assert publisher.dev.get(f"/agents/{pending.body['listing']['id']}").status == 200  # its publisher sees it
+    # A bad credential is refused, not ignored; writes still need one.
+    assert anon.get("/agents", headers={"Authorization": "Bearer nope"}).status == 401
+    assert anon.post("/agents", json={"org_id": publisher.org_id, "manifest": make_manifest()}).status == 401
 
 
 def test_relevance_puts_the_title_match_first(publisher, shopper):
