@@ -44,7 +44,7 @@ from shared.catalog.ports import InstallHistory
 from shared.catalog.rows import developer_listing_of, listing_of, review_of, version_detail_of, version_of
 from shared.catalog.search import CatalogSearch, CatalogSearcher, catalog_words
 from shared.catalog.semver import SemVer
-from shared.identity import OrgService, Principal, Role
+from shared.identity import ORG_NOT_FOUND, OrgService, Principal, Role
 from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
@@ -201,7 +201,7 @@ class CatalogService:
     def _publisher_role(self, principal: Principal, org_id: str) -> Role:
         role = self.orgs.role_of(principal, org_id)
         if role is None:
-            raise NotFound("organisation not found")
+            raise NotFound(ORG_NOT_FOUND)
         if role not in PUBLISHER_ROLES:
             raise Forbidden(f"role '{role.value}' may not publish agents; admins and developers may")
         return role
@@ -248,7 +248,7 @@ class CatalogService:
                         ) -> tuple[AgentListing, VersionOut]:
         publisher_name = self.orgs.org_name(tx, org_id)
         if publisher_name is None:
-            raise NotFound("organisation not found")
+            raise NotFound(ORG_NOT_FOUND)
         f = listing_fields(manifest)
         agent_id = tx.fetch_val(
             _Q.insert_listing, new_id("agt"), manifest.name, org_id, publisher_name, f["display_name"],
@@ -496,7 +496,7 @@ class CatalogService:
         """Create or replace ``org_id``'s review of the agent; returns (review, created)."""
         role = self.orgs.role_of(principal, org_id)
         if role is None:
-            raise NotFound("organisation not found")
+            raise NotFound(ORG_NOT_FOUND)
         if role not in REVIEWER_ROLES:
             raise Forbidden(f"role '{role.value}' may not review agents on behalf of the organisation")
         if self._installs is None:
@@ -515,7 +515,7 @@ class CatalogService:
                                 code=ErrorCode.NOT_INSTALLED)
             org_name = self.orgs.org_name(tx, org_id)
             if org_name is None:
-                raise NotFound("organisation not found")
+                raise NotFound(ORG_NOT_FOUND)
             row = tx.fetch_one(_Q.upsert_review, listing.id, org_id, new_id("rev"), rating, text, principal.actor)
             assert row is not None
             tx.execute(_Q.refresh_rating, listing.id, listing.id)

@@ -86,7 +86,10 @@ class Principal:
     org_role: tuple[str, Role | None] | None = None
 
     def known_role(self, org_id: str) -> tuple[bool, Role | None]:
-        """(known, role) for ``org_id`` from what authentication loaded; (False, None) if not loaded."""
+        """(known, role) for ``org_id`` without a statement: an API key's one role, or what
+        authentication loaded; (False, None) when it must be read."""
+        if self.kind == "api_key":
+            return True, self.key_role if self.key_org_id == org_id else None
         if self.memberships is not None:
             return True, next((m.role for m in self.memberships if m.org_id == org_id), None)
         if self.org_role is not None and self.org_role[0] == org_id:

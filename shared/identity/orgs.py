@@ -38,8 +38,6 @@ class MemberRoles:
     def role_in(self, org_id: str) -> Role | None:
         """The caller's role in ``org_id``; None when it is not a member (or the org does not exist)."""
         if self._answer is None:
-            if self._principal.kind == "api_key":
-                return self._principal.key_role if self._principal.key_org_id == org_id else None
             return self._principal.known_role(org_id)[1]
         if self._roles is None:
             self._roles = {row["org_id"]: Role(row["role"]) for row in self._answer.rows()}
@@ -61,8 +59,6 @@ class OrgService:
 
         No statement for an API key, nor when authentication loaded the role already.
         """
-        if principal.kind == "api_key":
-            return principal.key_role if principal.key_org_id == org_id else None
         known, loaded = principal.known_role(org_id)
         if known:
             return loaded
@@ -113,7 +109,7 @@ class OrgService:
         with self.db.read() as tx:
             org = tx.fetch_one(_Q.org_by_id, org_id)
         if org is None:
-            raise NotFound("organisation not found")
+            raise NotFound(ORG_NOT_FOUND)
         return OrgOut(**org, role=role)
 
     # -- members -------------------------------------------------------------

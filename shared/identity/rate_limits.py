@@ -130,5 +130,12 @@ class RateLimiter:
         return TooManyRequests(f"too many requests: retry in {max(1, retry_after)} s", retry_after=retry_after)
 
     def _drop_ended(self, current: int) -> None:
+        """Make room: windows that ended first; if the current window alone fills the table (a flood
+        of new addresses), every window not being written, whose pending hits are then not
+        counted (each such caller may get up to ``batch - 1`` more). Either way the table empties
+        far enough that the next sweep is ``_MAX_KEYS`` new keys away."""
         for key in [k for k, w in self._windows.items() if w.start < current and not w.writing]:
             del self._windows[key]
+        if len(self._windows) >= _MAX_KEYS // 2:
+            for key in [k for k, w in self._windows.items() if not w.writing]:
+                del self._windows[key]

@@ -22,7 +22,7 @@ from shared.kernel.redaction import mask_url, redact, redact_text
 
 RedactOnInput = AfterValidator(redact_text)
 FreeText = Annotated[str, RedactOnInput]
-ShownText = Annotated[str, AfterValidator(redact_text)]
+ShownText = FreeText  # the same rule, applied when a stored text is shown
 ShownUrl = Annotated[str, AfterValidator(mask_url)]
 ShownData = Annotated[dict[str, Any], AfterValidator(redact)]
 ShownResult = Annotated[dict[str, Any], AfterValidator(lambda value: redact(value, keys=False))]

@@ -99,14 +99,14 @@ SHAPES: tuple[Shape, ...] = (
           r"\b(?:hf_[A-Za-z0-9]{30,}|npm_[A-Za-z0-9]{36}|pypi-[A-Za-z0-9_\-]{50,}"
           r"|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,})"),
     Shape("Telegram bot token", (":aa",), r"\b[0-9]{8,10}:AA[0-9A-Za-z_\-]{30,}"),
-    # Authorization values: ``Bearer x`` (also URL-encoded, ``Bearer%20x``); ``Basic`` only before
-    # something base64 that is not a plain word (``Basic authentication`` stays).
     # A bare AWS secret access key: 40 characters of base64 with upper and lower case and a digit
     # or slash, standing alone. It carries no literal, so it is looked for in every text of 40
     # characters or more (``_ALWAYS``); hex digests (no upper case) and our ids never match.
     Shape("AWS secret access key", (),
           r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
           r"(?=[A-Za-z0-9/+]{0,39}[0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
+    # Authorization values: ``Bearer x`` (also URL-encoded, ``Bearer%20x``); ``Basic`` only before
+    # something base64 that is not a plain word (``Basic authentication`` stays).
     Shape("Bearer credential", ("bearer",), r"(?P<keep>\b(?i:bearer)(?:\s+|%20|\+))[A-Za-z0-9._\-~+/%]+=*"),
     Shape("Basic credential", ("basic",),
           r"(?P<keep>\b(?i:basic)(?:\s+|%20|\+))(?=[A-Za-z0-9+/]*(?:[a-z][A-Z]|[0-9=]))[A-Za-z0-9+/]{6,}={0,2}"

@@ -112,3 +112,13 @@ def test_an_unverified_email_never_matches_a_user_nor_creates_one(container, pro
     # The same provider's verified token for the victim is the victim.
     resp = me(app, provider.token(victim.email, email_verified=True))
     assert resp.status_code == 200 and resp.get_json()["user"]["email"] == victim.email
+
+
+def test_keys_out_of_reach_are_a_503_not_a_401(provider):
+    """The provider's JWKS cannot be fetched: ours to retry (503), not the caller's bad token."""
+    closed = RecordingServer(lambda request: Reply(200, {}))
+    url = f"{closed.url}/keys"
+    closed.close()  # nothing listens there any more
+    verifier = OidcVerifier(issuer=provider.issuer, audience=AUDIENCE, jwks_url=url)
+    with pytest.raises(Unavailable, match="keys could not be fetched"):
+        verifier.verify(provider.token("x@example.com", email_verified=True))

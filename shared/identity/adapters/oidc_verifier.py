@@ -77,6 +77,8 @@ class OidcVerifier:
                                 issuer=self.issuer, options={"require": ["exp", "sub", "iss", "aud"]})
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("the access token has expired", code=ErrorCode.TOKEN_EXPIRED) from exc
+        except jwt.PyJWKClientConnectionError as exc:  # the provider's keys are out of reach: ours to retry
+            raise Unavailable("the identity provider's keys could not be fetched") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"the access token is invalid: {exc}", code=ErrorCode.INVALID_TOKEN) from exc
         return TokenClaims(subject=str(claims["sub"]), email=claims.get("email"), issuer=str(claims["iss"]),

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb, JsonbDumper
+from psycopg.types.json import JsonbDumper
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.kernel.errors import DatabaseUnavailable
@@ -56,7 +56,7 @@ CONNECTION_WAIT = 30.0
 UNAVAILABLE_WAIT = 1.0
 
 # Connection-level failures (08: connection exception, 57: operator intervention, 53:
-# insufficient resources, 58: system error) are not the statement's fault: they stay psycopg's.
+# insufficient resources, 58: system error) are not the statement's fault: DatabaseUnavailable.
 _CONNECTION_CLASSES = frozenset({"08", "53", "57", "58"})
 
 Connect = Callable[..., psycopg.Connection[Any]]
@@ -239,11 +239,6 @@ class Database:
             connection_class=_Connection, min_size=1, max_size=size, configure=_configure,
             open=True, timeout=CONNECTION_WAIT, name="marketplace")
 
-    @property
-    def reachable(self) -> bool:
-        """False while the last attempt to connect failed (the database is down or restarting)."""
-        return self._reachable.is_set()
-
     def _lost(self) -> None:
         # One connection failed: the idle ones most likely share its fate (a restarted server).
         # Check them in the background so that the next callers do not each find a dead one.
@@ -318,5 +313,5 @@ def connect_url(url: str, *, application_name: str = "marketplace") -> Connect:
     return connect
 
 
-__all__ = ["ASYNC_COMMIT", "Connect", "Database", "Deferred", "Jsonb", "QueryError", "Row", "Tx",
-           "UniqueViolation", "connect_url"]
+__all__ = ["ASYNC_COMMIT", "Connect", "Database", "Deferred", "QueryError", "Row", "Tx", "UniqueViolation",
+           "connect_url"]
