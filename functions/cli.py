@@ -188,11 +188,16 @@ def cmd_rotate_kek(args: argparse.Namespace) -> int:
     """Rotate the key-encryption key (a new key file locally, a new primary version in Cloud KMS)
     and re-wrap every org's data key with it; running servers keep working throughout."""
     from shared.composition import build_container  # noqa: PLC0415
+    from shared.kernel.errors import AppError  # noqa: PLC0415
+    from shared.secrets import KekError  # noqa: PLC0415
 
     container = build_container(_settings(args))
     try:
         done = container.secrets.rotate_kek()
         _say(f"key-encryption key {done.kek_version}: {done.rewrapped} data keys re-wrapped")
+    except (KekError, AppError) as exc:
+        _say(f"marketplace: the key-encryption key was not rotated: {exc}")
+        return 1
     finally:
         container.close()
     return 0

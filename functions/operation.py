@@ -519,10 +519,6 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
             return result
         reply = result if isinstance(result, Reply) else Reply(body=result, status=op.status)
         out = _dump(reply.body)
-        if idem_key is not None:
-            services.idempotency.complete(principal.actor, idem_key, reply.status, out,  # type: ignore[union-attr]
-                                              org_id=params.get("org_id"))
-        return _json_response(reply.status, out, request_id, reply.headers)
     except AppError as exc:
         if idem_key is not None:
             if exc.status >= 500:  # ours, not the request's: a retry with the same key runs again
@@ -535,3 +531,18 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
         if idem_key is not None:
             services.idempotency.abandon(principal.actor, idem_key)  # type: ignore[union-attr]
         raise
+    if idem_key is not None:
+        _store_for_replay(op, services, principal, idem_key, status=reply.status, body=out, org_id=params.get("org_id"))
+    return _json_response(reply.status, out, request_id, reply.headers)
+
+
+def _store_for_replay(op: Operation, services: Container, principal: Principal | None, key: str, *, status: int,
+                      body: Any, org_id: str | None) -> None:
+    """Store a committed operation's response under its Idempotency-Key. Whatever happens here, the
+    claim is not released (a retry would run the operation again): unstored, the key answers 409
+    in progress until it expires."""
+    assert principal is not None
+    try:
+        services.idempotency.complete(principal.actor, key, status, body, org_id=org_id)
+    except Exception:  # noqa: BLE001 - the caller still gets the answer of what was done
+        _log.warning("the response of %s could not be stored for replay", op.name, exc_info=True)

@@ -88,7 +88,7 @@ def put_preferences(call: Call) -> PreferencesOut:
 
 
 @operation("POST", "/orgs/{org_id}/secret-keys/rotate", summary="Rotate the org's data key", tags=["orgs"],
-           roles=ADMIN, response=KeyRotated, idempotent=False)
+           roles=ADMIN, response=KeyRotated, errors={409: ErrorCode.CONFLICT})
 def rotate_org_key(call: Call) -> KeyRotated:
     # A new data key seals the org's secrets from now on (in every server process within the key
     # cache's lifetime); older keys keep opening what they sealed, re-sealed in the background.

@@ -10,15 +10,18 @@ replay goes back to the caller who made the request, so it is not audited as a s
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from shared.kernel.db.database import Database
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Unprocessable
+from shared.kernel.secret_box import SecretBoxError
 from shared.secrets import PLATFORM, SecretKeys
 
 _Q = Queries("shared.identity")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,19 @@ class IdempotencyStore:
                                 code=ErrorCode.IDEMPOTENCY_KEY_REUSED)
         if row["status_code"] is None:
             raise Conflict("a request with this Idempotency-Key is in progress", code=ErrorCode.IDEMPOTENCY_IN_PROGRESS)
-        body = json.loads(self.secrets.open(org_id or PLATFORM, _PURPOSE, _subject(scope, key),
-                                            bytes(row["response_sealed"])))
+        try:
+            body = json.loads(self.secrets.open(org_id or PLATFORM, _PURPOSE, _subject(scope, key),
+                                                bytes(row["response_sealed"])))
+        except SecretBoxError:
+            # A response we can no longer open (its key ring retired) is forgotten: the request
+            # runs as a new one rather than failing for the rest of the key's life.
+            _log.warning("a stored idempotent response does not open; it is forgotten")
+            with self.db.transaction() as tx:
+                tx.execute(_Q.forget_idempotency_key, scope, key)
+                if tx.execute(_Q.claim_idempotency_key, scope, key, method, path, request_hash):
+                    return None
+            raise Conflict("a request with this Idempotency-Key is in progress",
+                           code=ErrorCode.IDEMPOTENCY_IN_PROGRESS) from None
         return StoredResponse(int(row["status_code"]), body)
 
     def complete(self, scope: str, key: str, status: int, body: Any, *, org_id: str | None = None) -> None:

@@ -150,6 +150,10 @@ SELECT method, path, request_hash, status_code, response_sealed FROM idempotency
 -- Record the response (status, sealed body) of (scope, key).
 UPDATE idempotency_keys SET status_code = %s, response_sealed = %s WHERE scope = %s AND key = %s;
 
+-- name: forget_idempotency_key
+-- Forget a completed (scope, key) whose stored response no longer opens.
+DELETE FROM idempotency_keys WHERE scope = %s AND key = %s;
+
 -- name: abandon_idempotency_key
 -- Release a claim whose request failed on our side, so that a retry runs again.
 DELETE FROM idempotency_keys WHERE scope = %s AND key = %s AND status_code IS NULL;

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -407,3 +408,21 @@ def test_the_cli_rotates_the_local_kek(container, make_org, settings, database_u
     assert key_rows(container, org_id)[0]["kek_version"] == newest
     fresh = SecretKeys(container.db, container.audit, LocalKek(settings.keys_dir))
     assert fresh.open(org_id, "webhook", "wh_cli", sealed) == b"secret"
+
+
+def test_the_newest_kek_file_is_current_by_time_not_by_text(tmp_path):
+    """Key ids do not sort by time as text: after every rotation the new version is the current one."""
+    kek = LocalKek(tmp_path / "keys", rescan_seconds=0)
+    for _ in range(30):
+        assert kek.rotate() == kek.current_version()
+
+
+def test_a_stored_response_that_no_longer_opens_is_forgotten_and_the_request_runs(container):
+    store, scope, key = container.idempotency, "user:usr_replay_test", f"k-{id(container)}-{time.time_ns()}"
+    assert store.begin(scope, key, "POST", "/orgs", "h") is None
+    store.complete(scope, key, 201, {"id": "org_x"})
+    assert store.begin(scope, key, "POST", "/orgs", "h").body == {"id": "org_x"}  # replayed
+    with container.db.transaction() as tx:
+        tx.execute("UPDATE idempotency_keys SET response_sealed = %s WHERE scope = %s AND key = %s",
+                   b"\x01not-a-sealed-value", scope, key)
+    assert store.begin(scope, key, "POST", "/orgs", "h") is None  # claimed anew: the request runs again

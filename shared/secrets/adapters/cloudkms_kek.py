@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from shared.kernel.errors import Unavailable
 from shared.secrets.ports import KekError, Wrapped
 
 
@@ -73,8 +74,8 @@ class CloudKmsKek:
         try:
             response = self._kms().encrypt(request={"name": self.key_name, "plaintext": key,
                                                     "additional_authenticated_data": aad})
-        except (exceptions.BadRequest, exceptions.NotFound) as exc:  # 400s: invalid, failed precondition
-            raise KekError(f"KMS refused to wrap a data key: {exc.message}") from exc
+        except exceptions.GoogleAPICallError as exc:
+            raise _kms_failure("wrap", exc) from exc
         return Wrapped(bytes(response.ciphertext), str(response.name))
 
     def unwrap(self, ciphertext: bytes, *, kek_version: str, aad: bytes) -> bytes:
@@ -86,6 +87,18 @@ class CloudKmsKek:
         try:
             response = self._kms().decrypt(request={"name": self.key_name, "ciphertext": ciphertext,
                                                     "additional_authenticated_data": aad})
-        except (exceptions.BadRequest, exceptions.NotFound) as exc:  # 400s: invalid, failed precondition
-            raise KekError(f"KMS refused to unwrap a data key: {exc.message}") from exc
+        except exceptions.GoogleAPICallError as exc:
+            raise _kms_failure("unwrap", exc) from exc
         return bytes(response.plaintext)
+
+
+def _kms_failure(action: str, exc: Exception) -> Exception:
+    """KMS out of reach or overloaded is a 503 to retry; anything else (refused, not found, not
+    allowed) is a key that cannot be used: ``KekError``."""
+    from google.api_core import exceptions  # noqa: PLC0415
+
+    transient = (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, exceptions.InternalServerError,
+                 exceptions.TooManyRequests)
+    if isinstance(exc, transient):
+        return Unavailable(f"Cloud KMS could not {action} a data key now; retry shortly")
+    return KekError(f"KMS refused to {action} a data key: {getattr(exc, 'message', exc)}")

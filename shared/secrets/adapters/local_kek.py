@@ -25,7 +25,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.kernel.ids import new_id
+from shared.kernel.ids import id_time, new_id
 from shared.secrets.ports import KekError, Wrapped
 
 _FILE = re.compile(r"kek-(?P<version>[a-z0-9_]+)\.key")
@@ -36,7 +36,14 @@ _NONCE_BYTES = 12
 def add_version(keys_dir: Path) -> str:
     """Create a new KEK file (the new current version) and return its version."""
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The newest file is the current one, by its id's time: make this one strictly newer than
+    # every file there (two rotations within a millisecond would otherwise tie).
+    newest = max((id_time(m.group("version")) or 0.0 for p in keys_dir.iterdir() if (m := _FILE.fullmatch(p.name))),
+                 default=0.0)
     version = new_id("kek")
+    while (id_time(version) or 0.0) <= newest:
+        time.sleep(0.001)
+        version = new_id("kek")
     fd = os.open(keys_dir / f"kek-{version}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(base64.b64encode(secrets.token_bytes(_KEY_BYTES)).decode() + "\n")
@@ -77,7 +84,8 @@ class LocalKek:
             raise KekError(f"no key-encryption key in {self.keys_dir}")
         with self._lock:
             self._ring = ring
-            self._current = max(ring)
+            # The newest by the id's time: ids do not sort by time as text.
+            self._current = max(ring, key=lambda version: (id_time(version) or 0.0, version))
             self._scanned_at = time.monotonic()
 
     def rotate(self) -> str:
