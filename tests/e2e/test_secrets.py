@@ -23,6 +23,7 @@ from shared.composition import Container
 from shared.identity import Principal
 from shared.kernel.adapters.aesgcm_secret_box import AesGcmSecretBox
 from shared.kernel.errors import Conflict
+from shared.kernel.ids import id_time
 from shared.kernel.secret_box import SecretBoxError
 from shared.secrets import PLATFORM, KekError, SecretKeys, key_version_of
 from shared.secrets.adapters.local_kek import LocalKek, add_version
@@ -403,7 +404,8 @@ def test_the_cli_rotates_the_local_kek(container, make_org, settings, database_u
     monkeypatch.setenv("MARKETPLACE_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("MARKETPLACE_DATABASE_URL", database_url)
     assert main(["rotate-kek"]) == 0
-    newest = max(p.name for p in settings.keys_dir.glob("kek-*.key")).removeprefix("kek-").removesuffix(".key")
+    versions = [p.name.removeprefix("kek-").removesuffix(".key") for p in settings.keys_dir.glob("kek-*.key")]
+    newest = max(versions, key=lambda version: id_time(version) or 0.0)  # by time: ids do not sort as text
     assert f"key-encryption key {newest}:" in capsys.readouterr().out
     assert key_rows(container, org_id)[0]["kek_version"] == newest
     fresh = SecretKeys(container.db, container.audit, LocalKek(settings.keys_dir))
