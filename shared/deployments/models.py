@@ -27,6 +27,14 @@ class DeploymentStatus(StrEnum):
 
 S = DeploymentStatus
 
+#: States a run may be created in. ``upgrade_pending_consent`` keeps running the version installed
+#: before the upgrade, so its runs go on while the admin decides.
+ACCEPTS_RUNS = frozenset({S.READY, S.UPGRADE_PENDING_CONSENT})
+#: States whose job may execute a queued run: those, and ``unreachable`` (a deployment that stopped
+#: heartbeating may still have a job that starts). Dispatch and run creation read the same sets, so a
+#: run accepted on a deployment is never left without a job to run it.
+JOB_MAY_RUN = ACCEPTS_RUNS | {S.UNREACHABLE}
+
 # Every allowed move; anything else is a bug and is refused by ``check_transition``.
 TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
     S.PENDING: frozenset({S.PROVISIONING, S.FAILED, S.UNINSTALLED}),
@@ -126,3 +134,13 @@ class RunnableDeployment:
     status: DeploymentStatus
     config: dict[str, Any]
     granted_permissions: list[str]
+
+    @property
+    def accepts_runs(self) -> bool:
+        """Whether a new run may be created on it."""
+        return self.status in ACCEPTS_RUNS
+
+    @property
+    def job_may_run(self) -> bool:
+        """Whether its job may execute a run already queued."""
+        return self.status in JOB_MAY_RUN

@@ -34,9 +34,6 @@ _log = logging.getLogger(__name__)
 _Q = Queries("shared.runs")
 
 _FINAL = frozenset({"done", "dead", "cancelled"})
-# Deployments whose job may run: a run is only created on a ready deployment, and one that
-# stopped heartbeating may still have a job that starts.
-_RUNNABLE = frozenset({"ready", "unreachable"})
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,7 @@ class DispatchService:
                 return self._dropped(delivery, "stale_delivery")
             deployment_id = row["deployment_id"]
             deployment = self.deployments.runnable(tx, deployment_id) if deployment_id is not None else None
-        if deployment is None or deployment.deployment_type != "saas" or deployment.status not in _RUNNABLE:
+        if deployment is None or deployment.deployment_type != "saas" or not deployment.job_may_run:
             return self._dropped(delivery, "deployment_not_pushed")
         try:
             execution = self.launcher.start_execution(deployment.id)

@@ -39,7 +39,7 @@ import jsonschema
 
 from shared.audit import AuditLog
 from shared.catalog import AgentManifest, CatalogService
-from shared.deployments import DeploymentService, DeploymentStatus
+from shared.deployments import DeploymentService
 from shared.identity import ANY_MEMBER, RUNNERS, Need, OrgService, Principal, Role, decide
 from shared.kernel.db.database import ASYNC_COMMIT, Database, Deferred, Row, Tx
 from shared.kernel.db.queries import Queries
@@ -72,9 +72,6 @@ _Q = Queries("shared.runs")
 
 TASK_KIND = "agent_run"
 DEFAULT_MAX_ATTEMPTS = 3
-#: Deployment states a run may be created in. ``upgrade_pending_consent`` keeps running the
-#: version installed before the upgrade, so its runs go on while the admin decides.
-RUNNABLE_DEPLOYMENTS = frozenset({DeploymentStatus.READY, DeploymentStatus.UPGRADE_PENDING_CONSENT})
 
 RunAction = Literal["read", "start", "cancel"]
 
@@ -280,7 +277,7 @@ class RunService:
             assert deployment is not None
             if self._agent_id(tx, agent_ref) != deployment.agent_id:
                 raise NotFound("this deployment does not run that agent")
-            if deployment.status not in RUNNABLE_DEPLOYMENTS:
+            if not deployment.accepts_runs:
                 raise Conflict(f"the deployment is {deployment.status}; runs need a ready deployment",
                                code=ErrorCode.DEPLOYMENT_NOT_READY)
             version = self._version(deployment.agent_id, deployment.version, tx)

@@ -154,6 +154,20 @@ def test_a_push_for_a_byoc_deployment_starts_nothing(dispatch: Any, cloud_run: C
     assert cloud_run.runs() == []
 
 
+@pytest.mark.parametrize("status", ["upgrade_pending_consent", "unreachable"])
+def test_a_run_on_a_deployment_that_keeps_running_gets_its_job(dispatch: Any, cloud_run: CloudRun, inst: Any,
+                                                               anon: Any, container: Any, google_key: Any,
+                                                               status: str) -> None:
+    # A run accepted on a deployment (upgrade pending the admin's consent keeps the old version
+    # running) must not be left queued with no job: the push starts the deployment's job.
+    run = _run(container, inst)
+    with container.db.transaction() as tx:
+        tx.execute("UPDATE deployments SET status = %s WHERE id = %s", status, inst.deployment_id)
+    resp = _push(anon, google_key[0], run, 1)
+    assert resp.status == 200 and resp.body["outcome"] == "started", resp
+    assert len(cloud_run.runs()) == 1
+
+
 def test_an_invisible_task_is_retried_while_young_and_dropped_when_old(dispatch: Any, cloud_run: CloudRun,
                                                                        anon: Any, google_key: Any) -> None:
     young = {"task_id": new_id("task"), "id": "run_x", "org_id": "org_x", "deployment_id": "dep_x"}
