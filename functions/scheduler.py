@@ -40,6 +40,8 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
         ScheduledJob("secrets-rewrap", 600.0, container.secrets.rewrap),
         # Webhook secrets sealed by an org's older data key (or the platform key ring) are sealed again.
         ScheduledJob("webhooks-reseal", 600.0, container.webhooks.reseal_secrets),
+        # Webhook history (events, deliveries, attempts) older than 30 days that nothing waits on.
+        ScheduledJob("webhooks-purge", 3600.0, container.webhooks.purge),
     ]
     relay = getattr(container.queue, "relay", None)
     if callable(relay):  # a push-delivering queue re-pushes due redeliveries

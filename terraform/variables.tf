@@ -340,6 +340,11 @@ variable "scheduled_jobs" {
       function    = "run_scheduled_job"
       description = "Seal again the webhook secrets an org's older data key sealed."
     }
+    "webhooks-purge" = {
+      schedule    = "17 * * * *"
+      function    = "run_scheduled_job"
+      description = "Delete webhook history older than 30 days that no delivery waits on, in batches."
+    }
     "queue-relay" = {
       schedule    = "* * * * *"
       function    = "run_scheduled_job"

@@ -121,10 +121,13 @@ UPDATE webhook_deliveries SET status = 'cancelled', next_attempt_at = NULL, leas
 WHERE webhook_id = %s AND status = 'pending';
 
 -- name: purge_events
--- Events older than the cutoff that nothing still waits to deliver (their deliveries and attempts
--- go with them, by cascade). Parameters: age in seconds.
-DELETE FROM webhook_events e WHERE e.occurred_at < now() - make_interval(secs => %s)
-AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = 'pending');
+-- At most a batch of events older than the cutoff that nothing still waits to deliver (their
+-- deliveries and attempts go with them, by cascade); rows another purge holds are skipped, so two
+-- purges running at once share the work. Parameters: age in seconds, batch size.
+DELETE FROM webhook_events WHERE id IN (
+  SELECT e.id FROM webhook_events e WHERE e.occurred_at < now() - make_interval(secs => %s)
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
+  ORDER BY e.occurred_at LIMIT %s FOR UPDATE SKIP LOCKED);
 
 -- name: sealed_secrets_page
 -- Webhooks' sealed signing secrets in id order after a given id (the background re-seal). Parameters: after id, limit.

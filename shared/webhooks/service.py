@@ -380,11 +380,17 @@ class WebhookService:
             after = rows[-1]["id"]
         return done
 
-    def purge(self, *, older_than: timedelta = timedelta(days=30)) -> int:
+    def purge(self, *, older_than: timedelta = timedelta(days=30), batch: int = 1000) -> int:
         """Delete events (with their deliveries and attempts) older than ``older_than`` that nothing
-        still waits to deliver; returns how many events went."""
-        with self.db.transaction() as tx:
-            return tx.execute(_Q.purge_events, older_than.total_seconds())
+        still waits to deliver, ``batch`` events per transaction so no purge holds long locks or a
+        large undo; returns how many events went."""
+        total = 0
+        while True:
+            with self.db.transaction() as tx:
+                gone = tx.execute(_Q.purge_events, older_than.total_seconds(), batch)
+            total += gone
+            if gone < batch:
+                return total
 
 
 class WebhookDispatcher:

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -613,3 +613,34 @@ def test_concurrent_dispatchers_deliver_each_event_once(loop_container, loop_org
     time.sleep(0.2)
     assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(events)
     assert len(reqs) == 12
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+def test_the_purge_removes_old_finished_history_in_batches_and_keeps_what_waits(container, make_org):
+    admin, org_id = make_org()
+    hook = make_hook(admin, org_id, "https://93.184.216.34/purge")
+    events = [emit(container, org_id) for _ in range(5)]
+    assert all(events)
+    old, waiting, recent = events[:3], events[3], events[4]
+    with container.db.transaction() as tx:
+        tx.execute("UPDATE webhook_events SET occurred_at = now() - interval '40 days' WHERE id = ANY(%s)",
+                   [*old, waiting])
+        tx.execute("UPDATE webhook_deliveries SET status = 'delivered', next_attempt_at = NULL, finished_at = now() "
+                   "WHERE event_id = ANY(%s)", old)
+    # Batches of one: the purge goes on until a batch comes back short.
+    assert container.webhooks.purge(older_than=timedelta(days=30), batch=1) == 3
+    with container.db.read() as tx:
+        left = {r["id"] for r in tx.fetch_all("SELECT id FROM webhook_events WHERE org_id = %s", org_id)}
+        deliveries = tx.fetch_val("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %s", hook["id"])
+    assert left == {waiting, recent}  # a pending delivery keeps its event, however old
+    assert deliveries == 2
+    assert container.webhooks.purge(older_than=timedelta(days=30)) == 0  # nothing more to do
+
+
+def test_the_purge_is_a_periodic_platform_job(container):
+    from functions.scheduler import platform_jobs
+
+    jobs = {job.name: job for job in platform_jobs(container)}
+    assert jobs["webhooks-purge"].every_seconds == 3600.0
+    assert isinstance(jobs["webhooks-purge"].run(), int)
