@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.audit import AuditLog
+from shared.billing import BillingService
 from shared.catalog import CatalogService
 from shared.deployments import DeploymentService, Provisioner
 from shared.identity import (
@@ -52,6 +53,8 @@ class Container:
     webhooks: WebhookService
     secrets: SecretKeys
     dispatch: DispatchService | None = None
+    # billing (issue 16)
+    billing: BillingService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
 
@@ -216,6 +219,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
                               DestinationPolicy(SystemResolver(), allow_loopback=settings.webhooks_allow_loopback))
     deployments = DeploymentService(db, audit, identity, catalog, provisioner, control_plane_url=settings.public_url)
     catalog.use_install_history(deployments)  # deployments sits above the catalog and is built with it
+    billing = BillingService(db, audit, catalog)  # billing (issue 16)
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
@@ -225,9 +229,11 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         catalog=catalog,
         deployments=deployments,
         queue=queue,
-        runs=RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=webhooks.emit),
+        runs=RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=webhooks.emit,
+                       billing=billing),
         webhooks=webhooks,
         secrets=secrets,
         dispatch=_dispatch(settings, db, deployments, provisioner),
         scheduler_auth=_scheduler_auth(settings),
+        billing=billing,
     )

@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol
 import jsonschema
 
 from shared.audit import AuditLog
+from shared.billing import BillingService, Outcome
 from shared.catalog import AgentManifest, CatalogService
 from shared.deployments import DeploymentService, DeploymentStatus
 from shared.identity import ANY_MEMBER, RUNNERS, Need, OrgService, Principal, Role, decide
@@ -164,6 +165,11 @@ def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value)
 
 
+# billing (issue 16): how each final outcome a data plane reports is billed (docs/BILLING.md).
+_BILLED_AS = {RunStatus.SUCCEEDED: Outcome.SUCCEEDED, RunStatus.FAILED: Outcome.FAILED,
+              RunStatus.CANCELLED: Outcome.CANCELLED, RunStatus.DEAD: Outcome.PLATFORM_FAILURE}
+
+
 def _event_for(status: RunStatus) -> str:
     return {RunStatus.SUCCEEDED: "run.completed", RunStatus.CANCELLED: "run.cancelled"}.get(status, "run.failed")
 
@@ -174,7 +180,7 @@ class RunService:
 
     def __init__(self, db: Database, audit: AuditLog, orgs: OrgService, queue: TaskQueue, *,
                  catalog: CatalogService, deployments: DeploymentService, events: RunEvents | None = None,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, billing: BillingService | None = None) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.db = db
@@ -185,6 +191,7 @@ class RunService:
         self.queue = queue
         self.events = events
         self.max_attempts = max_attempts
+        self.billing = billing  # billing (issue 16): meters and charges each final outcome
         self._start_run = _Q.start_run.format(async_commit=ASYNC_COMMIT)
         self._versions: collections.OrderedDict[tuple[str, str], _Version] = collections.OrderedDict()
         self._versions_lock = threading.Lock()
@@ -523,6 +530,11 @@ class RunService:
         if status == RunStatus.DEAD:
             error = f"gave up after {run.attempt} attempts: {error}"
         metrics = {**report.metrics.model_dump(exclude_none=True), "attempts": run.attempt}
+        if self.billing is not None:  # billing (issue 16): charged once, with the outcome's commit
+            self.billing.charge_run(tx, run_id=run.id, org_id=run.org_id, agent_id=run.agent_id, version=run.version,
+                                    pricing=self._version(run.agent_id, run.version, tx).manifest.pricing,
+                                    outcome=_BILLED_AS[status], records=report.metrics.records_processed,
+                                    cpu_seconds=report.metrics.cpu_seconds, actor=principal.actor)
         self._finish(tx, run, status, actor=principal.actor, error=error, outputs=report.outputs,
                      metrics=metrics, completion_lease=token_hash, completion=answer)
         return answer

@@ -1,0 +1,166 @@
+"""Billing's models: how a run is metered and split, and what the usage API shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from shared.kernel.money import PricingSpec, micros_to_usd_str
+
+DEVELOPER_SHARE_PERCENT = 80
+"""The developer's share of a run's charge; the platform keeps the rest (docs/BILLING.md)."""
+
+CPU_MS_PER_HOUR = 3_600_000
+
+PLATFORM_ACCOUNT = "platform:revenue"
+STRIPE_CLEARING_ACCOUNT = "stripe:clearing"
+
+
+def customer_account(org_id: str) -> str:
+    """What ``org_id`` owes the platform for its usage (a debit balance)."""
+    return f"customer:{org_id}"
+
+
+def developer_account(org_id: str) -> str:
+    """What the platform owes developer org ``org_id`` (a credit balance: negative sums)."""
+    return f"developer:{org_id}"
+
+
+def payouts_account(org_id: str) -> str:
+    """What has been transferred to developer org ``org_id``'s Stripe Connect account."""
+    return f"payouts:{org_id}"
+
+
+class Outcome(StrEnum):
+    """How a run ended, as billing sees it (docs/BILLING.md, "What is charged")."""
+
+    SUCCEEDED = "succeeded"  # the full price: base + records + CPU
+    FAILED = "failed"  # the agent's error or its timeout: records and CPU used, no base fee
+    CANCELLED = "cancelled"  # stopped while running (by a user, the kill switch or a cap): records and CPU used
+    NOT_STARTED = "not_started"  # cancelled before it started: nothing
+    PLATFORM_FAILURE = "platform_failure"  # the platform gave up (retries exhausted, worker lost): nothing
+
+
+CHARGES_BASE = frozenset({Outcome.SUCCEEDED})
+CHARGES_USAGE = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED})
+
+
+def split(total_micros: int) -> tuple[int, int]:
+    """(developer share, platform fee) of a charge, exact to the micro-dollar.
+
+    The developer gets 80 % rounded down to the micro-dollar; the platform gets the rest, so the
+    remainder of the division (at most 0.8 of a micro-dollar) always goes to the platform and the
+    two parts always add up to the charge.
+    """
+    if total_micros < 0:
+        raise ValueError("a charge is never negative")
+    developer = total_micros * DEVELOPER_SHARE_PERCENT // 100
+    return developer, total_micros - developer
+
+
+def cpu_ms_of(cpu_seconds: float) -> int:
+    """CPU time as whole milliseconds (to the nearest), the unit it is metered in."""
+    return max(0, round(cpu_seconds * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A run's metered charge, in micro-dollars."""
+
+    outcome: Outcome
+    records: int
+    cpu_ms: int
+    base_micros: int
+    records_micros: int
+    cpu_micros: int
+    capped: bool
+    total_micros: int
+    developer_micros: int
+    platform_micros: int
+
+
+def meter(pricing: PricingSpec, outcome: Outcome, *, records: int, cpu_ms: int, cap_micros: int | None = None
+          ) -> Charge:
+    """The charge for a run: ``base_usd`` + ``per_record_usd`` * records + ``per_cpu_hour_usd`` *
+    CPU-hours, each part charged only for the outcomes that carry it, at most ``cap_micros``.
+
+    CPU is priced per millisecond, rounded down (never more than the price list says).
+    """
+    if records < 0 or cpu_ms < 0:
+        raise ValueError("records and CPU time are never negative")
+    base = pricing.base_micros if outcome in CHARGES_BASE else 0
+    usage = outcome in CHARGES_USAGE
+    per_records = pricing.per_record_micros * records if usage else 0
+    per_cpu = pricing.per_cpu_hour_micros * cpu_ms // CPU_MS_PER_HOUR if usage else 0
+    total = base + per_records + per_cpu
+    capped = cap_micros is not None and total > cap_micros
+    if capped:
+        assert cap_micros is not None
+        total = cap_micros
+    developer, platform = split(total)
+    return Charge(outcome=outcome, records=records, cpu_ms=cpu_ms, base_micros=base, records_micros=per_records,
+                  cpu_micros=per_cpu, capped=capped, total_micros=total, developer_micros=developer,
+                  platform_micros=platform)
+
+
+def period_of(moment: datetime | date) -> date:
+    """The billing period (a calendar month, UTC) a moment falls in, as its first day."""
+    return date(moment.year, moment.month, 1)
+
+
+class RunUsageOut(BaseModel):
+    """One run's metering and charge, as the org sees it."""
+
+    run_id: str
+    agent_id: str
+    version: str
+    outcome: str
+    records: int
+    cpu_seconds: float
+    charge_usd: str = Field(description="What the run was charged (USD, exact decimal string)")
+    charge_micros: int
+    capped: bool
+    charged_at: datetime
+
+
+class AgentUsageOut(BaseModel):
+    agent_id: str
+    runs: int
+    records: int
+    cpu_seconds: float
+    charge_usd: str
+    charge_micros: int
+
+
+class DayUsageOut(BaseModel):
+    day: date
+    runs: int
+    charge_usd: str
+    charge_micros: int
+
+
+class UsageOut(BaseModel):
+    """An org's usage over a period: totals, per agent, per day, and each run's charge."""
+
+    org_id: str
+    period_start: date
+    period_end: date
+    runs: int
+    records: int
+    cpu_seconds: float
+    total_usd: str
+    total_micros: int
+    budget_usd: str | None
+    reserved_usd: str
+    by_agent: list[AgentUsageOut]
+    by_day: list[DayUsageOut]
+    items: list[RunUsageOut]
+    next_cursor: str | None = None
+
+
+def usd(micros: int) -> str:
+    """Micro-dollars as the API's decimal USD string."""
+    return micros_to_usd_str(micros)
