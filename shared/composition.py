@@ -52,9 +52,8 @@ class Container:
     runs: RunService
     webhooks: WebhookService
     secrets: SecretKeys
+    billing: BillingService  # billing (issue 16)
     dispatch: DispatchService | None = None
-    # billing (issue 16)
-    billing: BillingService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
 
@@ -219,7 +218,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
                               DestinationPolicy(SystemResolver(), allow_loopback=settings.webhooks_allow_loopback))
     deployments = DeploymentService(db, audit, identity, catalog, provisioner, control_plane_url=settings.public_url)
     catalog.use_install_history(deployments)  # deployments sits above the catalog and is built with it
-    billing = BillingService(db, audit, catalog)  # billing (issue 16)
+    billing = BillingService(db, audit, catalog, events=webhooks.emit)  # billing (issue 16)
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,

@@ -2,23 +2,36 @@
 
 from shared.billing.models import (
     DEVELOPER_SHARE_PERCENT,
+    BillingLimitsIn,
+    BillingLimitsOut,
     Charge,
+    FreezeIn,
     Outcome,
     UsageOut,
+    UsageQuery,
+    UsageReportIn,
+    UsageReportOut,
     customer_account,
     developer_account,
     meter,
     split,
 )
-from shared.billing.service import BillingService, LedgerImbalance
+from shared.billing.service import BillingEvents, BillingService, LedgerImbalance
 
 __all__ = [
     "DEVELOPER_SHARE_PERCENT",
+    "BillingEvents",
+    "BillingLimitsIn",
+    "BillingLimitsOut",
     "BillingService",
     "Charge",
+    "FreezeIn",
     "LedgerImbalance",
     "Outcome",
     "UsageOut",
+    "UsageQuery",
+    "UsageReportIn",
+    "UsageReportOut",
     "customer_account",
     "developer_account",
     "meter",

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from shared.kernel.money import PricingSpec, micros_to_usd_str
+from shared.identity import StrictModel
+from shared.kernel.money import PricingSpec, Usd, micros_to_usd_str
 
 DEVELOPER_SHARE_PERCENT = 80
 """The developer's share of a run's charge; the platform keeps the rest (docs/BILLING.md)."""
 
 CPU_MS_PER_HOUR = 3_600_000
+
+ALERT_PERCENTS = (50, 80, 100)
+"""Budget thresholds announced (``billing.budget_threshold``), each once per month."""
 
 PLATFORM_ACCOUNT = "platform:revenue"
 STRIPE_CLEARING_ACCOUNT = "stripe:clearing"
@@ -157,8 +161,73 @@ class UsageOut(BaseModel):
     reserved_usd: str
     by_agent: list[AgentUsageOut]
     by_day: list[DayUsageOut]
-    items: list[RunUsageOut]
-    next_cursor: str | None = None
+    items: list[RunUsageOut] = Field(description="The period's runs, newest first, at most `limit`")
+    items_truncated: bool = Field(description="Whether the period has more runs than `items` shows "
+                                              "(the totals always count them all)")
+
+
+class UsageQuery(BaseModel):
+    """``GET /orgs/{org_id}/usage``: a month (``YYYY-MM``, UTC; default the current one)."""
+
+    period: str | None = Field(default=None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+    def start_date(self) -> date:
+        """The first day of the month asked for."""
+        if self.period is None:
+            return period_of(datetime.now(UTC))
+        year, month = self.period.split("-")
+        return date(int(year), int(month), 1)
+
+    @field_validator("period")
+    @classmethod
+    def _in_range(cls, value: str | None) -> str | None:
+        if value is not None and not 2000 <= int(value[:4]) <= 9999:
+            raise ValueError("the year must be between 2000 and 9999")
+        return value
+
+
+class BillingLimitsIn(StrictModel):
+    """An org's spend limits (absent or null: none)."""
+
+    monthly_budget_usd: Usd | None = None
+    default_run_cap_usd: Usd | None = Field(default=None, description="The maximum charge of a run that "
+                                                                       "names none (must be > 0)")
+
+    @field_validator("default_run_cap_usd")
+    @classmethod
+    def _positive(cls, value: object) -> object:
+        if value is not None and value == 0:
+            raise ValueError("a default run cap must be more than 0")
+        return value
+
+
+class BillingLimitsOut(BaseModel):
+    org_id: str
+    monthly_budget_usd: str | None
+    default_run_cap_usd: str | None
+    frozen: bool
+    frozen_reason: str | None
+    charged_this_month_usd: str
+    reserved_usd: str = Field(description="Held by running runs' maximum charges")
+
+
+class FreezeIn(StrictModel):
+    reason: str = Field(default="frozen by an admin", min_length=1, max_length=500)
+
+
+class UsageReportIn(StrictModel):
+    """A runner's usage heartbeat: what the run has used so far (measured by the runner)."""
+
+    lease_token: str = Field(min_length=1, max_length=200)
+    records_processed: int = Field(ge=0, le=10**12)
+    cpu_seconds: float = Field(ge=0, le=10**9)
+
+
+class UsageReportOut(BaseModel):
+    charge_so_far_usd: str
+    cap_usd: str | None
+    stop: bool = Field(description="The run reached its maximum charge: stop it now")
 
 
 def usd(micros: int) -> str:

@@ -2,33 +2,33 @@
 
 -- name: charge_run
 -- Meter a run's outcome and post its charge, once: the usage row is keyed by the run, so a retried
--- completion inserts nothing and nothing follows. The charge moves the org's reservation into its
--- month's spend and posts one balanced ledger transaction (customer debit = developer share +
--- platform fee). One statement, sent with the completion's COMMIT.
-WITH metered AS (
+-- completion inserts nothing and nothing follows. The metered amount is capped by the run's
+-- reservation (its per-run maximum) when it holds one; the developer gets 80 % of the charge
+-- rounded down, the platform the rest. The charge is added to the org's month and posted as one
+-- balanced ledger transaction (customer debit = developer share + platform fee). One statement,
+-- sent with the completion's COMMIT.
+WITH priced AS (
+    SELECT least(%s::bigint, coalesce((SELECT cap_micros FROM billing_reservations WHERE run_id = %s),
+                                      %s::bigint)) AS charge
+), split AS (
+    SELECT charge, charge * 80 / 100 AS developer, charge - charge * 80 / 100 AS platform FROM priced
+), metered AS (
     INSERT INTO billing_usage (run_id, org_id, agent_id, version, developer_org_id, outcome, records, cpu_ms,
                                base_micros, records_micros, cpu_micros, capped, charge_micros, developer_micros,
                                platform_micros, period)
-    VALUES (%s, %s, %s, %s, %s, %s, %s,
-            %s, %s, %s, %s, %s, %s,
-            %s, %s, %s)
+    SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, split.charge < %s::bigint, split.charge, split.developer,
+           split.platform, %s::date
+    FROM split
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id, org_id, developer_org_id, charge_micros, developer_micros, platform_micros, period
-), released AS (
-    DELETE FROM billing_reservations r USING metered m WHERE r.run_id = m.run_id
-    RETURNING r.cap_micros, r.period
 ), spent AS (
     INSERT INTO billing_periods AS p (org_id, period, charged_micros)
     SELECT m.org_id, m.period, m.charge_micros FROM metered m
-    ON CONFLICT (org_id, period) DO UPDATE
-    SET charged_micros = p.charged_micros + EXCLUDED.charged_micros,
-        reserved_micros = greatest(0, p.reserved_micros
-                                      - coalesce((SELECT sum(cap_micros) FROM released WHERE period = p.period), 0))
+    ON CONFLICT (org_id, period) DO UPDATE SET charged_micros = p.charged_micros + EXCLUDED.charged_micros
     RETURNING p.org_id
 ), posted AS (
     INSERT INTO ledger_transactions (id, kind, org_id, run_id, memo)
-    SELECT %s, 'run_charge', m.org_id, m.run_id,
-           jsonb_build_object('developer_org_id', m.developer_org_id)
+    SELECT %s, 'run_charge', m.org_id, m.run_id, jsonb_build_object('developer_org_id', m.developer_org_id)
     FROM metered m WHERE m.charge_micros > 0
     RETURNING id
 )
@@ -73,3 +73,88 @@ SELECT t.id, e.account, e.amount
 FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id
 WHERE t.kind = %s AND t.run_id = %s
 ORDER BY e.id;
+
+-- name: settings_for_update
+-- An org's spend limits, its row locked until the transaction ends: reservations of one org are
+-- decided one after another, so concurrent runs never together pass its budget.
+SELECT monthly_budget_micros, default_run_cap_micros, frozen FROM billing_settings WHERE org_id = %s FOR UPDATE;
+
+-- name: settings
+SELECT org_id, monthly_budget_micros, default_run_cap_micros, frozen, frozen_reason, updated_at
+FROM billing_settings WHERE org_id = %s;
+
+-- name: put_settings
+-- Set an org's budget and default cap (the freeze is left as it is).
+INSERT INTO billing_settings AS s (org_id, monthly_budget_micros, default_run_cap_micros)
+VALUES (%s, %s, %s)
+ON CONFLICT (org_id) DO UPDATE
+SET monthly_budget_micros = EXCLUDED.monthly_budget_micros,
+    default_run_cap_micros = EXCLUDED.default_run_cap_micros, updated_at = now()
+RETURNING org_id, monthly_budget_micros, default_run_cap_micros, frozen, frozen_reason, updated_at;
+
+-- name: put_frozen
+INSERT INTO billing_settings AS s (org_id, frozen, frozen_reason) VALUES (%s, %s, %s)
+ON CONFLICT (org_id) DO UPDATE SET frozen = EXCLUDED.frozen, frozen_reason = EXCLUDED.frozen_reason,
+                                   updated_at = now()
+RETURNING org_id, monthly_budget_micros, default_run_cap_micros, frozen, frozen_reason, updated_at;
+
+-- name: period_for_update
+-- The org's spend this month, its row created when missing (under the settings row's lock).
+INSERT INTO billing_periods AS p (org_id, period) VALUES (%s, %s)
+ON CONFLICT (org_id, period) DO UPDATE SET org_id = p.org_id
+RETURNING charged_micros, reserved_micros, alerted_percent;
+
+-- name: reserve
+-- Hold a run's cap against its month's budget.
+WITH held AS (
+    INSERT INTO billing_reservations (run_id, org_id, period, cap_micros) VALUES (%s, %s, %s, %s)
+    RETURNING org_id, period, cap_micros
+)
+UPDATE billing_periods p SET reserved_micros = p.reserved_micros + h.cap_micros
+FROM held h WHERE p.org_id = h.org_id AND p.period = h.period;
+
+-- name: hold_cap
+-- A run's cap without a budget: nothing to hold against, only the cap to enforce.
+INSERT INTO billing_reservations (run_id, org_id, period, cap_micros) VALUES (%s, %s, %s, %s);
+
+-- name: release
+-- A run has ended: its reservation is no longer held against the budget.
+WITH gone AS (
+    DELETE FROM billing_reservations WHERE run_id = %s RETURNING org_id, period, cap_micros
+)
+UPDATE billing_periods p SET reserved_micros = greatest(0, p.reserved_micros - g.cap_micros)
+FROM gone g WHERE p.org_id = g.org_id AND p.period = g.period;
+
+-- name: reservation
+SELECT run_id, org_id, period, cap_micros, used_micros FROM billing_reservations WHERE run_id = %s;
+
+-- name: report_usage
+-- What a running run has used so far; answers its cap.
+UPDATE billing_reservations SET used_micros = greatest(used_micros, %s) WHERE run_id = %s
+RETURNING cap_micros, used_micros;
+
+-- name: set_alerted
+-- Record that the org was told its month's spend passed a threshold (once per threshold).
+UPDATE billing_periods SET alerted_percent = %s WHERE org_id = %s AND period = %s AND alerted_percent < %s
+RETURNING alerted_percent;
+
+-- name: usage_runs
+-- An org's metered runs in [from, to), newest first.
+SELECT run_id, agent_id, version, outcome, records, cpu_ms, charge_micros, capped, charged_at
+FROM billing_usage WHERE org_id = %s AND charged_at >= %s AND charged_at < %s
+ORDER BY charged_at DESC, run_id DESC LIMIT %s;
+
+-- name: usage_by_agent
+SELECT agent_id, count(*) AS runs, coalesce(sum(records), 0)::bigint AS records,
+       coalesce(sum(cpu_ms), 0)::bigint AS cpu_ms, coalesce(sum(charge_micros), 0)::bigint AS charge_micros
+FROM billing_usage WHERE org_id = %s AND charged_at >= %s AND charged_at < %s
+GROUP BY agent_id ORDER BY agent_id;
+
+-- name: usage_by_day
+SELECT (charged_at AT TIME ZONE 'UTC')::date AS day, count(*) AS runs,
+       coalesce(sum(charge_micros), 0)::bigint AS charge_micros
+FROM billing_usage WHERE org_id = %s AND charged_at >= %s AND charged_at < %s
+GROUP BY 1 ORDER BY 1;
+
+-- name: period_spend
+SELECT charged_micros, reserved_micros FROM billing_periods WHERE org_id = %s AND period = %s;

@@ -81,6 +81,10 @@ class ErrorCode(StrEnum):
     WEBHOOK_URL_REFUSED = "webhook_url_refused"  # the destination is not a public HTTPS address
     WEBHOOK_LIMIT = "webhook_limit"  # the org has as many webhooks as it may have
 
+    # Billing (issue 16).
+    SPEND_FROZEN = "spend_frozen"  # the org's spend is frozen (kill switch or unpaid invoice): no new runs
+    BUDGET_EXCEEDED = "budget_exceeded"  # the run's maximum charge does not fit what is left of the monthly budget
+
 
 class AppError(Exception):
     """Base of every error the API reports to a caller."""
