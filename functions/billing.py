@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from functions.operation import ADMIN, ANY_MEMBER, Call, operation
 from shared.billing import (
     BillingLimitsIn,
     BillingLimitsOut,
     BillingService,
     FreezeIn,
+    InvoiceList,
+    InvoiceOut,
     UsageOut,
     UsageQuery,
     UsageReportIn,
     UsageReportOut,
+    WebhookReceipt,
 )
 from shared.kernel.errors import ErrorCode
 
@@ -60,3 +65,33 @@ def unfreeze(call: Call) -> BillingLimitsOut:
            errors={409: (ErrorCode.LEASE_LOST, ErrorCode.RUN_FINISHED)})
 def report_usage(call: Call) -> UsageReportOut:
     return call.services.runs.report_usage(call.caller, call.params["agent_id"], call.params["run_id"], call.body)
+
+
+@operation("GET", "/orgs/{org_id}/invoices", summary="List the org's invoices", tags=["billing"], roles=ADMIN,
+           response=InvoiceList)
+def list_invoices(call: Call) -> InvoiceList:
+    return call.services.invoicing.invoices(call.org_id)
+
+
+@operation("GET", "/orgs/{org_id}/invoices/{invoice_id}", summary="Read an invoice with its lines",
+           tags=["billing"], roles=ADMIN, response=InvoiceOut)
+def get_invoice(call: Call) -> InvoiceOut:
+    return call.services.invoicing.invoice(call.org_id, call.params["invoice_id"])
+
+
+class StripeEventIn(BaseModel):
+    """A Stripe event (verified against the raw body and its Stripe-Signature header)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=255)
+    type: str = Field(min_length=1, max_length=255)
+
+
+@operation("POST", "/billing/stripe/webhook", summary="Receive a Stripe event", tags=["billing"], auth=False,
+           body=StripeEventIn, response=WebhookReceipt, idempotent=False, max_body=512 * 1024,
+           headers={"Stripe-Signature": "Stripe's signature of the raw body (required)"},
+           errors={400: ErrorCode.INVALID_SIGNATURE, 404: ErrorCode.NOT_FOUND})
+def stripe_webhook(call: Call) -> WebhookReceipt:
+    return call.services.invoicing.handle_webhook(call.raw_body,
+                                                  call.request.headers.get("Stripe-Signature", ""))

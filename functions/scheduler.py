@@ -40,6 +40,9 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
         ScheduledJob("secrets-rewrap", 600.0, container.secrets.rewrap),
         # Webhook secrets sealed by an org's older data key (or the platform key ring) are sealed again.
         ScheduledJob("webhooks-reseal", 600.0, container.webhooks.reseal_secrets),
+        # billing (issue 16): close last month into invoices (once), send drafts, freeze orgs unpaid
+        # past the grace period; hourly, so a missed run is caught up within the hour.
+        ScheduledJob("billing-cycle", 3600.0, container.invoicing.run_cycle),
     ]
     relay = getattr(container.queue, "relay", None)
     if callable(relay):  # a push-delivering queue re-pushes due redeliveries

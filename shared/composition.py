@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.audit import AuditLog
-from shared.billing import BillingService
+from shared.billing import BillingService, Invoicing, PaymentProvider
 from shared.catalog import CatalogService
 from shared.deployments import DeploymentService, Provisioner
 from shared.identity import (
@@ -53,6 +53,7 @@ class Container:
     webhooks: WebhookService
     secrets: SecretKeys
     billing: BillingService  # billing (issue 16)
+    invoicing: Invoicing  # billing (issue 16)
     dispatch: DispatchService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
@@ -196,6 +197,18 @@ def _legacy_secret_box(settings: Settings) -> SecretBox | None:
     return None
 
 
+def _payments(settings: Settings) -> PaymentProvider | None:
+    """billing (issue 16): Stripe when a secret key is set; without one invoices stay drafts."""
+    if settings.stripe_secret_key is None:
+        return None
+    from shared.billing.adapters.stripe_payments import StripePayments  # noqa: PLC0415
+
+    secret = settings.stripe_webhook_secret
+    return StripePayments(settings.stripe_secret_key.get_secret_value(),
+                          webhook_secret=None if secret is None else secret.get_secret_value(),
+                          api_base=settings.stripe_api_base)
+
+
 def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     """Wire every port and service for ``settings``."""
     connect = connection_factory(settings)
@@ -219,6 +232,8 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     deployments = DeploymentService(db, audit, identity, catalog, provisioner, control_plane_url=settings.public_url)
     catalog.use_install_history(deployments)  # deployments sits above the catalog and is built with it
     billing = BillingService(db, audit, catalog, events=webhooks.emit)  # billing (issue 16)
+    invoicing = Invoicing(db, audit, billing, _payments(settings), events=webhooks.emit,
+                          grace_days=settings.billing_payment_grace_days)
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
@@ -235,4 +250,5 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         dispatch=_dispatch(settings, db, deployments, provisioner),
         scheduler_auth=_scheduler_auth(settings),
         billing=billing,
+        invoicing=invoicing,
     )

@@ -345,6 +345,11 @@ variable "scheduled_jobs" {
       function    = "run_scheduled_job"
       description = "Push the redeliveries of expired leases (and failed pushes) to Cloud Tasks."
     }
+    "billing-cycle" = {
+      schedule    = "7 * * * *"
+      function    = "run_scheduled_job"
+      description = "Close last month into invoices (once), send them to Stripe, freeze orgs unpaid past the grace period."
+    }
   }
 
   validation {

@@ -233,3 +233,50 @@ class UsageReportOut(BaseModel):
 def usd(micros: int) -> str:
     """Micro-dollars as the API's decimal USD string."""
     return micros_to_usd_str(micros)
+
+
+def micros_to_cents(micros: int) -> int:
+    """Whole cents for the payment provider: to the nearest cent, halves up (only invoices use cents)."""
+    return (micros + 5_000) // 10_000
+
+
+class InvoiceLineOut(BaseModel):
+    line_no: int
+    kind: str = Field(description="usage (the month's runs of an agent), adjustment (late usage of an "
+                                  "earlier month) or subscription")
+    agent_id: str | None
+    usage_period: date | None
+    runs: int
+    description: str
+    amount_usd: str
+    amount_micros: int
+    amount_cents: int = Field(description="What the Stripe invoice item says (rounded to the cent)")
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    org_id: str
+    period: date
+    status: str = Field(description="draft (not sent: see note), open (finalized at Stripe), paid, "
+                                    "payment_failed, void")
+    total_usd: str
+    total_micros: int
+    total_cents: int
+    stripe_invoice_id: str | None
+    note: str | None
+    created_at: datetime
+    finalized_at: datetime | None
+    paid_at: datetime | None
+    payment_failed_at: datetime | None
+    lines: list[InvoiceLineOut] | None = Field(default=None, description="Only when one invoice is read")
+
+
+class InvoiceList(BaseModel):
+    items: list[InvoiceOut]
+
+
+class WebhookReceipt(BaseModel):
+    event_id: str
+    type: str
+    handled: bool
+    duplicate: bool

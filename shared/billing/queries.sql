@@ -158,3 +158,97 @@ GROUP BY 1 ORDER BY 1;
 
 -- name: period_spend
 SELECT charged_micros, reserved_micros FROM billing_periods WHERE org_id = %s AND period = %s;
+
+-- name: lock_usage_for_watermark
+-- Wait for every transaction that is inserting usage rows (SHARE conflicts with their ROW
+-- EXCLUSIVE), so that every seq below the watermark read next belongs to a committed row.
+LOCK TABLE billing_usage IN SHARE MODE;
+
+-- name: usage_watermark
+SELECT coalesce(max(seq), 0)::bigint AS through_seq FROM billing_usage;
+
+-- name: last_cycle
+SELECT period, through_seq, after_seq, invoiced_at FROM billing_cycles ORDER BY period DESC LIMIT 1;
+
+-- name: cycle_before
+SELECT period, through_seq, after_seq FROM billing_cycles WHERE period < %s ORDER BY period DESC LIMIT 1;
+
+-- name: mark_cycle_invoiced
+UPDATE billing_cycles SET invoiced_at = now() WHERE period = %s;
+
+-- name: insert_cycle
+INSERT INTO billing_cycles (period, through_seq, after_seq) VALUES (%s, %s, %s)
+ON CONFLICT (period) DO NOTHING RETURNING period;
+
+-- name: cycle_lines
+-- One aggregate pass over the cycle's usage rows, per org, agent and month charged: the rows
+-- between the previous watermark and this one, plus those the previous cycle left for being of a
+-- later month than it closed; never a month later than the one closed (they wait for its cycle).
+SELECT org_id, agent_id, period, count(*) AS runs, sum(charge_micros)::bigint AS amount_micros
+FROM billing_usage
+WHERE period <= %s AND charge_micros > 0
+  AND ((seq > %s AND seq <= %s) OR (seq > %s AND seq <= %s AND period > %s))
+GROUP BY org_id, agent_id, period
+ORDER BY org_id, period, agent_id;
+
+-- name: insert_invoice
+INSERT INTO invoices (id, org_id, period, status, total_micros, total_cents, note)
+VALUES (%s, %s, %s, 'draft', %s, %s, %s)
+ON CONFLICT (org_id, period) DO NOTHING RETURNING id;
+
+-- name: insert_invoice_lines
+INSERT INTO invoice_lines (invoice_id, line_no, kind, agent_id, usage_period, run_count, description, amount_micros,
+                           amount_cents)
+SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::date[], %s::bigint[], %s::text[],
+                     %s::bigint[], %s::bigint[]);
+
+-- name: drafts_to_send
+-- Invoices not yet sent to Stripe (a cycle without Stripe settings, or a push that failed).
+SELECT id, org_id, period, total_micros, total_cents FROM invoices
+WHERE status = 'draft' AND stripe_invoice_id IS NULL ORDER BY created_at LIMIT %s;
+
+-- name: invoice_lines
+SELECT line_no, kind, agent_id, usage_period, run_count, description, amount_micros, amount_cents
+FROM invoice_lines WHERE invoice_id = %s ORDER BY line_no;
+
+-- name: customer
+SELECT stripe_customer_id FROM billing_customers WHERE org_id = %s;
+
+-- name: insert_customer
+INSERT INTO billing_customers (org_id, stripe_customer_id) VALUES (%s, %s)
+ON CONFLICT (org_id) DO NOTHING;
+
+-- name: mark_sent
+UPDATE invoices SET status = 'open', stripe_invoice_id = %s, finalized_at = now(), note = NULL
+WHERE id = %s AND status = 'draft'
+RETURNING id;
+
+-- name: invoice
+SELECT id, org_id, period, status, total_micros, total_cents, stripe_invoice_id, note, created_at, finalized_at,
+       paid_at, payment_failed_at
+FROM invoices WHERE id = %s AND org_id = %s;
+
+-- name: invoices_of_org
+SELECT id, org_id, period, status, total_micros, total_cents, stripe_invoice_id, note, created_at, finalized_at,
+       paid_at, payment_failed_at
+FROM invoices WHERE org_id = %s ORDER BY period DESC LIMIT %s;
+
+-- name: invoice_by_stripe_id
+SELECT id, org_id, period, status, total_micros, total_cents FROM invoices WHERE stripe_invoice_id = %s FOR UPDATE;
+
+-- name: record_stripe_event
+INSERT INTO stripe_events (id, type) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING RETURNING id;
+
+-- name: mark_paid
+UPDATE invoices SET status = 'paid', paid_at = now() WHERE id = %s AND status IN ('open', 'payment_failed');
+
+-- name: mark_payment_failed
+UPDATE invoices SET status = 'payment_failed', payment_failed_at = coalesce(payment_failed_at, now())
+WHERE id = %s AND status IN ('open', 'payment_failed');
+
+-- name: unpaid_past_grace
+-- Orgs with an invoice whose payment failed longer ago than the grace period, not frozen yet.
+SELECT DISTINCT i.org_id FROM invoices i
+LEFT JOIN billing_settings s ON s.org_id = i.org_id
+WHERE i.status = 'payment_failed' AND i.payment_failed_at < now() - make_interval(days => %s)
+  AND NOT coalesce(s.frozen, false);

@@ -84,6 +84,8 @@ class ErrorCode(StrEnum):
     # Billing (issue 16).
     SPEND_FROZEN = "spend_frozen"  # the org's spend is frozen (kill switch or unpaid invoice): no new runs
     BUDGET_EXCEEDED = "budget_exceeded"  # the run's maximum charge does not fit what is left of the monthly budget
+    INVALID_SIGNATURE = "invalid_signature"  # a payment provider's webhook whose signature does not verify
+    NO_PAYOUT_ACCOUNT = "no_payout_account"  # the developer org has not onboarded a Stripe Connect account
 
 
 class AppError(Exception):

@@ -36,7 +36,8 @@ TABLE_OWNERS: dict[str, frozenset[str]] = {
     "runs": frozenset({"runs", "run_logs", "run_checkpoints", "run_checkpoint_writes", "tasks"}),
     "webhooks": frozenset({"webhooks", "webhook_events", "webhook_deliveries", "webhook_attempts"}),
     "billing": frozenset({"billing_usage", "ledger_transactions", "ledger_entries", "billing_settings",
-                          "billing_periods", "billing_reservations"}),
+                          "billing_periods", "billing_reservations", "billing_cycles", "billing_customers",
+                          "invoices", "invoice_lines", "stripe_events"}),
     "secrets": frozenset({"secret_keys"}),
     "kernel": frozenset({"schema_migrations"}),
 }

@@ -21,6 +21,8 @@ CREATE TABLE billing_usage (
     platform_micros   bigint NOT NULL CHECK (platform_micros >= 0),
     period            date NOT NULL,
     charged_at        timestamptz NOT NULL DEFAULT now(),
+    -- Insertion order: an invoice covers the rows up to its cycle's watermark (invoices below).
+    seq               bigserial NOT NULL UNIQUE,
     CHECK (developer_micros + platform_micros = charge_micros)
 );
 CREATE INDEX billing_usage_org_idx ON billing_usage (org_id, charged_at);
@@ -121,3 +123,61 @@ CREATE TABLE billing_reservations (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX billing_reservations_org_idx ON billing_reservations (org_id);
+
+-- Invoices. A billing cycle closes a month: it takes a watermark (the highest usage seq, read
+-- under a SHARE lock so that every row below it is committed) and invoices each org's usage rows
+-- between the previous cycle's watermark and this one. A row committed after a cycle (late usage)
+-- is above its watermark and lands on the next invoice, as an adjustment when it belongs to an
+-- earlier month; nothing is lost and nothing is invoiced twice.
+CREATE TABLE billing_cycles (
+    period        date PRIMARY KEY,
+    through_seq   bigint NOT NULL,
+    after_seq     bigint NOT NULL,
+    closed_at     timestamptz NOT NULL DEFAULT now(),
+    invoiced_at   timestamptz  -- set once every org's invoice of the cycle is written
+);
+
+-- The Stripe customer of an org, created once.
+CREATE TABLE billing_customers (
+    org_id              text PRIMARY KEY,
+    stripe_customer_id  text NOT NULL UNIQUE,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE invoices (
+    id                 text PRIMARY KEY,
+    org_id             text NOT NULL,
+    period             date NOT NULL,
+    status             text NOT NULL CHECK (status IN ('draft', 'open', 'paid', 'payment_failed', 'void')),
+    total_micros       bigint NOT NULL,
+    total_cents        bigint NOT NULL,
+    stripe_invoice_id  text UNIQUE,
+    note               text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    finalized_at       timestamptz,
+    paid_at            timestamptz,
+    payment_failed_at  timestamptz,
+    UNIQUE (org_id, period)
+);
+CREATE INDEX invoices_org_idx ON invoices (org_id, period DESC);
+CREATE INDEX invoices_failed_idx ON invoices (payment_failed_at) WHERE status = 'payment_failed';
+
+CREATE TABLE invoice_lines (
+    invoice_id     text NOT NULL REFERENCES invoices (id),
+    line_no        integer NOT NULL,
+    kind           text NOT NULL CHECK (kind IN ('usage', 'adjustment', 'subscription')),
+    agent_id       text,
+    usage_period   date,
+    run_count      bigint NOT NULL DEFAULT 0,
+    description    text NOT NULL,
+    amount_micros  bigint NOT NULL,
+    amount_cents   bigint NOT NULL,
+    PRIMARY KEY (invoice_id, line_no)
+);
+
+-- Stripe webhook events already handled (idempotent on the event id).
+CREATE TABLE stripe_events (
+    id           text PRIMARY KEY,
+    type         text NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT now()
+);
