@@ -9,9 +9,13 @@ from shared.billing import (
     BillingLimitsIn,
     BillingLimitsOut,
     BillingService,
+    EarningsOut,
     FreezeIn,
     InvoiceList,
     InvoiceOut,
+    OnboardingIn,
+    OnboardingOut,
+    PayoutList,
     UsageOut,
     UsageQuery,
     UsageReportIn,
@@ -95,3 +99,22 @@ class StripeEventIn(BaseModel):
 def stripe_webhook(call: Call) -> WebhookReceipt:
     return call.services.invoicing.handle_webhook(call.raw_body,
                                                   call.request.headers.get("Stripe-Signature", ""))
+
+
+@operation("GET", "/developers/{org_id}/earnings", summary="Read a developer org's earnings", tags=["billing"],
+           roles=ADMIN, response=EarningsOut)
+def get_earnings(call: Call) -> EarningsOut:
+    return call.services.payouts.earnings(call.org_id)
+
+
+@operation("GET", "/developers/{org_id}/payouts", summary="List a developer org's payouts", tags=["billing"],
+           roles=ADMIN, response=PayoutList)
+def list_payouts(call: Call) -> PayoutList:
+    return call.services.payouts.payouts(call.org_id)
+
+
+@operation("POST", "/developers/{org_id}/payouts/onboarding", summary="Start or resume Stripe Connect onboarding",
+           tags=["billing"], roles=ADMIN, body=OnboardingIn, response=OnboardingOut,
+           errors={409: ErrorCode.NO_PAYOUT_ACCOUNT})
+def onboard_payouts(call: Call) -> OnboardingOut:
+    return call.services.payouts.onboard(call.caller.actor, call.org_id, call.body)

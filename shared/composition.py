@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.audit import AuditLog
-from shared.billing import BillingService, Invoicing, PaymentProvider
+from shared.billing import BillingService, Invoicing, PaymentProvider, Payouts
 from shared.catalog import CatalogService
 from shared.deployments import DeploymentService, Provisioner
 from shared.identity import (
@@ -54,6 +54,7 @@ class Container:
     secrets: SecretKeys
     billing: BillingService  # billing (issue 16)
     invoicing: Invoicing  # billing (issue 16)
+    payouts: Payouts  # billing (issue 16)
     dispatch: DispatchService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
@@ -232,7 +233,8 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     deployments = DeploymentService(db, audit, identity, catalog, provisioner, control_plane_url=settings.public_url)
     catalog.use_install_history(deployments)  # deployments sits above the catalog and is built with it
     billing = BillingService(db, audit, catalog, events=webhooks.emit)  # billing (issue 16)
-    invoicing = Invoicing(db, audit, billing, _payments(settings), events=webhooks.emit,
+    payments = _payments(settings)
+    invoicing = Invoicing(db, audit, billing, payments, events=webhooks.emit,
                           grace_days=settings.billing_payment_grace_days)
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
@@ -251,4 +253,5 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         scheduler_auth=_scheduler_auth(settings),
         billing=billing,
         invoicing=invoicing,
+        payouts=Payouts(db, audit, billing, payments),
     )

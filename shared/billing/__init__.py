@@ -6,10 +6,14 @@ from shared.billing.models import (
     BillingLimitsIn,
     BillingLimitsOut,
     Charge,
+    EarningsOut,
     FreezeIn,
     InvoiceList,
     InvoiceOut,
+    OnboardingIn,
+    OnboardingOut,
     Outcome,
+    PayoutList,
     UsageOut,
     UsageQuery,
     UsageReportIn,
@@ -20,7 +24,8 @@ from shared.billing.models import (
     meter,
     split,
 )
-from shared.billing.ports import PaymentProvider
+from shared.billing.payouts import Payouts
+from shared.billing.ports import PaymentProvider, ProviderLine
 from shared.billing.service import BillingEvents, BillingService, LedgerImbalance
 
 __all__ = [
@@ -30,13 +35,19 @@ __all__ = [
     "BillingLimitsOut",
     "BillingService",
     "Charge",
+    "EarningsOut",
     "FreezeIn",
     "InvoiceList",
     "InvoiceOut",
     "Invoicing",
     "LedgerImbalance",
+    "OnboardingIn",
+    "OnboardingOut",
     "Outcome",
     "PaymentProvider",
+    "PayoutList",
+    "Payouts",
+    "ProviderLine",
     "UsageOut",
     "UsageQuery",
     "UsageReportIn",

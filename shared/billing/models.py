@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
 from shared.identity import StrictModel
 from shared.kernel.money import PricingSpec, Usd, micros_to_usd_str
@@ -15,6 +15,10 @@ DEVELOPER_SHARE_PERCENT = 80
 """The developer's share of a run's charge; the platform keeps the rest (docs/BILLING.md)."""
 
 CPU_MS_PER_HOUR = 3_600_000
+
+MICROS_PER_CENT = 10_000
+PAYOUT_MINIMUM_MICROS = 100_000_000
+"""A developer is paid out once their balance reaches 100 USD; smaller balances carry over."""
 
 ALERT_PERCENTS = (50, 80, 100)
 """Budget thresholds announced (``billing.budget_threshold``), each once per month."""
@@ -280,3 +284,51 @@ class WebhookReceipt(BaseModel):
     type: str
     handled: bool
     duplicate: bool
+
+
+class MonthEarningsOut(BaseModel):
+    agent_id: str
+    period: date
+    runs: int
+    gross_usd: str
+    developer_share_usd: str
+    platform_fee_usd: str
+    gross_micros: int
+    developer_share_micros: int
+    platform_fee_micros: int
+
+
+class EarningsOut(BaseModel):
+    org_id: str
+    balance_usd: str = Field(description="Owed to the developer now (earnings less refunds less payouts; "
+                                         "negative after a refund of paid-out earnings)")
+    payout_minimum_usd: str
+    items: list[MonthEarningsOut]
+
+
+class PayoutOut(BaseModel):
+    id: str
+    period: date
+    amount_usd: str
+    amount_micros: int
+    amount_cents: int
+    status: str
+    stripe_transfer_id: str | None
+    error: str | None
+    created_at: datetime
+    paid_at: datetime | None
+
+
+class PayoutList(BaseModel):
+    balance_usd: str
+    items: list[PayoutOut]
+
+
+class OnboardingIn(StrictModel):
+    refresh_url: AnyHttpUrl = Field(description="Where Stripe sends the developer if the link expired")
+    return_url: AnyHttpUrl = Field(description="Where Stripe sends the developer when onboarding is done")
+
+
+class OnboardingOut(BaseModel):
+    stripe_account_id: str
+    onboarding_url: str

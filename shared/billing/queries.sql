@@ -252,3 +252,40 @@ SELECT DISTINCT i.org_id FROM invoices i
 LEFT JOIN billing_settings s ON s.org_id = i.org_id
 WHERE i.status = 'payment_failed' AND i.payment_failed_at < now() - make_interval(days => %s)
   AND NOT coalesce(s.frozen, false);
+
+-- name: earnings
+-- A developer org's earnings per agent and month (what its agents' runs were charged).
+SELECT agent_id, period, count(*) AS run_count, sum(charge_micros)::bigint AS gross_micros,
+       sum(developer_micros)::bigint AS developer_micros, sum(platform_micros)::bigint AS platform_micros
+FROM billing_usage WHERE developer_org_id = %s AND charge_micros > 0
+GROUP BY agent_id, period ORDER BY period DESC, agent_id LIMIT %s;
+
+-- name: payout_account
+SELECT stripe_account_id FROM payout_accounts WHERE org_id = %s;
+
+-- name: insert_payout_account
+INSERT INTO payout_accounts (org_id, stripe_account_id) VALUES (%s, %s) ON CONFLICT (org_id) DO NOTHING;
+
+-- name: developer_balances
+-- Developer accounts owed at least the minimum (a developer account's balance is a credit: negative sums).
+SELECT substr(account, 11) AS org_id, (-sum(amount))::bigint AS owed_micros
+FROM ledger_entries WHERE account LIKE 'developer:%%'
+GROUP BY account HAVING -sum(amount) >= %s;
+
+-- name: claim_payout
+-- A payout of the month for the org, once (a failed one is tried again with the same key).
+INSERT INTO payouts AS p (id, org_id, period, amount_micros, amount_cents, status) VALUES (%s, %s, %s, %s, %s, 'pending')
+ON CONFLICT (org_id, period) DO UPDATE SET status = 'pending', error = NULL, amount_micros = EXCLUDED.amount_micros,
+                                           amount_cents = EXCLUDED.amount_cents
+WHERE p.status = 'failed'
+RETURNING id, amount_micros, amount_cents;
+
+-- name: payout_paid
+UPDATE payouts SET status = 'paid', stripe_transfer_id = %s, paid_at = now() WHERE id = %s;
+
+-- name: payout_failed
+UPDATE payouts SET status = 'failed', error = %s WHERE id = %s;
+
+-- name: payouts_of_org
+SELECT id, org_id, period, amount_micros, amount_cents, status, stripe_transfer_id, error, created_at, paid_at
+FROM payouts WHERE org_id = %s ORDER BY period DESC LIMIT %s;

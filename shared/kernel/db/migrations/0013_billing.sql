@@ -181,3 +181,25 @@ CREATE TABLE stripe_events (
     type         text NOT NULL,
     received_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Developer payouts: each developer org's Stripe Connect account, and one payout per org and month
+-- (a transfer of its balance when it reached the minimum; smaller balances carry over).
+CREATE TABLE payout_accounts (
+    org_id             text PRIMARY KEY,
+    stripe_account_id  text NOT NULL UNIQUE,
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE payouts (
+    id                  text PRIMARY KEY,
+    org_id              text NOT NULL,
+    period              date NOT NULL,
+    amount_micros       bigint NOT NULL CHECK (amount_micros > 0),
+    amount_cents        bigint NOT NULL CHECK (amount_cents > 0),
+    status              text NOT NULL CHECK (status IN ('pending', 'paid', 'failed')),
+    stripe_transfer_id  text UNIQUE,
+    error               text,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    paid_at             timestamptz,
+    UNIQUE (org_id, period)
+);
