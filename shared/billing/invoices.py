@@ -85,33 +85,43 @@ class Invoicing:
             by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for row in rows:
                 by_org[row["org_id"]].append(row)
-            created = [self._invoice(tx, org_id, period, lines) for org_id, lines in by_org.items()]
+            created = self._invoices(tx, period, by_org)
             tx.execute(_Q.mark_cycle_invoiced, period)
-        return [c for c in created if c is not None]
+        return created
 
-    def _invoice(self, tx: Tx, org_id: str, period: date, rows: list[dict[str, Any]]) -> str | None:
-        lines = []
-        for number, row in enumerate(rows, start=1):
-            late = row["period"] < period
-            kind = "adjustment" if late else "usage"
-            label = f"{row['runs']} run(s) of agent {row['agent_id']}"
-            description = (f"Late usage from {row['period']:%Y-%m}: {label}" if late
-                           else f"{label}, {period:%Y-%m}")
-            lines.append((number, kind, row["agent_id"], row["period"], row["runs"], description,
-                          row["amount_micros"], micros_to_cents(row["amount_micros"])))
-        total = sum(line[6] for line in lines)
-        cents = sum(line[7] for line in lines)
-        invoice_id = new_id("inv")
-        made = tx.fetch_val(_Q.insert_invoice, invoice_id, org_id, period, total, cents,
-                            DRAFT_NOTE if self.provider is None else None)
-        if made is None:
-            return None
-        columns = list(zip(*lines, strict=True))
-        tx.execute(_Q.insert_invoice_lines, [invoice_id] * len(lines), *[list(c) for c in columns])
-        self.audit.append(tx, org_id=org_id, actor="billing", action="billing.invoice_created", target=invoice_id,
-                          details={"period": period.isoformat(), "total_micros": total, "total_cents": cents,
-                                   "lines": len(lines)})
-        return invoice_id
+    def _invoices(self, tx: Tx, period: date, by_org: dict[str, list[dict[str, Any]]]) -> list[str]:
+        """Write the cycle's invoices and their lines in three statements, whatever the number of orgs."""
+        ids = {org_id: new_id("inv") for org_id in by_org}
+        lines: list[tuple[Any, ...]] = []
+        totals: dict[str, tuple[int, int]] = {}
+        for org_id, rows in by_org.items():
+            micros = cents = 0
+            for number, row in enumerate(rows, start=1):
+                late = row["period"] < period
+                label = f"{row['runs']} run(s) of agent {row['agent_id']}"
+                description = (f"Late usage from {row['period']:%Y-%m}: {label}" if late
+                               else f"{label}, {period:%Y-%m}")
+                amount_cents = micros_to_cents(row["amount_micros"])
+                lines.append((ids[org_id], number, "adjustment" if late else "usage", row["agent_id"], row["period"],
+                               row["runs"], description, row["amount_micros"], amount_cents))
+                micros += row["amount_micros"]
+                cents += amount_cents
+            totals[org_id] = (micros, cents)
+        orgs = list(by_org)
+        made = {row["id"] for row in tx.fetch_all(
+            _Q.insert_invoices, period, DRAFT_NOTE if self.provider is None else None, [ids[o] for o in orgs], orgs,
+            [totals[o][0] for o in orgs], [totals[o][1] for o in orgs])}
+        kept = [line for line in lines if line[0] in made]
+        if kept:
+            tx.execute(_Q.insert_invoice_lines, *[list(column) for column in zip(*kept, strict=True)])
+        for org_id in orgs:
+            if ids[org_id] in made:
+                self.audit.append(tx, org_id=org_id, actor="billing", action="billing.invoice_created",
+                                  target=ids[org_id], details={"period": period.isoformat(),
+                                                               "total_micros": totals[org_id][0],
+                                                               "total_cents": totals[org_id][1],
+                                                               "lines": len(by_org[org_id])})
+        return [ids[o] for o in orgs if ids[o] in made]
 
     def send_drafts(self, limit: int = 100) -> int:
         """Send draft invoices to the provider (creating each org's customer once); how many."""

@@ -191,10 +191,13 @@ WHERE period <= %s AND charge_micros > 0
 GROUP BY org_id, agent_id, period
 ORDER BY org_id, period, agent_id;
 
--- name: insert_invoice
+-- name: insert_invoices
+-- A cycle's invoices, one per org (arrays); those of orgs invoiced for the month already are skipped.
 INSERT INTO invoices (id, org_id, period, status, total_micros, total_cents, note)
-VALUES (%s, %s, %s, 'draft', %s, %s, %s)
-ON CONFLICT (org_id, period) DO NOTHING RETURNING id;
+SELECT id, org_id, %s, 'draft', total_micros, total_cents, %s
+FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS i (id, org_id, total_micros, total_cents)
+ON CONFLICT (org_id, period) DO NOTHING
+RETURNING id;
 
 -- name: insert_invoice_lines
 INSERT INTO invoice_lines (invoice_id, line_no, kind, agent_id, usage_period, run_count, description, amount_micros,
