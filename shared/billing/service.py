@@ -34,7 +34,7 @@ from shared.catalog import CatalogService
 from shared.identity import Principal
 from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
-from shared.kernel.errors import Conflict, ErrorCode, NotFound
+from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.money import PricingSpec, usd_to_micros
 
@@ -226,6 +226,9 @@ class BillingService:
         of one org are admitted one after another and together never pass the budget. Returns
         the run's cap (None: uncapped, only when the org has no budget and no default cap).
         """
+        if max_charge_micros is not None and max_charge_micros <= 0:
+            raise Unprocessable("the run's maximum charge must be more than 0",
+                                details=[{"path": "max_charge_usd", "message": "must be more than 0"}])
         settings = tx.fetch_one(_Q.settings_for_update, org_id)
         if settings is None:
             if max_charge_micros is not None:

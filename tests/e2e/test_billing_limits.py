@@ -164,6 +164,10 @@ def test_usage_per_agent_and_day_and_who_may_read_it(inst, anon, member, make_or
     assert viewer.get(f"/orgs/{inst.org_id}/usage?period=2026-13").status == 422
     assert viewer.get(f"/orgs/{inst.org_id}/usage?period=2020-01").body["runs"] == 0
     assert viewer.put(f"/orgs/{inst.org_id}/billing/limits", json={"monthly_budget_usd": "5"}).status == 403
+    for cap in ("0", "-1", "0.0000001", True):
+        bad_run = inst.admin.post(f"/agents/{inst.agent_id}/runs", json={"deployment_id": inst.deployment_id,
+                                                                          "max_charge_usd": cap})
+        assert bad_run.status == 422, (cap, bad_run)
     bad = inst.admin.put(f"/orgs/{inst.org_id}/billing/limits", json={"monthly_budget_usd": "-5"})
     assert bad.status == 422
     assert inst.admin.get(f"/orgs/{inst.org_id}/billing/limits").body["monthly_budget_usd"] is None
