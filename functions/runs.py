@@ -11,6 +11,7 @@ import flask
 
 from functions.operation import ANY_MEMBER, Call, operation
 from shared.kernel.errors import ErrorCode
+from shared.kernel.money import usd_to_micros
 from shared.kernel.pagination import Page
 from shared.runs import (
     LogPage,
@@ -45,10 +46,13 @@ LOG_EVENT_SCHEMA: dict[str, Any] = {
 
 @operation("POST", "/agents/{agent_id}/runs", summary="Start a run", tags=["runs"], body=RunCreate,
            response=RunCreated, status=201,
-           errors={409: (ErrorCode.DEPLOYMENT_NOT_READY, ErrorCode.AGENT_SUSPENDED)})
+           errors={409: (ErrorCode.DEPLOYMENT_NOT_READY, ErrorCode.AGENT_SUSPENDED, ErrorCode.SPEND_FROZEN,
+                         ErrorCode.BUDGET_EXCEEDED)})
 def create_run(call: Call) -> RunCreated:
     body: RunCreate = call.body
-    return call.services.runs.create(call.caller, call.params["agent_id"], body.deployment_id, body.inputs)
+    return call.services.runs.create(call.caller, call.params["agent_id"], body.deployment_id, body.inputs,
+                                     max_charge_micros=None if body.max_charge_usd is None  # billing (issue 16)
+                                     else usd_to_micros(body.max_charge_usd))
 
 
 @operation("GET", "/agents/{agent_id}/runs/{run_id}", summary="Read a run", tags=["runs"], response=RunOut)

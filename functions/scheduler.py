@@ -42,6 +42,11 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
         ScheduledJob("webhooks-reseal", 600.0, container.webhooks.reseal_secrets),
         # Webhook history (events, deliveries, attempts) older than 30 days that nothing waits on.
         ScheduledJob("webhooks-purge", 3600.0, container.webhooks.purge),
+        # billing (issue 16): close last month into invoices (once), send drafts, freeze orgs unpaid
+        # past the grace period; hourly, so a missed run is caught up within the hour.
+        ScheduledJob("billing-cycle", 3600.0, container.invoicing.run_cycle),
+        # billing (issue 16): pay developers last month's balance (once per month, >= 100 USD).
+        ScheduledJob("billing-payouts", 3600.0, container.payouts.run_monthly),
     ]
     relay = getattr(container.queue, "relay", None)
     if callable(relay):  # a push-delivering queue re-pushes due redeliveries

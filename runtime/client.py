@@ -234,6 +234,14 @@ class DataPlaneClient:
                              headers={LEASE_HEADER: lease_token}).json()
         return list(data["items"])
 
+    # -- billing (issue 16) ------------------------------------------------------------------------
+    def report_usage(self, agent_id: str, run_id: str, lease_token: str, *, records: int, cpu_seconds: float
+                     ) -> bool:
+        """Report a running run's usage so far; True when the run reached its maximum charge."""
+        data = self._request("POST", f"/agents/{agent_id}/runs/{run_id}/usage", retries=0, json={
+            "lease_token": lease_token, "records_processed": records, "cpu_seconds": round(cpu_seconds, 6)}).json()
+        return bool(data["stop"])
+
 
 def _error_of(resp: httpx.Response) -> ControlPlaneError:
     try:

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
 
+from runtime import usage  # billing (issue 16)
 from runtime.agent_context import CONFIGURABLE_KEY
 from runtime.checkpointer import CheckpointStore, RemoteCheckpointSaver
 from runtime.client import LogLine, Task
@@ -368,6 +369,7 @@ class Executor:
         restored = saver.latest_progress() if saver is not None else {}
         context = RunContext(spec, registry, log, restored)
         context_box.append(context)
+        usage.publish(spec.run_id, context.progress)  # billing (issue 16): read by the usage heartbeat
         graph = built.compile(checkpointer=saver) if hasattr(built, "compile") else built
         config: RunnableConfig = {"configurable": {"thread_id": spec.run_id, CONFIGURABLE_KEY: context}}
         deadline = time.monotonic() + spec.timeout_seconds if spec.timeout_seconds else None

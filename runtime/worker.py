@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from runtime import usage  # billing (issue 16)
 from runtime.checkpointer import TaskCheckpointStore
 from runtime.client import (
     ControlPlaneError,
@@ -205,6 +206,11 @@ class Worker:
                              first_seq=task.next_log_seq, on_error=on_log_error)
         keeper = LeaseKeeper(self.client, task, log, lease_seconds=self.options.lease_seconds)
         keeper.start()
+        # billing (issue 16): usage heartbeats; a run at its maximum charge is cancelled (runtime/usage.py)
+        usage_beat = usage.UsageHeartbeat(task.run_id, lambda records, cpu: self.client.report_usage(
+            task.agent_id, task.run_id, task.lease_token, records=records, cpu_seconds=cpu),
+            on_stop=keeper.cancel_requested.set)
+        usage_beat.start()
         draining_until: list[float] = []
 
         def should_stop() -> StopReason | None:
@@ -236,6 +242,8 @@ class Worker:
             self._report(task, outcome)
             return outcome
         finally:
+            usage_beat.stop()  # billing (issue 16)
+            usage.withdraw(task.run_id)  # billing (issue 16)
             keeper.stop()
             self.current_run = None
             self.runs_done += 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.audit import AuditLog
+from shared.billing import BillingService, Invoicing, PaymentProvider, Payouts
 from shared.catalog import CatalogService
 from shared.deployments import DeploymentService, Provisioner
 from shared.identity import (
@@ -51,6 +52,9 @@ class Container:
     runs: RunService
     webhooks: WebhookService
     secrets: SecretKeys
+    billing: BillingService  # billing (issue 16)
+    invoicing: Invoicing  # billing (issue 16)
+    payouts: Payouts  # billing (issue 16)
     dispatch: DispatchService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
@@ -194,6 +198,18 @@ def _legacy_secret_box(settings: Settings) -> SecretBox | None:
     return None
 
 
+def _payments(settings: Settings) -> PaymentProvider | None:
+    """billing (issue 16): Stripe when a secret key is set; without one invoices stay drafts."""
+    if settings.stripe_secret_key is None:
+        return None
+    from shared.billing.adapters.stripe_payments import StripePayments  # noqa: PLC0415
+
+    secret = settings.stripe_webhook_secret
+    return StripePayments(settings.stripe_secret_key.get_secret_value(),
+                          webhook_secret=None if secret is None else secret.get_secret_value(),
+                          api_base=settings.stripe_api_base)
+
+
 def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     """Wire every port and service for ``settings``."""
     connect = connection_factory(settings)
@@ -216,6 +232,10 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
                               DestinationPolicy(SystemResolver(), allow_loopback=settings.webhooks_allow_loopback))
     deployments = DeploymentService(db, audit, identity, catalog, provisioner, control_plane_url=settings.public_url)
     catalog.use_install_history(deployments)  # deployments sits above the catalog and is built with it
+    billing = BillingService(db, audit, catalog, events=webhooks.emit)  # billing (issue 16)
+    payments = _payments(settings)
+    invoicing = Invoicing(db, audit, billing, payments, events=webhooks.emit,
+                          grace_days=settings.billing_payment_grace_days)
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
@@ -225,9 +245,13 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         catalog=catalog,
         deployments=deployments,
         queue=queue,
-        runs=RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=webhooks.emit),
+        runs=RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=webhooks.emit,
+                       billing=billing),
         webhooks=webhooks,
         secrets=secrets,
         dispatch=_dispatch(settings, db, deployments, provisioner),
         scheduler_auth=_scheduler_auth(settings),
+        billing=billing,
+        invoicing=invoicing,
+        payouts=Payouts(db, audit, billing, payments),
     )

@@ -350,6 +350,16 @@ variable "scheduled_jobs" {
       function    = "run_scheduled_job"
       description = "Push the redeliveries of expired leases (and failed pushes) to Cloud Tasks."
     }
+    "billing-cycle" = {
+      schedule    = "7 * * * *"
+      function    = "run_scheduled_job"
+      description = "Close last month into invoices (once), send them to Stripe, freeze orgs unpaid past the grace period."
+    }
+    "billing-payouts" = {
+      schedule    = "17 * * * *"
+      function    = "run_scheduled_job"
+      description = "Transfer each developer's balance of last month (once, when it reaches 100 USD) through Stripe Connect."
+    }
   }
 
   validation {

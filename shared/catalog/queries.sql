@@ -166,3 +166,8 @@ LIMIT %s;
 -- name: seed_lock
 -- One process publishes the built-in agents at a time (until the transaction ends).
 SELECT pg_advisory_xact_lock(%s);
+
+-- used by billing
+-- name: publisher_org_of
+-- The org that publishes a listing (a listing's publisher never changes).
+SELECT publisher_org_id FROM agents WHERE id = %s;

@@ -623,3 +623,10 @@ class CatalogService:
         in a transaction or a read."""
         found = tx.fetch_val(_Q.agent_id_by_id if agent_ref.startswith("agt_") else _Q.agent_id_by_name, agent_ref)
         return None if found is None else str(found)
+
+    # -- for billing --
+    @staticmethod
+    def publisher_org_of(tx: Tx, agent_id: str) -> str | None:
+        """The org that publishes listing ``agent_id`` (never changes), or None; in a transaction or a read."""
+        found = tx.fetch_val(_Q.publisher_org_of, agent_id)
+        return None if found is None else str(found)

@@ -81,6 +81,12 @@ class ErrorCode(StrEnum):
     WEBHOOK_URL_REFUSED = "webhook_url_refused"  # the destination is not a public HTTPS address
     WEBHOOK_LIMIT = "webhook_limit"  # the org has as many webhooks as it may have
 
+    # Billing (issue 16).
+    SPEND_FROZEN = "spend_frozen"  # the org's spend is frozen (kill switch or unpaid invoice): no new runs
+    BUDGET_EXCEEDED = "budget_exceeded"  # the run's maximum charge does not fit what is left of the monthly budget
+    INVALID_SIGNATURE = "invalid_signature"  # a payment provider's webhook whose signature does not verify
+    NO_PAYOUT_ACCOUNT = "no_payout_account"  # the developer org has not onboarded a Stripe Connect account
+
 
 class AppError(Exception):
     """Base of every error the API reports to a caller."""

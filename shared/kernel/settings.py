@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     # trusted proxies (gcp: API Gateway and Google's front end append what they saw).
     client_address_hops: int = Field(default=0, ge=0, le=10)
 
+    # billing (issue 16): Stripe. Without a secret key invoices stay drafts (local mode).
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None  # a Stripe-compatible server instead of api.stripe.com (tests: localstripe)
+    # An org whose invoice payment failed is warned at once and frozen after this many days unpaid.
+    billing_payment_grace_days: int = Field(default=7, ge=0, le=90)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     idempotency_ttl_seconds: int = 24 * 3600
     log_level: str = "INFO"

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.identity import StrictModel
+from shared.kernel.money import Usd
 from shared.kernel.redacted import ShownData, ShownResult, ShownText
 
 
@@ -43,6 +44,9 @@ MAX_ERROR_CHARS = 8000
 class RunCreate(StrictModel):
     deployment_id: Id
     inputs: dict[str, Any] = Field(default_factory=dict)
+    # billing (issue 16): the most this run may be charged; default: the org's default run cap.
+    max_charge_usd: Usd | None = Field(default=None, description="The most this run may be charged (USD); "
+                                       "default: the org's default run cap")
 
 
 class RunOut(BaseModel):

@@ -204,3 +204,8 @@ WHERE status IN ('queued', 'running') AND deployment_id = ANY(%s::text[]) LIMIT 
 -- due (a lease that ran out counts as due).
 SELECT t.state, t.attempt, t.deployment_id, coalesce(t.available_at <= now(), false) AS due
 FROM tasks t WHERE t.id = %s;
+
+-- used by billing
+-- name: active_runs_of_org
+-- An org's runs that have not ended (the kill switch cancels them).
+SELECT id, agent_id FROM runs WHERE org_id = %s AND status IN ('queued', 'running') ORDER BY created_at;

@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol
 import jsonschema
 
 from shared.audit import AuditLog
+from shared.billing import BillingService, Outcome, UsageReportIn, UsageReportOut
 from shared.catalog import AgentManifest, CatalogService
 from shared.deployments import DeploymentService
 from shared.identity import ANY_MEMBER, RUNNERS, Need, OrgService, Principal, Role, decide
@@ -161,6 +162,11 @@ def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value)
 
 
+# billing (issue 16): how each final outcome a data plane reports is billed (docs/BILLING.md).
+_BILLED_AS = {RunStatus.SUCCEEDED: Outcome.SUCCEEDED, RunStatus.FAILED: Outcome.FAILED,
+              RunStatus.CANCELLED: Outcome.CANCELLED, RunStatus.DEAD: Outcome.PLATFORM_FAILURE}
+
+
 def _event_for(status: RunStatus) -> str:
     return {RunStatus.SUCCEEDED: "run.completed", RunStatus.CANCELLED: "run.cancelled"}.get(status, "run.failed")
 
@@ -171,7 +177,7 @@ class RunService:
 
     def __init__(self, db: Database, audit: AuditLog, orgs: OrgService, queue: TaskQueue, *,
                  catalog: CatalogService, deployments: DeploymentService, events: RunEvents | None = None,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, billing: BillingService | None = None) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.db = db
@@ -182,6 +188,7 @@ class RunService:
         self.queue = queue
         self.events = events
         self.max_attempts = max_attempts
+        self.billing = billing  # billing (issue 16): meters and charges each final outcome
         self._start_run = _Q.start_run.format(async_commit=ASYNC_COMMIT)
         self._versions: collections.OrderedDict[tuple[str, str], _Version] = collections.OrderedDict()
         self._versions_lock = threading.Lock()
@@ -260,7 +267,8 @@ class RunService:
         return RunState.of(row)
 
     # -- users -------------------------------------------------------------------------------------
-    def create(self, principal: Principal, agent_ref: str, deployment_id: str, inputs: dict[str, Any]) -> RunCreated:
+    def create(self, principal: Principal, agent_ref: str, deployment_id: str, inputs: dict[str, Any], *,
+               max_charge_micros: int | None = None) -> RunCreated:
         """Create a queued run of a deployment and enqueue its task, in one transaction.
 
         Two round trips: the caller's roles and the deployment are read together (the first
@@ -285,6 +293,8 @@ class RunService:
             if problems:
                 raise Unprocessable("the inputs do not match the agent's input schema", details=problems)
             run_id = new_id("run")
+            if self.billing is not None:  # billing (issue 16): frozen orgs and budgets refuse; caps are held
+                self.billing.reserve(tx, org_id=deployment.org_id, run_id=run_id, max_charge_micros=max_charge_micros)
             # The task first (its table has no foreign key to runs): the run then records its id.
             task_id = self.queue.enqueue(tx, kind=TASK_KIND, payload={"run_id": run_id}, run_id=run_id,
                                          org_id=deployment.org_id, deployment_id=deployment_id,
@@ -520,6 +530,11 @@ class RunService:
         if status == RunStatus.DEAD:
             error = f"gave up after {run.attempt} attempts: {error}"
         metrics = {**report.metrics.model_dump(exclude_none=True), "attempts": run.attempt}
+        if self.billing is not None:  # billing (issue 16): charged once, with the outcome's commit
+            self.billing.charge_run(tx, run_id=run.id, org_id=run.org_id, agent_id=run.agent_id, version=run.version,
+                                    pricing=self._version(run.agent_id, run.version, tx).manifest.pricing,
+                                    outcome=_BILLED_AS[status], records=report.metrics.records_processed,
+                                    cpu_seconds=report.metrics.cpu_seconds, actor=principal.actor)
         self._finish(tx, run, status, actor=principal.actor, error=error, outputs=report.outputs,
                      metrics=metrics, completion_lease=token_hash, completion=answer)
         return answer
@@ -535,6 +550,8 @@ class RunService:
         row = tx.defer(_Q.finish_run_returning if returning else _Q.finish_run, run.id, run.id, status.value, error,
                        _json(outputs), _json(metrics), finished_at, completion_lease, _json(completion),
                        cancel_requested, run.id)
+        if self.billing is not None:  # billing (issue 16): the run's reservation ends with it
+            self.billing.release(tx, run.id)
         details: dict[str, Any] = {"attempt": run.attempt, "error": error}
         if metrics is not None:
             details["metrics"] = metrics
@@ -673,6 +690,38 @@ class RunService:
                 return False
             self._finish(tx, RunState.of(row), status, actor="system:reconcile", error=error)
         return True
+
+
+    # -- for billing --
+    def report_usage(self, principal: Principal, agent_ref: str, run_id: str, report: UsageReportIn
+                     ) -> UsageReportOut:
+        """A runner's usage heartbeat for a run it holds: billing says whether the run reached its
+        maximum charge; if so the run's cancel is requested too (the runner stops it at once)."""
+        if self.billing is None:
+            raise NotFound("billing is not enabled")
+        with self.db.transaction() as tx:
+            run = self._holder(tx, principal, agent_ref, run_id, report.lease_token)
+            if run.status != RunStatus.RUNNING:
+                raise Conflict(f"run {run_id} is {run.status.value}", code=ErrorCode.RUN_FINISHED)
+            answer = self.billing.report_usage(
+                tx, run_id=run.id, pricing=self._version(run.agent_id, run.version, tx).manifest.pricing,
+                records=report.records_processed, cpu_seconds=report.cpu_seconds)
+            if answer.stop and not run.cancel_requested:
+                tx.defer(_Q.request_cancel, run.id)
+                self.audit.append(tx, org_id=run.org_id, actor="billing", action="run.cancel_requested",
+                                  target=run.id, details={"reason": "the run reached its maximum charge",
+                                                          "cap_usd": answer.cap_usd})
+        if answer.stop and run.task_id is not None:
+            self.queue.request_cancel(run.task_id)
+        return answer
+
+    def cancel_active(self, principal: Principal, org_id: str) -> list[str]:
+        """Cancel every queued or running run of ``org_id`` (the kill switch); their ids."""
+        with self.db.read() as tx:
+            rows = tx.fetch_all(_Q.active_runs_of_org, org_id)
+        for row in rows:
+            self.cancel(principal, row["agent_id"], row["id"])
+        return [row["id"] for row in rows]
 
 
 def _unb64(data: str, path: str) -> bytes:

@@ -23,6 +23,10 @@ class WebhookEvent(StrEnum):
     DEPLOYMENT_READY = "deployment.ready"
     DEPLOYMENT_FAILED = "deployment.failed"
     DEPLOYMENT_UNREACHABLE = "deployment.unreachable"
+    # -- for billing --
+    BILLING_BUDGET_THRESHOLD = "billing.budget_threshold"  # the month's spend passed 50, 80 or 100 % of the budget
+    BILLING_FROZEN = "billing.frozen"  # the org's spend was frozen (kill switch or unpaid invoice)
+    BILLING_PAYMENT_FAILED = "billing.payment_failed"  # an invoice's payment failed: pay within the grace period
 
 
 WEBHOOK_EVENTS: frozenset[str] = frozenset(e.value for e in WebhookEvent)

@@ -82,6 +82,11 @@ def tenant(app: Any, container: Any, settings: Any, *, platform_admin: bool = Fa
         assert done.status == 200, done
     with container.db.read() as db:
         t.ids["task_id"] = str(db.fetch_val("SELECT task_id FROM runs WHERE id = %s", run["id"]))
+    # billing (issue 16): an invoice of the org, written directly (the billing cycle is global).
+    t.ids["invoice_id"] = f"inv_contract_{org_id}"
+    with container.db.transaction() as db:
+        db.execute("INSERT INTO invoices (id, org_id, period, status, total_micros, total_cents) "
+                   "VALUES (%s, %s, '2000-01-01', 'draft', 0, 0)", t.ids["invoice_id"], org_id)
     return t
 
 

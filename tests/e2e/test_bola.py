@@ -76,6 +76,10 @@ def _body(op_id: str, a: Tenant) -> Any:
                          "metrics": {"records_processed": 0, "cpu_seconds": 0}},
         "put_checkpoint": {"checkpoint": blob, "metadata": blob},
         "put_checkpoint_writes": {"task_id": "t", "writes": [{"idx": 0, "channel": "c", "value": blob}]},
+        # billing (issue 16)
+        "put_limits": {"monthly_budget_usd": "1"}, "freeze": {"reason": "stolen"},
+        "report_usage": {"lease_token": "x", "records_processed": 1, "cpu_seconds": 0},
+        "onboard_payouts": {"refresh_url": "https://1.1.1.1/r", "return_url": "https://1.1.1.1/d"},
     }
     return bodies.get(op_id)
 
@@ -90,7 +94,9 @@ def _snapshot(a: Tenant) -> str:
     reads = [f"/orgs/{a.org_id}", f"/orgs/{a.org_id}/members", f"/orgs/{a.org_id}/api-keys",
              f"/orgs/{a.org_id}/webhooks", f"/orgs/{a.org_id}/deployments", f"/orgs/{a.org_id}/preferences",
              f"/orgs/{a.org_id}/runs", f"/orgs/{a.org_id}/audit?limit=200", f"/agents/{a.ids['listing_id']}",
-             f"/developers/{a.org_id}/agents", f"/agents/{a.agent_id}/runs/{a.ids['run_id']}/logs"]
+             f"/developers/{a.org_id}/agents", f"/agents/{a.agent_id}/runs/{a.ids['run_id']}/logs",
+             f"/orgs/{a.org_id}/billing/limits", f"/orgs/{a.org_id}/usage",  # billing (issue 16)
+             f"/orgs/{a.org_id}/invoices", f"/developers/{a.org_id}/payouts", f"/developers/{a.org_id}/earnings"]
     out = {}
     for path in reads:
         resp = a.admin.get(path)

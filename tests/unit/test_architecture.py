@@ -35,6 +35,9 @@ TABLE_OWNERS: dict[str, frozenset[str]] = {
     "deployments": frozenset({"deployments"}),
     "runs": frozenset({"runs", "run_logs", "run_checkpoints", "run_checkpoint_writes", "tasks"}),
     "webhooks": frozenset({"webhooks", "webhook_events", "webhook_deliveries", "webhook_attempts"}),
+    "billing": frozenset({"billing_usage", "ledger_transactions", "ledger_entries", "billing_settings",
+                          "billing_periods", "billing_reservations", "billing_cycles", "billing_customers",
+                          "invoices", "invoice_lines", "stripe_events", "payout_accounts", "payouts"}),
     "secrets": frozenset({"secret_keys"}),
     "kernel": frozenset({"schema_migrations"}),
 }

@@ -1,0 +1,60 @@
+"""The billing context's public API: metering, the ledger, spend limits (docs/BILLING.md)."""
+
+from shared.billing.invoices import Invoicing
+from shared.billing.models import (
+    DEVELOPER_SHARE_PERCENT,
+    BillingLimitsIn,
+    BillingLimitsOut,
+    Charge,
+    EarningsOut,
+    FreezeIn,
+    InvoiceList,
+    InvoiceOut,
+    OnboardingIn,
+    OnboardingOut,
+    Outcome,
+    PayoutList,
+    UsageOut,
+    UsageQuery,
+    UsageReportIn,
+    UsageReportOut,
+    WebhookReceipt,
+    customer_account,
+    developer_account,
+    meter,
+    split,
+)
+from shared.billing.payouts import Payouts
+from shared.billing.ports import PaymentProvider, ProviderLine
+from shared.billing.service import BillingEvents, BillingService, LedgerImbalance
+
+__all__ = [
+    "DEVELOPER_SHARE_PERCENT",
+    "BillingEvents",
+    "BillingLimitsIn",
+    "BillingLimitsOut",
+    "BillingService",
+    "Charge",
+    "EarningsOut",
+    "FreezeIn",
+    "InvoiceList",
+    "InvoiceOut",
+    "Invoicing",
+    "LedgerImbalance",
+    "OnboardingIn",
+    "OnboardingOut",
+    "Outcome",
+    "PaymentProvider",
+    "PayoutList",
+    "Payouts",
+    "ProviderLine",
+    "UsageOut",
+    "UsageQuery",
+    "UsageReportIn",
+    "UsageReportOut",
+    "WebhookReceipt",
+    "customer_account",
+    "developer_account",
+    "meter",
+    "split",
+]

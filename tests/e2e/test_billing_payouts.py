@@ -1,0 +1,138 @@
+"""Developer earnings and payouts: the API, the monthly job (>= 100 USD, smaller balances carried
+over, a refund after a payout leaves a negative balance), and Stripe Connect through the real
+``stripe`` library with a stubbed HTTP client that asserts the exact requests (localstripe has no
+Connect)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import stripe
+from runs_support import install_builtin
+
+from shared.billing import OnboardingIn, Outcome, Payouts
+from shared.billing.adapters.stripe_payments import StripePayments
+from shared.kernel.ids import new_id
+from shared.kernel.money import PricingSpec
+
+PRICING = PricingSpec(base_usd=Decimal("0.50"), per_record_usd=Decimal("0.001"), per_cpu_hour_usd=Decimal("0.50"))
+
+
+class RecordingStripe(stripe.HTTPClient):
+    """Stripe's HTTP transport, stubbed: records each request and answers as the Stripe API would."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[dict[str, Any]] = []
+
+    def request(self, method: str, url: str, headers: Any, post_data: Any = None, *, _usage: Any = None
+                ) -> tuple[str, int, dict[str, str]]:
+        form = dict(parse_qsl(post_data or ""))
+        self.requests.append({"method": method, "path": urlsplit(url).path, "form": form,
+                              "idempotency_key": (headers or {}).get("Idempotency-Key")})
+        path = urlsplit(url).path
+        if path == "/v1/accounts":
+            body = {"id": "acct_dev1", "object": "account", "type": "express"}
+        elif path == "/v1/account_links":
+            body = {"object": "account_link", "url": "https://connect.stripe.com/setup/e/acct_dev1/xyz"}
+        elif path == "/v1/transfers":
+            body = {"id": f"tr_{len(self.requests)}", "object": "transfer", "amount": int(form["amount"]),
+                    "currency": form["currency"], "destination": form["destination"]}
+        else:
+            return json.dumps({"error": {"message": "not stubbed"}}), 404, {}
+        return json.dumps(body), 200, {"Request-Id": "req_1"}
+
+    def request_stream(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def inst(container, make_org, anon, settings):
+    return install_builtin(container, make_org, anon, settings)
+
+
+@pytest.fixture
+def developer(container, make_org):
+    """A developer org (its agents' charges are posted with ``_charge`` below)."""
+    admin, org_id = make_org("Dev Co")
+    return admin, org_id
+
+
+def _charge(container, inst, developer_org: str, records: int) -> str:
+    """A run's charge whose developer is ``developer_org`` (the publisher cache is primed for a new agent id)."""
+    run_id, agent_id = new_id("run"), new_id("agt")
+    container.billing._publishers[agent_id] = developer_org  # a listing of that developer
+    with container.db.transaction() as tx:
+        container.billing.charge_run(tx, run_id=run_id, org_id=inst.org_id, agent_id=agent_id, version="1.0.0",
+                                     pricing=PRICING, outcome=Outcome.SUCCEEDED, records=records, cpu_seconds=0,
+                                     actor="test", at=datetime(2041, 1, 5, tzinfo=UTC))
+    return run_id
+
+
+def test_payouts_of_100_usd_or_more_carry_smaller_balances_and_refunds_go_negative(container, inst, developer):
+    dev_admin, dev_org = developer
+    http = RecordingStripe()
+    payouts = Payouts(container.db, container.audit, container.billing, StripePayments("sk_test_x", http_client=http))
+    onboarding = payouts.onboard("user:test", dev_org, _onboarding())
+    assert onboarding.stripe_account_id == "acct_dev1" and onboarding.onboarding_url.startswith("https://connect.")
+    assert payouts.onboard("user:test", dev_org, _onboarding()).stripe_account_id == "acct_dev1"  # once
+    assert [r["path"] for r in http.requests] == ["/v1/accounts", "/v1/account_links", "/v1/account_links"]
+    assert http.requests[0]["form"] == {"type": "express", "country": "US", "metadata[org_id]": dev_org,
+                                        "capabilities[transfers][requested]": "true"}
+    assert http.requests[0]["idempotency_key"] == f"connect-{dev_org}"
+    http.requests.clear()
+
+    # 0.50 + 0.001 * 99,000 = 99.50 USD charged: the developer earns 79.60, under the minimum.
+    first = _charge(container, inst, dev_org, 99_000)
+    assert payouts.pay_out(date(2041, 1, 1)) == [] and http.requests == []
+    # Another 50.50 (developer 40.40): 120.00 USD owed, paid out in February's run.
+    _charge(container, inst, dev_org, 50_000)
+    assert container.billing.developer_balance(dev_org) == 120_000_000
+    paid = payouts.pay_out(date(2041, 2, 1))
+    assert len(paid) == 1
+    assert http.requests == [{"method": "post", "path": "/v1/transfers", "form": {
+        "amount": "12000", "currency": "usd", "destination": "acct_dev1",
+        "description": "marketplace earnings through 2041-02"}, "idempotency_key": f"payout-{paid[0]}-12000"}]
+    assert payouts.pay_out(date(2041, 2, 1)) == []  # once per month
+    assert container.billing.developer_balance(dev_org) == 0
+    # A refund after the payout: the developer owes the platform until later earnings repay it.
+    container.billing.refund_run(first, actor="test")
+    assert container.billing.developer_balance(dev_org) == -79_600_000
+    http.requests.clear()
+    assert payouts.pay_out(date(2041, 3, 1)) == [] and http.requests == []
+    listed = dev_admin.get(f"/developers/{dev_org}/payouts").body
+    assert listed["balance_usd"] == "-79.60"
+    assert [(p["id"], p["amount_usd"], p["status"]) for p in listed["items"]] == [(paid[0], "120.00", "paid")]
+    assert listed["items"][0]["stripe_transfer_id"].startswith("tr_")
+    earnings = dev_admin.get(f"/developers/{dev_org}/earnings").body
+    assert sorted((e["gross_usd"], e["developer_share_usd"], e["platform_fee_usd"]) for e in earnings["items"]) == [
+        ("50.50", "40.40", "10.10"), ("99.50", "79.60", "19.90")]
+    assert earnings["balance_usd"] == "-79.60" and earnings["payout_minimum_usd"] == "100.00"
+
+
+def test_earnings_and_payouts_are_for_the_developer_orgs_admins(container, inst, developer, member, make_org):
+    dev_admin, dev_org = developer
+    viewer = member(dev_admin, dev_org, "viewer")
+    assert viewer.get(f"/developers/{dev_org}/earnings").status == 403
+    assert viewer.get(f"/developers/{dev_org}/payouts").status == 403
+    stranger, _ = make_org()
+    assert stranger.get(f"/developers/{dev_org}/earnings").status == 404
+    # Without Stripe settings there is no Connect onboarding.
+    resp = dev_admin.post(f"/developers/{dev_org}/payouts/onboarding", json={
+        "refresh_url": "https://example.com/refresh", "return_url": "https://example.com/done"})
+    assert resp.status == 409 and resp.body["error"]["code"] == "no_payout_account"
+    assert dev_admin.post(f"/developers/{dev_org}/payouts/onboarding", json={"refresh_url": "nope"}).status == 422
+
+
+def _onboarding() -> OnboardingIn:
+    return OnboardingIn(refresh_url="https://example.com/refresh", return_url="https://example.com/done")
