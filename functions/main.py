@@ -25,6 +25,8 @@ OPERATION_MODULES = (
     "functions.webhooks",
     "functions.dispatch",
     "functions.scheduled",
+    "functions.approvals",  # issue 15
+    "functions.notifications",  # issue 15
 )
 
 

@@ -68,6 +68,7 @@ class Call:
     query: Any
     request: flask.Request
     request_id: str
+    raw_body: bytes = b""  # the body as sent (signed callbacks verify these bytes)
 
     @property
     def org_id(self) -> str:
@@ -511,7 +512,7 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
         if stored is not None:
             return _json_response(stored.status, stored.body, request_id, {"Idempotent-Replayed": "true"})
     call = Call(services=services, principal=principal, role=role, params=params, body=body, query=query,
-                request=request, request_id=request_id)
+                request=request, request_id=request_id, raw_body=raw)
     try:
         result = op.fn(call)
         if isinstance(result, flask.Response):

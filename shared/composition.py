@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.approvals import ApprovalService
 from shared.audit import AuditLog
 from shared.catalog import CatalogService
 from shared.deployments import DeploymentService, Provisioner
@@ -19,10 +20,11 @@ from shared.identity import (
     TokenVerifier,
     Users,
 )
-from shared.kernel.db.database import Connect, Database, connect_url
+from shared.kernel.db.database import Connect, Database, Tx, connect_url
 from shared.kernel.db.migrate import apply_migrations
 from shared.kernel.secret_box import SecretBox
 from shared.kernel.settings import Settings
+from shared.notifications import EmailSender, NotificationService
 from shared.runs import DispatchService, RunService, TaskQueue
 from shared.secrets import KeyEncryptionKey, SecretKeys
 from shared.webhooks import DestinationPolicy, SystemResolver, WebhookService
@@ -51,6 +53,8 @@ class Container:
     runs: RunService
     webhooks: WebhookService
     secrets: SecretKeys
+    approvals: ApprovalService  # issue 15
+    notifications: NotificationService  # issue 15
     dispatch: DispatchService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
@@ -194,6 +198,25 @@ def _legacy_secret_box(settings: Settings) -> SecretBox | None:
     return None
 
 
+def _email(settings: Settings) -> EmailSender | None:
+    if not settings.smtp_host:
+        return None
+    from shared.notifications.adapters.smtp_email import SmtpEmail  # noqa: PLC0415
+    return SmtpEmail(settings.smtp_host, settings.smtp_port, sender=settings.smtp_from,
+                     starttls=settings.smtp_starttls, username=settings.smtp_username,
+                     password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+                     timeout=settings.smtp_timeout_seconds)
+
+
+def _notifications(settings: Settings, db: Database, audit: AuditLog, orgs: OrgService, *, secrets: SecretKeys,
+                   approvals: ApprovalService) -> NotificationService:
+    from shared.notifications.adapters.slack_directory import SlackWebDirectory  # noqa: PLC0415
+    from shared.notifications.adapters.slack_webhook import SlackWebhookPoster  # noqa: PLC0415
+    poster = SlackWebhookPoster(DestinationPolicy(SystemResolver(), allow_loopback=settings.slack_allow_loopback))
+    return NotificationService(db, audit, orgs, secrets, approvals, email=_email(settings), slack_poster=poster,
+                               directory=SlackWebDirectory(settings.slack_api_url))
+
+
 def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     """Wire every port and service for ``settings``."""
     connect = connection_factory(settings)
@@ -216,6 +239,21 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
                               DestinationPolicy(SystemResolver(), allow_loopback=settings.webhooks_allow_loopback))
     deployments = DeploymentService(db, audit, identity, catalog, provisioner, control_plane_url=settings.public_url)
     catalog.use_install_history(deployments)  # deployments sits above the catalog and is built with it
+    # -- approvals (issue 15): run events reach webhooks and cancel a finished run's pending approvals.
+    later: list[tuple[ApprovalService, NotificationService]] = []
+
+    def run_events(tx: Tx, *, org_id: str, event: str, data: dict[str, Any]) -> object:
+        answer = webhooks.emit(tx, org_id=org_id, event=event, data=data)
+        for approvals_of, notifications_of in later:
+            approvals_of.cancel_for_run(tx, org_id=org_id, event=event, data=data)
+            notifications_of.run_event(tx, org_id=org_id, event=event, data=data)
+        return answer
+
+    runs = RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=run_events)
+    approvals = ApprovalService(db, audit, orgs, runs, events=webhooks.emit)
+    notifications = _notifications(settings, db, audit, orgs, secrets=secrets, approvals=approvals)
+    approvals.use_notifier(notifications)
+    later.append((approvals, notifications))
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
@@ -225,9 +263,11 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         catalog=catalog,
         deployments=deployments,
         queue=queue,
-        runs=RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=webhooks.emit),
+        runs=runs,
         webhooks=webhooks,
         secrets=secrets,
+        approvals=approvals,
+        notifications=notifications,
         dispatch=_dispatch(settings, db, deployments, provisioner),
         scheduler_auth=_scheduler_auth(settings),
     )

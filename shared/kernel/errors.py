@@ -81,6 +81,15 @@ class ErrorCode(StrEnum):
     WEBHOOK_URL_REFUSED = "webhook_url_refused"  # the destination is not a public HTTPS address
     WEBHOOK_LIMIT = "webhook_limit"  # the org has as many webhooks as it may have
 
+    # Approvals and notifications (issue 15).
+    APPROVAL_DECIDED = "approval_decided"  # the approval was decided already: details[0].decision is the winner
+    ALREADY_VOTED = "already_voted"  # this approver decided the approval already (it waits for others)
+    STARTER_MAY_NOT_DECIDE = "starter_may_not_decide"  # the run's starter may not decide its actions (org policy)
+    NOT_APPROVED = "not_approved"  # the gated call's approval is not approved: it may not execute
+    STALE_APPROVAL = "stale_approval"  # the call differs from the approved action (its hash): refused
+    BAD_SIGNATURE = "bad_signature"  # a Slack callback whose signature or timestamp does not verify
+    REPLAYED = "replayed"  # a signed callback seen before
+
 
 class AppError(Exception):
     """Base of every error the API reports to a caller."""

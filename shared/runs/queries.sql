@@ -20,7 +20,7 @@ RETURNING id, org_id, agent_id, deployment_id, version, status, inputs, outputs,
 SELECT r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.status, r.inputs, r.outputs, r.error,
        r.metrics, r.task_id, r.attempt, r.max_attempts, r.cancel_requested, r.lease_hash, r.worker,
        r.completion_lease, r.completion, r.created_by, r.created_at, r.updated_at, r.started_at,
-       r.finished_at
+       r.finished_at, r.remediation
 FROM runs r WHERE r.id = %s AND r.agent_id = %s;
 
 -- name: run_for_update
@@ -28,7 +28,7 @@ FROM runs r WHERE r.id = %s AND r.agent_id = %s;
 SELECT r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.status, r.inputs, r.outputs, r.error,
        r.metrics, r.task_id, r.attempt, r.max_attempts, r.cancel_requested, r.lease_hash, r.worker,
        r.completion_lease, r.completion, r.created_by, r.created_at, r.updated_at, r.started_at,
-       r.finished_at
+       r.finished_at, r.remediation
 FROM runs r WHERE r.id = %s AND r.agent_id = %s FOR UPDATE OF r;
 
 -- name: run_state
@@ -204,3 +204,31 @@ WHERE status IN ('queued', 'running') AND deployment_id = ANY(%s::text[]) LIMIT 
 -- due (a lease that ran out counts as due).
 SELECT t.state, t.attempt, t.deployment_id, coalesce(t.available_at <= now(), false) AS due
 FROM tasks t WHERE t.id = %s;
+
+-- used by approvals
+-- name: park_run
+-- A run stopped at gated calls: it waits for decisions holding no lease (docs/APPROVALS.md).
+UPDATE runs SET status = 'awaiting_approval', lease_hash = NULL, worker = NULL, updated_at = now()
+WHERE id = %s AND status = 'running';
+
+-- name: resume_run
+-- Decisions are in: the run is queued again on a new task (its checkpoints say where it stopped).
+UPDATE runs SET status = 'queued', task_id = %s, updated_at = now()
+WHERE id = %s AND status = 'awaiting_approval'
+RETURNING id;
+
+-- name: awaiting_run_for_update
+SELECT id, org_id, deployment_id, max_attempts, status FROM runs WHERE id = %s FOR UPDATE;
+
+-- name: run_starter
+SELECT created_by FROM runs WHERE id = %s;
+
+-- name: add_remediation
+UPDATE runs SET remediation = coalesce(remediation, '[]'::jsonb) || jsonb_build_array(%s::jsonb),
+                updated_at = now()
+WHERE id = %s;
+
+-- name: run_remediated
+-- Whether an approved action of the run executed (its success is then ``remediated``).
+SELECT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(remediation, '[]'::jsonb)) e
+               WHERE e ? 'outcome') FROM runs WHERE id = %s;

@@ -35,6 +35,10 @@ TABLE_OWNERS: dict[str, frozenset[str]] = {
     "deployments": frozenset({"deployments"}),
     "runs": frozenset({"runs", "run_logs", "run_checkpoints", "run_checkpoint_writes", "tasks"}),
     "webhooks": frozenset({"webhooks", "webhook_events", "webhook_deliveries", "webhook_attempts"}),
+    # issue 15
+    "approvals": frozenset({"approvals", "approval_votes", "approval_policies", "cloud_resources"}),
+    "notifications": frozenset({"notifications", "notification_deliveries", "notification_settings",
+                                "slack_action_nonces"}),
     "secrets": frozenset({"secret_keys"}),
     "kernel": frozenset({"schema_migrations"}),
 }
