@@ -14,8 +14,11 @@ from shared.approvals import (
     ExecutionClaimIn,
     ExecutionClaimOut,
     ExecutionResultIn,
+    FocusImportIn,
     PolicyIn,
     PolicyOut,
+    ResourcePage,
+    ResourceQuery,
     TaskDecisions,
 )
 from shared.identity import APPROVERS
@@ -84,7 +87,8 @@ def task_approvals(call: Call) -> TaskDecisions:
 @operation("POST", "/tasks/{task_id}/approvals/{approval_id}/execution", summary="Claim an approved execution",
            tags=["data plane"], dataplane=True, body=ExecutionClaimIn, response=ExecutionClaimOut,
            idempotent=False,
-           errors={409: (ErrorCode.LEASE_LOST, ErrorCode.NOT_APPROVED, ErrorCode.STALE_APPROVAL)})
+           errors={409: (ErrorCode.LEASE_LOST, ErrorCode.NOT_APPROVED, ErrorCode.STALE_APPROVAL),
+            503: ErrorCode.UNAVAILABLE})
 def claim_execution(call: Call) -> ExecutionClaimOut:
     body: ExecutionClaimIn = call.body
     return call.services.approvals.claim_execution(call.caller, call.params["task_id"], call.params["approval_id"],
@@ -99,3 +103,18 @@ def record_execution(call: Call) -> ExecutionClaimOut:
     return call.services.approvals.record_execution(call.caller, call.params["task_id"], call.params["approval_id"],
                                                     body.lease_token, outcome=body.outcome,
                                                     saving_micros=body.monthly_saving_micros)
+
+
+# -- the local cloud-resource inventory --------------------------------------------------------------
+@operation("GET", "/orgs/{org_id}/cloud-resources", summary="List the org's cloud resources (local inventory)",
+           tags=["approvals"], roles=ANY_MEMBER, query=ResourceQuery, response=ResourcePage)
+def list_cloud_resources(call: Call) -> ResourcePage:
+    q: ResourceQuery = call.query
+    return call.services.approvals.inventory.page(call.org_id, after=q.after, limit=q.limit)
+
+
+@operation("POST", "/orgs/{org_id}/cloud-resources/import", summary="Seed the inventory from FOCUS data",
+           tags=["approvals"], roles=ADMIN, body=FocusImportIn, response=ResourcePage, max_body=10 * 1024 * 1024)
+def import_cloud_resources(call: Call) -> ResourcePage:
+    body: FocusImportIn = call.body
+    return call.services.approvals.inventory.import_focus(call.caller, call.org_id, body.focus_csv)

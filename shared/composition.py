@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.approvals import ApprovalService
+from shared.approvals import ApprovalService, CloudResources
 from shared.audit import AuditLog
 from shared.catalog import CatalogService
 from shared.deployments import DeploymentService, Provisioner
@@ -198,6 +198,16 @@ def _legacy_secret_box(settings: Settings) -> SecretBox | None:
     return None
 
 
+def _cloud_resources(settings: Settings, db: Database) -> CloudResources:
+    if settings.cloud_resources == "gce":
+        from shared.approvals.adapters.gce_resources import ComputeEngineResources  # noqa: PLC0415
+        if not settings.gcp_project:
+            raise RuntimeError("MARKETPLACE_CLOUD_RESOURCES=gce needs MARKETPLACE_GCP_PROJECT")
+        return ComputeEngineResources(settings.gcp_project)
+    from shared.approvals.adapters.local_inventory import LocalInventory  # noqa: PLC0415
+    return LocalInventory(db)
+
+
 def _email(settings: Settings) -> EmailSender | None:
     if not settings.smtp_host:
         return None
@@ -250,7 +260,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         return answer
 
     runs = RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=run_events)
-    approvals = ApprovalService(db, audit, orgs, runs, events=webhooks.emit)
+    approvals = ApprovalService(db, audit, orgs, runs, events=webhooks.emit, resources=_cloud_resources(settings, db))
     notifications = _notifications(settings, db, audit, orgs, secrets=secrets, approvals=approvals)
     approvals.use_notifier(notifications)
     later.append((approvals, notifications))

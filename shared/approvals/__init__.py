@@ -11,15 +11,20 @@ from shared.approvals.models import (
     ExecutionClaimIn,
     ExecutionClaimOut,
     ExecutionResultIn,
+    FocusImportIn,
     PolicyIn,
     PolicyOut,
     ProposedAction,
+    ResourcePage,
+    ResourceQuery,
     TaskDecision,
     TaskDecisions,
 )
-from shared.approvals.service import ApprovalNotifier, ApprovalService
+from shared.approvals.ports import CloudResources, ResourceActionError
+from shared.approvals.service import PLATFORM_TOOLS, ApprovalNotifier, ApprovalService
 
 __all__ = [
+    "PLATFORM_TOOLS",
     "ApprovalListQuery",
     "ApprovalNotifier",
     "ApprovalOut",
@@ -27,13 +32,18 @@ __all__ = [
     "ApprovalStatus",
     "AwaitApprovalIn",
     "AwaitApprovalOut",
+    "CloudResources",
     "DecisionIn",
     "ExecutionClaimIn",
     "ExecutionClaimOut",
     "ExecutionResultIn",
+    "FocusImportIn",
     "PolicyIn",
     "PolicyOut",
     "ProposedAction",
+    "ResourceActionError",
+    "ResourcePage",
+    "ResourceQuery",
     "TaskDecision",
     "TaskDecisions",
     "action_hash",

@@ -157,3 +157,33 @@ class TaskDecision(BaseModel):
 
 class TaskDecisions(BaseModel):
     items: list[TaskDecision]
+
+
+# -- the local cloud-resource inventory --------------------------------------------------------------
+class ResourceOut(BaseModel):
+    resource_id: str
+    name: str | None = None
+    service: str | None = None
+    region: str | None = None
+    state: str
+    machine_type: str | None = None
+    monthly_cost_micros: int
+    history: list[dict[str, Any]]
+    updated_at: datetime
+
+
+class ResourcePage(BaseModel):
+    items: list[ResourceOut]
+    next_after: str | None = Field(default=None, description="Pass as ``after`` for the next page.")
+
+
+class ResourceQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after: Annotated[str, StringConstraints(max_length=500)] | None = None
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class FocusImportIn(StrictModel):
+    focus_csv: Annotated[str, StringConstraints(min_length=1, max_length=8_000_000)] = Field(
+        description="A FOCUS 1.0 billing export (CSV text): each ResourceId becomes an inventory resource.")

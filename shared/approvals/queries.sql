@@ -94,3 +94,23 @@ RETURNING id;
 UPDATE approvals SET status = 'cancelled', decided_at = %s, decided_by = %s, updated_at = now()
 WHERE run_id = %s AND status = 'pending'
 RETURNING id, org_id;
+
+-- name: resources_page
+SELECT resource_id, name, service, region, state, machine_type, monthly_cost_micros, history, updated_at
+FROM cloud_resources WHERE org_id = %s AND (%s::text IS NULL OR resource_id > %s)
+ORDER BY resource_id LIMIT %s;
+
+-- name: upsert_resource
+INSERT INTO cloud_resources (org_id, resource_id, name, service, region, machine_type, monthly_cost_micros)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (org_id, resource_id) DO UPDATE SET name = EXCLUDED.name, service = EXCLUDED.service,
+    region = EXCLUDED.region, monthly_cost_micros = EXCLUDED.monthly_cost_micros, updated_at = now();
+
+-- name: resource_for_update
+SELECT resource_id, state, machine_type FROM cloud_resources WHERE org_id = %s AND resource_id = %s FOR UPDATE;
+
+-- name: set_resource_state
+-- An action applied to the local inventory: its new state and machine type, and the history line.
+UPDATE cloud_resources SET state = %s, machine_type = %s, updated_at = now(),
+    history = history || jsonb_build_array(%s::jsonb)
+WHERE org_id = %s AND resource_id = %s;

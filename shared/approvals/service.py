@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from shared.approvals.canonical import action_hash, canonical_action
+from shared.approvals.inventory import Inventory
 from shared.approvals.models import (
     ApprovalListQuery,
     ApprovalOut,
@@ -37,11 +38,12 @@ from shared.approvals.models import (
     TaskDecisions,
     Vote,
 )
+from shared.approvals.ports import CloudResources, ResourceActionError
 from shared.audit import AuditLog
 from shared.identity import ANY_MEMBER, APPROVERS, Need, OrgService, Principal, decide
 from shared.kernel.db.database import Database, Row, Tx
 from shared.kernel.db.queries import Queries
-from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound
+from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unavailable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import Keyset, Page, next_page
 from shared.runs import RunService, RunStatus
@@ -65,6 +67,9 @@ class ApprovalNotifier(Protocol):
         ``approval.decided``, ``approval.expired``, ``run.remediated``) in ``tx``."""
         ...
 SYSTEM_EXPIRY = "system:approval-expiry"
+#: Tools the platform implements: applied here through the cloud-resources port (runtime/approvals.py
+#: names the same ones).
+PLATFORM_TOOLS = frozenset({"cloud.stop_instance", "cloud.resize_instance"})
 
 
 def _now() -> datetime:
@@ -91,7 +96,10 @@ class ApprovalService:
     """Approvals of gated actions: request (data plane), read, decide, expire, execute once."""
 
     def __init__(self, db: Database, audit: AuditLog, orgs: OrgService, runs: RunService, *,
-                 events: ApprovalEvents | None = None, clock: Callable[[], datetime] = _now) -> None:
+                 events: ApprovalEvents | None = None, resources: CloudResources | None = None,
+                 clock: Callable[[], datetime] = _now) -> None:
+        self.resources = resources
+        self.inventory = Inventory(db, audit)  # the local adapter's table, as the org reads it
         self.db = db
         self.audit = audit
         self.orgs = orgs
@@ -342,6 +350,7 @@ class ApprovalService:
         """
         now = self.clock()
         stale: Row | None = None
+        platform: Row
         with self.db.transaction() as tx:
             run_id = self.runs.leased_run(tx, principal, task_id, lease_token)
             row = tx.fetch_one(_Q.approval_of_run_for_update, approval_id, run_id)
@@ -358,7 +367,12 @@ class ApprovalService:
                 tx.execute(_Q.claim_execution, now, approval_id)
                 self.audit.append(tx, org_id=row["org_id"], actor=principal.actor, action="approval.executing",
                                   target=approval_id, details={"run_id": run_id, "action_hash": call_hash})
-                return ExecutionClaimOut(approval_id=approval_id, execute=True)
+                if row["tool"] not in PLATFORM_TOOLS:
+                    return ExecutionClaimOut(approval_id=approval_id, execute=True)
+                platform = row
+        if stale is None:
+            return self._apply(principal, task_id, lease_token, platform)
+        assert stale is not None
         with self.db.transaction() as tx:
             self.runs.record_remediation(tx, run_id, {"approval_id": approval_id, "stale_approval": True,
                                                       "tool": stale["tool"], "approved_hash": stale["action_hash"],
@@ -368,6 +382,27 @@ class ApprovalService:
                                                            "call_hash": call_hash})
         raise Conflict("the call differs from the approved action: refused", code=ErrorCode.STALE_APPROVAL,
                        details=[{"approved_hash": stale["action_hash"], "call_hash": call_hash}])
+
+    def _apply(self, principal: Principal, task_id: str, lease_token: str, row: Row) -> ExecutionClaimOut:
+        """Apply a platform tool's approved action through the cloud-resources port, with the
+        arguments that were approved (never the data plane's), and record its outcome."""
+        if self.resources is None:
+            raise Unavailable("no cloud-resources adapter is configured")
+        arguments = row["arguments"]
+        try:
+            if row["tool"] == "cloud.stop_instance":
+                outcome = dict(self.resources.stop(row["org_id"], str(arguments["resource_id"])))
+            else:
+                outcome = dict(self.resources.resize(row["org_id"], str(arguments["resource_id"]),
+                                                     str(arguments["machine_type"])))
+        except ResourceActionError as exc:
+            if exc.retryable:
+                raise Unavailable(f"the cloud could not apply the action: {exc}") from exc
+            outcome = {"error": str(exc), "applied": False}
+        except KeyError as exc:
+            outcome = {"error": f"the action lacks the argument {exc}", "applied": False}
+        saving = row["monthly_saving_micros"] if "error" not in outcome else 0
+        return self.record_execution(principal, task_id, row["id"], lease_token, outcome=outcome, saving_micros=saving)
 
     def record_execution(self, principal: Principal, task_id: str, approval_id: str, lease_token: str, *,
                          outcome: dict[str, Any], saving_micros: int) -> ExecutionClaimOut:

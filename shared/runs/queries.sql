@@ -231,4 +231,4 @@ WHERE id = %s;
 -- name: run_remediated
 -- Whether an approved action of the run executed (its success is then ``remediated``).
 SELECT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(remediation, '[]'::jsonb)) e
-               WHERE e ? 'outcome') FROM runs WHERE id = %s;
+               WHERE e ? 'outcome' AND NOT coalesce((e -> 'outcome') ? 'error', false)) FROM runs WHERE id = %s;

@@ -44,3 +44,35 @@ def park(container: Any, make_org: Any, anon: Any, settings: Any, member: Any, *
         "actions": [proposed(run, f"int-{i}") for i in range(actions)]})
     assert resp.status == 200, resp
     return Parked(inst, run, task, resp.body["approvals"], starter)
+
+
+def idle_focus(path: Any, *, idle: tuple[str, ...] = ("i-idle-1",), busy: tuple[str, ...] = ("i-busy-1", "i-busy-2"),
+               rate: float = 0.5) -> str:
+    """A FOCUS 1.0 CSV shaped like the sample: 30 days of hourly instances, the ``idle`` ones with
+    no consumed quantity (the agent proposes to stop them); returns the CSV text (also written to ``path``)."""
+    import csv
+    import io
+    from datetime import date, timedelta
+
+    from runs_support import FOCUS_SAMPLE
+
+    with FOCUS_SAMPLE.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        template = next(r for r in reader if r["ConsumedUnit"] == "Hours" and r["ResourceType"] == "instance")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    n = 0
+    for resource in (*idle, *busy):
+        for d in range(30):
+            day = date(2024, 9, 1) + timedelta(days=d)
+            n += 1
+            writer.writerow({**template, "Id": str(n), "ResourceId": resource, "ResourceName": resource,
+                             "ChargePeriodStart": f"{day} 00:00:00", "ChargePeriodEnd": f"{day + timedelta(days=1)} 00:00:00",
+                             "BilledCost": f"{rate * 24:.11f}", "ListCost": f"{rate * 24:.11f}",
+                             "ConsumedQuantity": "0.000000000000000" if resource in idle else "24.000000000000000",
+                             "PricingQuantity": "24.00000000000"})
+    text = out.getvalue()
+    path.write_text(text)
+    return text

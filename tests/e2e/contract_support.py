@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from approvals_support import proposed
 from conftest import Client, unique_email
 from registry_support import make_manifest, submit
-from approvals_support import proposed
 from runs_support import claim, install_builtin, metrics, start_run
 
 ROLES = ("admin", "developer", "operator", "approver", "viewer")
