@@ -40,6 +40,11 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
         ScheduledJob("secrets-rewrap", 600.0, container.secrets.rewrap),
         # Webhook secrets sealed by an org's older data key (or the platform key ring) are sealed again.
         ScheduledJob("webhooks-reseal", 600.0, container.webhooks.reseal_secrets),
+        # issue 15: pending approvals past their expiry (the run resumes not approved), reminders
+        # before it, and the notification outbox (email, Slack) with its retries.
+        ScheduledJob("approvals-expire", 30.0, container.approvals.expire_due),
+        ScheduledJob("approvals-remind", 60.0, container.approvals.remind_due),
+        ScheduledJob("notifications-deliver", 2.0, lambda: container.notifications.deliver_due().delivered),
     ]
     relay = getattr(container.queue, "relay", None)
     if callable(relay):  # a push-delivering queue re-pushes due redeliveries

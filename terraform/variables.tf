@@ -345,6 +345,21 @@ variable "scheduled_jobs" {
       function    = "run_scheduled_job"
       description = "Push the redeliveries of expired leases (and failed pushes) to Cloud Tasks."
     }
+    "approvals-expire" = {
+      schedule    = "* * * * *"
+      function    = "run_scheduled_job"
+      description = "Expire pending approvals past their expiry; their runs resume not approved."
+    }
+    "approvals-remind" = {
+      schedule    = "*/5 * * * *"
+      function    = "run_scheduled_job"
+      description = "Remind approvers of approvals about to expire."
+    }
+    "notifications-deliver" = {
+      schedule    = "* * * * *"
+      function    = "run_scheduled_job"
+      description = "Send due email and Slack notifications and their retries."
+    }
   }
 
   validation {

@@ -331,7 +331,7 @@ def test_saas_isolates_each_deployments_data_plane_key(saas: Declarations) -> No
 def test_saas_schedules_the_periodic_jobs(saas: Declarations, cloudbuild: dict[str, Any]) -> None:
     jobs = {unquote(name): value for name, value in saas.variables["scheduled_jobs"]["default"].items()}
     platform = {"deployments-unreachable", "runs-reconcile", "webhooks-deliver", "secrets-rewrap", "webhooks-reseal",
-                "queue-relay"}
+                "queue-relay", "approvals-expire", "approvals-remind", "notifications-deliver"}
     assert set(jobs) == platform
     # Every scheduled function is deployed: it is a registered operation (cloudbuild.yaml deploys
     # one function per operation, plus _EXTRA_FUNCTIONS, which is empty).
@@ -346,9 +346,9 @@ def test_saas_schedules_the_periodic_jobs(saas: Declarations, cloudbuild: dict[s
     from functions.scheduler import platform_jobs
 
     class _Services:
-        deployments = runs = webhooks = queue = secrets = type("Any", (), {
+        deployments = runs = webhooks = queue = secrets = approvals = notifications = type("Any", (), {
             "relay": lambda self: 0, "mark_unreachable": None, "reconcile": None, "deliver_due": None,
-            "rewrap": None, "reseal_secrets": None})()
+            "rewrap": None, "reseal_secrets": None, "expire_due": None, "remind_due": None})()
     assert {job.name for job in platform_jobs(_Services())} == platform
     assert {name for name, job in jobs.items() if unquote(job["function"]) == "run_scheduled_job"} == platform
     scheduler = saas.resources["google_cloud_scheduler_job", "jobs"]
