@@ -24,7 +24,7 @@ from shared.notifications.adapters.slack_webhook import SlackWebhookPoster
 from shared.notifications.adapters.smtp_email import SmtpEmail
 from shared.webhooks import DestinationPolicy, SystemResolver
 
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # noqa: S105 - Slack's documentation example
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
 
 class Inbox:
@@ -114,7 +114,7 @@ def slack(container: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_slack_gets_buttons_and_signed_actions_decide(container, make_org, anon, settings, member, slack):
     inst_admin, org_id = make_org()
-    from runs_support import install_builtin  # noqa: PLC0415
+    from runs_support import install_builtin
     inst = install_builtin(container, make_org, anon, settings, org=(inst_admin, org_id))
     resp = inst.admin.put(f"/orgs/{org_id}/notification-settings", json={
         "slack_webhook_url": f"{slack.hook.url}/services/T/B/X", "slack_signing_secret": SECRET,
