@@ -5,6 +5,7 @@ saving. The same with reject and with expiry (injected clock); a worker killed d
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,13 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from approvals_support import idle_focus
 from runs_support import ROOT, Installed, claim, install_builtin, start_run
+from support.http import RecordingServer, Reply
+from support.net import free_port
 from support.wait import wait_until
+from test_notifications import Inbox
 from test_runtime import thread_worker
 
 from runtime.pool import source_paths
 from shared.approvals import ApprovalService
+from shared.notifications.adapters.slack_webhook import SlackWebhookPoster
+from shared.notifications.adapters.smtp_email import SmtpEmail
+from shared.webhooks import DestinationPolicy, SystemResolver
 
 DONE = {"succeeded", "failed", "cancelled", "dead", "remediated"}
 
@@ -57,8 +65,18 @@ def _pending(inst: Installed, run_id: str) -> list[dict[str, Any]]:
 
 
 def test_approve_executes_once_and_the_run_ends_remediated(container, make_org, anon, settings, member, focus,
-                                                           live_url):
+                                                           live_url, monkeypatch):
     inst, operator, approver = _setup(container, make_org, anon, settings, member, focus)
+    # Email to a real SMTP server, Slack to a receiver: both channels of the org.
+    inbox, port = Inbox(), free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    receiver = RecordingServer(lambda request: Reply(200, b"ok"))
+    monkeypatch.setattr(container.notifications, "email", SmtpEmail("127.0.0.1", port, sender="m@example.com"))
+    monkeypatch.setattr(container.notifications, "slack_poster", SlackWebhookPoster(
+        DestinationPolicy(SystemResolver(), allow_loopback=True), timeout=5))
+    assert inst.admin.put(f"/orgs/{inst.org_id}/notification-settings", json={
+        "slack_webhook_url": f"{receiver.url}/services/T/B/X"}).status == 200
     run = start_run(operator, inst)
     with thread_worker(live_url, inst.key, lease_seconds=5):
         wait_until(lambda: _run(inst, run["id"])["status"] == "awaiting_approval", timeout=60,
@@ -70,6 +88,15 @@ def test_approve_executes_once_and_the_run_ends_remediated(container, make_org, 
         assert _resource(inst, "i-idle-1")["state"] == "running"
         notes = approver.get("/me/notifications").body["items"]
         assert any(n["event"] == "approval.requested" and n["data"]["approval_id"] == approval["id"] for n in notes)
+        try:
+            container.notifications.deliver_due(limit=1000)
+            [posted] = receiver.wait_for(1)
+        finally:
+            smtp.stop()
+            receiver.close()
+        assert f"{inst.org_id}:{approval['id']}" in json.dumps(posted.json()["blocks"])
+        mailed = {to for m in inbox.messages for to in m.rcpt_tos}
+        assert {approver.email, inst.admin.email} <= mailed and operator.email not in mailed
         resp = approver.post(f"/orgs/{inst.org_id}/approvals/{approval['id']}/approve", json={"comment": "ok"})
         assert resp.status == 200 and resp.body["status"] == "approved", resp
         wait_until(lambda: _run(inst, run["id"])["status"] in DONE, timeout=60, what="the run to end")
@@ -131,11 +158,13 @@ def test_a_worker_killed_during_the_resume_still_ends_remediated_once(container,
            "MARKETPLACE_LEASE_SECONDS": "2", "MARKETPLACE_POLL_WAIT": "1", "MARKETPLACE_LOG_LEVEL": "WARNING",
            "PYTHONPATH": os.pathsep.join(source_paths())}
     proc = subprocess.Popen([sys.executable, "-m", "runtime.runner"], env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: _run(inst, run["id"])["status"] != "queued", timeout=60, what="the resume to start")
+    try:  # killed the moment it holds the resumed run (polled on the database, not through HTTP)
+        wait_until(lambda: container.runs.status_of(run["id"]) != "queued", timeout=60, interval=0.002,
+                   what="the resume to start")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+    assert container.runs.status_of(run["id"]) == "running"  # the kill landed during the resume
     with thread_worker(live_url, inst.key, lease_seconds=5):
         wait_until(lambda: _run(inst, run["id"])["status"] in DONE, timeout=90, what="the run to end")
     final = _run(inst, run["id"])
