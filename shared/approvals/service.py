@@ -402,10 +402,18 @@ class ApprovalService:
         except KeyError as exc:
             outcome = {"error": f"the action lacks the argument {exc}", "applied": False}
         saving = row["monthly_saving_micros"] if "error" not in outcome else 0
-        return self.record_execution(principal, task_id, row["id"], lease_token, outcome=outcome, saving_micros=saving)
+        return self._record_execution(principal, task_id, row["id"], lease_token, outcome=outcome,
+                                      saving_micros=saving, applied=True)
 
     def record_execution(self, principal: Principal, task_id: str, approval_id: str, lease_token: str, *,
                          outcome: dict[str, Any], saving_micros: int) -> ExecutionClaimOut:
+        """Record what an approved call executed by the agent's own code did (once); the run's
+        remediation gets it with the saving."""
+        return self._record_execution(principal, task_id, approval_id, lease_token, outcome=outcome,
+                                      saving_micros=saving_micros, applied=False)
+
+    def _record_execution(self, principal: Principal, task_id: str, approval_id: str, lease_token: str, *,
+                         outcome: dict[str, Any], saving_micros: int, applied: bool) -> ExecutionClaimOut:
         """Record what an approved call did (once); the run's remediation gets it with the saving."""
         now = self.clock()
         with self.db.transaction() as tx:
@@ -415,6 +423,10 @@ class ApprovalService:
                 raise NotFound("approval not found")
             if row["executed_at"] is not None:
                 return ExecutionClaimOut(approval_id=approval_id, execute=False, execution=row["execution"])
+            if not applied and row["tool"] in PLATFORM_TOOLS:
+                # The control plane applies platform tools and records their outcome itself.
+                raise Conflict("a platform tool's outcome is recorded by the control plane",
+                               code=ErrorCode.NOT_APPROVED)
             if row["status"] != ApprovalStatus.APPROVED or row["execution_started_at"] is None:
                 raise Conflict("this approval's execution was not claimed", code=ErrorCode.NOT_APPROVED)
             execution = {"outcome": outcome, "monthly_saving_micros": saving_micros, "executed_at": now.isoformat()}

@@ -192,12 +192,12 @@ ORDER BY updated_at LIMIT %s;
 
 -- name: unfinished_deployments
 -- The deployments that have unfinished runs (the reconciliation asks which are uninstalled).
-SELECT DISTINCT deployment_id FROM runs WHERE status IN ('queued', 'running');
+SELECT DISTINCT deployment_id FROM runs WHERE status IN ('queued', 'running', 'awaiting_approval');
 
 -- name: unfinished_runs_of
 -- Unfinished runs of some deployments.
 SELECT id, task_id FROM runs
-WHERE status IN ('queued', 'running') AND deployment_id = ANY(%s::text[]) LIMIT %s;
+WHERE status IN ('queued', 'running', 'awaiting_approval') AND deployment_id = ANY(%s::text[]) LIMIT %s;
 
 -- name: dispatch_task
 -- A pushed task as the dispatch checks it: its state, attempt and deployment, and whether it is

@@ -223,3 +223,38 @@ def test_cancelling_a_waiting_run_cancels_its_approvals(container, make_org, ano
     resp = p.inst.admin.post(f"/agents/{p.inst.agent_id}/runs/{p.run['id']}/cancel")
     assert resp.status == 200 and resp.body["status"] == "cancelled"
     assert p.inst.admin.get(_path(p, p.approvals[0])).body["status"] == "cancelled"
+
+
+def test_uninstalling_cancels_a_waiting_run_and_its_approvals(container, make_org, anon, settings, member):
+    p = park(container, make_org, anon, settings, member)
+    assert p.inst.admin.delete(f"/orgs/{p.inst.org_id}/deployments/{p.inst.deployment_id}").status in (200, 202, 204)
+    container.runs.reconcile()
+    assert _run(p)["status"] == "cancelled"
+    assert p.inst.admin.get(_path(p, p.approvals[0])).body["status"] == "cancelled"
+
+
+def test_a_platform_tools_outcome_is_not_the_data_planes_to_record(container, make_org, anon, settings, member):
+    inst = install_builtin(container, make_org, anon, settings)
+    run = member(inst.admin, inst.org_id, "operator").post(
+        f"/agents/{inst.agent_id}/runs", json={"deployment_id": inst.deployment_id}).body
+    task = claim(anon, inst.key)
+    action = {**proposed(run, "int-0", arguments={"resource_id": "i-nowhere"}), "tool": "cloud.stop_instance"}
+    from shared.approvals import action_hash, canonical_action
+    action["action_hash"] = action_hash(canonical_action(
+        agent_id=run["agent_id"], version=run["version"], package_digest=action["package_digest"],
+        tool="cloud.stop_instance", arguments=action["arguments"], run_id=run["id"], interrupt_id="int-0"))
+    parked = anon.post(f"/agents/{inst.agent_id}/runs/{run['id']}/await-approval", token=inst.key, json={
+        "task_id": task["task_id"], "lease_token": task["lease_token"], "actions": [action]})
+    assert parked.status == 200, parked
+    [approval] = parked.body["approvals"]
+    assert inst.admin.post(f"/orgs/{inst.org_id}/approvals/{approval['id']}/approve", json={}).status == 200
+    resumed = claim(anon, inst.key)
+    base = f"/tasks/{resumed['task_id']}/approvals/{approval['id']}"
+    faked = anon.post(f"{base}/outcome", token=inst.key, json={"lease_token": resumed["lease_token"],
+                                                              "outcome": {"state": "stopped"}})
+    assert faked.status == 409
+    # The control plane applies it itself: a resource missing from the inventory is a failed outcome.
+    applied = anon.post(f"{base}/execution", token=inst.key, json={"lease_token": resumed["lease_token"],
+                                                                  "action_hash": approval["action_hash"]})
+    assert applied.status == 200 and applied.body["execute"] is False
+    assert applied.body["execution"]["outcome"]["applied"] is False
