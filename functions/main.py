@@ -26,6 +26,8 @@ OPERATION_MODULES = (
     "functions.dispatch",
     "functions.scheduled",
     "functions.billing",  # billing (issue 16)
+    "functions.approvals",  # issue 15
+    "functions.notifications",  # issue 15
 )
 
 

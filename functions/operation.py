@@ -68,7 +68,7 @@ class Call:
     query: Any
     request: flask.Request
     request_id: str
-    raw_body: bytes = b""  # the body as received (billing, issue 16: Stripe signs these bytes)
+    raw_body: bytes = b""  # the body as sent (signed callbacks verify these bytes)
 
     @property
     def org_id(self) -> str:

@@ -47,6 +47,11 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
         ScheduledJob("billing-cycle", 3600.0, container.invoicing.run_cycle),
         # billing (issue 16): pay developers last month's balance (once per month, >= 100 USD).
         ScheduledJob("billing-payouts", 3600.0, container.payouts.run_monthly),
+        # issue 15: pending approvals past their expiry (the run resumes not approved), reminders
+        # before it, and the notification outbox (email, Slack) with its retries.
+        ScheduledJob("approvals-expire", 30.0, container.approvals.expire_due),
+        ScheduledJob("approvals-remind", 60.0, container.approvals.remind_due),
+        ScheduledJob("notifications-deliver", 2.0, lambda: container.notifications.deliver_due().delivered),
     ]
     relay = getattr(container.queue, "relay", None)
     if callable(relay):  # a push-delivering queue re-pushes due redeliveries

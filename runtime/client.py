@@ -243,6 +243,35 @@ class DataPlaneClient:
         return bool(data["stop"])
 
 
+    # -- for approvals (issue 15): a run parked at gated calls, and an approved call's execution --
+    def await_approval(self, task: Task, actions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Park the run at its gated calls; the control plane records an approval per call and the
+        task's lease ends (the run resumes on a new task once every approval is decided)."""
+        resp = self._request("POST", f"/agents/{task.agent_id}/runs/{task.run_id}/await-approval", json={
+            "task_id": task.task_id, "lease_token": task.lease_token, "actions": [dict(a) for a in actions]})
+        return dict(resp.json())
+
+    def approval_decisions(self, task: Task) -> list[dict[str, Any]]:
+        """The decided approvals of the task's run (for its resume)."""
+        resp = self._request("GET", f"/tasks/{task.task_id}/approvals", headers={LEASE_HEADER: task.lease_token})
+        return list(resp.json()["items"])
+
+    def claim_execution(self, task: Task, approval_id: str, action_hash: str) -> dict[str, Any]:
+        """Ask to execute an approved call with the call's own hash (409 ``stale_approval`` when it
+        differs from the approved one); ``execute`` false means it executed before or was applied by
+        the control plane, with ``execution`` its outcome."""
+        resp = self._request("POST", f"/tasks/{task.task_id}/approvals/{approval_id}/execution",
+                             json={"lease_token": task.lease_token, "action_hash": action_hash})
+        return dict(resp.json())
+
+    def record_execution(self, task: Task, approval_id: str, outcome: Mapping[str, Any],
+                         monthly_saving_micros: int) -> dict[str, Any]:
+        """Record what an approved call executed by the agent's own code did."""
+        resp = self._request("POST", f"/tasks/{task.task_id}/approvals/{approval_id}/outcome", json={
+            "lease_token": task.lease_token, "outcome": dict(outcome),
+            "monthly_saving_micros": monthly_saving_micros})
+        return dict(resp.json())
+
 def _error_of(resp: httpx.Response) -> ControlPlaneError:
     try:
         error = resp.json()["error"]

@@ -35,9 +35,11 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command
 
 from runtime import usage  # billing (issue 16)
 from runtime.agent_context import CONFIGURABLE_KEY
+from runtime.approvals import ApprovalDesk, ApprovalGate, pending_actions, resume_command  # issue 15
 from runtime.checkpointer import CheckpointStore, RemoteCheckpointSaver
 from runtime.client import LogLine, Task
 from runtime.tools import ToolError, ToolImplementation, ToolRegistry
@@ -231,6 +233,7 @@ class RunContext:
     sink: LogSink
     restored: Mapping[str, float] = field(default_factory=dict)
     current_step: str = RUN_STEP
+    gate: ApprovalGate | None = None  # issue 15: gated (remediation) calls wait for a human decision
 
     def __post_init__(self) -> None:
         self.records = int(self.restored.get("records_processed", 0))
@@ -250,6 +253,10 @@ class RunContext:
 
     def call_tool(self, name: str, **arguments: object) -> object:
         """Run a tool if the deployment was granted what it needs; a refusal is logged and raised."""
+        if self.gate is not None and self.gate.handles(name):  # issue 15: the approval gate decides
+            self.tool_calls += 1
+            known = self.tools.names
+            return self.gate.call(name, dict(arguments), self.tools.check(name).func if name in known else None)
         try:
             tool = self.tools.check(name)
         except ToolError as exc:
@@ -349,8 +356,9 @@ def _json_safe(value: Any) -> Any:
 class Executor:
     """Runs agents; one instance serves any number of runs (it keeps no per-run state)."""
 
-    def execute(self, spec: RunSpec, *, log: LogSink, checkpoints: CheckpointStore | None = None,
-                should_stop: Callable[[], StopReason | None] = lambda: None) -> Outcome:
+    def execute(self, spec: RunSpec, *, log: LogSink, checkpoints: CheckpointStore | None = None,  # noqa: PLR0915
+                should_stop: Callable[[], StopReason | None] = lambda: None,
+                approvals: ApprovalDesk | None = None) -> Outcome:
         """Run ``spec`` to its end, or to the first step boundary where ``should_stop`` says so."""
         try:
             factory = load_entrypoint(spec.entrypoint)
@@ -368,6 +376,9 @@ class Executor:
                                           progress=lambda: context_box[0].progress() if context_box else {})
         restored = saver.latest_progress() if saver is not None else {}
         context = RunContext(spec, registry, log, restored)
+        if approvals is not None and saver is not None:  # issue 15: gated calls need checkpoints to wait
+            context.gate = ApprovalGate(spec.manifest, approvals, registry.granted, on_log=lambda message, fields:
+                                        log.write(context.current_step, message, level="warning", fields=fields))
         context_box.append(context)
         usage.publish(spec.run_id, context.progress)  # billing (issue 16): read by the usage heartbeat
         graph = built.compile(checkpointer=saver) if hasattr(built, "compile") else built
@@ -375,12 +386,14 @@ class Executor:
         deadline = time.monotonic() + spec.timeout_seconds if spec.timeout_seconds else None
 
         values: dict[str, Any] = {}
-        graph_input: dict[str, Any] | None = {}
+        graph_input: dict[str, Any] | Command[Any] | None = {}
         finished_before = False
         if saver is not None and restored:
             snapshot = graph.get_state(config)
             values = dict(snapshot.values or {})
             graph_input = None
+            if context.gate is not None:  # issue 15: answer the approvals the run stopped at
+                graph_input = resume_command(graph, config, context.gate.desk)
             finished_before = not snapshot.next
             # The checkpoint is written before its step is streamed, so its own step count lags by
             # one; LangGraph's superstep number (the input is step -1, START step 0) does not.
@@ -411,6 +424,13 @@ class Executor:
                       fields={"error_type": type(exc).__name__, "retryable": retryable})
             log.flush()
             return Outcome("failed", context.progress(), error=f"{type(exc).__name__}: {exc}", retryable=retryable)
+        if stop is None and context.gate is not None:  # issue 15: stopped at gated calls: wait for approval
+            actions = pending_actions(graph, config)
+            if actions:
+                log.write(RUN_STEP, f"Waiting for approval of {len(actions)} action(s)",
+                          fields={"tools": [a["tool"] for a in actions]})
+                log.flush()
+                return Outcome("awaiting_approval", context.progress(), outputs={"actions": actions})
         return self._ended(spec, context, log, values, stop)
 
     @staticmethod

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from runtime import usage  # billing (issue 16)
+from runtime.approvals import TaskApprovalDesk  # issue 15
 from runtime.checkpointer import TaskCheckpointStore
 from runtime.client import (
     ControlPlaneError,
@@ -232,12 +233,16 @@ class Worker:
             else:
                 outcome = self.executor.execute(RunSpec.from_task(task), log=log,
                                                 checkpoints=TaskCheckpointStore(self.client, task),
-                                                should_stop=should_stop)
+                                                should_stop=should_stop,
+                                                approvals=TaskApprovalDesk(self.client, task))  # issue 15
             log.flush()
             if keeper.lost.is_set():
                 outcome.status, outcome.stop_reason = "abandoned", StopReason.LEASE_LOST
             if outcome.status == "abandoned":
                 _log.warning("left run %s for redelivery (%s)", task.run_id, outcome.stop_reason)
+                return outcome
+            if outcome.status == "awaiting_approval":  # issue 15: park the run; its lease ends
+                self._park(task, outcome)
                 return outcome
             self._report(task, outcome)
             return outcome
@@ -247,6 +252,16 @@ class Worker:
             keeper.stop()
             self.current_run = None
             self.runs_done += 1
+
+    def _park(self, task: Task, outcome: Outcome) -> None:
+        """Issue 15: report the gated calls; without an answer the lease runs out and the redelivered
+        run stops at the same calls again."""
+        try:
+            TaskApprovalDesk(self.client, task).park((outcome.outputs or {}).get("actions", []))
+        except ControlPlaneError as exc:
+            _log.error("run %s: reporting its pending approvals failed: %s", task.run_id, exc)
+            return
+        _log.info("run %s waits for approval", task.run_id)
 
     def _report(self, task: Task, outcome: Outcome) -> None:
         try:

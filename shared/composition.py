@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.approvals import ApprovalService, CloudResources
 from shared.audit import AuditLog
 from shared.billing import BillingService, Invoicing, PaymentProvider, Payouts
 from shared.catalog import CatalogService
@@ -20,10 +21,11 @@ from shared.identity import (
     TokenVerifier,
     Users,
 )
-from shared.kernel.db.database import Connect, Database, connect_url
+from shared.kernel.db.database import Connect, Database, Tx, connect_url
 from shared.kernel.db.migrate import apply_migrations
 from shared.kernel.secret_box import SecretBox
 from shared.kernel.settings import Settings
+from shared.notifications import EmailSender, NotificationService
 from shared.runs import DispatchService, RunService, TaskQueue
 from shared.secrets import KeyEncryptionKey, SecretKeys
 from shared.webhooks import DestinationPolicy, SystemResolver, WebhookService
@@ -55,6 +57,8 @@ class Container:
     billing: BillingService  # billing (issue 16)
     invoicing: Invoicing  # billing (issue 16)
     payouts: Payouts  # billing (issue 16)
+    approvals: ApprovalService  # issue 15
+    notifications: NotificationService  # issue 15
     dispatch: DispatchService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
@@ -208,6 +212,33 @@ def _payments(settings: Settings) -> PaymentProvider | None:
     return StripePayments(settings.stripe_secret_key.get_secret_value(),
                           webhook_secret=None if secret is None else secret.get_secret_value(),
                           api_base=settings.stripe_api_base)
+def _cloud_resources(settings: Settings, db: Database) -> CloudResources:
+    if settings.cloud_resources == "gce":
+        from shared.approvals.adapters.gce_resources import ComputeEngineResources  # noqa: PLC0415
+        if not settings.gcp_project:
+            raise RuntimeError("MARKETPLACE_CLOUD_RESOURCES=gce needs MARKETPLACE_GCP_PROJECT")
+        return ComputeEngineResources(settings.gcp_project)
+    from shared.approvals.adapters.local_inventory import LocalInventory  # noqa: PLC0415
+    return LocalInventory(db)
+
+
+def _email(settings: Settings) -> EmailSender | None:
+    if not settings.smtp_host:
+        return None
+    from shared.notifications.adapters.smtp_email import SmtpEmail  # noqa: PLC0415
+    return SmtpEmail(settings.smtp_host, settings.smtp_port, sender=settings.smtp_from,
+                     starttls=settings.smtp_starttls, username=settings.smtp_username,
+                     password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+                     timeout=settings.smtp_timeout_seconds)
+
+
+def _notifications(settings: Settings, db: Database, audit: AuditLog, orgs: OrgService, *, secrets: SecretKeys,
+                   approvals: ApprovalService) -> NotificationService:
+    from shared.notifications.adapters.slack_directory import SlackWebDirectory  # noqa: PLC0415
+    from shared.notifications.adapters.slack_webhook import SlackWebhookPoster  # noqa: PLC0415
+    poster = SlackWebhookPoster(DestinationPolicy(SystemResolver(), allow_loopback=settings.slack_allow_loopback))
+    return NotificationService(db, audit, orgs, secrets, approvals, email=_email(settings), slack_poster=poster,
+                               directory=SlackWebDirectory(settings.slack_api_url))
 
 
 def build_container(settings: Settings, *, migrate: bool = True) -> Container:
@@ -236,6 +267,22 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     payments = _payments(settings)
     invoicing = Invoicing(db, audit, billing, payments, events=webhooks.emit,
                           grace_days=settings.billing_payment_grace_days)
+    # -- approvals (issue 15): run events reach webhooks and cancel a finished run's pending approvals.
+    later: list[tuple[ApprovalService, NotificationService]] = []
+
+    def run_events(tx: Tx, *, org_id: str, event: str, data: dict[str, Any]) -> object:
+        answer = webhooks.emit(tx, org_id=org_id, event=event, data=data)
+        for approvals_of, notifications_of in later:
+            approvals_of.cancel_for_run(tx, org_id=org_id, event=event, data=data)
+            notifications_of.run_event(tx, org_id=org_id, event=event, data=data)
+        return answer
+
+    runs = RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=run_events,
+                      billing=billing)
+    approvals = ApprovalService(db, audit, orgs, runs, events=webhooks.emit, resources=_cloud_resources(settings, db))
+    notifications = _notifications(settings, db, audit, orgs, secrets=secrets, approvals=approvals)
+    approvals.use_notifier(notifications)
+    later.append((approvals, notifications))
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,
         orgs=orgs,
@@ -245,10 +292,11 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         catalog=catalog,
         deployments=deployments,
         queue=queue,
-        runs=RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=webhooks.emit,
-                       billing=billing),
+        runs=runs,
         webhooks=webhooks,
         secrets=secrets,
+        approvals=approvals,
+        notifications=notifications,
         dispatch=_dispatch(settings, db, deployments, provisioner),
         scheduler_auth=_scheduler_auth(settings),
         billing=billing,

@@ -359,6 +359,20 @@ variable "scheduled_jobs" {
       schedule    = "17 * * * *"
       function    = "run_scheduled_job"
       description = "Transfer each developer's balance of last month (once, when it reaches 100 USD) through Stripe Connect."
+    "approvals-expire" = {
+      schedule    = "* * * * *"
+      function    = "run_scheduled_job"
+      description = "Expire pending approvals past their expiry; their runs resume not approved."
+    }
+    "approvals-remind" = {
+      schedule    = "*/5 * * * *"
+      function    = "run_scheduled_job"
+      description = "Remind approvers of approvals about to expire."
+    }
+    "notifications-deliver" = {
+      schedule    = "* * * * *"
+      function    = "run_scheduled_job"
+      description = "Send due email and Slack notifications and their retries."
     }
   }
 

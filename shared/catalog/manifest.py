@@ -377,6 +377,10 @@ class ToolSpec(_Strict):
     description: Annotated[str, _Text("text", max_length=500)]
     permissions: Annotated[list[Permission], _UNIQUE] = Field(default_factory=list)
     """Permissions this tool needs; each must also be declared in the manifest's `permissions`."""
+    requires_approval: bool = False
+    """Every call waits for an approver of the org and executes only as approved (docs/APPROVALS.md);
+    with the constraint `requires-human-approval-for-remediation`, tools needing a `*:write`
+    permission are gated too."""
 
 
 class MemorySpec(_Strict):

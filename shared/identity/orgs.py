@@ -238,3 +238,10 @@ class OrgService:
             self.audit.append(tx, org_id=org_id, actor=actor, action="member.added", target=user.id,
                               details={"role": "admin"})
         return str(org_id), actor
+
+    # -- for notifications --
+    @staticmethod
+    def members_in(tx: Tx, org_id: str) -> list[MemberOut]:
+        """Every member of ``org_id`` with their role and email, in ``tx`` (notification recipients,
+        a Slack user mapped by email)."""
+        return [MemberOut(**row) for row in tx.fetch_all(_Q.members_of_org, org_id)]

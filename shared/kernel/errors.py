@@ -86,6 +86,14 @@ class ErrorCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"  # the run's maximum charge does not fit what is left of the monthly budget
     INVALID_SIGNATURE = "invalid_signature"  # a payment provider's webhook whose signature does not verify
     NO_PAYOUT_ACCOUNT = "no_payout_account"  # the developer org has not onboarded a Stripe Connect account
+    # Approvals and notifications (issue 15).
+    APPROVAL_DECIDED = "approval_decided"  # the approval was decided already: details[0].decision is the winner
+    ALREADY_VOTED = "already_voted"  # this approver decided the approval already (it waits for others)
+    STARTER_MAY_NOT_DECIDE = "starter_may_not_decide"  # the run's starter may not decide its actions (org policy)
+    NOT_APPROVED = "not_approved"  # the gated call's approval is not approved: it may not execute
+    STALE_APPROVAL = "stale_approval"  # the call differs from the approved action (its hash): refused
+    BAD_SIGNATURE = "bad_signature"  # a Slack callback whose signature or timestamp does not verify
+    REPLAYED = "replayed"  # a signed callback seen before
 
 
 class AppError(Exception):

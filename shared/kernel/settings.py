@@ -110,6 +110,22 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = 24 * 3600
     log_level: str = "INFO"
 
+    # -- approvals and notifications (issue 15) --
+    # Email notifications over SMTP: none are sent without a host.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "marketplace@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Slack's Web API (users.info maps the user of a Slack action to a member by email).
+    slack_api_url: str = "https://slack.com/api"
+    # Slack incoming webhooks on loopback addresses: local development and tests only.
+    slack_allow_loopback: bool = False
+    # The local cloud-resources adapter (a table) or Compute Engine for remediations.
+    cloud_resources: Literal["local", "gce"] = "local"
+
     @property
     def pg_dir(self) -> Path:
         """The PostgreSQL cluster directory inside the data dir."""

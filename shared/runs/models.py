@@ -14,14 +14,17 @@ from shared.kernel.redacted import ShownData, ShownResult, ShownText
 
 
 class RunStatus(StrEnum):
-    """A run's life cycle (docs/RUNS.md); the last four are final."""
+    """A run's life cycle (docs/RUNS.md, docs/APPROVALS.md); succeeded, failed, cancelled, dead
+    and remediated are final."""
 
     QUEUED = "queued"
     RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"  # parked at gated calls, holding no lease (docs/APPROVALS.md)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
     DEAD = "dead"
+    REMEDIATED = "remediated"  # succeeded after an approved action executed (docs/APPROVALS.md)
 
     @property
     def final(self) -> bool:
@@ -29,7 +32,8 @@ class RunStatus(StrEnum):
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DEAD})
+FINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DEAD,
+                            RunStatus.REMEDIATED})
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 LeaseToken = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -69,6 +73,9 @@ class RunOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    remediation: list[dict[str, Any]] | None = Field(
+        default=None, description="What the run's approved actions did (outcome, monthly saving in "
+                                  "micro-dollars) and any call refused as a stale approval.")
 
 
 class RunCreated(RunOut):

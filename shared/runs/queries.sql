@@ -20,7 +20,7 @@ RETURNING id, org_id, agent_id, deployment_id, version, status, inputs, outputs,
 SELECT r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.status, r.inputs, r.outputs, r.error,
        r.metrics, r.task_id, r.attempt, r.max_attempts, r.cancel_requested, r.lease_hash, r.worker,
        r.completion_lease, r.completion, r.created_by, r.created_at, r.updated_at, r.started_at,
-       r.finished_at
+       r.finished_at, r.remediation
 FROM runs r WHERE r.id = %s AND r.agent_id = %s;
 
 -- name: run_for_update
@@ -28,7 +28,7 @@ FROM runs r WHERE r.id = %s AND r.agent_id = %s;
 SELECT r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.status, r.inputs, r.outputs, r.error,
        r.metrics, r.task_id, r.attempt, r.max_attempts, r.cancel_requested, r.lease_hash, r.worker,
        r.completion_lease, r.completion, r.created_by, r.created_at, r.updated_at, r.started_at,
-       r.finished_at
+       r.finished_at, r.remediation
 FROM runs r WHERE r.id = %s AND r.agent_id = %s FOR UPDATE OF r;
 
 -- name: run_state
@@ -192,12 +192,12 @@ ORDER BY updated_at LIMIT %s;
 
 -- name: unfinished_deployments
 -- The deployments that have unfinished runs (the reconciliation asks which are uninstalled).
-SELECT DISTINCT deployment_id FROM runs WHERE status IN ('queued', 'running');
+SELECT DISTINCT deployment_id FROM runs WHERE status IN ('queued', 'running', 'awaiting_approval');
 
 -- name: unfinished_runs_of
 -- Unfinished runs of some deployments.
 SELECT id, task_id FROM runs
-WHERE status IN ('queued', 'running') AND deployment_id = ANY(%s::text[]) LIMIT %s;
+WHERE status IN ('queued', 'running', 'awaiting_approval') AND deployment_id = ANY(%s::text[]) LIMIT %s;
 
 -- name: dispatch_task
 -- A pushed task as the dispatch checks it: its state, attempt and deployment, and whether it is
@@ -208,4 +208,32 @@ FROM tasks t WHERE t.id = %s;
 -- used by billing
 -- name: active_runs_of_org
 -- An org's runs that have not ended (the kill switch cancels them).
-SELECT id, agent_id FROM runs WHERE org_id = %s AND status IN ('queued', 'running') ORDER BY created_at;
+SELECT id, agent_id FROM runs WHERE org_id = %s AND status IN ('queued', 'running', 'awaiting_approval') ORDER BY created_at;
+
+-- used by approvals
+-- name: park_run
+-- A run stopped at gated calls: it waits for decisions holding no lease (docs/APPROVALS.md).
+UPDATE runs SET status = 'awaiting_approval', lease_hash = NULL, worker = NULL, updated_at = now()
+WHERE id = %s AND status = 'running';
+
+-- name: resume_run
+-- Decisions are in: the run is queued again on a new task (its checkpoints say where it stopped).
+UPDATE runs SET status = 'queued', task_id = %s, updated_at = now()
+WHERE id = %s AND status = 'awaiting_approval'
+RETURNING id;
+
+-- name: awaiting_run_for_update
+SELECT id, org_id, deployment_id, max_attempts, status FROM runs WHERE id = %s FOR UPDATE;
+
+-- name: run_starter
+SELECT created_by FROM runs WHERE id = %s;
+
+-- name: add_remediation
+UPDATE runs SET remediation = coalesce(remediation, '[]'::jsonb) || jsonb_build_array(%s::jsonb),
+                updated_at = now()
+WHERE id = %s;
+
+-- name: run_remediated
+-- Whether an approved action of the run executed (its success is then ``remediated``).
+SELECT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(remediation, '[]'::jsonb)) e
+               WHERE e ? 'outcome' AND NOT coalesce((e -> 'outcome') ? 'error', false)) FROM runs WHERE id = %s;

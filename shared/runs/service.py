@@ -164,11 +164,13 @@ def _json(value: dict[str, Any] | None) -> str | None:
 
 # billing (issue 16): how each final outcome a data plane reports is billed (docs/BILLING.md).
 _BILLED_AS = {RunStatus.SUCCEEDED: Outcome.SUCCEEDED, RunStatus.FAILED: Outcome.FAILED,
-              RunStatus.CANCELLED: Outcome.CANCELLED, RunStatus.DEAD: Outcome.PLATFORM_FAILURE}
+              RunStatus.CANCELLED: Outcome.CANCELLED, RunStatus.DEAD: Outcome.PLATFORM_FAILURE,
+              RunStatus.REMEDIATED: Outcome.SUCCEEDED}
 
 
 def _event_for(status: RunStatus) -> str:
-    return {RunStatus.SUCCEEDED: "run.completed", RunStatus.CANCELLED: "run.cancelled"}.get(status, "run.failed")
+    return {RunStatus.SUCCEEDED: "run.completed", RunStatus.CANCELLED: "run.cancelled",
+            RunStatus.REMEDIATED: "run.remediated"}.get(status, "run.failed")
 
 
 class RunService:
@@ -341,7 +343,7 @@ class RunService:
         with self.db.transaction() as tx:
             row = self._locked(tx, run_id, agent_id)
             run = RunState.of(row)
-            if run.status == RunStatus.QUEUED:
+            if run.status in (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL):  # neither holds a lease
                 changed = self._finish(tx, run, RunStatus.CANCELLED, actor=principal.actor,
                                        error=f"cancelled by {principal.actor} before it started",
                                        cancel_requested=True, returning=True)
@@ -495,12 +497,12 @@ class RunService:
                 if run.status.final:
                     raise Conflict(f"run {run_id} is already {run.status.value}", code=ErrorCode.RUN_FINISHED)
                 answer, replay = self._record(tx, principal, run, report, token_hash), False
-                if answer["status"] == RunStatus.SUCCEEDED:
+                if answer["status"] in (RunStatus.SUCCEEDED, RunStatus.REMEDIATED):
                     # A success settles its task in the same transaction: the run's writes and the
                     # task's go out with the commit, in one packet.
                     self.queue.complete_in(tx, report.task_id, report.lease_token)
         target = RunStatus(answer["status"])
-        if target == RunStatus.SUCCEEDED and not replay:
+        if target in (RunStatus.SUCCEEDED, RunStatus.REMEDIATED) and not replay:
             return CompletionOut(**answer), replay
         # Otherwise the queue decides (backoff, attempts left, a cancel); a replay settles again,
         # which heals a completion recorded before a crash that left its task leased.
@@ -529,6 +531,9 @@ class RunService:
             return answer
         if status == RunStatus.DEAD:
             error = f"gave up after {run.attempt} attempts: {error}"
+        if status == RunStatus.SUCCEEDED and tx.fetch_val(_Q.run_remediated, run.id):  # approvals: an action ran
+            status = RunStatus.REMEDIATED
+            answer["status"] = status.value
         metrics = {**report.metrics.model_dump(exclude_none=True), "attempts": run.attempt}
         if self.billing is not None:  # billing (issue 16): charged once, with the outcome's commit
             self.billing.charge_run(tx, run_id=run.id, org_id=run.org_id, agent_id=run.agent_id, version=run.version,
@@ -568,7 +573,7 @@ class RunService:
                 retryable: bool = False) -> TaskState | None:
         """Bring the task in line with its run; None when the lease is gone (settled before)."""
         try:
-            if status == RunStatus.SUCCEEDED:
+            if status in (RunStatus.SUCCEEDED, RunStatus.REMEDIATED):
                 return TaskState.DONE if self.queue.complete(task_id, lease_token) else None
             return self.queue.fail(task_id, lease_token, error, retryable and status == RunStatus.QUEUED)
         except LeaseLost:
@@ -723,6 +728,49 @@ class RunService:
             self.cancel(principal, row["agent_id"], row["id"])
         return [row["id"] for row in rows]
 
+    # -- for approvals --
+    def park_in(self, tx: Tx, principal: Principal, agent_ref: str, run_id: str, *, task_id: str,
+                lease_token: str) -> RunState:
+        """The lease holder's run stops at gated calls, in ``tx``: ``awaiting_approval``, its task
+        settled (done) so no lease or worker is held while it waits. Audited."""
+        run = self._dataplane_run(tx, principal, agent_ref, run_id, lock=True)
+        if run.lease_hash != lease_hash(lease_token) or run.task_id != task_id:
+            raise LeaseLost(f"run {run_id}: this lease no longer holds the run")
+        if run.status != RunStatus.RUNNING:
+            raise Conflict(f"run {run_id} is {run.status.value}", code=ErrorCode.RUN_FINISHED)
+        tx.execute(_Q.park_run, run_id)
+        self.queue.complete_in(tx, task_id, lease_token)
+        self.audit.append(tx, org_id=run.org_id, actor=principal.actor, action="run.awaiting_approval",
+                          target=run_id, details={"attempt": run.attempt, "task_id": task_id})
+        return run
+
+    def resume_in(self, tx: Tx, run_id: str, *, actor: str) -> str | None:
+        """Queue a parked run's resume on a new task, in ``tx`` (the decision's transaction, so it
+        is enqueued exactly once); None when the run is not waiting (cancelled meanwhile)."""
+        row = tx.fetch_one(_Q.awaiting_run_for_update, run_id)
+        if row is None or row["status"] != RunStatus.AWAITING_APPROVAL:
+            return None
+        task_id = self.queue.enqueue(tx, kind=TASK_KIND, payload={"run_id": run_id, "resume": True}, run_id=run_id,
+                                     org_id=row["org_id"], deployment_id=row["deployment_id"],
+                                     max_attempts=row["max_attempts"])
+        tx.execute(_Q.resume_run, task_id, run_id)
+        self.audit.append(tx, org_id=row["org_id"], actor=actor, action="run.resume_enqueued", target=run_id,
+                          details={"task_id": task_id})
+        return task_id
+
+    @staticmethod
+    def starter_of(tx: Tx, run_id: str) -> str:
+        """Who started the run (its ``created_by``)."""
+        return str(tx.fetch_val(_Q.run_starter, run_id))
+
+    def leased_run(self, tx: Tx, principal: Principal, task_id: str, lease_token: str) -> str:
+        """The id of the run the task serves, if this data plane's lease holds it."""
+        return self._checkpoint_run(tx, principal, task_id, lease_token)
+
+    @staticmethod
+    def record_remediation(tx: Tx, run_id: str, entry: dict[str, Any]) -> None:
+        """Add what an approved action did (or a refused stale call) to the run's remediation."""
+        tx.execute(_Q.add_remediation, json.dumps(entry), run_id)
 
 def _unb64(data: str, path: str) -> bytes:
     try:

@@ -1,6 +1,12 @@
 """The webhooks context's public API: other contexts, operations and the data plane import from here only."""
 
-from shared.webhooks.destinations import DestinationPolicy, SystemResolver
+# -- for notifications: Slack messages go out through the same checked, pinned POST --
+from shared.webhooks.delivery import PostResult, post
+from shared.webhooks.destinations import (
+    DestinationPolicy,
+    DestinationRefused,
+    SystemResolver,
+)
 from shared.webhooks.models import (
     DeliveryAttemptOut,
     DispatchOut,
@@ -22,3 +28,5 @@ __all__ = [
     "WebhookOut",
     "WebhookService",
 ]
+# -- for notifications --
+__all__ += ["DestinationRefused", "PostResult", "post"]

@@ -18,6 +18,7 @@ class WebhookEvent(StrEnum):
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_CANCELLED = "run.cancelled"
+    RUN_REMEDIATED = "run.remediated"  # issue 15: a run ended after an approved action executed
     APPROVAL_REQUESTED = "approval.requested"
     APPROVAL_DECIDED = "approval.decided"
     DEPLOYMENT_READY = "deployment.ready"

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from approvals_support import proposed
 from conftest import Client, unique_email
 from registry_support import make_manifest, submit
 from runs_support import claim, install_builtin, metrics, start_run
@@ -70,6 +71,17 @@ def tenant(app: Any, container: Any, settings: Any, *, platform_admin: bool = Fa
     t.ids["listing_name"] = listing["name"]
     t.ids["version"] = "1.0.0"
     t.ids["checkpoint_id"] = "1ef00000-0000-6000-8000-000000000000"
+    # issue 15: a run parked at a gated call (its approval pending) and the admin's notification of it.
+    parked = start_run(admin, installed)
+    leased = claim(Client(app), installed.key, wait=5)
+    assert leased is not None and leased["run_id"] == parked["id"], leased
+    waiting = Client(app).post(f"/agents/{installed.agent_id}/runs/{parked['id']}/await-approval",
+                               token=installed.key, json={"task_id": leased["task_id"],
+                                                          "lease_token": leased["lease_token"],
+                                                          "actions": [proposed(parked)]})
+    assert waiting.status == 200, waiting
+    t.ids["approval_id"] = waiting.body["approvals"][0]["id"]
+    t.ids["notification_id"] = admin.get("/me/notifications").body["items"][0]["id"]
     run = start_run(admin, installed)
     t.ids["run_id"] = run["id"]
     if finish_run:  # so that its live log stream ends at once

@@ -25,7 +25,7 @@ from registry_support import make_manifest
 
 from functions.main import load_operations
 from functions.openapi import openapi_document
-from shared.identity import PUBLISHERS, REVIEWERS, RUNNERS
+from shared.identity import ADMIN, PUBLISHERS, REVIEWERS, RUNNERS
 
 load_operations()
 DOC = openapi_document()
@@ -33,7 +33,9 @@ DOC = openapi_document()
 # Operations with an id whose role check happens in the use case (the org is the object's),
 # and the roles it allows; and those any member of the object's org may read.
 IN_SERVICE_ROLES = {"create_run": RUNNERS, "cancel_run": RUNNERS, "post_review": REVIEWERS,
-                    "submit_version": PUBLISHERS, "submit_agent": PUBLISHERS}
+                    "submit_version": PUBLISHERS, "submit_agent": PUBLISHERS,
+                    # issue 15: a notification is its recipient's only (here org A's admin's)
+                    "read_notification": ADMIN}
 ANY_MEMBER_READS = {"get_run", "get_run_logs", "get_agent", "get_agent_version", "list_reviews"}
 # Operations that name the org in the body rather than the path.
 BODY_ORG = {"submit_agent": ("POST", "/agents")}
@@ -80,6 +82,14 @@ def _body(op_id: str, a: Tenant) -> Any:
         "put_limits": {"monthly_budget_usd": "1"}, "freeze": {"reason": "stolen"},
         "report_usage": {"lease_token": "x", "records_processed": 1, "cpu_seconds": 0},
         "onboard_payouts": {"refresh_url": "https://1.1.1.1/r", "return_url": "https://1.1.1.1/d"},
+        # issue 15
+        "approve_action": {"comment": "mine"}, "reject_action": {"comment": "mine"},
+        "put_approval_policy": {"required_approvals": 3},
+        "put_notification_settings": {"email_enabled": False},
+        "await_approval": {"task_id": a.ids["task_id"], "lease_token": "x", "actions": [
+            {"interrupt_id": "i", "tool": "t", "arguments": {}, "action_hash": "0" * 64}]},
+        "claim_execution": {"lease_token": "x", "action_hash": "0" * 64},
+        "record_execution": {"lease_token": "x", "outcome": {"state": "stopped"}},
     }
     return bodies.get(op_id)
 
@@ -96,7 +106,9 @@ def _snapshot(a: Tenant) -> str:
              f"/orgs/{a.org_id}/runs", f"/orgs/{a.org_id}/audit?limit=200", f"/agents/{a.ids['listing_id']}",
              f"/developers/{a.org_id}/agents", f"/agents/{a.agent_id}/runs/{a.ids['run_id']}/logs",
              f"/orgs/{a.org_id}/billing/limits", f"/orgs/{a.org_id}/usage",  # billing (issue 16)
-             f"/orgs/{a.org_id}/invoices", f"/developers/{a.org_id}/payouts", f"/developers/{a.org_id}/earnings"]
+             f"/orgs/{a.org_id}/invoices", f"/developers/{a.org_id}/payouts", f"/developers/{a.org_id}/earnings",
+             f"/orgs/{a.org_id}/approvals", f"/orgs/{a.org_id}/approval-policy",
+             f"/orgs/{a.org_id}/notification-settings", "/me/notifications"]
     out = {}
     for path in reads:
         resp = a.admin.get(path)

@@ -38,6 +38,10 @@ TABLE_OWNERS: dict[str, frozenset[str]] = {
     "billing": frozenset({"billing_usage", "ledger_transactions", "ledger_entries", "billing_settings",
                           "billing_periods", "billing_reservations", "billing_cycles", "billing_customers",
                           "invoices", "invoice_lines", "stripe_events", "payout_accounts", "payouts"}),
+    # issue 15
+    "approvals": frozenset({"approvals", "approval_votes", "approval_policies", "cloud_resources"}),
+    "notifications": frozenset({"notifications", "notification_deliveries", "notification_settings",
+                                "slack_action_nonces"}),
     "secrets": frozenset({"secret_keys"}),
     "kernel": frozenset({"schema_migrations"}),
 }

@@ -597,7 +597,7 @@ def test_published_schema_is_draft_2020_12_and_agrees_with_the_model() -> None:
 
 def test_builtin_cost_anomaly_manifest_loads() -> None:
     manifest = load_manifest(BUILTIN_MANIFEST.read_bytes())
-    assert (manifest.name, manifest.version) == ("cost-anomaly-detector", "1.0.1")
+    assert (manifest.name, manifest.version) == ("cost-anomaly-detector", "1.1.0")
     assert manifest.category == "finops"
     assert manifest.publisher == "Agent Marketplace"
     assert manifest.runtime.entrypoint == "cost_anomaly.graph:build_graph"
@@ -610,6 +610,7 @@ def test_builtin_cost_anomaly_manifest_loads() -> None:
     assert manifest.memory.namespaces == ["cost_anomalies"]
     assert {tool.name: tool.permissions for tool in manifest.tools} == {
         "billing.read_focus": ["billing:read"], "compute.propose_remediation": ["compute:write"],
+        "cloud.stop_instance": ["compute:write"],
     }
     config = jsonschema.Draft202012Validator(manifest.config)
     assert config.is_valid({"billing_source": "/data/focus.csv", "sensitivity": 2.5})

@@ -340,6 +340,9 @@ def test_saas_schedules_the_periodic_jobs(saas: Declarations, cloudbuild: dict[s
         "queue-relay",
         "billing-cycle",
         "billing-payouts",
+        "approvals-expire",
+        "approvals-remind",
+        "notifications-deliver",
     }
     assert set(jobs) == platform
     # Every scheduled function is deployed: it is a registered operation (cloudbuild.yaml deploys

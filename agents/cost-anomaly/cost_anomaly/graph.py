@@ -80,6 +80,7 @@ class CostAnomalyState(TypedDict, total=False):
     daily: dict[str, object]  # focus.DailyCostTable.to_json()
     anomalies: list[AnomalyDict]
     recommendations: list[RecommendationDict]
+    remediations: list[dict[str, object]]
     outputs: CostAnomalyOutput
 
 
@@ -229,7 +230,40 @@ def generate_recommendations(state: CostAnomalyState, config: RunnableConfig) ->
         NODES[3], f"{_plural(len(found), 'recommendation')} generated",
         estimated_monthly_savings_usd=savings, proposals=len(found),
     )
-    return {"recommendations": [rec.to_dict() for rec in found]}
+    recommendations = [rec.to_dict() for rec in found]
+    return {"recommendations": recommendations, "remediations": _remediate(agent, recommendations)}
+
+
+#: The platform's gated tool that stops an idle resource, and how many the agent asks for per run.
+STOP_INSTANCE = "cloud.stop_instance"
+MAX_REMEDIATIONS = 5
+
+
+def _remediate(agent: AgentContext, recommendations: list[RecommendationDict]) -> list[dict[str, object]]:
+    """With ``config.remediation = approve_and_execute``, ask to stop each idle resource. Each call
+    waits for a human approval (the platform's gate stops the run there and resumes it when the
+    decision is in); a call that was not approved returns ``executed: false`` and nothing happens.
+    A deployment whose manifest lacks the tool, or without ``compute:write``, only proposes."""
+    if agent.config.get("remediation") != "approve_and_execute":
+        return []
+    done: list[dict[str, object]] = []
+    for rec in recommendations:
+        if rec["kind"] != "idle_resource" or not rec["resource_id"] or len(done) >= MAX_REMEDIATIONS:
+            continue
+        try:
+            result = agent.call_tool(STOP_INSTANCE, resource_id=rec["resource_id"],
+                                     estimated_monthly_saving_usd=f"{rec['estimated_monthly_savings_usd']:.2f}",
+                                     reason=rec["title"])
+        except (LookupError, PermissionError) as exc:
+            agent.log(NODES[3], f"Remediation not available here: {exc}")
+            return done
+        outcome = result if isinstance(result, dict) else {"result": result}
+        done.append({"resource_id": rec["resource_id"], "tool": STOP_INSTANCE,
+                     "estimated_monthly_savings_usd": rec["estimated_monthly_savings_usd"], **outcome})
+        agent.log(NODES[3], f"Remediation of {rec['resource_id']}: "
+                            f"{'executed' if outcome.get('executed') else outcome.get('status')}",
+                  resource_id=rec["resource_id"], executed=bool(outcome.get("executed")))
+    return done
 
 
 def report(state: CostAnomalyState, config: RunnableConfig) -> CostAnomalyState:
@@ -244,6 +278,8 @@ def report(state: CostAnomalyState, config: RunnableConfig) -> CostAnomalyState:
         metric=options.metric,
         detection=options.detection,
     )
+    if state.get("remediations"):
+        output["remediations"] = state["remediations"]
     agent.log(
         NODES[4], "Report complete", anomalies=output["summary"]["anomaly_count"],
         recommendations=output["summary"]["recommendation_count"],

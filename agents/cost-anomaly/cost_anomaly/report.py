@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import Protocol, TypedDict
+from typing import NotRequired, Protocol, TypedDict
 
 from cost_anomaly.detect import AnomalyDict, DetectionSettings, build_series
 from cost_anomaly.focus import CostMetric, DailyCostTable, format_money
@@ -91,6 +91,7 @@ class CostAnomalyOutput(TypedDict):
     recommendations: list[RecommendationDict]
     proposals: list[ProposalDict]
     report_markdown: str
+    remediations: NotRequired[list[dict[str, object]]]  # approved actions and their outcomes
 
 
 def build_output(

@@ -639,7 +639,8 @@ def test_manifest_matches_the_code() -> None:
     declared = {tool["name"]: set(tool["permissions"]) for tool in manifest["tools"]}
     for tool_name, spec in tools.TOOLS.items():
         assert declared[tool_name] == spec.permissions
-    assert set(manifest["config"]["properties"]) <= {"billing_source", "sensitivity", "cost_metric", "min_cost_usd"}
+    assert set(manifest["config"]["properties"]) <= {"billing_source", "sensitivity", "cost_metric", "min_cost_usd",
+                                                     "remediation"}
     assert set(manifest["inputs"]["properties"]) <= {"lookback_days", "currency"}
 
 

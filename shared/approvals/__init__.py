@@ -1,0 +1,51 @@
+"""The approvals context's public API: human decisions on gated actions, bound to the exact action."""
+
+from shared.approvals.canonical import action_hash, canonical_action
+from shared.approvals.models import (
+    ApprovalListQuery,
+    ApprovalOut,
+    ApprovalStatus,
+    AwaitApprovalIn,
+    AwaitApprovalOut,
+    DecisionIn,
+    ExecutionClaimIn,
+    ExecutionClaimOut,
+    ExecutionResultIn,
+    FocusImportIn,
+    PolicyIn,
+    PolicyOut,
+    ProposedAction,
+    ResourcePage,
+    ResourceQuery,
+    TaskDecision,
+    TaskDecisions,
+)
+from shared.approvals.ports import CloudResources, ResourceActionError
+from shared.approvals.service import PLATFORM_TOOLS, ApprovalNotifier, ApprovalService
+
+__all__ = [
+    "PLATFORM_TOOLS",
+    "ApprovalListQuery",
+    "ApprovalNotifier",
+    "ApprovalOut",
+    "ApprovalService",
+    "ApprovalStatus",
+    "AwaitApprovalIn",
+    "AwaitApprovalOut",
+    "CloudResources",
+    "DecisionIn",
+    "ExecutionClaimIn",
+    "ExecutionClaimOut",
+    "ExecutionResultIn",
+    "FocusImportIn",
+    "PolicyIn",
+    "PolicyOut",
+    "ProposedAction",
+    "ResourceActionError",
+    "ResourcePage",
+    "ResourceQuery",
+    "TaskDecision",
+    "TaskDecisions",
+    "action_hash",
+    "canonical_action",
+]
