@@ -359,6 +359,7 @@ variable "scheduled_jobs" {
       schedule    = "17 * * * *"
       function    = "run_scheduled_job"
       description = "Transfer each developer's balance of last month (once, when it reaches 100 USD) through Stripe Connect."
+    }
     "approvals-expire" = {
       schedule    = "* * * * *"
       function    = "run_scheduled_job"
