@@ -23,6 +23,9 @@ from shared.kernel.db.database import Connect, Database, connect_url
 from shared.kernel.db.migrate import apply_migrations
 from shared.kernel.secret_box import SecretBox
 from shared.kernel.settings import Settings
+from shared.memory import MemoryService  # memory (issue 17)
+from shared.memory.adapters.minilm_embedder import MiniLmEmbedder
+from shared.memory.adapters.pgvector_store import PgVectorStore
 from shared.runs import DispatchService, RunService, TaskQueue
 from shared.secrets import KeyEncryptionKey, SecretKeys
 from shared.webhooks import DestinationPolicy, SystemResolver, WebhookService
@@ -54,6 +57,8 @@ class Container:
     dispatch: DispatchService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
+    # -- memory (issue 17) --
+    memory: MemoryService | None = None
 
     def close(self) -> None:
         """Stop the queue's listener and release the database connections."""
@@ -230,4 +235,13 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         secrets=secrets,
         dispatch=_dispatch(settings, db, deployments, provisioner),
         scheduler_auth=_scheduler_auth(settings),
+        memory=_memory(db, audit, orgs),
     )
+
+
+# -- memory (issue 17) --
+def _memory(db: Database, audit: AuditLog, orgs: OrgService) -> MemoryService:
+    """Levels 2-4 in PostgreSQL + pgvector with the local all-MiniLM-L6-v2 embedder; Level 5 from
+    the org's preferences. (The gcp adapters, Firestore and Vertex AI, are chosen here too.)"""
+    return MemoryService(db, PgVectorStore(db), MiniLmEmbedder(), audit,
+                         preferences=lambda org_id: dict(orgs.get_preferences(org_id).data))

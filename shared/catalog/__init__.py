@@ -1,6 +1,6 @@
 """The catalog context's public API: other contexts, operations and the data plane import from here only."""
 
-from shared.catalog.manifest import AgentManifest, manifest_json_schema
+from shared.catalog.manifest import AgentManifest, MemoryNamespace, manifest_json_schema
 from shared.catalog.models import (
     AgentDetail,
     AgentListing,
@@ -37,6 +37,7 @@ from shared.catalog.service import (
 )
 
 __all__ = [
+    "MemoryNamespace",  # for memory
     "PLATFORM_ORG_NAME",
     "PLATFORM_USER_EMAIL",
     "AgentDetail",
