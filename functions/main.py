@@ -25,6 +25,7 @@ OPERATION_MODULES = (
     "functions.webhooks",
     "functions.dispatch",
     "functions.scheduled",
+    "functions.memory",  # issue 17
 )
 
 

@@ -41,6 +41,8 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
         # Webhook secrets sealed by an org's older data key (or the platform key ring) are sealed again.
         ScheduledJob("webhooks-reseal", 600.0, container.webhooks.reseal_secrets),
     ]
+    # -- memory (issue 17): expired Level 2/4 memories are deleted in bounded batches.
+    jobs.append(ScheduledJob("memory-gc", 300.0, lambda: container.memory.gc().deleted))
     relay = getattr(container.queue, "relay", None)
     if callable(relay):  # a push-delivering queue re-pushes due redeliveries
         jobs.append(ScheduledJob("queue-relay", 10.0, relay))

@@ -345,6 +345,11 @@ variable "scheduled_jobs" {
       function    = "run_scheduled_job"
       description = "Push the redeliveries of expired leases (and failed pushes) to Cloud Tasks."
     }
+    "memory-gc" = {
+      schedule    = "*/5 * * * *"
+      function    = "run_scheduled_job"
+      description = "Delete expired Level 2 and Level 4 memories in bounded batches (issue 17)."
+    }
   }
 
   validation {

@@ -76,6 +76,8 @@ def _body(op_id: str, a: Tenant) -> Any:
                          "metrics": {"records_processed": 0, "cpu_seconds": 0}},
         "put_checkpoint": {"checkpoint": blob, "metadata": blob},
         "put_checkpoint_writes": {"task_id": "t", "writes": [{"idx": 0, "channel": "c", "value": blob}]},
+        # -- memory (issue 17) --
+        "add_knowledge": {"documents": ["stolen knowledge"]}, "forget_subject": {"subject": "user:contract"},
     }
     return bodies.get(op_id)
 
@@ -90,7 +92,8 @@ def _snapshot(a: Tenant) -> str:
     reads = [f"/orgs/{a.org_id}", f"/orgs/{a.org_id}/members", f"/orgs/{a.org_id}/api-keys",
              f"/orgs/{a.org_id}/webhooks", f"/orgs/{a.org_id}/deployments", f"/orgs/{a.org_id}/preferences",
              f"/orgs/{a.org_id}/runs", f"/orgs/{a.org_id}/audit?limit=200", f"/agents/{a.ids['listing_id']}",
-             f"/developers/{a.org_id}/agents", f"/agents/{a.agent_id}/runs/{a.ids['run_id']}/logs"]
+             f"/developers/{a.org_id}/agents", f"/agents/{a.agent_id}/runs/{a.ids['run_id']}/logs",
+             f"/orgs/{a.org_id}/memory/search?level=2&query=contract+memory"]  # memory (issue 17)
     out = {}
     for path in reads:
         resp = a.admin.get(path)

@@ -331,7 +331,7 @@ def test_saas_isolates_each_deployments_data_plane_key(saas: Declarations) -> No
 def test_saas_schedules_the_periodic_jobs(saas: Declarations, cloudbuild: dict[str, Any]) -> None:
     jobs = {unquote(name): value for name, value in saas.variables["scheduled_jobs"]["default"].items()}
     platform = {"deployments-unreachable", "runs-reconcile", "webhooks-deliver", "secrets-rewrap", "webhooks-reseal",
-                "queue-relay"}
+                "queue-relay", "memory-gc"}
     assert set(jobs) == platform
     # Every scheduled function is deployed: it is a registered operation (cloudbuild.yaml deploys
     # one function per operation, plus _EXTRA_FUNCTIONS, which is empty).
