@@ -9,9 +9,20 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.operation import ADMIN, ANY_MEMBER, Call, Reply, operation
+from functions.tasks import _LEASE, _lease_token
 from shared.identity import PUBLISHERS
 from shared.kernel.errors import ErrorCode, Unavailable
-from shared.memory import Forgotten, KnowledgeAdded, MemoryService, SearchOut
+from shared.memory import (
+    ContextRequest,
+    Forgotten,
+    KnowledgeAdded,
+    MemoryContext,
+    MemoryService,
+    RunLearned,
+    SearchOut,
+    StoredOut,
+)
+from shared.runs import RunMemoryScope
 
 #: The knowledge upload's body limit (documents are chunked and embedded on the request).
 MAX_KNOWLEDGE_BODY = 1024 * 1024
@@ -76,3 +87,30 @@ def delete_memory(call: Call) -> Reply:
            tags=["memory"], roles=ADMIN, body=ForgetIn, response=Forgotten)
 def forget_subject(call: Call) -> Forgotten:
     return _memory(call).forget(call.org_id, call.body.subject, actor=call.caller.actor)
+
+
+# -- the data plane: a leased task's memory (the run's org and manifest decide what it gets) --
+def _scope(call: Call) -> RunMemoryScope:
+    scope: RunMemoryScope = call.services.runs.memory_scope(call.caller, call.params["task_id"], _lease_token(call))
+    return scope
+
+
+@operation("POST", "/tasks/{task_id}/memory/context", summary="Load a run's memory context", tags=["data plane"],
+           dataplane=True, body=ContextRequest, response=MemoryContext, idempotent=False,
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 404: ErrorCode.NOT_FOUND, 409: ErrorCode.LEASE_LOST},
+           headers=_LEASE)
+def load_run_memory(call: Call) -> MemoryContext:
+    scope = _scope(call)
+    body: ContextRequest = call.body
+    return _memory(call).build_context(scope.org_id, query=body.query, levels=scope.levels,
+                                       namespaces=scope.namespaces, budget=body.budget, session=body.session)
+
+
+@operation("POST", "/tasks/{task_id}/memory", summary="Store what a run learned", tags=["data plane"],
+           dataplane=True, body=RunLearned, response=StoredOut, status=201, idempotent=False,
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 404: ErrorCode.NOT_FOUND, 409: ErrorCode.LEASE_LOST},
+           headers=_LEASE)
+def store_run_memory(call: Call) -> StoredOut:
+    scope = _scope(call)
+    return _memory(call).learn(scope.org_id, agent=scope.agent, run_id=scope.run_id, levels=scope.levels,
+                               learned=call.body)

@@ -18,6 +18,7 @@ A graceful stop (``stop`` event) claims nothing new and lets the current run fin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from runtime import run_memory  # memory (issue 17)
 from runtime.checkpointer import TaskCheckpointStore
 from runtime.client import (
     ControlPlaneError,
@@ -224,7 +226,9 @@ class Worker:
             if task.cancel_requested:
                 outcome = Outcome("cancelled", dict.fromkeys(COUNTERS, 0.0), error="cancelled before it started")
             else:
-                outcome = self.executor.execute(RunSpec.from_task(task), log=log,
+                # memory (issue 17): load the run's memory context before it runs.
+                spec = dataclasses.replace(RunSpec.from_task(task), memory=run_memory.load(self.client, task))
+                outcome = self.executor.execute(spec, log=log,
                                                 checkpoints=TaskCheckpointStore(self.client, task),
                                                 should_stop=should_stop)
             log.flush()
@@ -233,6 +237,7 @@ class Worker:
             if outcome.status == "abandoned":
                 _log.warning("left run %s for redelivery (%s)", task.run_id, outcome.stop_reason)
                 return outcome
+            run_memory.store(self.client, task, outcome.status, outcome.outputs, outcome.error)  # memory (issue 17)
             self._report(task, outcome)
             return outcome
         finally:

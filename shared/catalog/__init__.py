@@ -37,7 +37,6 @@ from shared.catalog.service import (
 )
 
 __all__ = [
-    "MemoryNamespace",  # for memory
     "PLATFORM_ORG_NAME",
     "PLATFORM_USER_EMAIL",
     "AgentDetail",
@@ -54,6 +53,7 @@ __all__ = [
     "ListQuery",
     "ManifestInput",
     "ManifestVerdictOut",
+    "MemoryNamespace",  # for memory
     "RejectBody",
     "ReviewIn",
     "ReviewOut",

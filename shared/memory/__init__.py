@@ -2,6 +2,8 @@
 
 from shared.memory.models import (
     ContextItem,
+    ContextRequest,
+    EpisodeIn,
     Forgotten,
     GcOut,
     KnowledgeAdded,
@@ -9,10 +11,30 @@ from shared.memory.models import (
     Memory,
     MemoryContext,
     NewMemory,
+    RunLearned,
     SearchOut,
+    StoredOut,
 )
 from shared.memory.ports import Embedder, MemoryStore, Preferences
 from shared.memory.service import MemoryService, MemorySettings
 
-__all__ = ["ContextItem", "Embedder", "Forgotten", "GcOut", "KnowledgeAdded", "Level", "Memory", "MemoryContext",
-           "MemoryService", "MemorySettings", "MemoryStore", "NewMemory", "Preferences", "SearchOut"]
+__all__ = [
+    "ContextItem",
+    "ContextRequest",
+    "Embedder",
+    "EpisodeIn",
+    "Forgotten",
+    "GcOut",
+    "KnowledgeAdded",
+    "Level",
+    "Memory",
+    "MemoryContext",
+    "MemoryService",
+    "MemorySettings",
+    "MemoryStore",
+    "NewMemory",
+    "Preferences",
+    "RunLearned",
+    "SearchOut",
+    "StoredOut",
+]

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Level(IntEnum):
@@ -71,6 +71,7 @@ class ContextItem(BaseModel):
     tokens: int
     score: float
     memory_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class MemoryContext(BaseModel):
@@ -85,3 +86,35 @@ class MemoryContext(BaseModel):
     def text(self) -> str:
         """The context as one prompt-ready text, levels in order."""
         return "\n".join(f"[L{int(item.level)}] {item.content}" for item in self.items)
+
+
+class EpisodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1, max_length=8000)
+    subjects: list[str] = Field(default_factory=list, max_length=50)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunLearned(BaseModel):
+    """What a run learned, sent by its data plane after the run: a task summary (Level 2) and
+    episodes (Level 4: what was tried and how it turned out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str | None = Field(default=None, min_length=1, max_length=8000)
+    episodes: list[EpisodeIn] = Field(default_factory=list, max_length=20)
+
+
+class ContextRequest(BaseModel):
+    """A data plane's request for its run's memory context."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=4000)
+    session: str | None = Field(default=None, max_length=20000)
+    budget: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class StoredOut(BaseModel):
+    ids: list[str]

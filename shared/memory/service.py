@@ -35,7 +35,9 @@ from shared.memory.models import (
     Memory,
     MemoryContext,
     NewMemory,
+    RunLearned,
     SearchOut,
+    StoredOut,
 )
 from shared.memory.ports import Embedder, MemoryStore, Preferences
 
@@ -278,12 +280,12 @@ class MemoryService:
         budget = self.settings.context_budget if budget is None else budget
         wanted = {Level(level) for level in levels if level in {int(x) for x in Level}}
         now = self.clock()
-        candidates: list[tuple[float, Level, str, str | None]] = []
+        candidates: list[tuple[float, Level, str, str | None, dict[str, Any]]] = []
         if Level.SESSION in wanted and session:
-            candidates.append((3.0, Level.SESSION, session, None))
+            candidates.append((3.0, Level.SESSION, session, None, {}))
         preferences = self.preferences(org_id) if Level.PREFERENCES in wanted else {}
         if preferences:
-            candidates.append((2.0, Level.PREFERENCES, "org preferences: " + _compact(preferences), None))
+            candidates.append((2.0, Level.PREFERENCES, "org preferences: " + _compact(preferences), None, {}))
         vector = self.embedder.embed([query])[0] if wanted & set(STORED_LEVELS) and query.strip() else None
         if vector is not None:
             horizon = self.settings.episode_ttl.total_seconds()
@@ -292,17 +294,17 @@ class MemoryService:
                     for hit in self._search(org_id, level, query, k, vector=vector):
                         age = max((now - hit.created_at).total_seconds(), 0.0)
                         score = (hit.similarity or 0.0) + 0.1 * (1.0 - min(age / horizon, 1.0))
-                        candidates.append((score, level, hit.content, hit.id))
+                        candidates.append((score, level, hit.content, hit.id, hit.metadata))
             if Level.KNOWLEDGE in wanted:
                 for space in namespaces:
                     for hit in self._search(org_id, Level.KNOWLEDGE, query, self.settings.knowledge_k,
                                              namespace=space, vector=vector):
-                        candidates.append((hit.similarity or 0.0, Level.KNOWLEDGE, hit.content, hit.id))
+                        candidates.append((hit.similarity or 0.0, Level.KNOWLEDGE, hit.content, hit.id, hit.metadata))
         candidates.sort(key=lambda c: -c[0])
         seen: set[str] = set()
         items: list[ContextItem] = []
         used = left_out = 0
-        for score, level, content, memory_id in candidates:
+        for score, level, content, memory_id, metadata in candidates:
             key = " ".join(content.lower().split())
             if key in seen:
                 continue
@@ -314,13 +316,42 @@ class MemoryService:
                 continue
             used += tokens
             items.append(ContextItem(level=level, content=content, tokens=tokens, score=round(score, 6),
-                                     memory_id=memory_id))
+                                     memory_id=memory_id, metadata=metadata))
         if left_out:
             _log.info("memory context for org %s left out %d memories over the %d-token budget",
                       org_id, left_out, budget)
         _log.debug("memory context built in %.1f ms", (time.perf_counter() - started) * 1000)
         return MemoryContext(items=sorted(items, key=lambda i: int(i.level)), preferences=preferences,
                              tokens=used, budget=budget, left_out=left_out)
+
+    # -- what runs learned ---------------------------------------------------------------------
+    def learn(self, org_id: str, *, agent: str, run_id: str, levels: Sequence[int], learned: RunLearned) -> StoredOut:
+        """Store a run's summary (Level 2) and episodes (Level 4), each only if the agent's manifest
+        declares that level; every memory names the agent and the run as subjects."""
+        subjects = [f"agent:{agent}", f"run:{run_id}"]
+        items: list[NewMemory] = []
+        if learned.summary and Level.SUMMARY in levels:
+            items.append(NewMemory(level=Level.SUMMARY, content=learned.summary, subjects=subjects,
+                                   metadata={"run_id": run_id, "agent": agent}))
+        if Level.EPISODE in levels:
+            items.extend(NewMemory(level=Level.EPISODE, content=e.content, subjects=[*subjects, *e.subjects],
+                                   metadata={**e.metadata, "run_id": run_id, "agent": agent})
+                         for e in learned.episodes)
+        return StoredOut(ids=[m.id for m in self.remember(org_id, items, actor=f"run:{run_id}")])
+
+    def record_remediation(self, org_id: str, *, agent: str, run_id: str, action_id: str, decision: str,
+                           description: str, actor: str) -> Memory:
+        """A Level 4 episode for a remediation an approver decided (``approved`` or ``rejected``):
+        the approvals workflow calls this, so the agent's next run can avoid a rejected one."""
+        if decision not in {"approved", "rejected"}:
+            raise Unprocessable("decision must be approved or rejected",
+                                details=[{"path": "decision", "message": "approved or rejected"}])
+        content = f"Remediation {decision}: {description} (action {action_id})"
+        (stored,) = self.remember(org_id, [NewMemory(
+            level=Level.EPISODE, content=content,
+            subjects=[f"agent:{agent}", f"run:{run_id}", f"action:{action_id}"],
+            metadata={"action_id": action_id, "decision": decision, "run_id": run_id, "agent": agent})], actor=actor)
+        return stored
 
 
 def _compact(data: dict[str, Any]) -> str:

@@ -204,3 +204,8 @@ WHERE status IN ('queued', 'running') AND deployment_id = ANY(%s::text[]) LIMIT 
 -- due (a lease that ran out counts as due).
 SELECT t.state, t.attempt, t.deployment_id, coalesce(t.available_at <= now(), false) AS due
 FROM tasks t WHERE t.id = %s;
+
+-- used by memory
+-- name: memory_run
+-- The run a task serves, with its org, agent and version, for a memory call's lease check.
+SELECT id, org_id, agent_id, version, deployment_id, lease_hash, status FROM runs WHERE task_id = %s;

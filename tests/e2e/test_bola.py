@@ -78,6 +78,7 @@ def _body(op_id: str, a: Tenant) -> Any:
         "put_checkpoint_writes": {"task_id": "t", "writes": [{"idx": 0, "channel": "c", "value": blob}]},
         # -- memory (issue 17) --
         "add_knowledge": {"documents": ["stolen knowledge"]}, "forget_subject": {"subject": "user:contract"},
+        "load_run_memory": {"query": "everything"}, "store_run_memory": {"summary": "injected"},
     }
     return bodies.get(op_id)
 
