@@ -216,7 +216,7 @@ class MemoryService:
                                  embedder=self.embedder.name, namespace=namespace)
         if level == Level.KNOWLEDGE:
             hits = [h for h in hits if (h.similarity or 0.0) >= self.settings.knowledge_min_similarity]
-        return hits
+        return _newest_fact_first(hits)
 
     def get(self, org_id: str, memory_id: str) -> Memory:
         found = self.store.get(org_id, memory_id, now=self.clock())
@@ -352,6 +352,25 @@ class MemoryService:
             subjects=[f"agent:{agent}", f"run:{run_id}", f"action:{action_id}"],
             metadata={"action_id": action_id, "decision": decision, "run_id": run_id, "agent": agent})], actor=actor)
         return stored
+
+
+def _newest_fact_first(hits: list[Memory]) -> list[Memory]:
+    """Memories stating the same fact (``metadata["fact"]``, a key the writer chooses) keep the
+    places their group holds in the ranking, newest first: an updated fact ranks above the stale
+    one it replaces, whatever their similarities."""
+    groups: dict[str, list[Memory]] = {}
+    for hit in hits:
+        key = hit.metadata.get("fact")
+        if isinstance(key, str) and key:
+            groups.setdefault(key, []).append(hit)
+    if not any(len(group) > 1 for group in groups.values()):
+        return hits
+    queues = {key: sorted(group, key=lambda m: m.created_at, reverse=True) for key, group in groups.items()}
+    ranked: list[Memory] = []
+    for hit in hits:
+        key = hit.metadata.get("fact")
+        ranked.append(queues[key].pop(0) if isinstance(key, str) and key in queues else hit)
+    return ranked
 
 
 def _compact(data: dict[str, Any]) -> str:
