@@ -23,7 +23,7 @@ from shared.kernel.db.database import Connect, Database, connect_url
 from shared.kernel.db.migrate import apply_migrations
 from shared.kernel.secret_box import SecretBox
 from shared.kernel.settings import Settings
-from shared.memory import MemoryService  # memory (issue 17)
+from shared.memory import Embedder, MemoryService, MemoryStore  # memory (issue 17)
 from shared.memory.adapters.minilm_embedder import MiniLmEmbedder
 from shared.memory.adapters.pgvector_store import PgVectorStore
 from shared.runs import DispatchService, RunService, TaskQueue
@@ -235,13 +235,25 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         secrets=secrets,
         dispatch=_dispatch(settings, db, deployments, provisioner),
         scheduler_auth=_scheduler_auth(settings),
-        memory=_memory(db, audit, orgs),
+        memory=_memory(settings, db, audit, orgs),
     )
 
 
 # -- memory (issue 17) --
-def _memory(db: Database, audit: AuditLog, orgs: OrgService) -> MemoryService:
-    """Levels 2-4 in PostgreSQL + pgvector with the local all-MiniLM-L6-v2 embedder; Level 5 from
-    the org's preferences. (The gcp adapters, Firestore and Vertex AI, are chosen here too.)"""
-    return MemoryService(db, PgVectorStore(db), MiniLmEmbedder(), audit,
+def _memory(settings: Settings, db: Database, audit: AuditLog, orgs: OrgService) -> MemoryService:
+    """Local: Levels 2-4 in PostgreSQL + pgvector, the all-MiniLM-L6-v2 embedder. gcp: Firestore
+    and Vertex AI embeddings (1536-d). Level 5 is the org's preferences either way."""
+    store: MemoryStore
+    embedder: Embedder
+    if settings.mode == "gcp" and settings.gcp_project:
+        from google.cloud import firestore  # noqa: PLC0415 - gcp only
+
+        from shared.memory.adapters.firestore_store import FirestoreStore  # noqa: PLC0415 - gcp only
+        from shared.memory.adapters.vertex_embedder import VertexEmbedder  # noqa: PLC0415 - gcp only
+
+        store = FirestoreStore(firestore.Client(project=settings.gcp_project, database=settings.firestore_database))
+        embedder = VertexEmbedder(project=settings.gcp_project, location=settings.gcp_region)
+    else:
+        store, embedder = PgVectorStore(db), MiniLmEmbedder()
+    return MemoryService(db, store, embedder, audit,
                          preferences=lambda org_id: dict(orgs.get_preferences(org_id).data))

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = 24 * 3600
     log_level: str = "INFO"
 
+    # -- memory (issue 17) --
+    # gcp mode: the Firestore database holding memory Levels 2-4 (terraform sets it).
+    firestore_database: str = "(default)"
+
     @property
     def pg_dir(self) -> Path:
         """The PostgreSQL cluster directory inside the data dir."""
