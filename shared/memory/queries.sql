@@ -9,10 +9,15 @@
 SELECT set_config('role', 'marketplace_memory', true), set_config('marketplace.memory_org', %s, true),
        set_config('hnsw.ef_search', %s, true);
 
--- name: insert_memory
+-- name: insert_memories
+-- A batch of memories in one statement: one JSON array of rows (vectors as '[x,y,...]' text).
 INSERT INTO memories (id, org_id, level, namespace, subjects, content, metadata, embedder, embedding,
                       created_at, expires_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s);
+SELECT r.id, r.org_id, r.level, r.namespace, r.subjects, r.content, r.metadata, r.embedder, r.embedding::vector,
+       r.created_at, r.expires_at
+FROM jsonb_to_recordset(%s::jsonb) AS r(id text, org_id text, level smallint, namespace text, subjects text[],
+                                         content text, metadata jsonb, embedder text, embedding text,
+                                         created_at timestamptz, expires_at timestamptz);
 
 -- name: search
 -- The nearest live memories of one org and level (and namespace), by cosine similarity, with the

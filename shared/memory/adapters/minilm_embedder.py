@@ -136,7 +136,9 @@ class MiniLmEmbedder:
             p = f"encoder.layer.{layer}."
 
             def dense(h: Floats, name: str, p: str = p) -> Floats:
-                return h @ w[p + name + ".weight"] + w[p + name + ".bias"]  # type: ignore[no-any-return]
+                # As 2-D: numpy sends a 2-D product to BLAS gemm, a stacked 3-D one to a slower loop.
+                flat = h.reshape(-1, h.shape[-1]) @ w[p + name + ".weight"] + w[p + name + ".bias"]
+                return flat.reshape(*h.shape[:-1], flat.shape[-1])  # type: ignore[no-any-return]
 
             def split(h: Floats) -> Floats:
                 return h.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3)

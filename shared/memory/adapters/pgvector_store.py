@@ -53,12 +53,13 @@ class PgVectorStore:
             raise ValueError("one org per add")
         if not memories:
             return
+        rows = [{"id": m.id, "org_id": m.org_id, "level": int(m.level), "namespace": m.namespace,
+                 "subjects": m.subjects, "content": m.content, "metadata": m.metadata, "embedder": m.embedder,
+                 "embedding": _literal(vector), "created_at": m.created_at.isoformat(),
+                 "expires_at": m.expires_at.isoformat() if m.expires_at else None}
+                for m, vector in zip(memories, vectors, strict=True)]
         with self._org(orgs.pop()) as tx:
-            for memory, vector in zip(memories, vectors, strict=True):
-                tx.defer(_Q.insert_memory, memory.id, memory.org_id, int(memory.level),
-                         memory.namespace, memory.subjects, memory.content,
-                         json.dumps(memory.metadata), memory.embedder, _literal(vector), memory.created_at,
-                         memory.expires_at)
+            tx.defer(_Q.insert_memories, json.dumps(rows))
 
     def search(self, org_id: str, *, level: Level, vector: Sequence[float], k: int, now: datetime,
                embedder: str, namespace: str | None = None) -> list[Memory]:
