@@ -57,7 +57,7 @@ EMB = "minilm-l6-v2"
 
 def _pct(values: list[float], pct: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def vectors(n: int, seed: int = 17) -> np.ndarray:
