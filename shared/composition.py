@@ -251,7 +251,8 @@ def _memory(settings: Settings, db: Database, audit: AuditLog, orgs: OrgService)
         from shared.memory.adapters.firestore_store import FirestoreStore  # noqa: PLC0415 - gcp only
         from shared.memory.adapters.vertex_embedder import VertexEmbedder  # noqa: PLC0415 - gcp only
 
-        store = FirestoreStore(firestore.Client(project=settings.gcp_project, database=settings.firestore_database))
+        project, database = settings.gcp_project, settings.firestore_database
+        store = FirestoreStore(lambda: firestore.Client(project=project, database=database))
         embedder = VertexEmbedder(project=settings.gcp_project, location=settings.gcp_region)
     else:
         store, embedder = PgVectorStore(db), MiniLmEmbedder()

@@ -15,7 +15,7 @@ is declared in terraform.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,9 +34,18 @@ _MAX_NEAREST = 1000  # Firestore's limit on find_nearest
 class FirestoreStore:
     """The ``MemoryStore`` port on Firestore."""
 
-    def __init__(self, client: firestore.Client, *, root: str = "orgs") -> None:
-        self.client = client
+    def __init__(self, client: firestore.Client | Callable[[], firestore.Client], *, root: str = "orgs") -> None:
+        # A factory is called on first use: building the container needs no Google credentials.
+        self._client = client if isinstance(client, firestore.Client) else None
+        self._factory = None if isinstance(client, firestore.Client) else client
         self.root = root
+
+    @property
+    def client(self) -> firestore.Client:
+        if self._client is None:
+            assert self._factory is not None
+            self._client = self._factory()
+        return self._client
 
     def _memories(self, org_id: str) -> Any:
         if not org_id or "/" in org_id:
