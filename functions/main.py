@@ -28,6 +28,7 @@ OPERATION_MODULES = (
     "functions.billing",  # billing (issue 16)
     "functions.approvals",  # issue 15
     "functions.notifications",  # issue 15
+    "functions.memory",  # issue 17
 )
 
 

@@ -53,6 +53,8 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
         ScheduledJob("approvals-remind", 60.0, container.approvals.remind_due),
         ScheduledJob("notifications-deliver", 2.0, lambda: container.notifications.deliver_due().delivered),
     ]
+    # -- memory (issue 17): expired Level 2/4 memories are deleted in bounded batches.
+    jobs.append(ScheduledJob("memory-gc", 300.0, lambda: container.memory.gc().deleted))
     relay = getattr(container.queue, "relay", None)
     if callable(relay):  # a push-delivering queue re-pushes due redeliveries
         jobs.append(ScheduledJob("queue-relay", 10.0, relay))

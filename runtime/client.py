@@ -271,6 +271,21 @@ class DataPlaneClient:
             "lease_token": task.lease_token, "outcome": dict(outcome),
             "monthly_saving_micros": monthly_saving_micros})
         return dict(resp.json())
+    # -- for memory (issue 17) --
+    def memory_context(self, task: Task, *, query: str, session: str | None = None) -> dict[str, Any]:
+        """The run's memory context (the levels and namespaces its manifest declares)."""
+        body: dict[str, Any] = {"query": query, **({"session": session} if session else {})}
+        data: dict[str, Any] = self._request("POST", f"/tasks/{task.task_id}/memory/context", json=body,
+                                             headers={LEASE_HEADER: task.lease_token}).json()
+        return data
+
+    def store_memory(self, task: Task, *, summary: str | None, episodes: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Store what the run learned (a summary, episodes); the ids stored."""
+        data = self._request("POST", f"/tasks/{task.task_id}/memory",
+                             json={"summary": summary, "episodes": [dict(e) for e in episodes]},
+                             headers={LEASE_HEADER: task.lease_token}).json()
+        return [str(i) for i in data["ids"]]
+
 
 def _error_of(resp: httpx.Response) -> ControlPlaneError:
     try:

@@ -167,6 +167,7 @@ class RunSpec:
     inputs: Mapping[str, Any]
     granted_permissions: Sequence[str]
     attempt: int = 1
+    memory: Mapping[str, Any] = field(default_factory=dict)  # memory (issue 17): the run's memory context
 
     @classmethod
     def from_task(cls, task: Task) -> RunSpec:
@@ -382,7 +383,8 @@ class Executor:
         context_box.append(context)
         usage.publish(spec.run_id, context.progress)  # billing (issue 16): read by the usage heartbeat
         graph = built.compile(checkpointer=saver) if hasattr(built, "compile") else built
-        config: RunnableConfig = {"configurable": {"thread_id": spec.run_id, CONFIGURABLE_KEY: context}}
+        config: RunnableConfig = {"configurable": {"thread_id": spec.run_id, CONFIGURABLE_KEY: context,
+                                                   "memory": spec.memory}}  # memory (issue 17)
         deadline = time.monotonic() + spec.timeout_seconds if spec.timeout_seconds else None
 
         values: dict[str, Any] = {}

@@ -18,6 +18,7 @@ A graceful stop (``stop`` event) claims nothing new and lets the current run fin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -25,7 +26,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from runtime import usage  # billing (issue 16)
+from runtime import (
+    run_memory,  # memory (issue 17)
+    usage,  # billing (issue 16)
+)
 from runtime.approvals import TaskApprovalDesk  # issue 15
 from runtime.checkpointer import TaskCheckpointStore
 from runtime.client import (
@@ -231,7 +235,9 @@ class Worker:
             if task.cancel_requested:
                 outcome = Outcome("cancelled", dict.fromkeys(COUNTERS, 0.0), error="cancelled before it started")
             else:
-                outcome = self.executor.execute(RunSpec.from_task(task), log=log,
+                # memory (issue 17): load the run's memory context before it runs.
+                spec = dataclasses.replace(RunSpec.from_task(task), memory=run_memory.load(self.client, task))
+                outcome = self.executor.execute(spec, log=log,
                                                 checkpoints=TaskCheckpointStore(self.client, task),
                                                 should_stop=should_stop,
                                                 approvals=TaskApprovalDesk(self.client, task))  # issue 15
@@ -244,6 +250,7 @@ class Worker:
             if outcome.status == "awaiting_approval":  # issue 15: park the run; its lease ends
                 self._park(task, outcome)
                 return outcome
+            run_memory.store(self.client, task, outcome.status, outcome.outputs, outcome.error)  # memory (issue 17)
             self._report(task, outcome)
             return outcome
         finally:

@@ -25,6 +25,9 @@ from shared.kernel.db.database import Connect, Database, Tx, connect_url
 from shared.kernel.db.migrate import apply_migrations
 from shared.kernel.secret_box import SecretBox
 from shared.kernel.settings import Settings
+from shared.memory import Embedder, MemoryService, MemoryStore  # memory (issue 17)
+from shared.memory.adapters.minilm_embedder import MiniLmEmbedder
+from shared.memory.adapters.pgvector_store import PgVectorStore
 from shared.notifications import EmailSender, NotificationService
 from shared.runs import DispatchService, RunService, TaskQueue
 from shared.secrets import KeyEncryptionKey, SecretKeys
@@ -62,6 +65,8 @@ class Container:
     dispatch: DispatchService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
+    # -- memory (issue 17) --
+    memory: MemoryService | None = None
 
     def close(self) -> None:
         """Stop the queue's listener and release the database connections."""
@@ -302,4 +307,26 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         billing=billing,
         invoicing=invoicing,
         payouts=Payouts(db, audit, billing, payments),
+        memory=_memory(settings, db, audit, orgs),
     )
+
+
+# -- memory (issue 17) --
+def _memory(settings: Settings, db: Database, audit: AuditLog, orgs: OrgService) -> MemoryService:
+    """Local: Levels 2-4 in PostgreSQL + pgvector, the all-MiniLM-L6-v2 embedder. gcp: Firestore
+    and Vertex AI embeddings (1536-d). Level 5 is the org's preferences either way."""
+    store: MemoryStore
+    embedder: Embedder
+    if settings.mode == "gcp" and settings.gcp_project:
+        from google.cloud import firestore  # noqa: PLC0415 - gcp only
+
+        from shared.memory.adapters.firestore_store import FirestoreStore  # noqa: PLC0415 - gcp only
+        from shared.memory.adapters.vertex_embedder import VertexEmbedder  # noqa: PLC0415 - gcp only
+
+        project, database = settings.gcp_project, settings.firestore_database
+        store = FirestoreStore(lambda: firestore.Client(project=project, database=database))
+        embedder = VertexEmbedder(project=settings.gcp_project, location=settings.gcp_region)
+    else:
+        store, embedder = PgVectorStore(db), MiniLmEmbedder()
+    return MemoryService(db, store, embedder, audit,
+                         preferences=lambda org_id: dict(orgs.get_preferences(org_id).data))

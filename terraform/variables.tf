@@ -375,6 +375,11 @@ variable "scheduled_jobs" {
       function    = "run_scheduled_job"
       description = "Send due email and Slack notifications and their retries."
     }
+    "memory-gc" = {
+      schedule    = "*/5 * * * *"
+      function    = "run_scheduled_job"
+      description = "Delete expired Level 2 and Level 4 memories in bounded batches (issue 17)."
+    }
   }
 
   validation {

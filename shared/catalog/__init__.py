@@ -1,6 +1,6 @@
 """The catalog context's public API: other contexts, operations and the data plane import from here only."""
 
-from shared.catalog.manifest import AgentManifest, manifest_json_schema
+from shared.catalog.manifest import AgentManifest, MemoryNamespace, manifest_json_schema
 from shared.catalog.models import (
     AgentDetail,
     AgentListing,
@@ -53,6 +53,7 @@ __all__ = [
     "ListQuery",
     "ManifestInput",
     "ManifestVerdictOut",
+    "MemoryNamespace",  # for memory
     "RejectBody",
     "ReviewIn",
     "ReviewOut",

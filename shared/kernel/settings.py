@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     slack_allow_loopback: bool = False
     # The local cloud-resources adapter (a table) or Compute Engine for remediations.
     cloud_resources: Literal["local", "gce"] = "local"
+    # -- memory (issue 17) --
+    # gcp mode: the Firestore database holding memory Levels 2-4 (terraform sets it).
+    firestore_database: str = "(default)"
 
     @property
     def pg_dir(self) -> Path:

@@ -19,6 +19,7 @@ from shared.runs.models import (
     RunCreate,
     RunCreated,
     RunListQuery,
+    RunMemoryScope,  # for memory
     RunOut,
     RunStatus,
     RunSummary,
@@ -49,6 +50,7 @@ __all__ = [
     "RunCreate",
     "RunCreated",
     "RunListQuery",
+    "RunMemoryScope",
     "RunOut",
     "RunService",
     "RunStatus",

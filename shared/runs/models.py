@@ -284,3 +284,14 @@ class CheckpointOut(BaseModel):
 
 class CheckpointList(BaseModel):
     items: list[CheckpointOut]
+
+
+# -- for memory --
+class RunMemoryScope(BaseModel):
+    """Whose memory a leased task's run may use (the memory context reads it)."""
+
+    org_id: str
+    run_id: str
+    agent: str
+    levels: list[int]
+    namespaces: list[str]

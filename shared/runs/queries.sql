@@ -237,3 +237,7 @@ WHERE id = %s;
 -- Whether an approved action of the run executed (its success is then ``remediated``).
 SELECT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(remediation, '[]'::jsonb)) e
                WHERE e ? 'outcome' AND NOT coalesce((e -> 'outcome') ? 'error', false)) FROM runs WHERE id = %s;
+-- used by memory
+-- name: memory_run
+-- The run a task serves, with its org, agent and version, for a memory call's lease check.
+SELECT id, org_id, agent_id, version, deployment_id, lease_hash, status FROM runs WHERE task_id = %s;

@@ -61,6 +61,7 @@ from shared.runs.models import (
     LogPage,
     RunCreated,
     RunListQuery,
+    RunMemoryScope,  # for memory
     RunOut,
     RunStatus,
     RunSummary,
@@ -695,6 +696,22 @@ class RunService:
                 return False
             self._finish(tx, RunState.of(row), status, actor="system:reconcile", error=error)
         return True
+
+    # -- for memory --
+    def memory_scope(self, principal: Principal, task_id: str, lease_token: str) -> RunMemoryScope:
+        """Whose memory a data plane's leased task may use: the run's org, its agent's name and
+        the memory levels and namespaces its manifest declares (404/409 as for checkpoints)."""
+        deployment_id, _ = self._dataplane(principal)
+        with self.db.read() as tx:
+            run = tx.fetch_one(_Q.memory_run, task_id)
+        if run is None or run["deployment_id"] != deployment_id:
+            raise NotFound("task not found")
+        if run["lease_hash"] != lease_hash(lease_token) or RunStatus(run["status"]).final:
+            raise LeaseLost(f"task {task_id}: this lease no longer holds the run")
+        manifest = self._version(run["agent_id"], run["version"]).manifest
+        return RunMemoryScope(org_id=str(run["org_id"]), run_id=str(run["id"]), agent=manifest.name,
+                              levels=list(manifest.memory.levels),
+                              namespaces=[str(n) for n in manifest.memory.namespaces])
 
 
     # -- for billing --

@@ -50,6 +50,13 @@ def tenant(app: Any, container: Any, settings: Any, *, platform_admin: bool = Fa
     t = Tenant(admin=admin, org_id=org_id, deployment_id=installed.deployment_id, agent_id=installed.agent_id,
                dataplane_key=installed.key, members={"admin": admin})
     t.ids = {"org_id": org_id, "deployment_id": installed.deployment_id}
+    # -- memory (issue 17): a knowledge namespace, and one memory of the org --
+    t.ids["namespace"] = "cost_anomalies"
+    if container.memory is not None:
+        from shared.memory import Level, NewMemory
+
+        t.ids["memory_id"] = container.memory.remember(org_id, [NewMemory(
+            level=Level.SUMMARY, content="contract memory", subjects=["user:contract"])])[0].id
     if not full:
         return t
     for role in ROLES[1:]:

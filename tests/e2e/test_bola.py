@@ -90,6 +90,9 @@ def _body(op_id: str, a: Tenant) -> Any:
             {"interrupt_id": "i", "tool": "t", "arguments": {}, "action_hash": "0" * 64}]},
         "claim_execution": {"lease_token": "x", "action_hash": "0" * 64},
         "record_execution": {"lease_token": "x", "outcome": {"state": "stopped"}},
+        # -- memory (issue 17) --
+        "add_knowledge": {"documents": ["stolen knowledge"]}, "forget_subject": {"subject": "user:contract"},
+        "load_run_memory": {"query": "everything"}, "store_run_memory": {"summary": "injected"},
     }
     return bodies.get(op_id)
 
@@ -108,7 +111,8 @@ def _snapshot(a: Tenant) -> str:
              f"/orgs/{a.org_id}/billing/limits", f"/orgs/{a.org_id}/usage",  # billing (issue 16)
              f"/orgs/{a.org_id}/invoices", f"/developers/{a.org_id}/payouts", f"/developers/{a.org_id}/earnings",
              f"/orgs/{a.org_id}/approvals", f"/orgs/{a.org_id}/approval-policy",
-             f"/orgs/{a.org_id}/notification-settings", "/me/notifications"]
+             f"/orgs/{a.org_id}/notification-settings", "/me/notifications",
+             f"/orgs/{a.org_id}/memory/search?level=2&query=contract+memory"]  # memory (issue 17)
     out = {}
     for path in reads:
         resp = a.admin.get(path)

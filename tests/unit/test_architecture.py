@@ -44,6 +44,7 @@ TABLE_OWNERS: dict[str, frozenset[str]] = {
                                 "slack_action_nonces"}),
     "secrets": frozenset({"secret_keys"}),
     "kernel": frozenset({"schema_migrations"}),
+    "memory": frozenset({"memories"}),  # issue 17
 }
 # Tables the kernel's migration runner creates itself (shared/kernel/db/migrate.py), not a migration.
 RUNNER_TABLES = frozenset({"schema_migrations"})

@@ -343,6 +343,7 @@ def test_saas_schedules_the_periodic_jobs(saas: Declarations, cloudbuild: dict[s
         "approvals-expire",
         "approvals-remind",
         "notifications-deliver",
+        "memory-gc",
     }
     assert set(jobs) == platform
     # Every scheduled function is deployed: it is a registered operation (cloudbuild.yaml deploys

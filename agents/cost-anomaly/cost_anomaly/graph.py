@@ -58,6 +58,9 @@ from cost_anomaly.report import CostAnomalyOutput, build_output
 from cost_anomaly.tools import READ_FOCUS
 from runtime.agent_context import CONFIGURABLE_KEY, AgentContext
 
+#: Where the data plane puts the run's memory context (runtime/run_memory.py's MEMORY_KEY).
+MEMORY_KEY = "memory"
+
 #: Node names, in execution order.
 NODES: tuple[str, ...] = (
     "fetch_billing_data",
@@ -96,9 +99,12 @@ class RunOptions:
     recommendation: RecommendationSettings
 
     @classmethod
-    def from_agent(cls, agent: AgentContext) -> RunOptions:
-        """Validate the settings; raises ``ValueError`` naming the offending key."""
-        config, inputs = agent.config, agent.inputs
+    def from_agent(cls, agent: AgentContext, memory: Mapping[str, object] | None = None) -> RunOptions:
+        """Validate the settings; raises ``ValueError`` naming the offending key. Thresholds the
+        org set in its preferences (memory Level 5, ``cost_anomaly.sensitivity`` and
+        ``cost_anomaly.min_cost_usd``) take precedence over the deployment's config."""
+        config: Mapping[str, object] = {**agent.config, **preferred_thresholds(memory or {})}
+        inputs = agent.inputs
         source = config.get("billing_source")
         if not isinstance(source, str) or not source.strip():
             raise ValueError("config.billing_source must be a non-empty path or URL of a FOCUS 1.0 CSV")
@@ -137,6 +143,33 @@ def _sensitivity(value: object) -> Sensitivity | float:
     raise ValueError(f"config.sensitivity must be a positive number or one of {', '.join(SENSITIVITIES)}")
 
 
+def memory_from_config(config: RunnableConfig) -> Mapping[str, object]:
+    """The run's memory context (``config["configurable"]["memory"]``), empty without one."""
+    configurable: Mapping[str, object] = config.get("configurable") or {}
+    memory = configurable.get(MEMORY_KEY)
+    return memory if isinstance(memory, Mapping) else {}
+
+
+def preferred_thresholds(memory: Mapping[str, object]) -> dict[str, object]:
+    """``sensitivity`` and ``min_cost_usd`` from the org's preferences, where set."""
+    preferences = memory.get("preferences")
+    mine = preferences.get("cost_anomaly") if isinstance(preferences, Mapping) else None
+    if not isinstance(mine, Mapping):
+        return {}
+    return {key: mine[key] for key in ("sensitivity", "min_cost_usd") if key in mine}
+
+
+def rejected_actions(memory: Mapping[str, object]) -> set[str]:
+    """The remediation actions an approver rejected before (memory Level 4 episodes)."""
+    items = memory.get("items")
+    found: set[str] = set()
+    for item in items if isinstance(items, list) else []:
+        metadata = item.get("metadata") if isinstance(item, Mapping) else None
+        if isinstance(metadata, Mapping) and metadata.get("decision") == "rejected" and metadata.get("action_id"):
+            found.add(str(metadata["action_id"]))
+    return found
+
+
 def agent_from_config(config: RunnableConfig) -> AgentContext:
     """The agent context the data plane passed in ``config["configurable"]["agent"]``."""
     configurable: Mapping[str, object] = config.get("configurable") or {}
@@ -157,7 +190,7 @@ def fetch_billing_data(state: CostAnomalyState, config: RunnableConfig) -> CostA
     """Read the billing export through the permission-checked ``billing.read_focus`` tool (the first
     node starts from an empty state; LangGraph still passes it, as ``state``)."""
     agent = agent_from_config(config)
-    options = RunOptions.from_agent(agent)
+    options = RunOptions.from_agent(agent, memory_from_config(config))
     # The source itself is not logged: a signed export URL carries a credential in its query.
     scheme = urlsplit(options.billing_source).scheme or "file"
     agent.log(NODES[0], "Fetching billing data", tool=READ_FOCUS, scheme=scheme)
@@ -172,7 +205,7 @@ def fetch_billing_data(state: CostAnomalyState, config: RunnableConfig) -> CostA
 def normalize(state: CostAnomalyState, config: RunnableConfig) -> CostAnomalyState:
     """Roll the records up to daily grain, keep the lookback window and the run's currency."""
     agent = agent_from_config(config)
-    options = RunOptions.from_agent(agent)
+    options = RunOptions.from_agent(agent, memory_from_config(config))
     billing = state.get("billing")
     if billing is None:
         raise RuntimeError("normalize ran before fetch_billing_data stored any records")
@@ -203,7 +236,7 @@ def normalize(state: CostAnomalyState, config: RunnableConfig) -> CostAnomalySta
 def detect(state: CostAnomalyState, config: RunnableConfig) -> CostAnomalyState:
     """Find spikes, drops, new services and step changes in the daily series."""
     agent = agent_from_config(config)
-    options = RunOptions.from_agent(agent)
+    options = RunOptions.from_agent(agent, memory_from_config(config))
     table = _table(state)
     series = build_series(table, options.metric)
     agent.log(
@@ -221,10 +254,16 @@ def detect(state: CostAnomalyState, config: RunnableConfig) -> CostAnomalyState:
 def generate_recommendations(state: CostAnomalyState, config: RunnableConfig) -> CostAnomalyState:
     """Derive savings recommendations and their remediation proposals (data only, never executed)."""
     agent = agent_from_config(config)
-    options = RunOptions.from_agent(agent)
+    options = RunOptions.from_agent(agent, memory_from_config(config))
     table = _table(state)
     agent.log(NODES[3], "Generating recommendations")
     found = recommend(table, options.metric, options.recommendation)
+    rejected = rejected_actions(memory_from_config(config))
+    if rejected:  # never propose again what an approver rejected (memory Level 4)
+        kept = [rec for rec in found if rec.proposal["action_id"] not in rejected]
+        agent.log(NODES[3], f"Skipped {_plural(len(found) - len(kept), 'remediation')} rejected before",
+                  skipped=len(found) - len(kept))
+        found = kept
     savings = round(sum(rec.estimated_monthly_savings_usd for rec in found), 2)
     agent.log(
         NODES[3], f"{_plural(len(found), 'recommendation')} generated",
@@ -269,7 +308,7 @@ def _remediate(agent: AgentContext, recommendations: list[RecommendationDict]) -
 def report(state: CostAnomalyState, config: RunnableConfig) -> CostAnomalyState:
     """Assemble the outputs: JSON result plus the markdown report."""
     agent = agent_from_config(config)
-    options = RunOptions.from_agent(agent)
+    options = RunOptions.from_agent(agent, memory_from_config(config))
     agent.log(NODES[4], "Writing report")
     output = build_output(
         _table(state),

@@ -1,0 +1,1 @@
+"""The memory context's adapters (imported only by the composition root)."""
