@@ -39,7 +39,7 @@ def _complete(anon, inst, task, status="succeeded", **extra):
 def test_run_life_cycle(inst, anon, container):
     run = start_run(inst.admin, inst, {"lookback_days": 7})
     assert run["status"] == "queued" and run["run_id"] == run["id"] and run["attempt"] == 0
-    assert run["inputs"] == {"lookback_days": 7} and run["version"] == "1.0.1"
+    assert run["inputs"] == {"lookback_days": 7} and run["version"] == "1.1.0"
     task = claim(anon, inst.key)
     assert task["run_id"] == run["id"] and task["attempt"] == 1 and task["next_log_seq"] == 1
     assert task["inputs"] == {"lookback_days": 7} and task["config"]["billing_source"].endswith("focus_sample.csv")

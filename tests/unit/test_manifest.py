@@ -597,7 +597,7 @@ def test_published_schema_is_draft_2020_12_and_agrees_with_the_model() -> None:
 
 def test_builtin_cost_anomaly_manifest_loads() -> None:
     manifest = load_manifest(BUILTIN_MANIFEST.read_bytes())
-    assert (manifest.name, manifest.version) == ("cost-anomaly-detector", "1.0.1")
+    assert (manifest.name, manifest.version) == ("cost-anomaly-detector", "1.1.0")
     assert manifest.category == "finops"
     assert manifest.publisher == "Agent Marketplace"
     assert manifest.runtime.entrypoint == "cost_anomaly.graph:build_graph"
@@ -613,7 +613,8 @@ def test_builtin_cost_anomaly_manifest_loads() -> None:
     }
     config = jsonschema.Draft202012Validator(manifest.config)
     assert config.is_valid({"billing_source": "/data/focus.csv", "sensitivity": 2.5})
-    assert not config.is_valid({"sensitivity": 2.5})
+    assert config.is_valid({})  # no billing source: the agent reads its demo export (issue 19)
+    assert not config.is_valid({"billing_source": ""})
     inputs = jsonschema.Draft202012Validator(manifest.inputs)
     assert inputs.is_valid({"lookback_days": 30, "currency": "USD"})
     assert not inputs.is_valid({"lookback_days": 0})
