@@ -34,7 +34,7 @@ DOC = openapi_document()
 # and the roles it allows; and those any member of the object's org may read.
 IN_SERVICE_ROLES = {"create_run": RUNNERS, "cancel_run": RUNNERS, "post_review": REVIEWERS,
                     "submit_version": PUBLISHERS, "submit_agent": PUBLISHERS}
-ANY_MEMBER_READS = {"get_run", "get_run_logs", "get_agent", "get_agent_version", "list_reviews"}
+ANY_MEMBER_READS = {"get_run", "get_run_logs", "get_run_report", "get_agent", "get_agent_version", "list_reviews"}
 # Operations that name the org in the body rather than the path.
 BODY_ORG = {"submit_agent": ("POST", "/agents")}
 
