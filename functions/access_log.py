@@ -15,10 +15,17 @@ from __future__ import annotations
 import contextvars
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import flask
 
-from shared.kernel.jsonlog import RequestTrace, parse_trace_headers, reset_request_trace, set_request_trace
+from shared.kernel.jsonlog import (
+    RequestTrace,
+    parse_trace_headers,
+    redact_text,
+    reset_request_trace,
+    set_request_trace,
+)
 
 _log = logging.getLogger("functions.gateway")
 
@@ -34,17 +41,21 @@ def end(token: contextvars.Token[RequestTrace | None]) -> None:
 
 
 def http_request(request: flask.Request, status: int, seconds: float, response_size: int | None) -> dict[str, Any]:
-    """Cloud Logging's ``HttpRequest`` of a request."""
+    """Cloud Logging's ``HttpRequest`` of a request. Its free texts (the URL's path, the user agent)
+    are redacted here, raw: once serialized as JSON, a credential's quotes and line breaks are
+    escaped and its shape no longer matches the redaction rule."""
     entry: dict[str, Any] = {
         "requestMethod": request.method,
-        "requestUrl": request.base_url,
+        # Redacted decoded (as the message's path is), then quoted again: a percent-encoded credential
+        # would not match the redaction rule's shapes.
+        "requestUrl": request.host_url.rstrip("/") + quote(redact_text(request.path), safe="/[]@:"),
         "status": status,
         "latency": f"{seconds:.6f}s",
         "remoteIp": request.remote_addr,
         "protocol": request.environ.get("SERVER_PROTOCOL"),
     }
     if request.user_agent.string:
-        entry["userAgent"] = request.user_agent.string[:512]
+        entry["userAgent"] = redact_text(request.user_agent.string[:512])
     if request.content_length:
         entry["requestSize"] = str(request.content_length)
     if response_size is not None:
