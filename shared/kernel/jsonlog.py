@@ -182,6 +182,9 @@ def configure_logging(level: str = "INFO", stream: Any = None, fmt: str | None =
     root.handlers = [h for h in root.handlers if h.get_name() != "marketplace-json"] + [handler]
     root.setLevel(level.upper())
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # A client line per request: an idle worker's long polls would fill the terminal (the gateway logs
+    # each request it serves itself).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # Our lines carry neither thread nor process names: skip collecting them for every record
     # (the logging HOWTO's "Optimization" settings, the public ones).
     logging.logThreads = False
