@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from functions import supervisor
 from shared.kernel.settings import Settings
 
 
@@ -27,7 +28,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def cmd_up(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the start-up sequence, in order
     """Start embedded PostgreSQL, migrate, seed, serve the gateway; stop cleanly on a signal."""
     # On one developer machine, webhooks to a local receiver are the point; say otherwise with
     # MARKETPLACE_WEBHOOKS_ALLOW_LOOPBACK=false.
@@ -54,11 +55,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     args.http_workers = args.http_workers or default_workers()
     args.threads = args.threads or DEFAULT_THREADS
     settings = _settings(args)
+    # issue 19: one `up` per data directory, a watchdog that stops everything if this process dies,
+    # human log lines on a terminal (functions/supervisor.py)
+    sup = supervisor.start(settings.data_dir, _loopback_url(args.host, port), args.log_format)
+    if sup is None:
+        return 1
     configure_logging(settings.log_level)
     _say(f"data directory: {settings.data_dir}")
     pg = EmbeddedPostgres(settings.data_dir)
     if settings.database_url is None:
-        _say("starting embedded PostgreSQL ...")
+        sup.starting_postgres(pg)
         info = pg.ensure_running()
         _say(f"PostgreSQL {info.version} on {info.host}:{info.port}")
     _say("applying migrations ...")
@@ -89,12 +95,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _serve_until_stopped(args, settings, server, stop, watched)
     finally:
         # Workers drain their runs first: they still need the API to report them.
+        _say("stopping the workers and the scheduler ...")
         for worker in background:
             worker.stop()
+        _say("stopping the HTTP server ...")
         server.stop()
         container.close()
+        if pg.running() is not None and settings.database_url is None:
+            _say("stopping embedded PostgreSQL ...")
         if pg.stop():
             _say("stopped embedded PostgreSQL")
+        sup.close()
         _say("stopped")
 
 
@@ -158,6 +169,8 @@ def cmd_token(args: argparse.Namespace) -> int:
     if settings.mode != "local":
         _say("marketplace token works in local mode only")
         return 2
+    if not supervisor.cluster_present(settings, "marketplace token"):  # issue 19: never create one here
+        return 1
     container = build_container(settings)
     try:
         pair = container.identity.dev_grant(args.email, platform_admin=True if args.platform_admin else None)
@@ -204,28 +217,10 @@ def cmd_rotate_kek(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """Report what is running where, without starting anything."""
-    from functions.health import platform_version  # noqa: PLC0415
-    from shared.kernel.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
+    """Check the local platform and report each check as ok or failed (functions/doctor_checks.py)."""
+    from functions.doctor_checks import run_doctor  # noqa: PLC0415
 
-    settings = _settings(args)
-    report: dict[str, Any] = {"platform_version": platform_version(), "mode": settings.mode,
-                              "data_dir": str(settings.data_dir), "python": sys.version.split()[0]}
-    info = EmbeddedPostgres(settings.data_dir).running() if settings.mode == "local" else None
-    report["postgres"] = ({"running": True, "host": info.host, "port": info.port, "pid": info.pid,
-                           "version": info.version} if info else {"running": False})
-    if info:
-        from shared.composition import build_container  # noqa: PLC0415
-        from shared.kernel.db.migrate import load_migrations, schema_version  # noqa: PLC0415
-
-        container = build_container(settings, migrate=False)
-        try:
-            report["schema_version"] = schema_version(container.db)
-            report["schema_latest"] = load_migrations()[-1].version
-        finally:
-            container.close()
-    _say(json.dumps(report, indent=2))
-    return 0
+    return run_doctor(_settings(args), host=args.host, port=args.port, as_json=True if args.json else None)
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
@@ -279,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the platform locally")
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--port", type=supervisor.port, default=8080)
+    up.add_argument("--log-format", choices=["auto", "human", "json"], default="auto",
+                    help="log lines: human on a terminal and JSON otherwise (auto), or always one of them")
     up.add_argument("--data-dir", help=data_help)
     up.add_argument("--workers", type=int, default=2, help="local data-plane workers")
     up.add_argument("--http-workers", type=_positive, default=None,
@@ -305,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="show what is running, versions, data dir")
     doctor.add_argument("--data-dir", help=data_help)
+    doctor.add_argument("--host", default="127.0.0.1")
+    doctor.add_argument("--port", type=supervisor.port, default=8080, help="the port marketplace up uses")
+    doctor.add_argument("--json", action="store_true", help="JSON even on a terminal")
     doctor.set_defaults(func=cmd_doctor)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from shared.kernel.adapters.embedded_pg import EmbeddedPostgresError  # noqa: PLC0415
 
-    args = build_parser().parse_args(argv)
+    args = supervisor.one_line_errors(build_parser()).parse_args(argv)
     if getattr(args, "data_dir", None):
         os.environ["MARKETPLACE_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     try:

@@ -22,6 +22,7 @@ import flask
 from pydantic import BaseModel, ValidationError
 
 # The role sets operations name in ``roles=``, re-exported (they live in shared/identity/access.py).
+from functions import access_log
 from shared.identity import ADMIN as ADMIN  # noqa: PLC0414
 from shared.identity import ANY_MEMBER as ANY_MEMBER  # noqa: PLC0414
 from shared.identity import Need, Principal, Role, decide
@@ -456,9 +457,12 @@ def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
             request_id = new_id("req")
         principal: Principal | None = None
         status = 500
+        size: int | None = None
+        trace = access_log.begin(request)  # issue 19: every line of this request carries its trace
         try:
             resp = _handle(op, request, request_id)
             status = resp.status_code
+            size = resp.content_length
             return resp
         except AppError as exc:
             status = exc.status
@@ -469,10 +473,14 @@ def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
                                                   "details": [{"request_id": request_id}]}}, request_id)
         finally:
             principal = flask.g.get("marketplace_principal")
-            _log.info("%s %s %s", op.method, request.path, status, extra={"fields": {
-                "request_id": request_id, "operation": op.name, "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "principal": principal.actor if principal else None}})
+            elapsed = time.perf_counter() - started
+            # issue 19: Cloud Logging's httpRequest; a data plane's successful calls at DEBUG
+            access_log.log_access(method=op.method, path=request.path, status=status, dataplane=op.dataplane,
+                                  request=request, seconds=elapsed, response_size=size, fields={
+                                      "request_id": request_id, "operation": op.name, "status": status,
+                                      "duration_ms": round(elapsed * 1000, 2),
+                                      "principal": principal.actor if principal else None})
+            access_log.end(trace)
     handler.__name__ = op.name
     return handler
 

@@ -14,6 +14,7 @@ from shared.kernel.errors import ErrorCode
 from shared.kernel.money import usd_to_micros
 from shared.kernel.pagination import Page
 from shared.runs import (
+    REPORT_CSP,
     LogPage,
     LogQuery,
     RunCreate,
@@ -22,6 +23,7 @@ from shared.runs import (
     RunOut,
     RunService,
     RunSummary,
+    render_report_page,
 )
 
 # A live stream polls for new lines this often, sends a comment to keep proxies from closing an
@@ -130,3 +132,20 @@ def _follow(runs: RunService, run_id: str, after_seq: int) -> Iterator[str]:
             yield ": keep-alive\n\n"
             last_sent = now
         time.sleep(STREAM_POLL_SECONDS)
+
+
+@operation("GET", "/agents/{agent_id}/runs/{run_id}/report", summary="Read a run's report as a web page",
+           tags=["runs"], media={"text/html": None})
+def get_run_report(call: Call) -> flask.Response:
+    """The run's human-readable report as one self-contained HTML page (no script, no external asset:
+    it opens offline; light and dark): for the cost-anomaly agent the summary, the daily spend per
+    service as a chart with each anomaly marked, the explanations and the recommendations with their
+    estimated savings; for other agents the run's status and outputs. Readable by whoever may read
+    the run (``get_run``'s access)."""
+    run = call.services.runs.get(call.caller, call.params["agent_id"], call.params["run_id"])
+    resp = flask.Response(render_report_page(run), status=200, mimetype="text/html")
+    # Outputs are agent-written: the page may not run a script or fetch anything, whatever they hold.
+    resp.headers["Content-Security-Policy"] = REPORT_CSP
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp

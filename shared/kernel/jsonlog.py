@@ -1,11 +1,23 @@
-"""Structured JSON logs with secret redaction (shared/kernel/redaction.py) on every record, whatever logged it."""
+"""Structured JSON logs with secret redaction (shared/kernel/redaction.py) on every record, whatever logged it.
+
+Two formats (``configure_logging``'s ``fmt``, else ``MARKETPLACE_LOG_FORMAT``, else by the stream):
+``json``, one object per line (what Cloud Logging and any collector parse), and ``human``, one short
+readable line (what a person at a terminal reads: ``marketplace up`` on a terminal). JSON lines carry
+Cloud Logging's special fields (docs/LOGGING.md): ``severity``, ``logging.googleapis.com/trace`` (and
+``spanId``, ``trace_sampled``) from the current request's trace header (``set_request_trace``), and an
+access line's ``httpRequest``, so Cloud Logging groups a request's lines and filters them.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +25,58 @@ from typing import Any
 # only this module of the control plane's.
 from shared.kernel.redaction import REDACTED, redact, redact_text
 
-__all__ = ["REDACTED", "JsonFormatter", "configure_logging", "redact", "redact_text"]
+__all__ = ["REDACTED", "HumanFormatter", "JsonFormatter", "RequestTrace", "configure_logging", "parse_trace_headers",
+           "redact", "redact_text", "reset_request_trace", "set_request_trace"]
+
+#: Cloud Logging's severities for Python's levels (the names are its LogSeverity enum's).
+_SEVERITY = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "ERROR": "ERROR", "CRITICAL": "CRITICAL"}
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d{1,20}))?(?:;o=([01]))?$")
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTrace:
+    """The trace a request belongs to (W3C / Cloud Trace ids, lowercase hex)."""
+
+    trace_id: str
+    span_id: str | None = None
+    sampled: bool | None = None
+
+
+def parse_trace_headers(headers: Mapping[str, str]) -> RequestTrace | None:
+    """The trace of a request from ``traceparent`` (W3C) or ``X-Cloud-Trace-Context``
+    (``TRACE_ID/SPAN_ID;o=1``, the span id in decimal); None when neither is valid."""
+    parent = (headers.get("traceparent") or "").strip().lower()
+    match = _TRACEPARENT.match(parent)
+    if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
+        return RequestTrace(match.group(1), match.group(2), bool(int(match.group(3), 16) & 1))
+    cloud = (headers.get("X-Cloud-Trace-Context") or "").strip()
+    match = _CLOUD_TRACE.match(cloud)
+    if match and match.group(1) != "0" * 32:
+        span = int(match.group(2)) if match.group(2) else 0
+        return RequestTrace(match.group(1).lower(), f"{span:016x}" if 0 < span < 2**64 else None,
+                            None if match.group(3) is None else match.group(3) == "1")
+    return None
+
+
+_current_trace: contextvars.ContextVar[RequestTrace | None] = contextvars.ContextVar("marketplace_trace",
+                                                                                     default=None)
+
+
+def set_request_trace(trace: RequestTrace | None) -> contextvars.Token[RequestTrace | None]:
+    """Make ``trace`` the trace of every line logged in this context (a request); returns the token
+    to reset it with ``reset_request_trace``."""
+    return _current_trace.set(trace)
+
+
+def reset_request_trace(token: contextvars.Token[RequestTrace | None]) -> None:
+    """Forget the request's trace (at the end of the request)."""
+    _current_trace.reset(token)
+
+
+def _trace_project() -> str | None:
+    return os.environ.get("MARKETPLACE_GCP_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT") or None
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,9 +86,21 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
+            "severity": _SEVERITY.get(record.levelname, "DEFAULT"),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        trace = _current_trace.get()
+        if trace is not None:
+            project = _trace_project()
+            # Cloud Logging groups a request's lines by this field: the full resource name when the
+            # project is known (gcp mode), the bare id otherwise.
+            entry["logging.googleapis.com/trace"] = (f"projects/{project}/traces/{trace.trace_id}" if project
+                                                     else trace.trace_id)
+            if trace.span_id:
+                entry["logging.googleapis.com/spanId"] = trace.span_id
+            if trace.sampled is not None:
+                entry["logging.googleapis.com/trace_sampled"] = trace.sampled
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)
@@ -33,6 +108,29 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         # Secret-named keys first, then every credential shape in the serialized line at once.
         return redact_text(json.dumps(redact(entry, text=False), default=str, ensure_ascii=False))
+
+
+class HumanFormatter(logging.Formatter):
+    """One short line for a person: ``12:04:05 INFO  gateway: GET /orgs 201 (3.2 ms)``; a few extra
+    fields as ``key=value``; redacted like the JSON lines."""
+
+    _SKIP = frozenset({"httpRequest", "request_id", "operation", "principal", "status", "duration_ms"})
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        name = record.name.rsplit(".", 1)[-1]
+        line = f"{when} {record.levelname:<7} {name}: {record.getMessage()}"
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            if "duration_ms" in fields:
+                line += f" ({fields['duration_ms']} ms)"
+            extra = [f"{k}={v}" for k, v in redact(fields, text=False).items()
+                     if k not in self._SKIP and v is not None and not isinstance(v, dict | list)]
+            if extra:
+                line += "  " + " ".join(extra[:8])
+        if record.exc_info:
+            line += "\n" + (record.exc_text or self.formatException(record.exc_info))
+        return redact_text(line)
 
 
 _TRACEBACKS = logging.Formatter()
@@ -59,19 +157,34 @@ def _redacting_factory(base: Callable[..., logging.LogRecord]) -> Callable[..., 
     return make
 
 
-def configure_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Route every logger through the redacting JSON formatter, and redact every record's message
-    when it is made (idempotent)."""
+def _format_for(stream: Any, fmt: str | None) -> str:
+    chosen = (fmt or os.environ.get("MARKETPLACE_LOG_FORMAT") or "auto").lower()
+    if chosen in ("json", "human"):
+        return chosen
+    try:
+        return "human" if stream.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
+def configure_logging(level: str = "INFO", stream: Any = None, fmt: str | None = None) -> None:
+    """Route every logger through the redacting formatter — JSON, or one human line when ``fmt``
+    (else ``MARKETPLACE_LOG_FORMAT``: json, human or auto) says so or, by default, when the stream is
+    a terminal — and redact every record's message when it is made (idempotent)."""
     factory = logging.getLogRecordFactory()
     if not getattr(factory, "marketplace_redacting", False):
         logging.setLogRecordFactory(_redacting_factory(factory))
     root = logging.getLogger()
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    out = stream or sys.stderr
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(HumanFormatter() if _format_for(out, fmt) == "human" else JsonFormatter())
     handler.set_name("marketplace-json")
     root.handlers = [h for h in root.handlers if h.get_name() != "marketplace-json"] + [handler]
     root.setLevel(level.upper())
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # A client line per request: an idle worker's long polls would fill the terminal (the gateway logs
+    # each request it serves itself).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # Our lines carry neither thread nor process names: skip collecting them for every record
     # (the logging HOWTO's "Optimization" settings, the public ones).
     logging.logThreads = False

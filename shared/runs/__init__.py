@@ -26,10 +26,12 @@ from shared.runs.models import (
     TaskOut,
     TaskQuery,
 )
+from shared.runs.report_page import REPORT_CSP, render_report_page
 from shared.runs.service import TASK_KIND, RunService
 from shared.runs.task_queue import TaskQueue
 
 __all__ = [
+    "REPORT_CSP",
     "TASK_KIND",
     "CheckpointIn",
     "CheckpointList",
@@ -58,4 +60,5 @@ __all__ = [
     "TaskOut",
     "TaskQuery",
     "TaskQueue",
+    "render_report_page",
 ]

@@ -36,7 +36,7 @@ IN_SERVICE_ROLES = {"create_run": RUNNERS, "cancel_run": RUNNERS, "post_review":
                     "submit_version": PUBLISHERS, "submit_agent": PUBLISHERS,
                     # issue 15: a notification is its recipient's only (here org A's admin's)
                     "read_notification": ADMIN}
-ANY_MEMBER_READS = {"get_run", "get_run_logs", "get_agent", "get_agent_version", "list_reviews"}
+ANY_MEMBER_READS = {"get_run", "get_run_logs", "get_run_report", "get_agent", "get_agent_version", "list_reviews"}
 # Operations that name the org in the body rather than the path.
 BODY_ORG = {"submit_agent": ("POST", "/agents")}
 

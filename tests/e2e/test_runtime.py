@@ -320,8 +320,10 @@ def test_marketplace_up_runs_agents_with_its_worker_pool():
         api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         org_id = api.post("/orgs", json={"name": "Up"}).json()["id"]
         agent_id = api.get("/agents/cost-anomaly-detector").json()["listing"]["id"]
-        dep = api.post(f"/orgs/{org_id}/install", json={"agent_id": agent_id,
-                                                        "config": {"billing_source": str(FOCUS_SAMPLE)}}).json()
+        # No config at all: the built-in agent reads its shipped demo export (issue 19).
+        installed = api.post(f"/orgs/{org_id}/install", json={"agent_id": agent_id})
+        assert installed.status_code == 201, installed.text
+        dep = installed.json()
         wait_until(lambda: api.get(f"/orgs/{org_id}/deployments/{dep['id']}").json()["status"] == "ready",
                    timeout=60, what="the pool to register the deployment")
         run = api.post(f"/agents/{agent_id}/runs", json={"deployment_id": dep["id"]}).json()
@@ -338,7 +340,9 @@ def test_marketplace_up_runs_agents_with_its_worker_pool():
         assert events[-1] == "end" and events.count("log") >= 4, events
         final = wait_until(lambda: (r := api.get(f"/agents/{agent_id}/runs/{run['id']}").json())["status"] in FINAL
                            and r, timeout=60, what="the run")
-        assert final["status"] == "succeeded" and final["metrics"]["records_processed"] == 1000
+        assert final["status"] == "succeeded" and final["metrics"]["records_processed"] == 1500
+        kinds = sorted(a["kind"] for a in final["outputs"]["anomalies"])
+        assert kinds == ["new_service", "spike", "step_change"], kinds
         api.close()
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -614,7 +614,8 @@ def test_builtin_cost_anomaly_manifest_loads() -> None:
     }
     config = jsonschema.Draft202012Validator(manifest.config)
     assert config.is_valid({"billing_source": "/data/focus.csv", "sensitivity": 2.5})
-    assert not config.is_valid({"sensitivity": 2.5})
+    assert config.is_valid({})  # no billing source: the agent reads its demo export (issue 19)
+    assert not config.is_valid({"billing_source": ""})
     inputs = jsonschema.Draft202012Validator(manifest.inputs)
     assert inputs.is_valid({"lookback_days": 30, "currency": "USD"})
     assert not inputs.is_valid({"lookback_days": 0})

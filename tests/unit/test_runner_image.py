@@ -192,8 +192,8 @@ def test_the_built_in_agent_is_installed_with_its_data():
     assert any(pattern.startswith("cost_anomaly") for pattern in config["packages"]["find"]["include"])
     patterns = config["package-data"]["*"]
     package = REPO / "agents" / "cost-anomaly" / "cost_anomaly"
-    for data in ("data/focus_sample.csv", "data/README.md"):
+    for data in ("data/focus_sample.csv", "data/README.md", "data/demo_focus.csv", "data/demo_anomalies.json"):
         assert any(Path(data).match(pattern) for pattern in patterns), data
         assert (package / data).is_file()
     agent = tomllib.loads((REPO / "agents" / "cost-anomaly" / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert {"data/*.csv", "data/*.md"} <= set(agent["package-data"]["cost_anomaly"])
+    assert {"data/*.csv", "data/*.md", "data/*.json"} <= set(agent["package-data"]["cost_anomaly"])

@@ -33,6 +33,10 @@ from typing import IO, Literal
 
 #: The 1,000-row FOCUS 1.0 sample (FinOps Foundation, CC BY 4.0) shipped with the agent.
 SAMPLE_CSV = Path(__file__).parent / "data" / "focus_sample.csv"
+#: The demo export derived from it (tests/demo_sample.py): what a run reads when no billing source is
+#: configured. Its injected anomalies are documented in ``DEMO_ANOMALIES``.
+DEMO_CSV = Path(__file__).parent / "data" / "demo_focus.csv"
+DEMO_ANOMALIES = Path(__file__).parent / "data" / "demo_anomalies.json"
 
 #: Columns without which a file cannot be analysed; every other column is optional.
 REQUIRED_COLUMNS: tuple[str, ...] = (

@@ -15,7 +15,8 @@ through the remaining checkpoints.
 
 Settings (names as in the agent's manifest):
 
-- ``config["billing_source"]`` (required): path, ``file://`` or ``http(s)://`` URL of a FOCUS 1.0 CSV;
+- ``config["billing_source"]``: path, ``file://`` or ``http(s)://`` URL of a FOCUS 1.0 CSV; omitted, the
+  shipped demo export (``focus.DEMO_CSV``) is read, so the agent runs with no config at all;
 - ``config["sensitivity"]``: robust z-score threshold in standard deviations (default 3), or one of
   ``low``/``medium``/``high``;
 - ``config["cost_metric"]`` (``billed_cost``, default, or ``effective_cost``) and
@@ -46,6 +47,7 @@ from cost_anomaly.detect import (
 )
 from cost_anomaly.focus import (
     COST_METRICS,
+    DEMO_CSV,
     CostMetric,
     DailyCostTable,
     DailyRollup,
@@ -105,7 +107,7 @@ class RunOptions:
         ``cost_anomaly.min_cost_usd``) take precedence over the deployment's config."""
         config: Mapping[str, object] = {**agent.config, **preferred_thresholds(memory or {})}
         inputs = agent.inputs
-        source = config.get("billing_source")
+        source = config.get("billing_source", str(DEMO_CSV))
         if not isinstance(source, str) or not source.strip():
             raise ValueError("config.billing_source must be a non-empty path or URL of a FOCUS 1.0 CSV")
         metric = config.get("cost_metric", "billed_cost")

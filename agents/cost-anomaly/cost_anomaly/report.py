@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import NotRequired, Protocol, TypedDict
 
-from cost_anomaly.detect import AnomalyDict, DetectionSettings, build_series
+from cost_anomaly.detect import AnomalyDict, CostSeries, DetectionSettings, build_series
 from cost_anomaly.focus import CostMetric, DailyCostTable, format_money
 from cost_anomaly.recommend import ProposalDict, RecommendationDict
 
@@ -76,6 +76,21 @@ class SummaryDict(TypedDict):
     proposal_count: int
 
 
+class ServiceSpendDict(TypedDict):
+    """One service's usage cost per day of ``DailySpendDict.days`` (``other`` sums the rest)."""
+
+    service: str
+    other: bool
+    values: list[float]
+
+
+class DailySpendDict(TypedDict):
+    """Daily usage cost per service, for a chart: the costliest services and the rest as one."""
+
+    days: list[str]
+    series: list[ServiceSpendDict]
+
+
 class CostAnomalyOutput(TypedDict):
     """The run's outputs. Amounts are in ``currency`` (USD unless the run chose another)."""
 
@@ -87,6 +102,7 @@ class CostAnomalyOutput(TypedDict):
     detection: DetectionDict
     summary: SummaryDict
     top_spend: list[SpendDict]
+    daily_spend: DailySpendDict
     anomalies: list[AnomalyDict]
     recommendations: list[RecommendationDict]
     proposals: list[ProposalDict]
@@ -102,6 +118,7 @@ def build_output(
     metric: CostMetric,
     detection: DetectionSettings,
     top_n: int = 5,
+    chart_services: int = 6,
 ) -> CostAnomalyOutput:
     """Assemble the run's outputs, markdown report included."""
     by_provider: dict[str, float] = defaultdict(float)
@@ -155,6 +172,7 @@ def build_output(
             "proposal_count": len(proposals),
         },
         "top_spend": top_spend,
+        "daily_spend": _daily_spend(table, series, list(anomalies), chart_services),
         "anomalies": list(anomalies),
         "recommendations": list(recommendations),
         "proposals": proposals,
@@ -162,6 +180,33 @@ def build_output(
     }
     output["report_markdown"] = render_markdown(output)
     return output
+
+
+def _daily_spend(
+    table: DailyCostTable, series: Sequence[CostSeries], anomalies: Sequence[AnomalyDict], limit: int
+) -> DailySpendDict:
+    """Usage cost per service and day: the ``limit`` costliest services (every service an anomaly is
+    about among them, so each anomaly can be marked on its own line), the rest summed as one."""
+    width = len(table.days)
+    by_service: dict[str, list[float]] = {}
+    for item in series:
+        values = by_service.setdefault(item.key.service, [0.0] * width)
+        for index, value in enumerate(item.values):
+            values[index] += value
+    ranked = sorted(by_service, key=lambda name: (-sum(by_service[name]), name))
+    flagged = [name for name in dict.fromkeys(a["service"] for a in anomalies) if name in by_service]
+    chosen = flagged[:limit] + [name for name in ranked if name not in flagged][: max(0, limit - len(flagged))]
+    chosen.sort(key=lambda name: (-sum(by_service[name]), name))
+    rest = [0.0] * width
+    for name in ranked:
+        if name not in chosen:
+            rest = [a + b for a, b in zip(rest, by_service[name], strict=True)]
+    out: list[ServiceSpendDict] = [
+        {"service": name, "other": False, "values": [round(v, 2) for v in by_service[name]]} for name in chosen
+    ]
+    if len(chosen) < len(ranked):
+        out.append({"service": "All other services", "other": True, "values": [round(v, 2) for v in rest]})
+    return {"days": [day.isoformat() for day in table.days], "series": out}
 
 
 def render_markdown(output: CostAnomalyOutput) -> str:

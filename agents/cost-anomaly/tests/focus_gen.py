@@ -43,7 +43,7 @@ COST_COLUMNS = ("BilledCost", "ContractedCost", "EffectiveCost", "ListCost")
 QUANTITY_FORMATS = {"ConsumedQuantity": "{:.15f}", "PricingQuantity": "{:.11f}"}
 TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 
-InjectionKind = Literal["spike", "drop", "step", "new_service"]
+InjectionKind = Literal["spike", "drop", "step", "new_service", "idle"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class Injection:
 
     ``spike``/``drop`` multiply one resource's cost by ``factor`` for ``days`` days from ``day``;
     ``step`` multiplies it from ``day`` to the end; ``new_service`` adds a service to an account
-    that never had it, costing ``daily_cost_usd`` a day from ``day``.
+    that never had it, costing ``daily_cost_usd`` a day from ``day``; ``idle`` keeps one metered
+    resource's cost unchanged but records no consumed quantity from ``day`` to the end (capacity
+    paid for and unused: not a cost anomaly, an idle-resource recommendation).
     """
 
     kind: InjectionKind
@@ -101,6 +103,8 @@ class _Resource:
     daily: bool
     active: range = range(0)  # day indexes it bills on; set by the plan (empty = every day)
     multipliers: dict[int, float] = field(default_factory=dict)  # day index -> cost multiplier
+    idle_from: int | None = None  # from this day index on, no consumed quantity (cost unchanged)
+    injected_new: bool = False  # an injected new service (left out of a clean copy)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -132,12 +136,16 @@ def generate(
     max_volume: float = 1000.0,
     injections: Sequence[Injection] = (),
     template_path: Path = SAMPLE_CSV,
+    clean: bool = False,
 ) -> GenerationResult:
     """Write exactly ``rows`` FOCUS rows covering ``days`` days from ``start`` to ``out``.
 
     ``hours_per_day`` is how many hourly rows an hourly resource emits per day (24 = every hour;
     fewer gives more resources for the same row count). ``max_volume`` bounds the per-resource
     multiplier applied to usage-metered quantities and costs (instance-hours stay one hour per row).
+    ``clean=True`` writes the same data (same resources, same noise) without the injected changes:
+    no multipliers, no idle days, no new-service rows — the control a detector must find nothing in.
+    The ground truth returned is still that of the injections (what the unclean file would carry).
     """
     if days < 1 or not 1 <= hours_per_day <= 24:
         raise ValueError("days must be >= 1 and hours_per_day within 1..24")
@@ -147,9 +155,9 @@ def generate(
     injected = plan.allocate(rows, injections)
     if isinstance(out, str | Path):
         with Path(out).open("w", encoding="utf-8", newline="") as handle:
-            written = plan.write(handle, noise, weekend_factor)
+            written = plan.write(handle, noise, weekend_factor, clean=clean)
     else:
-        written = plan.write(out, noise, weekend_factor)
+        written = plan.write(out, noise, weekend_factor, clean=clean)
     return GenerationResult(written, start, days, len(plan.resources), tuple(injected))
 
 
@@ -195,6 +203,7 @@ class _Plan:
         budget = rows
         truth: list[InjectedAnomaly] = []
         new_services = [i for i in injections if i.kind == "new_service"]
+        # Idle resources are chosen first, among the metered ones: the other changes take the costliest.
         # Resources first (they define which accounts have which services), new services after.
         per_resource = self.hours_per_day * self.days
         reserved = sum(self.hours_per_day * (self.days - self._day_index(i.day)) for i in new_services)
@@ -211,8 +220,10 @@ class _Plan:
         if budget:
             self._add_filler(budget)
         targeted: set[tuple[str, str, str, str]] = set()
-        for injection in injections:
-            if injection.kind == "new_service":
+        for injection in sorted(injections, key=lambda i: i.kind != "idle"):
+            if injection.kind == "idle":
+                truth.append(self._inject_idle(injection, targeted))
+            elif injection.kind == "new_service":
                 truth.append(self._inject_new_service(injection))
             else:
                 truth.append(self._inject_change(injection, targeted))
@@ -257,6 +268,26 @@ class _Plan:
             self.start + timedelta(days=last), target.resource_id,
         )
 
+    def _inject_idle(self, injection: Injection, targeted: set[tuple[str, str, str, str]]) -> InjectedAnomaly:
+        first = self._day_index(injection.day)
+        candidates = [
+            r for r in self.resources
+            if r.key not in targeted and r.daily_cost() > 0 and not r.active and r.resource_id not in ("NULL", "")
+            and _number(r.template["ConsumedQuantity"]) > 0 and r.template["CommitmentDiscountId"] in ("NULL", "")
+        ]
+        if not candidates:
+            raise ValueError("no metered resource left to make idle")
+        # The cheapest one worth stopping (a dollar a day or more): the costliest carry the other changes.
+        worth = [r for r in candidates if r.daily_cost() >= 1.0] or candidates
+        target = min(worth, key=_Resource.daily_cost)
+        targeted.add(target.key)
+        target.idle_from = first
+        provider, billing, sub, service = target.key
+        return InjectedAnomaly(
+            "idle", provider, billing, sub, service, injection.day, self.start + timedelta(days=self.days - 1),
+            target.resource_id,
+        )
+
     def _inject_new_service(self, injection: Injection) -> InjectedAnomaly:
         first = self._day_index(injection.day)
         present = {r.key for r in self.resources}
@@ -274,6 +305,7 @@ class _Plan:
                 per_row = injection.daily_cost_usd / self.hours_per_day
                 resource.volume = per_row / _number(template["BilledCost"])
                 resource.active = range(first, self.days)
+                resource.injected_new = True
                 self.resources.append(resource)
                 return InjectedAnomaly(
                     "new_service", key[0], key[1], key[2], key[3], injection.day,
@@ -281,12 +313,12 @@ class _Plan:
                 )
         raise ValueError("every service already exists in every account; cannot inject a new one")
 
-    def write(self, handle: IO[str], noise: float, weekend_factor: float) -> int:
+    def write(self, handle: IO[str], noise: float, weekend_factor: float, *, clean: bool = False) -> int:
         handle.write(",".join(_quote(name) for name in self.header) + "\n")
         bare = [name in BARE_COLUMNS for name in self.header]
         count = 0
         next_id = 1_000_000
-        for line in self._rows(noise, weekend_factor):
+        for line in self._rows(noise, weekend_factor, clean):
             line["Id"] = str(next_id)
             next_id += 1
             handle.write(",".join(_field(line[name], b) for name, b in zip(self.header, bare, strict=True)))
@@ -294,7 +326,7 @@ class _Plan:
             count += 1
         return count
 
-    def _rows(self, noise: float, weekend_factor: float) -> Iterator[dict[str, str]]:
+    def _rows(self, noise: float, weekend_factor: float, clean: bool = False) -> Iterator[dict[str, str]]:
         rng = self.rng
         for d in range(self.days):
             day = self.start + timedelta(days=d)
@@ -305,11 +337,16 @@ class _Plan:
                 if resource.active and d not in resource.active:
                     continue
                 t = resource.template
-                base = resource.multipliers.get(d, 1.0) * weekend
+                base = (1.0 if clean else resource.multipliers.get(d, 1.0)) * weekend
+                # An injected new service's rows are drawn but not written in a clean copy, so every
+                # other row keeps exactly the noise it has in the injected file.
+                skip = clean and resource.injected_new
                 for hour in resource.hours:
                     begin = datetime(day.year, day.month, day.day, hour)
                     end = begin + (timedelta(days=1) if resource.daily else timedelta(hours=1))
                     scale = resource.volume * base * max(0.0, rng.gauss(1.0, noise))
+                    if skip:
+                        continue
                     row = dict(t)
                     row["ChargePeriodStart"] = begin.strftime(TIMESTAMP)
                     row["ChargePeriodEnd"] = end.strftime(TIMESTAMP)
@@ -320,9 +357,10 @@ class _Plan:
                     for column in COST_COLUMNS:
                         if t[column] != "NULL":
                             row[column] = f"{_number(t[column]) * scale:.11f}"
+                    idle = not clean and resource.idle_from is not None and d >= resource.idle_from
                     for column, spec in QUANTITY_FORMATS.items():
                         if t[column] != "NULL":
-                            row[column] = spec.format(_number(t[column]) * scale)
+                            row[column] = spec.format(0.0 if idle else _number(t[column]) * scale)
                     yield row
 
 
@@ -383,9 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--step", action="append", default=[], type=_injection("step", 2.0), metavar="DAY[:FACTOR]")
     parser.add_argument("--new-service", action="append", default=[], type=_injection("new_service", 400.0),
                         metavar="DAY[:DAILY_USD]")
+    parser.add_argument("--idle", action="append", default=[], type=_injection("idle", 1.0), metavar="DAY")
     parser.add_argument("--truth", help="write the injected anomalies (ground truth) as JSON here")
     args = parser.parse_args(argv)
-    injections = [*args.spike, *args.drop, *args.step, *args.new_service]
+    injections = [*args.spike, *args.drop, *args.step, *args.new_service, *args.idle]
     try:
         out: str | IO[str] = sys.stdout if args.out == "-" else args.out
         result = generate(

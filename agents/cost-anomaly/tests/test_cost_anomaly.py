@@ -604,7 +604,7 @@ def test_inputs_select_currency_and_lookback() -> None:
 @pytest.mark.parametrize(
     ("config", "inputs", "message"),
     [
-        ({}, {}, "billing_source"),
+        ({"billing_source": ""}, {}, "billing_source"),
         ({"billing_source": "x.csv", "sensitivity": 0}, {}, "sensitivity"),
         ({"billing_source": "x.csv", "cost_metric": "list_cost"}, {}, "cost_metric"),
         ({"billing_source": "x.csv"}, {"lookback_days": "30"}, "lookback_days"),
