@@ -167,7 +167,8 @@ def report_error(out: Output, exc: ApiError) -> None:
 # -- login --
 
 @click.command("login")
-@click.option("--url", default=None, help=f"the platform's API (default: the last one, or {DEFAULT_URL})")
+@click.option("--url", default=lambda: os.environ.get("MARKETPLACE_URL"),
+              help=f"the platform's API (default: MARKETPLACE_URL, else the last one, else {DEFAULT_URL})")
 @click.option("--email", default=None, help="local mode: who you are (the development grant)")
 @click.option("--issuer", default=lambda: os.environ.get("MARKETPLACE_OIDC_ISSUER"),
               help="gcp mode: the OIDC issuer (default: MARKETPLACE_OIDC_ISSUER)")
