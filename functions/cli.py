@@ -34,7 +34,9 @@ def cli(as_json: bool) -> None:
 for _command in (*OPERATOR_COMMANDS, *CLIENT_COMMANDS):
     cli.add_command(_command)
 
-# Commands of other features: one `cli.add_command(...)` line each, here.
+# Commands of other features: one `cli.add_command(...)` line each, here. Issue 14's `agent` group
+# (functions/agent_cli.py) is registered with `from functions.agent_cli import agent` among the
+# imports above and this line below: `cli.add_command(agent)`.
 
 
 def main(argv: list[str] | None = None) -> int:
