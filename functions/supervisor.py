@@ -11,7 +11,7 @@
   and only then lets go of the data directory's lock (it holds the same open file).
 - **No cluster made by accident**: ``require_cluster`` refuses commands such as ``token`` against
   a data directory that has no PostgreSQL cluster (only ``up`` creates one).
-- **Bad arguments in one line**: ``port`` (an argparse type) and ``one_line_errors``.
+- **Bad arguments in one line**: ``functions/cli.py``'s ``main`` prints click's message as one line.
 """
 
 from __future__ import annotations
@@ -37,36 +37,6 @@ _POLL_SECONDS = 0.2
 
 class SupervisorError(Exception):
     """A refusal with a message for the operator (printed as one line)."""
-
-
-# -- arguments -------------------------------------------------------------------------------------
-def port(text: str) -> int:
-    """An argparse type: a TCP port, 1-65535 (0: any free port)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port: use 1-65535 (or 0 for any free port)")
-    return value
-
-
-def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Make ``parser`` and its subcommands report a bad argument as one line on stderr (exit 2),
-    with a pointer to ``--help``, instead of the usage block."""
-
-    def install(p: argparse.ArgumentParser) -> None:
-        def error(message: str) -> Any:
-            p.exit(2, f"{p.prog}: error: {message} (see {p.prog} --help)\n")
-
-        p.error = error  # type: ignore[method-assign]
-        for action in p._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    install(sub)
-
-    install(parser)
-    return parser
 
 
 # -- the data directory ------------------------------------------------------------------------------

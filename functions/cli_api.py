@@ -1,0 +1,282 @@
+"""The client CLI's HTTP client: the stored credentials, refreshed before they expire (and once
+more when the API answers ``token_expired``), and every failure turned into an :class:`ApiError`
+carrying the API's own message and a hint of what to do next."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from functions.cli_config import ClientConfig
+
+#: Refresh an access token this many seconds before it expires.
+REFRESH_MARGIN_SECONDS = 30
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+@dataclass
+class ApiError(Exception):
+    """A failed call: the HTTP status (0 when the API was not reached), the API's error code and
+    message, its details, and a hint for the person at the terminal."""
+
+    status: int
+    code: str
+    message: str
+    hint: str = ""
+    details: list[Any] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def as_dict(self) -> dict[str, Any]:
+        """The error as ``--json`` prints it."""
+        return {"error": {"status": self.status, "code": self.code, "message": self.message,
+                          "details": self.details, "hint": self.hint}}
+
+
+_HINTS = {
+    "token_expired": "sign in again: marketplace login",
+    "invalid_token": "sign in again: marketplace login",
+    "unauthorized": "sign in first: marketplace login",
+    "invalid_grant": "sign in again: marketplace login",
+    "refresh_token_reused": "sign in again: marketplace login",
+    "forbidden": "your role in this organisation does not allow it (marketplace orgs list shows your roles)",
+    "not_found": "check the name or id (marketplace agents search, deployments list and runs list show them)",
+    "deployment_not_ready": "wait until the deployment is ready: marketplace deployments list",
+    "validation_failed": "fix the fields named above",
+    "rate_limited": "wait a moment and try again",
+    "database_unavailable": "the platform's database is down: marketplace doctor",
+}
+
+
+def hint_for(status: int, code: str) -> str:
+    """What to do about an error, by its code (or status)."""
+    if code in _HINTS:
+        return _HINTS[code]
+    if status >= 500:
+        return "the platform failed; its log says why (marketplace doctor shows what is running)"
+    return ""
+
+
+def _error_from(resp: httpx.Response) -> ApiError:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        code = str(err.get("code") or resp.status_code)
+        message = str(err.get("message") or resp.reason_phrase)
+        details = err.get("details") or []
+        return ApiError(resp.status_code, code, message, hint_for(resp.status_code, code),
+                        details if isinstance(details, list) else [details])
+    text = resp.text.strip()[:300] or resp.reason_phrase
+    return ApiError(resp.status_code, str(resp.status_code), f"HTTP {resp.status_code}: {text}",
+                    hint_for(resp.status_code, ""))
+
+
+class Api:
+    """Calls the platform as the signed-in user (``auth=False`` for public calls)."""
+
+    def __init__(self, config: ClientConfig, url: str | None = None) -> None:
+        self.config = config
+        self.url = (url or config.url).rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=TIMEOUT, headers={"User-Agent": "marketplace-cli"})
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()
+
+    # -- plumbing --
+
+    def _send(self, method: str, path: str, *, auth: bool, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if auth:
+            headers["Authorization"] = f"Bearer {self._access_token()}"
+        if method in ("POST", "PUT", "PATCH", "DELETE"):
+            headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
+        try:
+            return self.http.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "unreachable", f"cannot reach the platform at {self.url}: {exc}",
+                           "is it running? start it with: marketplace up (or sign in to another URL: "
+                           "marketplace login --url URL)") from None
+
+    def request(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> httpx.Response:
+        """Send a call; an access token the API finds expired is refreshed and the call sent again."""
+        resp = self._send(method, path, auth=auth, **kwargs)
+        if auth and resp.status_code == 401 and self._code(resp) == "token_expired" and self.config.refresh_token:
+            self.refresh()
+            resp = self._send(method, path, auth=auth, **kwargs)
+        if resp.status_code >= 400:
+            raise _error_from(resp)
+        return resp
+
+    @staticmethod
+    def _code(resp: httpx.Response) -> str:
+        try:
+            return str(resp.json()["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            return ""
+
+    def call(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
+        """A JSON call: the decoded body (``None`` for an empty one)."""
+        resp = self.request(method, path, auth=auth, **kwargs)
+        return resp.json() if resp.content else None
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        """GET a JSON resource."""
+        return self.call("GET", path, **kwargs)
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """POST a JSON body."""
+        return self.call("POST", path, json=body if body is not None else {}, **kwargs)
+
+    def pages(self, path: str, params: dict[str, Any] | None = None, *, limit: int | None = None,
+              auth: bool = True) -> Iterator[dict[str, Any]]:
+        """Every item of a paged list (``items`` + ``next_cursor``), up to ``limit`` items."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        count = 0
+        while True:
+            page = self.get(path, params=query, auth=auth)
+            for item in page.get("items", []):
+                yield item
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+            query["cursor"] = cursor
+
+    def events(self, path: str, after: int = 0) -> Iterator[tuple[str, Any]]:
+        """A Server-Sent Events stream as ``(event, data)`` pairs, resumed where it broke off."""
+        last_id = str(after)
+        while True:
+            ended = False
+            try:
+                with self.http.stream("GET", path, headers={"Accept": "text/event-stream", "Last-Event-ID": last_id,
+                                                            "Authorization": f"Bearer {self._access_token()}"},
+                                      timeout=httpx.Timeout(30.0, connect=5.0, read=60.0)) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        expired = resp.status_code == 401 and self._code(resp) == "token_expired"
+                        if expired and self.config.refresh_token:
+                            self.refresh()
+                            continue
+                        raise _error_from(resp)
+                    event, data, = "message", ""
+                    for line in resp.iter_lines():
+                        if line.startswith("id:"):
+                            last_id = line[3:].strip()
+                        elif line.startswith("event:"):
+                            event = line[6:].strip()
+                        elif line.startswith("data:"):
+                            data += line[5:].strip()
+                        elif line == "" and data:
+                            yield event, json.loads(data)
+                            if event in ("end", "timeout"):
+                                ended = event == "end"
+                                break
+                            event, data = "message", ""
+            except httpx.HTTPError as exc:
+                raise ApiError(0, "unreachable", f"the log stream from {self.url} broke off: {exc}",
+                               "run the same command again to resume") from None
+            if ended:
+                return
+
+    # -- tokens --
+
+    def _access_token(self) -> str:
+        cfg = self.config
+        if not cfg.access_token:
+            raise ApiError(401, "unauthorized", "you are not signed in", "sign in first: marketplace login")
+        if cfg.refresh_token and cfg.expires_at and time.time() > cfg.expires_at - REFRESH_MARGIN_SECONDS:
+            self.refresh()
+        assert cfg.access_token is not None
+        return cfg.access_token
+
+    def refresh(self) -> None:
+        """Trade the refresh token for new tokens (the platform's in local mode, the OIDC
+        issuer's in gcp mode) and store them."""
+        cfg = self.config
+        if not cfg.refresh_token:
+            raise ApiError(401, "token_expired", "the access token expired", "sign in again: marketplace login")
+        if cfg.mode == "gcp" and cfg.oidc.get("token_endpoint"):
+            tokens = self._oidc_token({"grant_type": "refresh_token", "refresh_token": cfg.refresh_token,
+                                       "client_id": cfg.oidc.get("client_id", "")})
+        else:
+            try:
+                resp = self.http.post("/auth/token", json={"grant_type": "refresh_token",
+                                                           "refresh_token": cfg.refresh_token})
+            except httpx.HTTPError as exc:
+                raise ApiError(0, "unreachable", f"cannot reach the platform at {self.url}: {exc}",
+                               "is it running? start it with: marketplace up") from None
+            if resp.status_code >= 400:
+                raise _error_from(resp)
+            tokens = resp.json()
+        self.store_tokens(tokens)
+
+    def store_tokens(self, tokens: dict[str, Any]) -> None:
+        """Remember a token response (an OIDC one's ID token is the platform's bearer token)."""
+        cfg = self.config
+        cfg.access_token = str(tokens.get("id_token") or tokens["access_token"])
+        if tokens.get("refresh_token"):
+            cfg.refresh_token = str(tokens["refresh_token"])
+        cfg.expires_at = time.time() + int(tokens.get("expires_in") or 0)
+        cfg.save()
+
+    def _oidc_token(self, form: dict[str, str]) -> dict[str, Any]:
+        endpoint = self.config.oidc["token_endpoint"]
+        try:
+            resp = httpx.post(endpoint, data=form, timeout=TIMEOUT)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "unreachable", f"cannot reach the sign-in service at {endpoint}: {exc}", "") from None
+        body = resp.json() if resp.content else {}
+        if resp.status_code >= 400:
+            raise ApiError(resp.status_code, str(body.get("error", resp.status_code)),
+                           str(body.get("error_description") or body.get("error") or resp.text[:200]),
+                           "sign in again: marketplace login")
+        return dict(body)
+
+    def device_login(self, issuer: str, client_id: str, scope: str, announce: Any) -> None:
+        """gcp mode: the OAuth 2.0 device authorization grant (RFC 8628) at the OIDC ``issuer``;
+        ``announce(uri, code)`` tells the user where to go."""
+        try:
+            meta = httpx.get(issuer.rstrip("/") + "/.well-known/openid-configuration", timeout=TIMEOUT).json()
+            start = httpx.post(meta["device_authorization_endpoint"], data={"client_id": client_id, "scope": scope},
+                               timeout=TIMEOUT)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise ApiError(0, "oidc_unavailable", f"the issuer {issuer} offers no device sign-in: {exc}",
+                           "check --issuer and --client-id") from None
+        grant = start.json()
+        if start.status_code >= 400:
+            raise ApiError(start.status_code, str(grant.get("error")), str(grant.get("error_description", grant)),
+                           "check --issuer and --client-id")
+        self.config.oidc = {"issuer": issuer, "client_id": client_id, "token_endpoint": meta["token_endpoint"]}
+        announce(grant.get("verification_uri_complete") or grant["verification_uri"], grant["user_code"])
+        interval = int(grant.get("interval", 5))
+        deadline = time.monotonic() + int(grant.get("expires_in", 600))
+        while time.monotonic() < deadline:
+            time.sleep(interval)
+            try:
+                tokens = self._oidc_token({"grant_type": DEVICE_GRANT, "device_code": grant["device_code"],
+                                           "client_id": client_id})
+            except ApiError as exc:
+                if exc.code == "authorization_pending":
+                    continue
+                if exc.code == "slow_down":
+                    interval += 5
+                    continue
+                raise
+            self.store_tokens(tokens)
+            return
+        raise ApiError(401, "expired_token", "the sign-in code expired before it was used",
+                       "run marketplace login again")
