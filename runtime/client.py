@@ -86,11 +86,14 @@ class Task:
     max_attempts: int
     cancel_requested: bool
     next_log_seq: int
+    #: issue 14: the version's code package (``sha256``, ``size``, ``kind``), None for a built-in agent
+    package: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Task:
         """Parse the body of ``GET /tasks/next``."""
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        optional = {"package"}
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name not in optional or name in data})
 
 
 @dataclass(frozen=True)
@@ -298,3 +301,8 @@ def _error_of(resp: httpx.Response) -> ControlPlaneError:
     if resp.status_code == 401:
         return CredentialRejected(resp.status_code, code, message, details=details)
     return ControlPlaneError(resp.status_code, code, message, details=details)
+
+    # -- agent packages (issue 14) --------------------------------------------------------------
+    def fetch_package(self, sha256: str) -> bytes:
+        """The bytes of the agent package with that digest (the caller verifies the digest)."""
+        return self._request("GET", f"/dataplane/packages/{sha256}", timeout=120.0).content
