@@ -289,6 +289,11 @@ class DataPlaneClient:
                              headers={LEASE_HEADER: task.lease_token}).json()
         return [str(i) for i in data["ids"]]
 
+    # -- agent packages (issue 14) --------------------------------------------------------------
+    def fetch_package(self, sha256: str) -> bytes:
+        """The bytes of the agent package with that digest (the caller verifies the digest)."""
+        return self._request("GET", f"/dataplane/packages/{sha256}", timeout=120.0).content
+
 
 def _error_of(resp: httpx.Response) -> ControlPlaneError:
     try:
@@ -301,8 +306,3 @@ def _error_of(resp: httpx.Response) -> ControlPlaneError:
     if resp.status_code == 401:
         return CredentialRejected(resp.status_code, code, message, details=details)
     return ControlPlaneError(resp.status_code, code, message, details=details)
-
-    # -- agent packages (issue 14) --------------------------------------------------------------
-    def fetch_package(self, sha256: str) -> bytes:
-        """The bytes of the agent package with that digest (the caller verifies the digest)."""
-        return self._request("GET", f"/dataplane/packages/{sha256}", timeout=120.0).content

@@ -72,7 +72,9 @@ class SandboxOptions:
 
     root: Path = field(default_factory=lambda: Path(os.environ.get("MARKETPLACE_SANDBOX_DIR") or
                                                     Path(tempfile.gettempdir()) / f"marketplace-sandbox-{os.geteuid()}"))
-    hide: tuple[str, ...] = ()  # folders the child must not see (the runner's data directory)
+    #: folders the child must not see (the runner's data directory): ``MARKETPLACE_SANDBOX_HIDE``
+    hide: tuple[str, ...] = field(default_factory=lambda: tuple(
+        p for p in os.environ.get("MARKETPLACE_SANDBOX_HIDE", "").split(os.pathsep) if p))
     stop_grace: float = 5.0  # seconds a child has to stop at a step boundary before it is killed
     default_memory: str = "512Mi"
     max_processes: int = 64
@@ -87,7 +89,19 @@ class _Exit:
 
 
 class Zygote:
-    """The worker's handle on its zygote process (started on first use, restarted if it died)."""
+    """A handle on a zygote process (started on first use, restarted if it died); ``shared()`` is
+    the one every executor of this process uses."""
+
+    _shared: Zygote | None = None
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> Zygote:
+        """This process's zygote."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -224,27 +238,30 @@ class _Run:
 class SandboxExecutor:
     """Executes runs in confined child processes (see the module docstring)."""
 
-    _announced = False
+    _announced: dict[str, bool] | None = None
+    #: Each run of this process has a uid of its own: ``UID_BASE + (pid % 100000) * 100 + slot``.
+    _slots_free = list(range(100))
+    _slots_lock = threading.Lock()
 
-    def __init__(self, options: SandboxOptions | None = None, *, fetch_package: Callable[[str], bytes] | None = None
-                 ) -> None:
+    def __init__(self, options: SandboxOptions | None = None, *, fetch_package: Callable[[str], bytes] | None = None,
+                 zygote: Zygote | None = None) -> None:
         self.options = options or SandboxOptions()
         self.packages = PackageCache(self.options.root / "packages", fetch_package)
-        self.zygote = Zygote()
+        self.zygote = zygote or Zygote.shared()
         self.capabilities = self._announce()
         confine.make_undumpable()
 
     @classmethod
     def _announce(cls) -> dict[str, bool]:
-        capabilities = confine.supported()
-        if not cls._announced:
-            cls._announced = True
-            if not capabilities["root"]:
-                _log.warning("agent code runs under the runner's own uid: run the runner as root to give each run "
-                             "an unprivileged user of its own")
-            if not capabilities["network_namespace"]:
-                _log.warning("this runner cannot create network namespaces: agent code has the runner's network "
-                             "access whatever its manifest grants")
+        if cls._announced is not None:
+            return cls._announced
+        capabilities = cls._announced = confine.supported()  # said once per process, at the first run's start
+        if not capabilities["root"]:
+            _log.warning("agent code runs under the runner's own uid: run the runner as root to give each run "
+                         "an unprivileged user of its own")
+        if not capabilities["network_namespace"]:
+            _log.warning("this runner cannot create network namespaces: agent code has the runner's network "
+                         "access whatever its manifest grants")
         return capabilities
 
     def close(self) -> None:
@@ -252,8 +269,20 @@ class SandboxExecutor:
         self.zygote.close()
 
     # -- one run -----------------------------------------------------------------------------------
-    def _uid(self) -> int | None:
-        return UID_BASE + os.getpid() % 1_000_000 if self.capabilities["root"] else None
+    @classmethod
+    def _take_slot(cls) -> int:
+        with cls._slots_lock:
+            if not cls._slots_free:
+                raise RuntimeError("this runner process runs 100 agents at once already")
+            return cls._slots_free.pop(0)
+
+    @classmethod
+    def _give_slot(cls, slot: int) -> None:
+        with cls._slots_lock:
+            cls._slots_free.append(slot)
+
+    def _uid(self, slot: int) -> int | None:
+        return UID_BASE + (os.getpid() % 100_000) * 100 + slot if self.capabilities["root"] else None
 
     def _workdir(self, run_id: str, uid: int | None) -> Path:
         runs = self.options.root / "runs"
@@ -303,7 +332,16 @@ class SandboxExecutor:
                    spec.package_digest or package_digest(spec.manifest))
         if checkpoints is not None:
             run.restored = RemoteCheckpointSaver(checkpoints, run_id=spec.run_id, progress=dict).latest_progress()
-        uid = self._uid()
+        slot = self._take_slot()
+        try:
+            return self._execute(run, package, slot, should_stop)
+        finally:
+            self._give_slot(slot)
+
+    def _execute(self, run: _Run, package: InstalledPackage | None, slot: int,
+                 should_stop: Callable[[], StopReason | None]) -> Outcome:
+        spec, log, checkpoints, approvals = run.spec, run.log, run.checkpoints, run.approvals
+        uid = self._uid(slot)
         workdir = self._workdir(spec.run_id, uid)
         ours, theirs = socket.socketpair()
         usage.publish(spec.run_id, lambda: self._progress(run))

@@ -3,7 +3,8 @@ LangGraph: an idle resource → the run waits ``awaiting_approval`` holding no l
 notification → approve → the stop executes once, the inventory shows it → ``remediated`` with the
 saving. The same with reject and with expiry (injected clock); a worker killed during the resume."""
 
-from __future__ import annotations
+from __future__ import uuid
+import annotations
 
 import json
 import os
@@ -34,9 +35,8 @@ DONE = {"succeeded", "failed", "cancelled", "dead", "remediated"}
 
 
 @pytest.fixture
-def focus(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "idle.csv"
-    tmp_path.chmod(0o755)
+def focus(agent_files: Path) -> tuple[Path, str]:
+    path = agent_files / f"idle-{uuid.uuid4().hex}.csv"
     return path, idle_focus(path)
 
 
