@@ -3,14 +3,14 @@ LangGraph: an idle resource → the run waits ``awaiting_approval`` holding no l
 notification → approve → the stop executes once, the inventory shows it → ``remediated`` with the
 saving. The same with reject and with expiry (injected clock); a worker killed during the resume."""
 
-from __future__ import uuid
-import annotations
+from __future__ import annotations
 
 import json
 import os
 import signal
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
