@@ -100,13 +100,13 @@ def init_command(directory: Path, name: str | None, publisher: str, as_json: boo
     """Write a working agent project in DIR (new or empty): manifest, package, graph, tool, test,
     sample input."""
     out = _output(as_json)
+    if directory.exists() and any(directory.iterdir()):
+        out.error(f"{directory} is not empty", "give a new or empty folder")
+        return 1
     name = name or slug_of(directory.resolve().name)
     if not (3 <= len(name) <= 64 and _SLUG.fullmatch(name)):
         out.error(f"{name!r} is not a valid agent name: 3 to 64 lower-case letters, digits and hyphens, "
                   "starting with a letter", "give one with --name, e.g. --name word-counter")
-        return 1
-    if directory.exists() and any(directory.iterdir()):
-        out.error(f"{directory} is not empty", "give a new or empty folder")
         return 1
     files = render_project(name, publisher)
     for relative, text in files.items():
