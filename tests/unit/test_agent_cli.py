@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from support.http import Recorded, RecordingServer, Reply
 
 from functions.agent_cli import ARCHIVE_MTIME, DEFAULT_PROBE_TIMEOUT
 from functions.cli import cli
@@ -243,3 +244,66 @@ def test_publish_validates_first(project: Path) -> None:
     assert "sample-input.json: top: 0 is less than the minimum of 1" in result.stderr
     assert "not published" in result.stderr
     assert not (project / "dist").exists()
+
+
+# -- publish against a stand-in of the API (the package upload's contract) -----------------------
+
+
+def _stand_in(package_reply: Reply) -> Callable[[Recorded], Reply]:
+    """The platform's answers to a first publish: no such agent yet, the listing created, then
+    ``package_reply`` to the upload."""
+    listing = {"id": "agt_1", "name": NAME, "publisher_org_id": "org_1"}
+
+    def answer(request: Recorded) -> Reply:
+        route = (request.method, request.path)
+        if route == ("GET", "/me"):
+            return Reply(200, {"user": {"email": "dev@example.com"},
+                               "memberships": [{"org_id": "org_1", "org_name": "Devs", "role": "developer"}]})
+        if route == ("GET", f"/agents/{NAME}"):
+            return Reply(404, {"error": {"code": "not_found", "message": "agent not found"}})
+        if route == ("POST", "/agents"):
+            return Reply(201, {"listing": listing, "version": {"version": "0.1.0", "status": "pending_review"}})
+        if route == ("PUT", "/agents/agt_1/versions/0.1.0/package"):
+            return package_reply
+        return Reply(404, {"error": {"code": "not_found", "message": f"no operation at {request.path}"}})
+
+    return answer
+
+
+def _signed_in(url: str) -> None:
+    from functions.cli_config import ClientConfig
+
+    ClientConfig(url=url, email="dev@example.com", access_token="token").save()
+
+
+def test_publish_submits_the_listing_then_uploads_the_archive(project: Path) -> None:
+    with RecordingServer(_stand_in(Reply(201, {"agent_id": "agt_1", "version": "0.1.0", "sha256": "x",
+                                               "size": 1, "kind": "source"}))) as server:
+        _signed_in(server.url)
+        code, result = invoke("agent", "publish", project, "--org", "Devs", "--json")
+    assert code == 0, result.output
+    published = json.loads(result.stdout)
+    archive = (project / "dist" / f"{NAME}-0.1.0.tar.gz").read_bytes()
+    assert published["listing_id"] == "agt_1" and published["status"] == "pending_review"
+    assert published["sha256"] == hashlib.sha256(archive).hexdigest() and published["new_listing"] is True
+    submit = next(r for r in server.requests if r.method == "POST")
+    assert submit.json() == {"org_id": "org_1", "manifest_yaml": (project / "manifest.yaml").read_text()}
+    upload = next(r for r in server.requests if r.method == "PUT")
+    assert upload.headers["content-type"] == "application/gzip" and upload.body == archive
+    assert upload.headers["authorization"] == "Bearer token"
+
+
+@pytest.mark.parametrize(("reply", "message"), [
+    (Reply(200, {"agent_id": "agt_1", "version": "0.1.0", "sha256": "x", "size": 1, "kind": "source"}),
+     "version 0.1.0 is already published (with this same package)"),
+    (Reply(409, {"error": {"code": "package_immutable", "message": "the package of a version never changes"}}),
+     "version 0.1.0 is already published with another package"),
+    (Reply(404, {"error": {"code": "not_found", "message": "no operation at /agents/agt_1/versions/0.1.0/package"}}),
+     "takes no packages"),
+], ids=["identical-package", "other-package", "no-upload-endpoint"])
+def test_publish_refuses_what_the_upload_refuses(project: Path, reply: Reply, message: str) -> None:
+    with RecordingServer(_stand_in(reply)) as server:
+        _signed_in(server.url)
+        code, result = invoke("agent", "publish", project, "--org", "org_1")
+    assert code == 1 and message in result.stderr, result.output
+    assert "Traceback" not in result.output
