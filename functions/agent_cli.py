@@ -494,8 +494,9 @@ def _unfinished_version(s: Session, agent_id: str, manifest: AgentManifest, exc:
     broke off before the upload): it is finished. Any other existing version is refused."""
     exc.hint = "versions are immutable: raise the version in manifest.yaml (and pyproject.toml)"
     version = dict(s.api.get(f"/agents/{agent_id}/versions/{manifest.version}"))
-    if version.get("manifest") != manifest.model_dump(mode="json") or version.get("package_sha256"):
+    if version.get("manifest") != manifest.model_dump(mode="json"):
         raise exc
+    # A package already on it makes the upload answer 200 (the same bytes) or 409: refused there.
     return version
 
 
@@ -509,7 +510,7 @@ def _upload(s: Session, agent_id: str, version: str, package: Package) -> dict[s
             exc.message = f"the version was submitted, but the platform at {s.api.url} takes no packages"
             exc.hint = "it is older than this CLI: publish again once it is upgraded (the upload is resumed)"
         elif exc.code == "package_immutable":
-            exc.message = f"version {version} is already published with another package"
+            exc.message = f"version {version} is already published with another package ({exc.message})"
             exc.hint = "versions are immutable: raise the version in manifest.yaml (and pyproject.toml)"
         raise
     if resp.status_code == 200:
