@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from functions.cli_agent_run import agent_run_command
 from functions.cli_api import ApiError
 from functions.cli_client import Session, client_command, json_option
 from functions.cli_output import Output
@@ -517,3 +518,6 @@ def _upload(s: Session, agent_id: str, version: str, package: Package) -> dict[s
         raise ApiError(409, "version_exists", f"version {version} is already published (with this same package)",
                        "versions are immutable: raise the version in manifest.yaml (and pyproject.toml)")
     return dict(resp.json())
+
+
+agent.add_command(agent_run_command)  # `agent run` lives in functions/cli_agent_run.py (the local runner)

@@ -185,7 +185,8 @@ class ApprovalGate:
                 from runtime.tools import ToolPermissionDenied  # noqa: PLC0415
                 raise ToolPermissionDenied(name, missing, self.granted)
         interrupt_id = self._interrupt_id()
-        action = bound_action(agent_id=self.desk.agent_id, version=self.desk.version, package_digest=self.digest,
+        action = bound_action(agent_id=self.desk.agent_id, version=self.desk.version,
+                              package_digest=self.digest or package_digest(self.manifest),
                               tool=name, arguments=arguments, run_id=self.desk.run_id, interrupt_id=interrupt_id)
         call_hash, saving = action["action_hash"], action["monthly_saving_micros"]
         decision = interrupt({"kind": INTERRUPT_KIND, **action})

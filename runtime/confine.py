@@ -25,6 +25,7 @@ interpreter (see runtime/zygote.py).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -34,7 +35,8 @@ from dataclasses import dataclass, field
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - they are replaced, not used
 
@@ -190,10 +192,8 @@ def apply(confinement: Confinement) -> None:
             pass
         _private_mounts(confinement)
     elif not confinement.network:
-        try:
+        with contextlib.suppress(ConfinementError):  # the runner said at start that it cannot take the network
             unshare(CLONE_NEWUSER | CLONE_NEWNET)
-        except ConfinementError:
-            pass  # the runner said at start that it cannot take the network away
     _limits(confinement.limits)
     os.chdir(confinement.workdir)
     if root and confinement.uid is not None:

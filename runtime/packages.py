@@ -101,7 +101,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _readable_by_all(root: Path) -> None:
     for folder, dirs, files in os.walk(root):
-        os.chmod(folder, 0o755)
+        os.chmod(folder, 0o755)  # noqa: S103 - runs execute under other uids and must read it
         for name in files:
             os.chmod(os.path.join(folder, name), 0o644)
         for name in dirs:
@@ -138,7 +138,7 @@ class PackageCache:
         if ready is not None:
             return ready
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o755)
+        os.chmod(self.root, 0o755)  # noqa: S103 - runs execute under other uids and must read it
         with _locked(self.root / f".{sha256}.lock"):
             ready = self._installed(sha256)
             if ready is not None:
@@ -163,6 +163,9 @@ class PackageCache:
             try:
                 project = extract_package(data, staging / "src", expected_sha256=sha256)
             except PackageError as exc:
+                if exc.code == "package_digest_mismatch":
+                    raise PackageUnavailable(f"package sha256:{sha256} refused: the fetched bytes do not match its "
+                                             f"digest ({exc})") from exc
                 raise PackageUnavailable(f"package sha256:{sha256} refused: {exc}") from exc
             missing = unsatisfied(project_requirements(project))
             if missing:

@@ -23,6 +23,7 @@ child: the zygote started with an environment free of them, the worker is not du
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -70,8 +71,8 @@ def memory_bytes(quantity: str) -> int:
 class SandboxOptions:
     """Where runs work and what they must not see."""
 
-    root: Path = field(default_factory=lambda: Path(os.environ.get("MARKETPLACE_SANDBOX_DIR") or
-                                                    Path(tempfile.gettempdir()) / f"marketplace-sandbox-{os.geteuid()}"))
+    root: Path = field(default_factory=lambda: Path(
+        os.environ.get("MARKETPLACE_SANDBOX_DIR") or Path(tempfile.gettempdir()) / f"marketplace-sandbox-{os.geteuid()}"))
     #: folders the child must not see (the runner's data directory): ``MARKETPLACE_SANDBOX_HIDE``
     hide: tuple[str, ...] = field(default_factory=lambda: tuple(
         p for p in os.environ.get("MARKETPLACE_SANDBOX_HIDE", "").split(os.pathsep) if p))
@@ -288,7 +289,7 @@ class SandboxExecutor:
         runs = self.options.root / "runs"
         runs.mkdir(parents=True, exist_ok=True)
         for folder in (self.options.root, runs):
-            os.chmod(folder, 0o755)
+            os.chmod(folder, 0o755)  # noqa: S103 - runs execute under other uids and must read it
         workdir = Path(tempfile.mkdtemp(prefix=f"{re.sub(r'[^A-Za-z0-9_-]', '_', run_id)[:40]}-", dir=runs))
         if uid is not None:
             os.chown(workdir, uid, uid)
@@ -308,9 +309,10 @@ class SandboxExecutor:
             keep.append(str(package.root))
         hide = [*self.options.hide, os.path.expanduser("~")]
         return {"workdir": str(workdir), "network": network, "uid": uid,
-                "hide": [h for h in hide if h and h != "/" and not str(self.options.root).startswith(h.rstrip("/") + "/")],
+                "hide": [h for h in hide
+                         if h and h != "/" and not str(self.options.root).startswith(h.rstrip("/") + "/")],
                 "keep": keep,
-                "limits": {"memory_bytes": memory, "cpu_seconds": int(timeout) + 1,
+                "limits": {"memory_bytes": memory, "cpu_seconds": int(timeout + self.options.stop_grace) + 5,
                            "processes": self.options.max_processes if uid is not None else 1 << 20,
                            "file_bytes": self.options.max_file_bytes, "open_files": 256}}
 
@@ -369,10 +371,8 @@ class SandboxExecutor:
         return outcome
 
     def _end(self, run: _Run, uid: int | None) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(run.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         if uid is not None:
             self.zygote.reap_uid(uid)
 
@@ -411,9 +411,10 @@ class SandboxExecutor:
                                 if k in COUNTERS and isinstance(v, int | float)}
                 reply: dict[str, Any] = {"ok": True, "stop": stopping.value if stopping else None}
             else:
-                reply = self._answer(run, op, message)
-                if reply is None:
+                answer = self._answer(run, op, message)
+                if answer is None:
                     continue
+                reply = answer
             try:
                 protocol.send(sock, reply)
             except OSError as exc:
@@ -473,8 +474,9 @@ class SandboxExecutor:
             return {"ok": True, "decisions": desk.decisions()}
         if op == "claim":
             return {"ok": True, "claim": desk.claim(str(message.get("approval_id")), str(message.get("action_hash")))}
-        outcome = message.get("outcome") if isinstance(message.get("outcome"), dict) else {}
-        desk.record(str(message.get("approval_id")), outcome, int(message.get("saving_micros") or 0))
+        outcome = message.get("outcome")
+        desk.record(str(message.get("approval_id")), outcome if isinstance(outcome, dict) else {},
+                    int(message.get("saving_micros") or 0))
         return {"ok": True}
 
     # -- how it ended ------------------------------------------------------------------------------
@@ -499,7 +501,8 @@ class SandboxExecutor:
         if status == "awaiting_approval":
             outputs = {"actions": self._rebound(run, (outputs or {}).get("actions"))}
         return Outcome(status, metrics, outputs=outputs, error=error, retryable=bool(message.get("retryable")),
-                       stop_reason=StopReason(stop) if stop in StopReason._value2member_map_ else None)
+                       stop_reason=StopReason(stop) if isinstance(stop, str) and stop in StopReason._value2member_map_
+                       else None)
 
     def _rebound(self, run: _Run, actions: Any) -> list[dict[str, Any]]:
         """The child's parked calls rebuilt here: hash, digest and impact are the runner's, not the agent's."""
@@ -533,7 +536,8 @@ class SandboxExecutor:
         if reason == StopReason.CANCELLED:
             run.log.write(RUN_STEP, f"Run cancelled; the agent did not stop within {grace:g} s and was killed",
                           level="warning")
-            return Outcome("cancelled", metrics, error="cancelled on request (the agent was killed)", stop_reason=reason)
+            return Outcome("cancelled", metrics, error="cancelled on request (the agent was killed)",
+                           stop_reason=reason)
         if reason == StopReason.TIMEOUT:
             message = f"timed out after {timeout:g} s (manifest runtime.timeout_seconds); the agent was killed"
             run.log.write(RUN_STEP, f"Run {message}", level="error")

@@ -17,6 +17,7 @@ Anything agent code prints goes to the run's log as lines of step ``stdout``/``s
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -132,10 +133,8 @@ class PipeDesk:
 
 def refuse(sock: socket.socket, message: str) -> None:
     """Tell the parent the run cannot start (the sandbox failed)."""
-    try:
+    with contextlib.suppress(OSError):
         protocol.send(sock, {"op": "outcome", "status": "failed", "error": message, "metrics": {}})
-    except OSError:
-        pass
 
 
 def _quiet_fds() -> None:

@@ -20,6 +20,7 @@ The zygote exits when the control channel closes (its worker went away).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -31,16 +32,14 @@ from typing import Any
 
 #: What every child needs: imported once here, shared copy-on-write by every child.
 PRELOAD = ("langgraph.graph", "langgraph.types", "langchain_core.runnables", "runtime.executor",
-           "runtime.sandbox_child", "runtime.confine", "yaml", "jsonschema")
+           "runtime.sandbox_child", "runtime.confine", "yaml")
 
 
 def _preload() -> None:
     import importlib  # noqa: PLC0415
     for name in PRELOAD:
-        try:
+        with contextlib.suppress(ImportError):  # an optional one: the child imports it when it needs it
             importlib.import_module(name)
-        except ImportError:  # an optional one: the child imports it when it needs it
-            pass
 
 
 def _child(request: dict[str, Any], fd: int, control: socket.socket, selector: selectors.BaseSelector) -> None:
@@ -114,10 +113,8 @@ def serve(control: socket.socket) -> None:
     while True:
         for key, _ in selector.select():
             if key.data == "wake":
-                try:
+                with contextlib.suppress(BlockingIOError):
                     os.read(wake_read, 4096)
-                except BlockingIOError:
-                    pass
                 _reap(control)
                 continue
             message, fds, _flags, _addr = socket.recv_fds(control, 65536, 1)
@@ -147,10 +144,8 @@ def main(argv: list[str]) -> int:
         serve(control)
     finally:
         for pid in list(_children()):
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
     return 0
 
 
