@@ -71,8 +71,8 @@ def memory_bytes(quantity: str) -> int:
 class SandboxOptions:
     """Where runs work and what they must not see."""
 
-    root: Path = field(default_factory=lambda: Path(
-        os.environ.get("MARKETPLACE_SANDBOX_DIR") or Path(tempfile.gettempdir()) / f"marketplace-sandbox-{os.geteuid()}"))
+    root: Path = field(default_factory=lambda: Path(os.environ.get("MARKETPLACE_SANDBOX_DIR") or Path(
+        tempfile.gettempdir()) / f"marketplace-sandbox-{os.geteuid()}"))
     #: folders the child must not see (the runner's data directory): ``MARKETPLACE_SANDBOX_HIDE``
     hide: tuple[str, ...] = field(default_factory=lambda: tuple(
         p for p in os.environ.get("MARKETPLACE_SANDBOX_HIDE", "").split(os.pathsep) if p))
