@@ -61,6 +61,17 @@ class ErrorCode(StrEnum):
     OWN_AGENT = "own_agent"  # a publisher cannot review its own agent
     ALREADY_SUSPENDED = "already_suspended"  # the listing is suspended already
     AGENT_SUSPENDED = "agent_suspended"  # a suspended agent cannot be installed or run
+    # Agent packages (issue 14): a version's code archive (shared/kernel/package_archive.py).
+    PACKAGE_NOT_ARCHIVE = "package_not_archive"  # the body is not a gzip'd tar nor a zip
+    PACKAGE_TOO_LARGE = "package_too_large"  # over the package size limit, packed or unpacked
+    PACKAGE_TOO_MANY_FILES = "package_too_many_files"  # more members than a package may hold
+    PACKAGE_PATH_ESCAPES = "package_path_escapes"  # a member path leaves the root (../, absolute, drive, backslash)
+    PACKAGE_LINK = "package_link"  # a symbolic or hard link in the archive
+    PACKAGE_SPECIAL_FILE = "package_special_file"  # a device file or a FIFO in the archive
+    PACKAGE_NO_MANIFEST = "package_no_manifest"  # no manifest.yaml at the project's root, or not a mapping
+    PACKAGE_MANIFEST_MISMATCH = "package_manifest_mismatch"  # the package's manifest is not this version's
+    PACKAGE_DIGEST_MISMATCH = "package_digest_mismatch"  # the bytes' sha256 is not the one expected
+    PACKAGE_IMMUTABLE = "package_immutable"  # the version has another package already, or is reviewed
 
     # Installs and deployments.
     INVALID_STATE = "invalid_state"  # the deployment's state does not allow the change
