@@ -12,6 +12,8 @@ from shared.catalog.models import (
     ListQuery,
     ManifestInput,
     ManifestVerdictOut,
+    PackageOut,
+    PackageUploadOut,
     RejectBody,
     ReviewIn,
     ReviewOut,
@@ -20,7 +22,7 @@ from shared.catalog.models import (
     VersionDetail,
     VersionSubmit,
 )
-from shared.catalog.ports import InstallHistory
+from shared.catalog.ports import ArtifactNotFound, ArtifactStore, InstallHistory
 from shared.catalog.search import CatalogSearch, catalog_words
 from shared.catalog.semver import SemVer, SemVerError
 from shared.catalog.service import (
@@ -44,6 +46,8 @@ __all__ = [
     "AgentManifest",
     "AgentSubmit",
     "ApproveBody",
+    "ArtifactNotFound",
+    "ArtifactStore",
     "CatalogItem",
     "CatalogQuery",
     "CatalogSearch",
@@ -54,6 +58,8 @@ __all__ = [
     "ManifestInput",
     "ManifestVerdictOut",
     "MemoryNamespace",  # for memory
+    "PackageOut",
+    "PackageUploadOut",
     "RejectBody",
     "ReviewIn",
     "ReviewOut",

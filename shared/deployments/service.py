@@ -366,6 +366,21 @@ class DeploymentService:
             data = build_bundle(spec, include_secret=include_secret)
         return BundleFile(data=data, filename=f"{manifest.name}-{manifest.version}-{deployment_id}.tar.gz")
 
+    # -- agent packages (issue 14) ---------------------------------------------------------------
+    def package_for_dataplane(self, principal: Principal, sha256: str) -> bytes:
+        """The bytes of the package with this digest, for a data plane whose org has a deployment
+        (not uninstalled) of an approved version carrying it; 404 otherwise, unknown digests alike."""
+        org_id = principal.key_org_id
+        if not principal.deployment_id or not org_id:
+            raise NotFound("this credential belongs to no deployment")
+        with self.db.read() as tx:
+            versions = self.catalog.approved_versions_with_package(tx, sha256) if len(sha256) == 64 else []
+            allowed = bool(versions) and bool(tx.fetch_val(
+                _Q.org_deploys_any_version, [a for a, _ in versions], [v for _, v in versions], org_id))
+        if not allowed:
+            raise NotFound("no package with that digest")
+        return self.catalog.package_bytes(sha256)
+
     # -- for other contexts ----------------------------------------------------------------------
     def has_installed(self, tx: Statements, org_id: str, agent_id: str) -> bool:
         """Has ``org_id`` ever installed the agent, in the caller's transaction? Uninstalled
