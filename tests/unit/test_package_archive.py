@@ -9,11 +9,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from support import packages
 
 from shared.kernel import package_archive
 from shared.kernel.errors import ErrorCode
 from shared.kernel.package_archive import MAX_PACKAGE_BYTES, PackageError, extract_package, inspect_package
-from tests.support import packages
 
 MANIFEST = {"name": "acme-agent", "version": "1.0.0", "display_name": "Acme"}
 
