@@ -39,7 +39,7 @@ import jsonschema
 
 from shared.audit import AuditLog
 from shared.billing import BillingService, Outcome, UsageReportIn, UsageReportOut
-from shared.catalog import AgentManifest, CatalogService, PackageOut
+from shared.catalog import AgentManifest, CatalogService, PackageOut, code_digest
 from shared.deployments import DeploymentService
 from shared.identity import ANY_MEMBER, RUNNERS, Need, OrgService, Principal, Role, decide
 from shared.kernel.db.database import ASYNC_COMMIT, Database, Deferred, Row, Tx
@@ -132,6 +132,7 @@ class _Version:
     manifest_json: dict[str, Any]
     inputs_validator: jsonschema.protocols.Validator
     package: PackageOut | None = None  # fixed once the version is approved, as a run's version is
+    code_digest: str = ""  # what a gated action names as the code it runs (shared/catalog/code_digest.py)
 
 
 _VERSION_CACHE_SIZE = 512
@@ -248,13 +249,19 @@ class RunService:
             package = self.catalog.version_package(tx, agent_id, version)
         if manifest is None:
             raise NotFound(f"version {version} of the agent is gone")
-        loaded = _Version(manifest, manifest.model_dump(mode="json"),
-                          jsonschema.Draft202012Validator(manifest.inputs), package)
+        manifest_json = manifest.model_dump(mode="json")
+        loaded = _Version(manifest, manifest_json, jsonschema.Draft202012Validator(manifest.inputs), package,
+                          code_digest(manifest_json, package))
         with self._versions_lock:
             self._versions[key] = loaded
             while len(self._versions) > _VERSION_CACHE_SIZE:
                 self._versions.popitem(last=False)
         return loaded
+
+    def code_digest_of(self, agent_id: str, version: str, tx: Tx | None = None) -> str:
+        """What identifies the code a run of this version executes (``sha256:...``): its package's
+        digest, or its canonical manifest's without one. Approvals hold gated actions to it."""
+        return self._version(agent_id, version, tx).code_digest
 
     @staticmethod
     def _dataplane(principal: Principal) -> tuple[str, str]:
