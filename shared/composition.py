@@ -141,11 +141,11 @@ def _provisioner(settings: Settings) -> Provisioner:
 def _artifact_store(settings: Settings) -> ArtifactStore:
     """Agent packages (issue 14): files under the data dir locally, a Cloud Storage bucket in gcp."""
     if settings.mode == "gcp":
-        if not settings.artifact_bucket:
-            raise RuntimeError("gcp mode needs MARKETPLACE_ARTIFACT_BUCKET (the bucket of agent packages)")
+        if not settings.packages_bucket:
+            raise RuntimeError("gcp mode needs MARKETPLACE_PACKAGES_BUCKET (the bucket of agent packages)")
         from shared.catalog.adapters.gcs_artifacts import GcsArtifactStore  # noqa: PLC0415 - gcp only
 
-        return GcsArtifactStore(settings.artifact_bucket, project=settings.gcp_project)
+        return GcsArtifactStore(settings.packages_bucket, project=settings.gcp_project)
     from shared.catalog.adapters.file_artifacts import FileArtifactStore  # noqa: PLC0415
 
     return FileArtifactStore(settings.artifacts_dir)

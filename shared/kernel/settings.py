@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     runner_image: str = "us-docker.pkg.dev/agent-marketplace/runner/data-plane:latest"
     # gcp mode (required there): the Cloud Storage bucket holding agent packages (issue 14;
     # terraform/storage.tf). Local mode keeps them under the data dir (``artifacts_dir``).
-    artifact_bucket: str | None = None
+    packages_bucket: str | None = None
 
     # gcp mode: push each run's delivery through Cloud Tasks to the dispatch function, which
     # starts the deployment's Cloud Run job. Unset: SaaS runs wait for a polling worker.
