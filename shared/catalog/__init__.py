@@ -1,6 +1,6 @@
 """The catalog context's public API: other contexts, operations and the data plane import from here only."""
 
-from shared.catalog.code_digest import code_digest
+from shared.catalog.code_identity import code_digest
 from shared.catalog.manifest import AgentManifest, MemoryNamespace, manifest_json_schema
 from shared.catalog.models import (
     AgentDetail,

@@ -132,7 +132,7 @@ class _Version:
     manifest_json: dict[str, Any]
     inputs_validator: jsonschema.protocols.Validator
     package: PackageOut | None = None  # fixed once the version is approved, as a run's version is
-    code_digest: str = ""  # what a gated action names as the code it runs (shared/catalog/code_digest.py)
+    code_digest: str = ""  # what a gated action names as the code it runs (shared/catalog/code_identity.py)
 
 
 _VERSION_CACHE_SIZE = 512

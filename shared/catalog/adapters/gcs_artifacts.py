@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from google.api_core import exceptions as google_errors
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]  # the package ships no type hints
 
 from shared.catalog.ports import ArtifactNotFound, artifact_digest, checked_digest
 
