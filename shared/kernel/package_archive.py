@@ -110,6 +110,7 @@ def inspect_package(data: bytes) -> PackageInfo:
         root = _project_root(members)
         manifest_path = f"{root}/{MANIFEST_FILE}" if root else MANIFEST_FILE
         text = archive.read_text(manifest_path, MAX_PACKAGE_MANIFEST_BYTES)
+        archive.verify()
     manifest = _parse_manifest(text, manifest_path)
     files = tuple(sorted(m.path for m in members if not m.is_dir))
     return PackageInfo(sha256=package_digest(data), size=len(data), kind=kind, root=root, manifest=manifest,
@@ -247,6 +248,10 @@ class _Archive:
 
     def read_text(self, path: str, limit: int) -> str:
         raise NotImplementedError
+
+    def verify(self) -> None:
+        """Read every member to its end (their checksums are checked on the way); refuse if one is
+        damaged. A tar.gz needs nothing more: the gzip stream's CRC was checked while counting it."""
 
     def contents(self) -> Iterator[tuple[_Member, bool, IO[bytes]]]:
         """Each member with whether it is executable and a stream of its bytes (empty for a directory)."""
@@ -389,6 +394,20 @@ class _ZipArchive(_Archive):
         try:
             with self._zip.open(info) as stream:
                 return _read_capped(stream, limit, path)
+        except (zipfile.BadZipFile, NotImplementedError, EOFError, OSError, zlib.error) as exc:
+            raise _not_archive("zip", exc) from None
+
+    def verify(self) -> None:
+        # A zip's members are compressed one by one and carry their own CRC-32: read them all once,
+        # so that a damaged one is refused at upload rather than when a data plane unpacks it. The
+        # reads are bounded by the declared sizes (checked above).
+        try:
+            for info, member in zip(self._infos, self._members, strict=True):
+                if member.is_dir:
+                    continue
+                with self._zip.open(info) as stream:
+                    while stream.read(_CHUNK):
+                        pass
         except (zipfile.BadZipFile, NotImplementedError, EOFError, OSError, zlib.error) as exc:
             raise _not_archive("zip", exc) from None
 

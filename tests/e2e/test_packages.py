@@ -161,3 +161,13 @@ def test_the_data_plane_fetches_its_package_and_the_task_names_it(developer, set
     assert builtin_run.status == 201, builtin_run
     builtin_task = anon.get("/tasks/next?wait=5&lease_seconds=60", token=other.key)
     assert builtin_task.status == 200 and builtin_task.body["package"] is None, builtin_task
+
+
+def test_the_database_keeps_a_package_whole_and_its_digest_hex(developer, container):
+    """Migration 0011: a digest is 64 lowercase hex digits, and digest, size and kind go together."""
+    from shared.kernel.db.database import QueryError
+
+    for sha, size, kind in (("XYZ", 10, "zip"), ("a" * 64, None, "zip"), ("a" * 64, 10, "rar")):
+        with pytest.raises(QueryError), container.db.transaction() as tx:
+            tx.execute("UPDATE agent_versions SET package_sha256 = %s, package_size = %s, package_kind = %s "
+                       "WHERE agent_id = %s", sha, size, kind, developer.agent_id)
