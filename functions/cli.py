@@ -6,7 +6,8 @@ One ``click`` group; its commands live in modules named for what they hold:
   ``openapi``, ``manifest validate`` (the supervisor itself is ``functions/cli_up.py``);
 - ``functions/cli_client.py``: ``login``, ``orgs``, ``agents``, ``install``, ``deployments``,
   ``run``, ``runs``, ``logs``, ``report`` (through the API: ``cli_api.py``, ``cli_config.py``,
-  ``cli_output.py``).
+  ``cli_output.py``);
+- ``functions/agent_cli.py``: ``agent init|validate|publish`` (the agent developer kit).
 
 Another feature adds its commands as a ``click.Group`` (or command) in a module of its own and
 registers it below with one line, e.g. for ``functions/agent_cli.py``'s ``agent`` group::
@@ -21,6 +22,7 @@ import sys
 
 import click
 
+from functions.agent_cli import agent
 from functions.cli_client import CLIENT_COMMANDS
 from functions.cli_operator import OPERATOR_COMMANDS
 
@@ -34,9 +36,8 @@ def cli(as_json: bool) -> None:
 for _command in (*OPERATOR_COMMANDS, *CLIENT_COMMANDS):
     cli.add_command(_command)
 
-# Commands of other features: one `cli.add_command(...)` line each, here. Issue 14's `agent` group
-# (functions/agent_cli.py) is registered with `from functions.agent_cli import agent` among the
-# imports above and this line below: `cli.add_command(agent)`.
+# Commands of other features: one `cli.add_command(...)` line each, here.
+cli.add_command(agent)  # issue 14: the agent developer kit (functions/agent_cli.py)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,21 @@ def _saving_micros(arguments: Mapping[str, Any]) -> int:
         return 0
 
 
+def bound_action(*, agent_id: str, version: str, package_digest: str, tool: str, arguments: Mapping[str, Any],
+                 run_id: str, interrupt_id: str) -> dict[str, Any]:
+    """A gated call as the control plane's ``await-approval`` takes it, bound by the SHA-256 of its
+    canonical JSON. A run's parent rebuilds it from the child's tool, arguments and interrupt id
+    (issue 14): the hash an approver decides on is never the agent's own word."""
+    arguments = dict(arguments)
+    canonical = canonical_action(agent_id=agent_id, version=version, package_digest=package_digest, tool=tool,
+                                 arguments=arguments, run_id=run_id, interrupt_id=interrupt_id)
+    impact = {"what": f"{tool} {rfc8785.dumps(arguments).decode()}", "reason": arguments.get("reason"),
+              "estimated_monthly_saving_usd": str(arguments.get("estimated_monthly_saving_usd", "0"))}
+    return {"interrupt_id": interrupt_id, "tool": tool, "arguments": arguments,
+            "action_hash": hashlib.sha256(canonical).hexdigest(), "package_digest": package_digest,
+            "impact": impact, "monthly_saving_micros": _saving_micros(arguments)}
+
+
 class ApprovalDesk(Protocol):
     """The control plane's side of a run's approvals (through the data-plane API)."""
 
@@ -133,11 +148,13 @@ class ApprovalGate:
     desk: ApprovalDesk
     granted: frozenset[str]
     on_log: Callable[[str, Mapping[str, Any]], None] = lambda _message, _fields: None
+    #: the package digest (issue 14: ``sha256:`` of the agent's package); None: the manifest's digest
+    digest: str | None = None
     _counters: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.digest = package_digest(self.manifest)
+        self.digest = self.digest or package_digest(self.manifest)
         self._declared = {str(t["name"]): t for t in self.manifest.get("tools") or ()}
         self._constraint = REMEDIATION_CONSTRAINT in (self.manifest.get("constraints") or ())
 
@@ -168,17 +185,10 @@ class ApprovalGate:
                 from runtime.tools import ToolPermissionDenied  # noqa: PLC0415
                 raise ToolPermissionDenied(name, missing, self.granted)
         interrupt_id = self._interrupt_id()
-        canonical = canonical_action(agent_id=self.desk.agent_id, version=self.desk.version,
-                                     package_digest=self.digest, tool=name, arguments=arguments,
-                                     run_id=self.desk.run_id, interrupt_id=interrupt_id)
-        call_hash = hashlib.sha256(canonical).hexdigest()
-        saving = _saving_micros(arguments)
-        impact = {"what": f"{name} {rfc8785.dumps(arguments).decode()}",
-                  "reason": arguments.get("reason"), "estimated_monthly_saving_usd":
-                      str(arguments.get("estimated_monthly_saving_usd", "0"))}
-        decision = interrupt({"kind": INTERRUPT_KIND, "interrupt_id": interrupt_id, "tool": name,
-                              "arguments": arguments, "action_hash": call_hash, "package_digest": self.digest,
-                              "impact": impact, "monthly_saving_micros": saving})
+        action = bound_action(agent_id=self.desk.agent_id, version=self.desk.version, package_digest=self.digest,
+                              tool=name, arguments=arguments, run_id=self.desk.run_id, interrupt_id=interrupt_id)
+        call_hash, saving = action["action_hash"], action["monthly_saving_micros"]
+        decision = interrupt({"kind": INTERRUPT_KIND, **action})
         status = str((decision or {}).get("status")) if isinstance(decision, Mapping) else "invalid"
         if status != "approved":
             self.on_log(f"Gated call {name} not approved ({status}): not executed",

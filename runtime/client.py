@@ -86,11 +86,14 @@ class Task:
     max_attempts: int
     cancel_requested: bool
     next_log_seq: int
+    #: issue 14: the version's code package (``sha256``, ``size``, ``kind``), None for a built-in agent
+    package: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Task:
         """Parse the body of ``GET /tasks/next``."""
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        optional = {"package"}
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name not in optional or name in data})
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,11 @@ class DataPlaneClient:
                              json={"summary": summary, "episodes": [dict(e) for e in episodes]},
                              headers={LEASE_HEADER: task.lease_token}).json()
         return [str(i) for i in data["ids"]]
+
+    # -- agent packages (issue 14) --------------------------------------------------------------
+    def fetch_package(self, sha256: str) -> bytes:
+        """The bytes of the agent package with that digest (the caller verifies the digest)."""
+        return self._request("GET", f"/dataplane/packages/{sha256}", timeout=120.0).content
 
 
 def _error_of(resp: httpx.Response) -> ControlPlaneError:

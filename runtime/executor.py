@@ -31,6 +31,7 @@ import urllib.error
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -168,12 +169,22 @@ class RunSpec:
     granted_permissions: Sequence[str]
     attempt: int = 1
     memory: Mapping[str, Any] = field(default_factory=dict)  # memory (issue 17): the run's memory context
+    #: ``sha256:<hex>`` of the agent package the run executes (issue 14); None for a built-in agent
+    package_digest: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as JSON (what the parent sends a run's child)."""
+        return {"run_id": self.run_id, "manifest": dict(self.manifest), "config": dict(self.config),
+                "inputs": dict(self.inputs), "granted_permissions": list(self.granted_permissions),
+                "attempt": self.attempt, "memory": dict(self.memory), "package_digest": self.package_digest}
 
     @classmethod
     def from_task(cls, task: Task) -> RunSpec:
         """The spec of a leased task."""
+        package = task.package or {}
         return cls(run_id=task.run_id, manifest=task.manifest, config=task.config, inputs=task.inputs,
-                   granted_permissions=task.granted_permissions, attempt=task.attempt)
+                   granted_permissions=task.granted_permissions, attempt=task.attempt,
+                   package_digest=f"sha256:{package['sha256']}" if package.get("sha256") else None)
 
     @property
     def entrypoint(self) -> str:
@@ -235,6 +246,8 @@ class RunContext:
     restored: Mapping[str, float] = field(default_factory=dict)
     current_step: str = RUN_STEP
     gate: ApprovalGate | None = None  # issue 15: gated (remediation) calls wait for a human decision
+    #: issue 14: asks the run's parent whether a tool call may go ahead (raises ``ToolError`` if not)
+    guard: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         self.records = int(self.restored.get("records_processed", 0))
@@ -260,6 +273,8 @@ class RunContext:
             return self.gate.call(name, dict(arguments), self.tools.check(name).func if name in known else None)
         try:
             tool = self.tools.check(name)
+            if self.guard is not None:
+                self.guard(name)
         except ToolError as exc:
             self.sink.write(self.current_step, f"Tool call refused: {exc}", level="error",
                             fields={"tool": name, "error_type": type(exc).__name__,
@@ -297,9 +312,16 @@ class RunContext:
         }
 
 
-def _builtin_module(entrypoint: str) -> tuple[str, str]:
-    """``(module, callable)`` of a built-in agent's entrypoint; ``AgentLoadError`` for any other."""
+def _builtin_module(entrypoint: str, package_root: str | None = None) -> tuple[str, str]:
+    """``(module, callable)`` of an agent's entrypoint: a module of its package (issue 14) when the
+    run has one, else of a built-in agent; ``AgentLoadError`` for any other."""
     module_name, _, attribute = MOVED_ENTRYPOINTS.get(entrypoint, entrypoint).partition(":")
+    if package_root is not None:
+        top = module_name.partition(".")[0]
+        root = Path(package_root)
+        if not attribute or not top.isidentifier() or not ((root / top).is_dir() or (root / f"{top}.py").is_file()):
+            raise AgentLoadError(f"entrypoint {entrypoint!r}: its module must be part of the agent's package")
+        return module_name, attribute
     if not attribute or module_name.partition(".")[0] not in BUILTIN_AGENT_PACKAGES:
         raise AgentLoadError(f"entrypoint {entrypoint!r}: this data plane runs built-in agents only (modules of "
                              f"{', '.join(sorted(BUILTIN_AGENT_PACKAGES))}); other agents run from their "
@@ -307,9 +329,9 @@ def _builtin_module(entrypoint: str) -> tuple[str, str]:
     return module_name, attribute
 
 
-def load_entrypoint(entrypoint: str) -> Callable[[], Any]:
-    """The graph factory named by ``module:callable`` (built-in agents only)."""
-    module_name, attribute = _builtin_module(entrypoint)
+def load_entrypoint(entrypoint: str, package_root: str | None = None) -> Callable[[], Any]:
+    """The graph factory named by ``module:callable`` (of the run's package, or a built-in agent)."""
+    module_name, attribute = _builtin_module(entrypoint, package_root)
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
@@ -319,9 +341,9 @@ def load_entrypoint(entrypoint: str) -> Callable[[], Any]:
     return factory  # type: ignore[no-any-return]
 
 
-def agent_tools(entrypoint: str) -> Mapping[str, ToolImplementation]:
+def agent_tools(entrypoint: str, package_root: str | None = None) -> Mapping[str, ToolImplementation]:
     """The ``TOOLS`` mapping of the agent package's ``tools`` module (none if it has none)."""
-    package = _builtin_module(entrypoint)[0].partition(".")[0]
+    package = _builtin_module(entrypoint, package_root)[0].partition(".")[0]
     try:
         module = importlib.import_module(f"{package}.tools")
     except ModuleNotFoundError as exc:
@@ -359,11 +381,16 @@ class Executor:
 
     def execute(self, spec: RunSpec, *, log: LogSink, checkpoints: CheckpointStore | None = None,  # noqa: PLR0915
                 should_stop: Callable[[], StopReason | None] = lambda: None,
-                approvals: ApprovalDesk | None = None) -> Outcome:
-        """Run ``spec`` to its end, or to the first step boundary where ``should_stop`` says so."""
+                approvals: ApprovalDesk | None = None, guard: Callable[[str], None] | None = None,
+                package_root: str | None = None) -> Outcome:
+        """Run ``spec`` to its end, or to the first step boundary where ``should_stop`` says so.
+
+        In a run's child (runtime/sandbox_child.py) ``guard`` asks the parent before each tool call
+        and ``package_root`` is the agent package's extracted project (first on ``sys.path``)."""
         try:
-            factory = load_entrypoint(spec.entrypoint)
-            registry = ToolRegistry.for_agent(spec.manifest, agent_tools(spec.entrypoint), spec.granted_permissions)
+            factory = load_entrypoint(spec.entrypoint, package_root)
+            registry = ToolRegistry.for_agent(spec.manifest, agent_tools(spec.entrypoint, package_root),
+                                              spec.granted_permissions)
             built = factory()
         except Exception as exc:  # noqa: BLE001 - any failure to build the agent fails the run
             log.write(RUN_STEP, f"Cannot load the agent: {exc}", level="error")
@@ -376,9 +403,10 @@ class Executor:
             saver = RemoteCheckpointSaver(checkpoints, run_id=spec.run_id,
                                           progress=lambda: context_box[0].progress() if context_box else {})
         restored = saver.latest_progress() if saver is not None else {}
-        context = RunContext(spec, registry, log, restored)
+        context = RunContext(spec, registry, log, restored, guard=guard)
         if approvals is not None and saver is not None:  # issue 15: gated calls need checkpoints to wait
-            context.gate = ApprovalGate(spec.manifest, approvals, registry.granted, on_log=lambda message, fields:
+            context.gate = ApprovalGate(spec.manifest, approvals, registry.granted, digest=spec.package_digest,
+                                        on_log=lambda message, fields:
                                         log.write(context.current_step, message, level="warning", fields=fields))
         context_box.append(context)
         usage.publish(spec.run_id, context.progress)  # billing (issue 16): read by the usage heartbeat

@@ -41,6 +41,7 @@ from runtime.client import (
     Task,
 )
 from runtime.executor import COUNTERS, BufferedRunLog, Executor, Outcome, RunSpec, StopReason
+from runtime.sandbox import SandboxExecutor, SandboxOptions
 
 _log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ class WorkerOptions:
     drain_seconds: float = 30.0
     hostname: str = field(default_factory=socket.gethostname)
     version: str = RUNTIME_VERSION
-    capabilities: tuple[str, ...] = ("langgraph",)
+    capabilities: tuple[str, ...] = ("langgraph", "agent-packages")
+    #: issue 14: where runs work and what their child processes must not see
+    sandbox: SandboxOptions = field(default_factory=SandboxOptions)
 
     def __post_init__(self) -> None:
         if self.lease_seconds < 2:
@@ -122,10 +125,11 @@ class Worker:
     """Serves one deployment, one run at a time."""
 
     def __init__(self, client: DataPlaneClient, *, options: WorkerOptions | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | SandboxExecutor | None = None) -> None:
         self.client = client
         self.options = options or WorkerOptions()
-        self.executor = executor or Executor()
+        # issue 14: every run executes in a confined child process (runtime/sandbox.py)
+        self.executor = executor or SandboxExecutor(self.options.sandbox, fetch_package=client.fetch_package)
         self.registration: Registration | None = None
         self.current_run: str | None = None
         self.runs_done = 0

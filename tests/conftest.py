@@ -87,6 +87,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
+def agent_files() -> Iterator[Path]:
+    """A folder for the files a test hands an agent (a billing export): agent runs execute under
+    uids of their own (runtime/sandbox.py), and pytest keeps its own temporary folders private to
+    the user running it, so these live in a folder every user may read, as a user's shared files
+    would."""
+    folder = Path(tempfile.mkdtemp(prefix="marketplace-agent-files-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def data_dir(pytestconfig: pytest.Config) -> Iterator[Path]:
     """Local mode's data directory: keys and data-plane credentials, and the embedded server's files."""
     # Not pytest's tmp_path: its base folder is private (0700), and as root the database runs

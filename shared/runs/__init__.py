@@ -27,7 +27,7 @@ from shared.runs.models import (
     TaskQuery,
 )
 from shared.runs.report_page import REPORT_CSP, render_report_page
-from shared.runs.service import TASK_KIND, RunService
+from shared.runs.service import TASK_KIND, RunService, input_problems
 from shared.runs.task_queue import TaskQueue
 
 __all__ = [
@@ -60,5 +60,6 @@ __all__ = [
     "TaskOut",
     "TaskQuery",
     "TaskQueue",
+    "input_problems",  # for the agent developer kit (marketplace agent validate)
     "render_report_page",
 ]

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,8 @@ DONE = {"succeeded", "failed", "cancelled", "dead", "remediated"}
 
 
 @pytest.fixture
-def focus(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "idle.csv"
-    tmp_path.chmod(0o755)
+def focus(agent_files: Path) -> tuple[Path, str]:
+    path = agent_files / f"idle-{uuid.uuid4().hex}.csv"
     return path, idle_focus(path)
 
 

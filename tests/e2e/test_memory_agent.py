@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -69,8 +70,8 @@ def _logs(inst: Installed, run_id: str) -> list[str]:
 
 
 def test_the_second_run_respects_rejections_and_preferences(live_url: str, container: Any, make_org: Any,
-                                                            anon: Any, settings: Any, tmp_path: Path) -> None:
-    export = _idle_volume_export(tmp_path / "idle.csv")
+                                                            anon: Any, settings: Any, agent_files: Path) -> None:
+    export = _idle_volume_export(agent_files / f"idle-{uuid.uuid4().hex}.csv")
     inst = install_builtin(container, make_org, anon, settings, register=False,
                            config={"billing_source": str(export)})
     prefs = inst.admin.put(f"/orgs/{inst.org_id}/preferences",
@@ -109,8 +110,8 @@ def test_the_second_run_respects_rejections_and_preferences(live_url: str, conta
 
 
 def test_another_orgs_rejection_changes_nothing(live_url: str, container: Any, make_org: Any, anon: Any,
-                                                settings: Any, tmp_path: Path) -> None:
-    export = _idle_volume_export(tmp_path / "idle.csv")
+                                                settings: Any, agent_files: Path) -> None:
+    export = _idle_volume_export(agent_files / f"idle-{uuid.uuid4().hex}.csv")
     mine = install_builtin(container, make_org, anon, settings, register=False, config={"billing_source": str(export)})
     other = install_builtin(container, make_org, anon, settings, register=False, config={"billing_source": str(export)})
     with _worker(live_url, mine.key):

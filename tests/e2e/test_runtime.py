@@ -39,10 +39,9 @@ FINAL = {"succeeded", "failed", "cancelled", "dead"}
 
 
 @pytest.fixture(scope="module")
-def big_focus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def big_focus(agent_files: Path) -> Path:
     """60,000 generated FOCUS rows with a spike and a new service injected."""
-    path = tmp_path_factory.mktemp("focus") / "injected.csv"
-    path.parent.chmod(0o755)
+    path = agent_files / "injected.csv"
     subprocess.run([sys.executable, str(ROOT / "agents" / "cost-anomaly" / "tests" / "focus_gen.py"), "--rows", "60000", "--out", str(path),
                     "--seed", "1", "--hours-per-day", "4", "--weekend-factor", "0.7",
                     "--spike", "2024-09-17:6", "--new-service", "2024-09-24:400"],
