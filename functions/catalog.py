@@ -12,6 +12,7 @@ from shared.catalog import (
     CatalogService,
     DeveloperListing,
     ListQuery,
+    PackageUploadOut,
     ReviewIn,
     ReviewOut,
     SubmitOut,
@@ -20,6 +21,7 @@ from shared.catalog import (
     require_manifest,
 )
 from shared.kernel.errors import ErrorCode
+from shared.kernel.package_archive import MAX_PACKAGE_BYTES
 from shared.kernel.pagination import Page
 
 
@@ -43,6 +45,27 @@ def submit_agent(call: Call) -> SubmitOut:
 def submit_version(call: Call) -> SubmitOut:
     manifest = require_manifest(call.body.manifest, call.body.manifest_yaml)
     return _catalog(call).submit_version(call.caller, call.params["agent_id"], manifest)
+
+
+_PACKAGE_ERRORS = (ErrorCode.PACKAGE_NOT_ARCHIVE, ErrorCode.PACKAGE_TOO_MANY_FILES, ErrorCode.PACKAGE_PATH_ESCAPES,
+                   ErrorCode.PACKAGE_LINK, ErrorCode.PACKAGE_SPECIAL_FILE, ErrorCode.PACKAGE_NO_MANIFEST,
+                   ErrorCode.PACKAGE_MANIFEST_MISMATCH, ErrorCode.INVALID_MANIFEST)
+
+
+# The archive itself may be MAX_PACKAGE_BYTES; the slack lets one just over it reach the package
+# check and its clear 413 ``package_too_large`` instead of the generic body limit.
+@operation("PUT", "/agents/{agent_id}/versions/{version}/package", summary="Upload a version's code package",
+           tags=["developer portal"], response=PackageUploadOut, status=201, max_body=MAX_PACKAGE_BYTES + 64 * 1024,
+           accepts={"application/gzip": "a gzip'd tar of the agent project (sdist style)",
+                    "application/zip": "a zip of the project, or a wheel",
+                    "application/octet-stream": "either, recognised by its first bytes"},
+           also={200: "The same package was uploaded before: nothing changed"},
+           errors={403: ErrorCode.FORBIDDEN, 409: ErrorCode.PACKAGE_IMMUTABLE,
+                   413: ErrorCode.PACKAGE_TOO_LARGE, 422: _PACKAGE_ERRORS})
+def upload_package(call: Call) -> Reply:
+    package, created = _catalog(call).upload_package(call.caller, call.params["agent_id"], call.params["version"],
+                                                     call.raw_body)
+    return Reply(body=package, status=201 if created else 200)
 
 
 @operation("GET", "/developers/{org_id}/agents", summary="List the org's own listings", tags=["developer portal"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import flask
+
 from functions.operation import Call, operation
 from shared.deployments import DeploymentOut, DeploymentService, RegisterOut, RegisterRequest
 from shared.kernel.errors import ErrorCode
@@ -27,3 +29,16 @@ def register_dataplane(call: Call) -> RegisterOut:
            errors={404: ErrorCode.NOT_FOUND, 409: ErrorCode.INVALID_STATE})
 def dataplane_heartbeat(call: Call) -> DeploymentOut:
     return _deployments(call).heartbeat(call.caller)
+
+
+@operation("GET", "/dataplane/packages/{sha256}", summary="Download an agent package by its digest",
+           tags=["data plane"], dataplane=True, media={"application/octet-stream": None},
+           errors={404: ErrorCode.NOT_FOUND})
+def get_package(call: Call) -> flask.Response:
+    """The bytes of an approved version's package that a deployment of the caller's org runs; the
+    data plane verifies their SHA-256 against the digest before it unpacks them."""
+    sha256 = call.params["sha256"]
+    data = _deployments(call).package_for_dataplane(call.caller, sha256)
+    resp = flask.Response(data, status=200, mimetype="application/octet-stream")
+    resp.headers["Cache-Control"] = "private, max-age=31536000, immutable"  # a digest names its bytes forever
+    return resp

@@ -91,6 +91,10 @@ def openapi_document(registry: Registry = REGISTRY, *, server_url: str | None = 
         if op.body is not None:
             entry["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": refs[(op.body, "validation")]}}}
+        if op.accepts:
+            entry["requestBody"] = {
+                "required": True, "description": "; ".join(f"{m}: {meaning}" for m, meaning in op.accepts.items()),
+                "content": {m: {"schema": {"type": "string", "contentMediaType": m}} for m in op.accepts}}
         content = _success_content(op, refs)
         successes: dict[str, Any] = {}
         for status, text in {op.status: "Success", **op.also}.items():

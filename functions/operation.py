@@ -113,6 +113,9 @@ class Operation:
     also: Mapping[int, str] = field(default_factory=dict)
     media: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)  # request headers it reads: name -> meaning
+    # A body of bytes rather than JSON (``body`` is None): the media types it accepts, each with its
+    # meaning; the operation reads ``Call.raw_body``. Another Content-Type is a 415.
+    accepts: Mapping[str, str] = field(default_factory=dict)
     push: bool = False
     # Also answered without a credential (the public catalog): a credential sent is still verified.
     anonymous: bool = False
@@ -141,6 +144,8 @@ class Operation:
 
         if self.body is not None:
             add(400, ErrorCode.MALFORMED_JSON)
+            add(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE)
+        if self.accepts:
             add(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE)
         if self.idempotent:
             add(400, ErrorCode.BAD_IDEMPOTENCY_KEY)
@@ -208,6 +213,7 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
               also: Mapping[int, str] | None = None,
               media: Mapping[str, Mapping[str, Any] | None] | None = None,
               headers: Mapping[str, str] | None = None, push: bool = False, rate_limited: bool = True,
+              accepts: Mapping[str, str] | None = None,
               registry: Registry = REGISTRY) -> Callable[[Callable[[Call], Any]], Operation]:
     """Register an API operation and wrap it with the HTTP concerns.
 
@@ -215,12 +221,15 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
     generic ones (``Operation.errors``); ``also`` other success statuses and what they mean;
     ``media`` success media types other than JSON, each with the schema of one item (of one
     event, for an event stream; None for opaque bytes); ``headers`` the request headers it
-    reads (beyond Authorization and Idempotency-Key), with their meaning; ``push`` marks a push target of a Google
+    reads (beyond Authorization and Idempotency-Key), with their meaning; ``accepts`` the media
+    types of a body of bytes (not JSON; the operation reads ``Call.raw_body``); ``push`` marks a push target of a Google
     service (Cloud Tasks, Cloud Scheduler): called at its function's own URL, it is not part of
     the API and stays out of the OpenAPI document.
     """
     own_errors = {status: (codes,) if isinstance(codes, ErrorCode) else tuple(codes)
                   for status, codes in (errors or {}).items()}
+    if accepts and body is not None:
+        raise RuntimeError(f"{method} {path}: a body is either JSON (body=) or bytes (accepts=), not both")
     if "{org_id}" in path and auth and roles is None:
         raise RuntimeError(f"{method} {path}: an org-scoped operation must name the roles it allows")
 
@@ -231,7 +240,7 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
                        query=query, response=response, status=status, max_body=max_body,
                        idempotent=(method.upper() == "POST" and auth) if idempotent is None else idempotent,
                        fn=fn, memberships=memberships, own_errors=own_errors, also=dict(also or {}),
-                       media=dict(media or {}), headers=dict(headers or {}),
+                       media=dict(media or {}), headers=dict(headers or {}), accepts=dict(accepts or {}),
                        push=push, rate_limited=rate_limited, anonymous=anonymous)
         op.handler = _make_handler(op)
         registry.add(op)
@@ -309,6 +318,8 @@ def _read_body(op: Operation, request: flask.Request, limit: int) -> tuple[bytes
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if op.accepts and (request.mimetype or "") not in op.accepts:
+        raise UnsupportedMediaType("send the body as " + " or ".join(op.accepts))
     if op.body is None:
         return raw, None
     if raw.strip():

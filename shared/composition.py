@@ -9,7 +9,7 @@ from typing import Any
 from shared.approvals import ApprovalService, CloudResources
 from shared.audit import AuditLog
 from shared.billing import BillingService, Invoicing, PaymentProvider, Payouts
-from shared.catalog import CatalogService
+from shared.catalog import ArtifactStore, CatalogService
 from shared.deployments import DeploymentService, Provisioner
 from shared.identity import (
     IdempotencyStore,
@@ -138,6 +138,19 @@ def _provisioner(settings: Settings) -> Provisioner:
     return CloudRunProvisioner(settings.gcp_project, settings.gcp_region, default_image=settings.runner_image)
 
 
+def _artifact_store(settings: Settings) -> ArtifactStore:
+    """Agent packages (issue 14): files under the data dir locally, a Cloud Storage bucket in gcp."""
+    if settings.mode == "gcp":
+        if not settings.packages_bucket:
+            raise RuntimeError("gcp mode needs MARKETPLACE_PACKAGES_BUCKET (the bucket of agent packages)")
+        from shared.catalog.adapters.gcs_artifacts import GcsArtifactStore  # noqa: PLC0415 - gcp only
+
+        return GcsArtifactStore(settings.packages_bucket, project=settings.gcp_project)
+    from shared.catalog.adapters.file_artifacts import FileArtifactStore  # noqa: PLC0415
+
+    return FileArtifactStore(settings.artifacts_dir)
+
+
 def _task_queue(settings: Settings, db: Database, connect: Connect) -> TaskQueue:
     # PostgreSQL holds the queue's state in both modes and data planes pull from it over HTTP
     # (GET /tasks/next). In gcp mode with a Cloud Tasks queue configured, CloudTasksQueue wraps
@@ -258,7 +271,8 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     identity = IdentityService(db, users, audit, verifier, issuer, access_ttl=settings.access_token_ttl_seconds,
                                refresh_ttl=settings.refresh_token_ttl_seconds)
     orgs = OrgService(db, users, identity, audit)
-    catalog = CatalogService(db, audit, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR)
+    catalog = CatalogService(db, audit, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR,
+                             artifacts=_artifact_store(settings))
     queue = _task_queue(settings, db, connect)
     provisioner = _provisioner(settings)
     secrets = SecretKeys(db, audit, _kek(settings), legacy=_legacy_secret_box(settings),

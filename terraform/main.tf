@@ -60,6 +60,8 @@ locals {
     MARKETPLACE_GCP_REGION         = var.region
     MARKETPLACE_FIRESTORE_DATABASE = google_firestore_database.main.name
     MARKETPLACE_ARTIFACTS_BUCKET   = google_storage_bucket.artifacts.name
+    # Agent packages (issue 14; terraform/storage.tf).
+    MARKETPLACE_PACKAGES_BUCKET = google_storage_bucket.agent_packages.name
     # The key-encryption key that wraps every org's data keys (terraform/kms.tf).
     MARKETPLACE_KMS_KEY = google_kms_crypto_key.data_keys.id
   } : key => value if value != null }

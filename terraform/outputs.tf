@@ -52,3 +52,8 @@ output "artifacts_bucket" {
   description = "Bucket of BYOC bundles, reports and run outputs."
   value       = google_storage_bucket.artifacts.name
 }
+
+output "agent_packages_bucket" {
+  description = "Bucket of agent packages (each version's code archive, by sha256)."
+  value       = google_storage_bucket.agent_packages.name
+}

@@ -146,6 +146,7 @@ class Response:
     status: int
     body: Any
     headers: Any
+    data: bytes = b""  # the body as sent (a download's bytes)
 
     def __repr__(self) -> str:
         return f"<{self.status} {self.body!r}>"
@@ -166,7 +167,7 @@ class Client:
             hdrs.setdefault("Authorization", f"Bearer {bearer}")
         resp = self._client.open(path, method=method, json=json, data=data, headers=hdrs, **kw)
         body = resp.get_json(silent=True) if resp.data else None
-        return Response(resp.status_code, body, resp.headers)
+        return Response(resp.status_code, body, resp.headers, resp.data)
 
     def get(self, path: str, **kw: Any) -> Response:
         return self.request("GET", path, **kw)

@@ -43,7 +43,7 @@ from shared.audit import AuditLog
 from shared.identity import ANY_MEMBER, APPROVERS, Need, OrgService, Principal, decide
 from shared.kernel.db.database import Database, Row, Tx
 from shared.kernel.db.queries import Queries
-from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unavailable
+from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unavailable, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import Keyset, Page, next_page
 from shared.runs import RunService, RunStatus
@@ -296,14 +296,20 @@ class ApprovalService:
             policy = self.policy(run.org_id, tx)
             requested_by = self.runs.starter_of(tx, run_id)
             created = []
-            for action in body.actions:
+            expected_digest = self.runs.code_digest_of(run.agent_id, run.version, tx)
+            for index, action in enumerate(body.actions):
+                if action.package_digest != expected_digest:
+                    # The approval would bind code other than what the run's version is (issue 14).
+                    raise Unprocessable(
+                        f"the action's package digest is not the run's version's ({expected_digest})",
+                        code=ErrorCode.PACKAGE_DIGEST_MISMATCH,
+                        details=[{"path": f"actions[{index}].package_digest", "message": f"must be {expected_digest}"}])
                 canonical = canonical_action(agent_id=run.agent_id, version=run.version,
                                              package_digest=action.package_digest, tool=action.tool,
                                              arguments=action.arguments, run_id=run_id,
                                              interrupt_id=action.interrupt_id)
                 digest = action_hash(canonical)
                 if digest != action.action_hash:
-                    from shared.kernel.errors import Unprocessable  # noqa: PLC0415
                     raise Unprocessable("the action's hash does not match its canonical JSON", details=[
                         {"path": "actions.action_hash", "message": "not the SHA-256 of the canonical action"}])
                 approval_id = new_id("apr")

@@ -1,5 +1,6 @@
 """The catalog context's public API: other contexts, operations and the data plane import from here only."""
 
+from shared.catalog.code_identity import code_digest
 from shared.catalog.manifest import AgentManifest, MemoryNamespace, manifest_json_schema
 from shared.catalog.models import (
     AgentDetail,
@@ -12,6 +13,8 @@ from shared.catalog.models import (
     ListQuery,
     ManifestInput,
     ManifestVerdictOut,
+    PackageOut,
+    PackageUploadOut,
     RejectBody,
     ReviewIn,
     ReviewOut,
@@ -20,7 +23,7 @@ from shared.catalog.models import (
     VersionDetail,
     VersionSubmit,
 )
-from shared.catalog.ports import InstallHistory
+from shared.catalog.ports import ArtifactNotFound, ArtifactStore, InstallHistory
 from shared.catalog.search import CatalogSearch, catalog_words
 from shared.catalog.semver import SemVer, SemVerError
 from shared.catalog.service import (
@@ -44,6 +47,8 @@ __all__ = [
     "AgentManifest",
     "AgentSubmit",
     "ApproveBody",
+    "ArtifactNotFound",
+    "ArtifactStore",
     "CatalogItem",
     "CatalogQuery",
     "CatalogSearch",
@@ -54,6 +59,8 @@ __all__ = [
     "ManifestInput",
     "ManifestVerdictOut",
     "MemoryNamespace",  # for memory
+    "PackageOut",
+    "PackageUploadOut",
     "RejectBody",
     "ReviewIn",
     "ReviewOut",
@@ -66,6 +73,7 @@ __all__ = [
     "VersionSubmit",
     "catalog_words",
     "check_manifest",
+    "code_digest",
     "listing_fields",
     "manifest_json_schema",
     "manifest_verdict",

@@ -231,10 +231,13 @@ Tag = Annotated[str, _Text("a tag: lowercase letters, digits and hyphens",
 Entrypoint = Annotated[str, _Text(
     "'module.path:callable' (Python identifiers, e.g. my_agent.graph:build_graph)",
     max_length=200, pattern=rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}$")]
+# Pinned by digest (issue 14): a version is immutable, so the code it names must be too; a tag can
+# be moved to other bytes after review.
 ImageRef = Annotated[str, _Text(
-    "a container image reference such as us-docker.pkg.dev/project/repo/agent:1.0.0", max_length=255,
+    "a container image reference pinned by digest, such as "
+    "us-docker.pkg.dev/project/repo/agent:1.0.0@sha256:<64 hex digits>", max_length=255,
     pattern=rf"^{_IMAGE_PART}(?::[0-9]+)?(?:/{_IMAGE_PART})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
-    r"(?:@sha256:[a-f0-9]{64})?$")]
+    r"@sha256:[a-f0-9]{64}$")]
 Permission = Annotated[str, _Text(
     "'resource:action' in lowercase, e.g. billing:read or compute:write", max_length=64,
     pattern=r"^[a-z][a-z0-9_-]*:[a-z][a-z0-9_-]*$")]
@@ -364,7 +367,9 @@ class RuntimeSpec(_Strict):
     entrypoint: Entrypoint
     """'module.path:callable'; the callable returns the agent's compiled LangGraph graph."""
     image: ImageRef | None = None
-    """Container image holding the agent's code, for agents not built into the platform."""
+    """Container image holding the agent's code, pinned by digest (``...@sha256:<hex>``): the gcp and
+    BYOC data planes run it instead of the runner image. Without one, the runner runs the version's
+    uploaded package."""
     timeout_seconds: Annotated[int, Field(strict=True, ge=1, le=86_400)] = 900
     """Wall-clock limit of one run."""
     resources: Resources = Field(default_factory=Resources)

@@ -101,8 +101,26 @@ class VersionOut(BaseModel):
     review_reason: str | None = None
 
 
+class PackageOut(BaseModel):
+    """A version's code package (issue 14): which bytes, by digest; fetched by data planes from
+    ``GET /dataplane/packages/{sha256}``."""
+
+    sha256: str = Field(description="SHA-256 of the archive, lowercase hex: its name in the artifact store.")
+    size: int = Field(description="The archive's size in bytes.")
+    kind: Literal["tar.gz", "zip"]
+
+
+class PackageUploadOut(PackageOut):
+    """``PUT /agents/{agent_id}/versions/{version}/package``: the package now on the version."""
+
+    agent_id: str
+    version: str
+
+
 class VersionDetail(VersionOut):
     manifest: dict[str, Any]
+    package: PackageOut | None = None
+    """The version's code package, or null (built-in agents, or an agent that names ``runtime.image``)."""
 
 
 class AgentListing(BaseModel):

@@ -133,7 +133,8 @@ FROM agent_versions WHERE agent_id = %s;
 
 -- name: version_detail
 -- One version of a listing as the API shows it, with its manifest.
-SELECT agent_id, version, status, permission_diff, created_at, reviewed_at, review_reason, manifest
+SELECT agent_id, version, status, permission_diff, created_at, reviewed_at, review_reason, manifest,
+       package_sha256, package_size, package_kind
 FROM agent_versions WHERE agent_id = %s AND version = %s;
 
 -- name: rating_distribution
@@ -171,3 +172,28 @@ SELECT pg_advisory_xact_lock(%s);
 -- name: publisher_org_of
 -- The org that publishes a listing (a listing's publisher never changes).
 SELECT publisher_org_id FROM agents WHERE id = %s;
+
+-- Agent packages (issue 14).
+
+-- name: version_package_for_update
+-- A version's status, manifest and package, its row locked: a package is set once, by one upload.
+SELECT status, manifest, package_sha256, package_size, package_kind
+FROM agent_versions WHERE agent_id = %s AND version = %s FOR UPDATE;
+
+-- name: version_package_state
+-- The same without the lock (the upload's checks before it stores any bytes).
+SELECT status, manifest, package_sha256, package_size, package_kind
+FROM agent_versions WHERE agent_id = %s AND version = %s;
+
+-- name: set_version_package
+-- Record a version's package; only while it has none (a package never changes).
+UPDATE agent_versions SET package_sha256 = %s, package_size = %s, package_kind = %s
+WHERE agent_id = %s AND version = %s AND package_sha256 IS NULL;
+
+-- name: version_package
+-- A version's package columns (all NULL without one).
+SELECT package_sha256, package_size, package_kind FROM agent_versions WHERE agent_id = %s AND version = %s;
+
+-- name: approved_versions_with_package
+-- The approved versions whose package has this digest (a data plane's fetch checks its org has one).
+SELECT agent_id, version FROM agent_versions WHERE package_sha256 = %s AND status = 'approved';

@@ -6,7 +6,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from shared.catalog.models import AgentListing, CatalogItem, DeveloperListing, ReviewOut, VersionDetail, VersionOut
+from shared.catalog.models import (
+    AgentListing,
+    CatalogItem,
+    DeveloperListing,
+    PackageOut,
+    ReviewOut,
+    VersionDetail,
+    VersionOut,
+)
 from shared.kernel.db.database import Row
 
 
@@ -30,9 +38,17 @@ def version_of(row: Row) -> VersionOut:
     return VersionOut.model_validate({k: v for k, v in row.items() if k != "manifest"})
 
 
+def package_of(row: Row) -> PackageOut | None:
+    """The ``package_sha256``, ``package_size`` and ``package_kind`` columns of a row as its package."""
+    if row.get("package_sha256") is None:
+        return None
+    return PackageOut(sha256=row["package_sha256"], size=row["package_size"], kind=row["package_kind"])
+
+
 def version_detail_of(row: Row) -> VersionDetail:
-    """A version row with its manifest (query ``version_detail``)."""
-    return VersionDetail.model_validate(row)
+    """A version row with its manifest and package (query ``version_detail``)."""
+    fields = {k: v for k, v in row.items() if not k.startswith("package_")}
+    return VersionDetail.model_validate({**fields, "package": package_of(row)})
 
 
 def review_of(row: Row, org_name: str) -> ReviewOut:

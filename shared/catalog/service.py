@@ -34,14 +34,23 @@ from shared.catalog.models import (
     CatalogItem,
     DeveloperListing,
     ManifestVerdictOut,
+    PackageOut,
+    PackageUploadOut,
     RatingSummary,
     ReviewOut,
     SubmitOut,
     VersionDetail,
     VersionOut,
 )
-from shared.catalog.ports import InstallHistory
-from shared.catalog.rows import developer_listing_of, listing_of, review_of, version_detail_of, version_of
+from shared.catalog.ports import ArtifactStore, InstallHistory
+from shared.catalog.rows import (
+    developer_listing_of,
+    listing_of,
+    package_of,
+    review_of,
+    version_detail_of,
+    version_of,
+)
 from shared.catalog.search import CatalogSearch, CatalogSearcher, catalog_words
 from shared.catalog.semver import SemVer
 from shared.identity import ORG_NOT_FOUND, OrgService, Principal, Role
@@ -49,6 +58,7 @@ from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
 from shared.kernel.ids import new_id
+from shared.kernel.package_archive import PackageInfo, inspect_package
 from shared.kernel.pagination import Keyset, Page, next_page
 
 _log = logging.getLogger(__name__)
@@ -184,11 +194,12 @@ class CatalogService:
     """Every mutation writes its audit entry, in the publisher org's chain, in the same transaction."""
 
     def __init__(self, db: Database, audit: AuditLog, orgs: OrgService, *,
-                 builtin_agents_dir: Path | None = None) -> None:
+                 builtin_agents_dir: Path | None = None, artifacts: ArtifactStore | None = None) -> None:
         self.db = db
         self.audit = audit
         self.orgs = orgs
         self.builtin_agents_dir = builtin_agents_dir
+        self.artifacts = artifacts
         self.searcher = CatalogSearcher(db)
         self._installs: InstallHistory | None = None
 
@@ -340,6 +351,93 @@ class CatalogService:
         items, next_cursor = next_page([developer_listing_of(row) for row in found], limit,
                                        lambda item: Keyset.of(item.created_at, item.id))
         return Page[DeveloperListing](items=items, next_cursor=next_cursor)
+
+    # -- agent packages (issue 14) -------------------------------------------------------------
+    def upload_package(self, principal: Principal, agent_id: str, version: str, data: bytes
+                       ) -> tuple[PackageUploadOut, bool]:
+        """Attach a code package to a version; returns (package, created).
+
+        Checked before any byte is stored: the caller may publish for the listing's org, the version
+        exists, the archive passes ``inspect_package``, and its ``manifest.yaml`` is this version's
+        (same name and version, valid, and the same manifest once normalised). A package is set
+        once: the same bytes again answer as before, other bytes (or a first package on a version
+        already reviewed) are a 409 ``package_immutable``.
+        """
+        artifacts = self._require_artifacts()
+        with self.db.read() as tx:
+            listing = self._find(tx, agent_id)
+            if listing is None or self.orgs.role_of(principal, listing.publisher_org_id) is None:
+                raise NotFound("agent not found")
+            self._publisher_role(principal, listing.publisher_org_id)
+            state = tx.fetch_one(_Q.version_package_state, listing.id, version)
+        if state is None:
+            raise NotFound(f"version {version} not found")
+        info = inspect_package(data)
+        self._check_package_manifest(info, listing.name, version, state["manifest"])
+        out = PackageUploadOut(agent_id=listing.id, version=version, sha256=info.sha256, size=info.size,
+                               kind=info.kind)
+        if self._already_packaged(state, version, info):
+            if not artifacts.exists(info.sha256):  # recorded, but lost from the store: put it back
+                artifacts.put(data)
+            return out, False
+        artifacts.put(data)  # outside the transaction: an upload to Cloud Storage takes a while
+        with self.db.transaction() as tx:
+            locked = tx.fetch_one(_Q.version_package_for_update, listing.id, version)
+            assert locked is not None, "versions are never deleted"
+            if self._already_packaged(locked, version, info):  # a concurrent upload of the same bytes
+                return out, False
+            tx.execute(_Q.set_version_package, info.sha256, info.size, info.kind, listing.id, version)
+            self.audit.append(tx, org_id=listing.publisher_org_id, actor=principal.actor,
+                              action="agent.package_uploaded", target=listing.id,
+                              details={"name": listing.name, "version": version, "sha256": info.sha256,
+                                       "size": info.size, "kind": info.kind})
+        return out, True
+
+    def _require_artifacts(self) -> ArtifactStore:
+        if self.artifacts is None:
+            raise RuntimeError("the catalog has no artifact store: pass artifacts= when wiring it")
+        return self.artifacts
+
+    @staticmethod
+    def _already_packaged(state: dict[str, Any], version: str, info: PackageInfo) -> bool:
+        """True when the version carries these very bytes; a Conflict when it carries others or
+        can no longer take one; False when the package may be set."""
+        existing = package_of(state)
+        if existing is not None:
+            if existing.sha256 == info.sha256:
+                return True
+            raise Conflict(f"version {version} already has a package (sha256 {existing.sha256}); packages are "
+                           "immutable, publish a new version", code=ErrorCode.PACKAGE_IMMUTABLE)
+        if state["status"] != "pending_review":
+            raise Conflict(f"version {version} is already {state['status']}: a package can only be added while "
+                           "the version waits for review", code=ErrorCode.PACKAGE_IMMUTABLE)
+        return False
+
+    @staticmethod
+    def _check_package_manifest(info: PackageInfo, name: str, version: str, version_manifest: dict[str, Any]
+                                ) -> None:
+        where = f"{info.root}/manifest.yaml" if info.root else "manifest.yaml"
+        mismatched = [{"path": f"{where}.{key}", "message": f"is {info.manifest.get(key)!r}, must be {want!r}"}
+                      for key, want in (("name", name), ("version", version))
+                      if str(info.manifest.get(key)) != want]
+        if mismatched:
+            raise Unprocessable(f"the package's {where} is not version {version} of {name}",
+                                code=ErrorCode.PACKAGE_MANIFEST_MISMATCH, details=mismatched)
+        verdict = check_manifest(manifest_yaml=info.manifest_text)
+        if verdict.manifest is None:
+            details = [{"path": f"{where}.{p['path']}" if p["path"] else where, "message": p["message"]}
+                       for p in verdict.problems]
+            raise Unprocessable(f"the package's {where} is not a valid manifest", code=ErrorCode.INVALID_MANIFEST,
+                                details=details)
+        normalised = verdict.manifest.model_dump(mode="json")
+        differ = sorted(k for k in normalised.keys() | version_manifest.keys()
+                        if normalised.get(k) != version_manifest.get(k))
+        if differ:
+            # The version was reviewed with its manifest: the package may not declare anything else.
+            raise Unprocessable(f"the package's {where} differs from the manifest submitted for version {version}",
+                                code=ErrorCode.PACKAGE_MANIFEST_MISMATCH,
+                                details=[{"path": f"{where}.{k}", "message": "differs from the version's manifest"}
+                                         for k in differ])
 
     # -- moderation (platform admins; the decorator checks) --------------------------------
     def approve(self, principal: Principal, agent_id: str, version: str | None = None,
@@ -623,6 +721,22 @@ class CatalogService:
         in a transaction or a read."""
         found = tx.fetch_val(_Q.agent_id_by_id if agent_ref.startswith("agt_") else _Q.agent_id_by_name, agent_ref)
         return None if found is None else str(found)
+
+    @staticmethod
+    def version_package(tx: Tx, agent_id: str, version: str) -> PackageOut | None:
+        """The package of version ``version`` of listing ``agent_id`` (its id), or None; in a
+        transaction or a read. Once a version is approved its package never changes."""
+        row = tx.fetch_one(_Q.version_package, agent_id, version)
+        return None if row is None else package_of(row)
+
+    @staticmethod
+    def approved_versions_with_package(tx: Tx, sha256: str) -> list[tuple[str, str]]:
+        """(agent id, version) of every approved version whose package has this digest."""
+        return [(row["agent_id"], row["version"]) for row in tx.fetch_all(_Q.approved_versions_with_package, sha256)]
+
+    def package_bytes(self, sha256: str) -> bytes:
+        """A package's bytes from the artifact store (``ArtifactNotFound``, a 404, when missing)."""
+        return self._require_artifacts().get(sha256)
 
     # -- for billing --
     @staticmethod

@@ -90,3 +90,12 @@ FROM deployments WHERE id = %s;
 -- name: uninstalled_among
 -- Which of some deployments are uninstalled (the run reconciler closes their runs).
 SELECT id FROM deployments WHERE id = ANY(%s::text[]) AND status = 'uninstalled';
+
+-- name: org_deploys_any_version
+-- Does the org have a deployment (not uninstalled) of one of these versions? Parameters: org, then
+-- the agent ids and the versions as two arrays of the same length (pairs by position).
+SELECT EXISTS (
+    SELECT 1 FROM deployments d
+    JOIN unnest(%s::text[], %s::text[]) AS v (agent_id, version)
+      ON d.agent_id = v.agent_id AND d.version = v.version
+    WHERE d.org_id = %s AND d.status <> 'uninstalled');

@@ -36,6 +36,13 @@ if TYPE_CHECKING:
 S = DeploymentStatus
 CREDENTIALS_SECRET = "agent-credentials"  # noqa: S105 - the Kubernetes secret's name, not a secret
 BYOC_RUNNER_IMAGE = "us-docker.pkg.dev/agent-marketplace/runner/data-plane:latest"
+
+
+def agent_image(manifest: AgentManifest, runner_image: str) -> str:
+    """The container a deployment of this version runs (issue 14): the version's own
+    ``runtime.image`` (pinned by digest, the manifest model requires it) when it names one, else
+    the runner image, which fetches the version's package by digest at start."""
+    return manifest.runtime.image or runner_image
 HEARTBEAT_INTERVAL_SECONDS = 30
 # Three missed heartbeats and the data plane counts as unreachable.
 UNREACHABLE_AFTER = timedelta(seconds=3 * HEARTBEAT_INTERVAL_SECONDS)
@@ -361,10 +368,25 @@ class DeploymentService:
             spec = BundleSpec(
                 control_plane_url=self.control_plane_url, deployment_id=deployment_id, org_id=org_id,
                 agent_name=manifest.name, agent_version=manifest.version,
-                image=manifest.runtime.image or BYOC_RUNNER_IMAGE, agent_config=row["config"],
+                image=agent_image(manifest, BYOC_RUNNER_IMAGE), agent_config=row["config"],
                 credential_secret_name=CREDENTIALS_SECRET, api_key=secret, cloud=cloud)
             data = build_bundle(spec, include_secret=include_secret)
         return BundleFile(data=data, filename=f"{manifest.name}-{manifest.version}-{deployment_id}.tar.gz")
+
+    # -- agent packages (issue 14) ---------------------------------------------------------------
+    def package_for_dataplane(self, principal: Principal, sha256: str) -> bytes:
+        """The bytes of the package with this digest, for a data plane whose org has a deployment
+        (not uninstalled) of an approved version carrying it; 404 otherwise, unknown digests alike."""
+        org_id = principal.key_org_id
+        if not principal.deployment_id or not org_id:
+            raise NotFound("this credential belongs to no deployment")
+        with self.db.read() as tx:
+            versions = self.catalog.approved_versions_with_package(tx, sha256) if len(sha256) == 64 else []
+            allowed = bool(versions) and bool(tx.fetch_val(
+                _Q.org_deploys_any_version, [a for a, _ in versions], [v for _, v in versions], org_id))
+        if not allowed:
+            raise NotFound("no package with that digest")
+        return self.catalog.package_bytes(sha256)
 
     # -- for other contexts ----------------------------------------------------------------------
     def has_installed(self, tx: Statements, org_id: str, agent_id: str) -> bool:

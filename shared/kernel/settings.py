@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     gcp_project: str | None = None
     gcp_region: str = "us-central1"
     runner_image: str = "us-docker.pkg.dev/agent-marketplace/runner/data-plane:latest"
+    # gcp mode (required there): the Cloud Storage bucket holding agent packages (issue 14;
+    # terraform/storage.tf). Local mode keeps them under the data dir (``artifacts_dir``).
+    packages_bucket: str | None = None
 
     # gcp mode: push each run's delivery through Cloud Tasks to the dispatch function, which
     # starts the deployment's Cloud Run job. Unset: SaaS runs wait for a polling worker.
@@ -138,6 +141,11 @@ class Settings(BaseSettings):
     def dataplanes_dir(self) -> Path:
         """Local mode: the deployments the local worker pool serves (one credential file each)."""
         return self.data_dir / "dataplanes"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Local mode: agent packages, content-addressed (``sha256/ab/<hex>``)."""
+        return self.data_dir / "artifacts"
 
     @property
     def keys_dir(self) -> Path:

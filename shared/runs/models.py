@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from shared.catalog import PackageOut
 from shared.identity import StrictModel
 from shared.kernel.money import Usd
 from shared.kernel.redacted import ShownData, ShownResult, ShownText
@@ -158,6 +159,9 @@ class TaskOut(BaseModel):
     config: dict[str, Any]
     granted_permissions: list[str]
     manifest: dict[str, Any]
+    package: PackageOut | None = Field(default=None, description=(
+        "The version's code package (issue 14): fetch it from GET /dataplane/packages/{sha256} and verify "
+        "its SHA-256 before use; null when the version has none."))
     attempt: int
     max_attempts: int
     cancel_requested: bool

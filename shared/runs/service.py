@@ -39,7 +39,7 @@ import jsonschema
 
 from shared.audit import AuditLog
 from shared.billing import BillingService, Outcome, UsageReportIn, UsageReportOut
-from shared.catalog import AgentManifest, CatalogService
+from shared.catalog import AgentManifest, CatalogService, PackageOut, code_digest
 from shared.deployments import DeploymentService
 from shared.identity import ANY_MEMBER, RUNNERS, Need, OrgService, Principal, Role, decide
 from shared.kernel.db.database import ASYNC_COMMIT, Database, Deferred, Row, Tx
@@ -131,6 +131,8 @@ class _Version:
     manifest: AgentManifest
     manifest_json: dict[str, Any]
     inputs_validator: jsonschema.protocols.Validator
+    package: PackageOut | None = None  # fixed once the version is approved, as a run's version is
+    code_digest: str = ""  # what a gated action names as the code it runs (shared/catalog/code_identity.py)
 
 
 _VERSION_CACHE_SIZE = 512
@@ -241,17 +243,25 @@ class RunService:
         if tx is None:
             with self.db.read() as own:
                 manifest = self.catalog.version_manifest(own, agent_id, version)
+                package = self.catalog.version_package(own, agent_id, version)
         else:
             manifest = self.catalog.version_manifest(tx, agent_id, version)
+            package = self.catalog.version_package(tx, agent_id, version)
         if manifest is None:
             raise NotFound(f"version {version} of the agent is gone")
-        loaded = _Version(manifest, manifest.model_dump(mode="json"),
-                          jsonschema.Draft202012Validator(manifest.inputs))
+        manifest_json = manifest.model_dump(mode="json")
+        loaded = _Version(manifest, manifest_json, jsonschema.Draft202012Validator(manifest.inputs), package,
+                          code_digest(manifest_json, package))
         with self._versions_lock:
             self._versions[key] = loaded
             while len(self._versions) > _VERSION_CACHE_SIZE:
                 self._versions.popitem(last=False)
         return loaded
+
+    def code_digest_of(self, agent_id: str, version: str, tx: Tx | None = None) -> str:
+        """What identifies the code a run of this version executes (``sha256:...``): its package's
+        digest, or its canonical manifest's without one. Approvals hold gated actions to it."""
+        return self._version(agent_id, version, tx).code_digest
 
     @staticmethod
     def _dataplane(principal: Principal) -> tuple[str, str]:
@@ -426,11 +436,12 @@ class RunService:
         if run is not None:
             settings = grants.get()
             assert settings is not None, "a run's deployment is never deleted"
+            version = self._version(run["agent_id"], run["version"])
             return TaskOut(task_id=task.id, lease_token=task.lease_token, lease_expires_at=task.lease_expires_at,
                            lease_seconds=lease_seconds, run_id=run["id"], agent_id=run["agent_id"],
                            version=run["version"], inputs=run["inputs"], config=settings.config,
                            granted_permissions=settings.granted_permissions,
-                           manifest=self._version(run["agent_id"], run["version"]).manifest_json,
+                           manifest=version.manifest_json, package=version.package,
                            attempt=task.attempt, max_attempts=run["max_attempts"],
                            cancel_requested=run["cancel_requested"], next_log_seq=int(run["next_log_seq"]))
         with self.db.read() as tx:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from runs_support import Installed, claim, install_builtin, start_run
+import yaml
+from runs_support import ROOT, Installed, claim, install_builtin, start_run
 
 from shared.approvals import action_hash, canonical_action
+from shared.catalog import AgentManifest, code_digest
+
+BUILTIN_MANIFEST = ROOT / "agents" / "cost-anomaly" / "manifest.yaml"
 
 TOOL = "compute.stop_resource"
 
@@ -21,8 +25,16 @@ class Parked:
     starter: Any
 
 
+def builtin_digest() -> str:
+    """The code digest of the built-in agent's published version (it has no package: its canonical
+    manifest's SHA-256), as its data plane reports it with a gated action."""
+    manifest = AgentManifest.model_validate(yaml.safe_load(BUILTIN_MANIFEST.read_text()))
+    return code_digest(manifest.model_dump(mode="json"), None)
+
+
 def proposed(run: dict[str, Any], interrupt_id: str = "int-0", *, arguments: dict[str, Any] | None = None,
-             digest: str = "sha256:test") -> dict[str, Any]:
+             digest: str | None = None) -> dict[str, Any]:
+    digest = builtin_digest() if digest is None else digest
     arguments = arguments if arguments is not None else {"resource_id": "vm-idle-1", "action": "stop"}
     canonical = canonical_action(agent_id=run["agent_id"], version=run["version"], package_digest=digest, tool=TOOL,
                                  arguments=arguments, run_id=run["id"], interrupt_id=interrupt_id)

@@ -15,6 +15,7 @@ from approvals_support import proposed
 from conftest import Client, unique_email
 from registry_support import make_manifest, submit
 from runs_support import claim, install_builtin, metrics, start_run
+from support import packages
 
 ROLES = ("admin", "developer", "operator", "approver", "viewer")
 
@@ -29,6 +30,7 @@ class Tenant:
     members: dict[str, Client] = field(default_factory=dict)  # role -> a member holding it
     ids: dict[str, str] = field(default_factory=dict)  # path parameter name -> an id of this org
     viewer_key: str = ""  # an org API key with the viewer role
+    package: bytes = b""  # issue 14: the code package of its pending listing's version 1.0.0
 
 
 def user(app: Any, container: Any, tag: str, *, platform_admin: bool = False) -> Client:
@@ -73,10 +75,17 @@ def tenant(app: Any, container: Any, settings: Any, *, platform_admin: bool = Fa
     hook = admin.post(f"/orgs/{org_id}/webhooks", json={"url": "https://1.1.1.1/hook", "events": ["run.completed"]})
     assert hook.status == 201, hook
     t.ids["webhook_id"] = hook.body["id"]
-    listing = submit(admin, org_id, make_manifest())["listing"]  # pending review: only org A sees it
+    manifest = make_manifest()
+    listing = submit(admin, org_id, manifest)["listing"]  # pending review: only org A sees it
     t.ids["listing_id"] = listing["id"]
     t.ids["listing_name"] = listing["name"]
     t.ids["version"] = "1.0.0"
+    # issue 14: the version's code package, by its digest
+    t.package = packages.package(manifest)
+    uploaded = admin.put(f"/agents/{listing['id']}/versions/1.0.0/package", data=t.package,
+                         headers={"Content-Type": "application/gzip"})
+    assert uploaded.status == 201, uploaded
+    t.ids["sha256"] = uploaded.body["sha256"]
     t.ids["checkpoint_id"] = "1ef00000-0000-6000-8000-000000000000"
     # issue 15: a run parked at a gated call (its approval pending) and the admin's notification of it.
     parked = start_run(admin, installed)

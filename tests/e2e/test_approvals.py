@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from approvals_support import park, proposed
+from approvals_support import builtin_digest, park, proposed
 from runs_support import claim, install_builtin
 
 from shared.approvals import ApprovalService
@@ -34,7 +34,7 @@ def test_a_parked_run_holds_no_lease_and_its_approval_is_bound_to_the_action(con
     assert approval["status"] == "pending" and approval["tool"] == "compute.stop_resource"
     assert approval["action_hash"] == proposed(p.run)["action_hash"]
     assert approval["requested_by"] == p.run["created_by"] and approval["monthly_saving_micros"] == 120_000_000
-    assert approval["version"] == p.run["version"] and approval["package_digest"] == "sha256:test"
+    assert approval["version"] == p.run["version"] and approval["package_digest"] == builtin_digest()
     assert _run(p)["status"] == "awaiting_approval"
     assert claim(anon, p.inst.key, wait=0) is None  # the task is settled: nothing to lease while it waits
     # list with filters, read one
@@ -60,6 +60,28 @@ def test_a_wrong_hash_is_refused_and_changes_nothing(container, make_org, anon, 
     resp = anon.post(f"/agents/{inst.agent_id}/runs/{run['id']}/await-approval", token=inst.key, json={
         "task_id": task["task_id"], "lease_token": "not-the-lease", "actions": [proposed(run)]})
     assert resp.status == 409 and resp.body["error"]["code"] == "lease_lost"
+
+
+def test_an_action_naming_other_code_is_refused(container, make_org, anon, settings, member):
+    """issue 14: the package digest an action reports must be the run's version's (its package's
+    sha256, or for a version without one its canonical manifest's, as runtime/approvals.py computes)."""
+    from runtime.approvals import package_digest
+
+    inst = install_builtin(container, make_org, anon, settings)
+    run = member(inst.admin, inst.org_id, "operator").post(
+        f"/agents/{inst.agent_id}/runs", json={"deployment_id": inst.deployment_id}).body
+    task = claim(anon, inst.key)
+    assert package_digest(task["manifest"]) == builtin_digest()  # the data plane's own computation agrees
+    other = proposed(run, digest="sha256:" + "a" * 64)  # its hash is right: only the digest is wrong
+    resp = anon.post(f"/agents/{inst.agent_id}/runs/{run['id']}/await-approval", token=inst.key, json={
+        "task_id": task["task_id"], "lease_token": task["lease_token"], "actions": [other]})
+    assert (resp.status, resp.body["error"]["code"]) == (422, "package_digest_mismatch"), resp
+    assert resp.body["error"]["details"][0]["path"] == "actions[0].package_digest"
+    assert inst.admin.get(f"/agents/{inst.agent_id}/runs/{run['id']}").body["status"] == "running"
+    assert inst.admin.get(f"/orgs/{inst.org_id}/approvals").body["items"] == []
+    resp = anon.post(f"/agents/{inst.agent_id}/runs/{run['id']}/await-approval", token=inst.key, json={
+        "task_id": task["task_id"], "lease_token": task["lease_token"], "actions": [proposed(run)]})
+    assert resp.status == 200, resp
 
 
 def test_approve_resumes_the_run_once_and_the_call_executes_only_with_the_approved_hash(

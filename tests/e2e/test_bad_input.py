@@ -175,3 +175,19 @@ def test_a_role_in_a_request_is_one_of_the_five_org_roles(make_org, make_user, m
     assert _counts(container) == before
     roles = {m["user_id"]: m["role"] for m in admin.get(f"/orgs/{org_id}/members").body["items"]}
     assert roles[viewer.user_id] == "viewer" and len(roles) == 2
+
+
+def test_a_package_upload_takes_an_archive_and_nothing_else(make_org, container):
+    """issue 14: the package body is bytes of an archive type; JSON, forms and empty bodies are
+    refused with the error body and leave the version without a package."""
+    from registry_support import make_manifest, submit
+
+    admin, org_id = make_org()
+    listing = submit(admin, org_id, make_manifest())["listing"]
+    url = f"/agents/{listing['id']}/versions/1.0.0/package"
+    for kw, status in (({"json": {"package": "x"}}, 415), ({"data": b"a=b", "content_type": "text/plain"}, 415),
+                       ({"data": b"", "content_type": "application/gzip"}, 422),
+                       ({"data": b"\x00" * 10, "content_type": "application/zip"}, 422)):
+        resp = admin.put(url, **kw)
+        assert _is_error_body(resp.body, resp.status) == status, (kw, resp)
+    assert admin.get(f"/agents/{listing['id']}/versions/1.0.0").body["package"] is None

@@ -34,6 +34,7 @@ DOC = openapi_document()
 # and the roles it allows; and those any member of the object's org may read.
 IN_SERVICE_ROLES = {"create_run": RUNNERS, "cancel_run": RUNNERS, "post_review": REVIEWERS,
                     "submit_version": PUBLISHERS, "submit_agent": PUBLISHERS,
+                    "upload_package": PUBLISHERS,  # issue 14
                     # issue 15: a notification is its recipient's only (here org A's admin's)
                     "read_notification": ADMIN}
 ANY_MEMBER_READS = {"get_run", "get_run_logs", "get_run_report", "get_agent", "get_agent_version", "list_reviews"}
@@ -123,6 +124,8 @@ def _snapshot(a: Tenant) -> str:
 
 def _call(caller: Any, method: str, path: str, op_id: str, a: Tenant, token: str | None = None) -> Any:
     url = path.format(**path_ids(a, path))
+    if op_id == "upload_package":  # issue 14: a body of bytes, A's own package
+        return caller.request(method, url, data=a.package, token=token, headers={"Content-Type": "application/gzip"})
     return caller.request(method, url, json=_body(op_id, a), token=token, headers={"X-Lease-Token": "x"})
 
 

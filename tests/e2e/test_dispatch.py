@@ -230,7 +230,7 @@ def test_local_mode_has_no_push_target(anon: Any, container: Any) -> None:
 
 def test_gcp_mode_wires_cloud_tasks_the_dispatch_target_and_the_relay(database_url: str) -> None:
     gcp = {"mode": "gcp", "database_url": database_url, "oidc_issuer": "https://issuer.example",
-           "gcp_project": PROJECT,
+           "gcp_project": PROJECT, "packages_bucket": f"{PROJECT}-agent-packages",
            "kms_key": f"projects/{PROJECT}/locations/{REGION}/keyRings/marketplace/cryptoKeys/data-keys",
            "runs_queue": f"projects/{PROJECT}/locations/{REGION}/queues/runs",
            "dispatch_url": DISPATCH_URL, "tasks_invoker": TASKS_SA,

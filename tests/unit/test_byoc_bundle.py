@@ -22,7 +22,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from shared.catalog import AgentManifest
 from shared.deployments.bundle import CLOUDS, NAMESPACE, RELEASE_NAME, BundleSpec, build_bundle, bundle_filename
+from shared.deployments.service import agent_image
+
+BUILTIN_MANIFEST = Path(__file__).resolve().parents[2] / "agents" / "cost-anomaly" / "manifest.yaml"
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "mk.key01hx.Zq3v-8hX_sEcReT-9f2W4kTq7LmN0pRs"
@@ -421,6 +425,23 @@ def test_image_may_be_pinned_by_digest(tmp_path: Path) -> None:
     (container,) = one(render(unpack(build_bundle(spec), tmp_path) / "helm-chart"), "Deployment")["spec"]["template"][
         "spec"]["containers"]
     assert container["image"] == f"europe-docker.pkg.dev/acme/runner/data-plane@{digest}"
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_the_chart_runs_the_versions_own_image_when_it_names_one(tmp_path: Path, named: bool) -> None:
+    """issue 14: a version naming a digest-pinned ``runtime.image`` runs in it; one without runs in
+    the runner image, which fetches the version's package."""
+    own = "europe-docker.pkg.dev/acme/agents/spend:2.0.0@sha256:" + "cd" * 32
+    runner = "us-docker.pkg.dev/agent-marketplace/runner/data-plane:1.4.2"
+    manifest = AgentManifest.model_validate(yaml.safe_load(BUILTIN_MANIFEST.read_text()))
+    if named:
+        manifest = manifest.model_copy(update={"runtime": manifest.runtime.model_copy(update={"image": own})})
+    image = agent_image(manifest, runner)
+    assert image == (own if named else runner)
+    (container,) = one(render(unpack(build_bundle(make_spec(image=image)), tmp_path) / "helm-chart"),
+                       "Deployment")["spec"]["template"]["spec"]["containers"]
+    # Pinned by digest, the chart names the image by its digest alone (a tag beside it changes nothing).
+    assert container["image"] == (own.replace(":2.0.0@", "@") if named else runner)
 
 
 def test_spec_keeps_its_own_copy_of_the_config() -> None:

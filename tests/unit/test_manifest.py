@@ -133,6 +133,9 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
      "memory quantity"),
     ("memory-zero", at("runtime.resources.memory", "0Mi"), "runtime.resources.memory", "greater than zero"),
     ("image-invalid", at("runtime.image", "Not An Image!"), "runtime.image", "container image"),
+    # issue 14: a version's image is pinned by digest; a tag can move after review
+    ("image-tag-only", at("runtime.image", "us-docker.pkg.dev/acme/agents/spend:1.0.0"), "runtime.image",
+     "pinned by digest"),
     ("runtime-unknown-field", at("runtime.timeout", 60), "runtime.timeout", "did you mean 'timeout_seconds'"),
     ("inputs-not-object-schema", at("inputs", {"type": "array"}), "inputs.type", 'must be "object"'),
     ("inputs-not-mapping", at("inputs", ["lookback_days"]), "inputs", "must be a mapping"),
@@ -619,3 +622,16 @@ def test_builtin_cost_anomaly_manifest_loads() -> None:
     inputs = jsonschema.Draft202012Validator(manifest.inputs)
     assert inputs.is_valid({"lookback_days": 30, "currency": "USD"})
     assert not inputs.is_valid({"lookback_days": 0})
+
+
+def test_an_image_pinned_by_digest_is_accepted() -> None:
+    """issue 14: the gcp and BYOC data planes run a version's own image when it names one."""
+    image = "us-docker.pkg.dev/acme/agents/spend:1.0.0@sha256:" + "ab" * 32
+    data = manifest_data()
+    data["runtime"] = {**data["runtime"], "image": image}
+    verdict = validate_manifest_data(data)
+    assert verdict.manifest is not None, verdict.problems
+    assert verdict.manifest.runtime.image == image
+    untagged = "europe-docker.pkg.dev/acme/agents/spend@sha256:" + "cd" * 32
+    data["runtime"]["image"] = untagged
+    assert validate_manifest_data(data).ok

