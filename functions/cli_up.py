@@ -158,7 +158,11 @@ def _start_background(container: Any, workers: int, url: str) -> list[Any]:
 
     scheduler = LocalScheduler(platform_jobs(container))
     scheduler.start()
-    pool = WorkerPool(container.settings.dataplanes_dir, url, processes=max(workers, 0))
+    # Issue 14: agent code runs in confined children that must not see the data directory (the
+    # database files, the key-encryption keys, the data planes' keys): runtime/sandbox.py hides it.
+    env = {**os.environ, "MARKETPLACE_SANDBOX_HIDE": os.pathsep.join(
+        p for p in (str(container.settings.data_dir), os.environ.get("MARKETPLACE_SANDBOX_HIDE", "")) if p)}
+    pool = WorkerPool(container.settings.dataplanes_dir, url, processes=max(workers, 0), env=env)
     pool.start()
     if workers:
         _say(f"{workers} local data-plane worker process(es) serving {container.settings.dataplanes_dir}")

@@ -50,14 +50,6 @@ def set_version(root: Path, version: str, change: Callable[[dict], None] = lambd
     pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', f'version = "{version}"', 1))
 
 
-def upload_route_missing(admin: Any, agent_id: str, version: str) -> bool:
-    """Whether the platform has no package upload yet (issue 14 item 2 is built on another branch)."""
-    resp = admin.put(f"/agents/{agent_id}/versions/{version}/package", data=b"",
-                     headers={"Content-Type": "application/gzip"})
-    return resp.status in (404, 405) and str((resp.body or {}).get("error", {}).get("message", "")).startswith(
-        "no operation")
-
-
 def test_publish_submits_a_new_listing_then_a_new_version(signed_in, tmp_path: Path) -> None:
     admin, org_id = signed_in
     name = f"publish-demo-{uuid.uuid4().hex[:8]}"
@@ -71,9 +63,6 @@ def test_publish_submits_a_new_listing_then_a_new_version(signed_in, tmp_path: P
     archive = root / "dist" / f"{name}-0.1.0.tar.gz"
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
 
-    if upload_route_missing(admin, listing["id"], "0.1.0"):
-        assert code == 1 and "takes no packages" in result.stderr, result.output
-        pytest.skip("the platform has no PUT /agents/{agent_id}/versions/{version}/package yet (issue 14 item 2)")
     assert code == 0, result.output
     published = json.loads(result.stdout)
     assert published["listing_id"] == listing["id"] and published["version"] == "0.1.0"
