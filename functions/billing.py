@@ -16,13 +16,16 @@ from shared.billing import (
     OnboardingIn,
     OnboardingOut,
     PayoutList,
+    RefundIn,
+    RefundOut,
     UsageOut,
     UsageQuery,
     UsageReportIn,
     UsageReportOut,
     WebhookReceipt,
 )
-from shared.kernel.errors import ErrorCode
+from shared.kernel.errors import Conflict, ErrorCode
+from shared.kernel.money import usd_to_micros
 
 
 def _billing(call: Call) -> BillingService:
@@ -118,3 +121,19 @@ def list_payouts(call: Call) -> PayoutList:
            errors={409: ErrorCode.NO_PAYOUT_ACCOUNT})
 def onboard_payouts(call: Call) -> OnboardingOut:
     return call.services.payouts.onboard(call.caller.actor, call.org_id, call.body)
+
+
+@operation("POST", "/admin/runs/{run_id}/refund", summary="Refund a run's charge, in full or in part",
+           tags=["admin"], platform_admin=True, body=RefundIn, response=RefundOut,
+           errors={404: ErrorCode.NOT_FOUND, 409: ErrorCode.REFUND_EXCEEDS_CHARGE})
+def refund_run(call: Call) -> RefundOut:
+    # Platform admins only (docs/BILLING.md): a refund moves the developer's money too. A retry
+    # with the same Idempotency-Key is answered from the first response, never refunded twice.
+    body: RefundIn = call.body
+    amount = None if body.amount_usd is None else usd_to_micros(body.amount_usd)
+    refund = _billing(call).refund(call.params["run_id"], amount_micros=amount, actor=call.caller.actor,
+                                   reason=body.reason)
+    if refund is None:
+        raise Conflict("the run's charge is refunded in full already (or it was charged nothing)",
+                       code=ErrorCode.REFUND_EXCEEDS_CHARGE)
+    return refund

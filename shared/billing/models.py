@@ -132,6 +132,8 @@ class RunUsageOut(BaseModel):
     charge_micros: int
     capped: bool
     charged_at: datetime
+    refunded_usd: str = Field(default="0.00", description="Refunded of the charge so far (USD)")
+    refunded_micros: int = 0
 
 
 class AgentUsageOut(BaseModel):
@@ -161,6 +163,8 @@ class UsageOut(BaseModel):
     cpu_seconds: float
     total_usd: str
     total_micros: int
+    refunded_usd: str = Field(default="0.00", description="Refunded of this month's runs' charges (USD)")
+    refunded_micros: int = 0
     budget_usd: str | None
     reserved_usd: str
     by_agent: list[AgentUsageOut]
@@ -214,6 +218,56 @@ class BillingLimitsOut(BaseModel):
     frozen_reason: str | None
     charged_this_month_usd: str
     reserved_usd: str = Field(description="Held by running runs' maximum charges")
+
+
+class RefundIn(StrictModel):
+    """``POST /admin/runs/{run_id}/refund``: how much of a run's charge to give back."""
+
+    amount_usd: Usd | None = Field(default=None, description="The amount to refund (USD, > 0); absent: all "
+                                                             "that is left of the charge")
+    reason: str = Field(min_length=1, max_length=500)
+
+    @field_validator("amount_usd")
+    @classmethod
+    def _positive(cls, value: object) -> object:
+        if value is not None and value == 0:
+            raise ValueError("a refund must be more than 0")
+        return value
+
+
+class RefundOut(BaseModel):
+    """A refund of (part of) a run's charge, and where the run's charge stands after it."""
+
+    id: str
+    run_id: str
+    org_id: str
+    amount_usd: str
+    amount_micros: int
+    developer_micros: int = Field(description="Taken back from the developer's balance")
+    platform_micros: int = Field(description="Given back from the platform's fee")
+    charge_micros: int = Field(description="The run's charge")
+    refunded_micros: int = Field(description="Refunded of the charge in total, this refund included")
+    transaction_id: str
+    reason: str
+    created_by: str
+    created_at: datetime
+
+
+def refund_split(charge: int, developer: int, refunded_before: int, amount: int,
+                 developer_before: int) -> tuple[int, int]:
+    """(developer part, platform part) of a refund of ``amount`` micro-dollars of a charge whose
+    developer share was ``developer``, after refunds totalling ``refunded_before`` of which
+    ``developer_before`` came from the developer.
+
+    Cumulative, so partial refunds never drift: after refunds totalling R the developer has given
+    back ⌊R × developer / charge⌋, and a refund of the whole charge gives back exactly the
+    developer's share and the platform's fee. Each part is never negative and never more than
+    what is left of its share.
+    """
+    if amount <= 0 or refunded_before + amount > charge:
+        raise ValueError("a refund is more than 0 and never passes the charge")
+    back = (refunded_before + amount) * developer // charge - developer_before
+    return back, amount - back
 
 
 class FreezeIn(StrictModel):

@@ -292,3 +292,35 @@ UPDATE payouts SET status = 'failed', error = %s WHERE id = %s;
 -- name: payouts_of_org
 SELECT id, org_id, period, amount_micros, amount_cents, status, stripe_transfer_id, error, created_at, paid_at
 FROM payouts WHERE org_id = %s ORDER BY period DESC LIMIT %s;
+
+-- name: usage_for_refund
+-- The run's charge, its row locked until the refund commits: refunds of one run are decided one
+-- after another, so together they never pass the charge (the row itself never changes).
+SELECT run_id, org_id, developer_org_id, charge_micros, developer_micros, period
+FROM billing_usage WHERE run_id = %s FOR UPDATE;
+
+-- name: refunded_of_run
+SELECT coalesce(sum(amount_micros), 0)::bigint AS amount_micros,
+       coalesce(sum(developer_micros), 0)::bigint AS developer_micros
+FROM billing_refunds WHERE run_id = %s;
+
+-- name: insert_refund
+-- A refund, and the month of the run's charge gives the amount back to the org's budget.
+WITH refund AS (
+    INSERT INTO billing_refunds (id, run_id, org_id, developer_org_id, amount_micros, developer_micros,
+                                 platform_micros, transaction_id, reason, created_by)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    RETURNING id, run_id, org_id, amount_micros, developer_micros, platform_micros, transaction_id, reason,
+              created_by, created_at
+), budget AS (
+    UPDATE billing_periods p SET charged_micros = greatest(0, p.charged_micros - r.amount_micros)
+    FROM refund r WHERE p.org_id = r.org_id AND p.period = %s
+)
+SELECT * FROM refund;
+
+-- name: refunds_in
+-- What was refunded of an org's runs charged in [from, to): per run (the usage API).
+SELECT f.run_id, sum(f.amount_micros)::bigint AS refunded_micros
+FROM billing_refunds f JOIN billing_usage u ON u.run_id = f.run_id
+WHERE u.org_id = %s AND u.charged_at >= %s AND u.charged_at < %s
+GROUP BY f.run_id;

@@ -18,6 +18,7 @@ from shared.billing.models import (
     Charge,
     DayUsageOut,
     Outcome,
+    RefundOut,
     RunUsageOut,
     UsageOut,
     UsageQuery,
@@ -28,6 +29,7 @@ from shared.billing.models import (
     meter,
     payouts_account,
     period_of,
+    refund_split,
     usd,
 )
 from shared.catalog import CatalogService
@@ -123,30 +125,60 @@ class BillingService:
         tx.execute(_Q.insert_entries, transaction_id, [a for a, _ in kept], [m for _, m in kept])
         return str(transaction_id)
 
-    def refund_run(self, run_id: str, *, actor: str) -> str | None:
-        """Reverse a run's charge with a new transaction (the original stays); once per run.
+    def refund(self, run_id: str, *, amount_micros: int | None, actor: str, reason: str) -> RefundOut | None:
+        """Give back ``amount_micros`` of run ``run_id``'s charge (None: all that is left of it).
 
-        Returns the refund's transaction id, or None when the run was charged nothing or refunded
-        already. The developer's share comes back even when it was paid out: the developer's
-        balance may go negative, and later earnings repay it.
+        A new ledger transaction reverses that part of the charge, split in proportion
+        (``refund_split``): the org owes that much less, the developer's share comes back from the
+        developer's balance (which may go negative after a payout: later earnings repay it), the
+        rest from the platform's fee. The run's usage row is locked while the refund is decided, so
+        refunds of one run together never pass its charge (and the database refuses one that
+        would). Audited, announced (``billing.run_refunded``), and the month of the charge gets
+        the amount back in the org's budget. Returns None when ``amount_micros`` is None and
+        nothing is left to refund.
         """
         with self.db.transaction() as tx:
-            rows = tx.fetch_all(_Q.run_transaction, "run_charge", run_id)
-            if not rows:
-                usage = tx.fetch_one(_Q.usage_of_run, run_id)
-                if usage is None:
-                    raise NotFound("run not charged")
+            usage = tx.fetch_one(_Q.usage_for_refund, run_id)
+            if usage is None:
+                raise NotFound("run not charged")
+            before = tx.fetch_one(_Q.refunded_of_run, run_id)
+            assert before is not None
+            charge, refunded = int(usage["charge_micros"]), int(before["amount_micros"])
+            left = charge - refunded
+            if amount_micros is None and left == 0:
                 return None
-            usage = tx.fetch_one(_Q.usage_of_run, run_id)
-            assert usage is not None
-            refund = self.post(tx, kind="run_refund", org_id=usage["org_id"], run_id=run_id,
-                               entries=[(r["account"], -r["amount"]) for r in rows],
-                               memo={"developer_org_id": usage["developer_org_id"]})
-            if refund is not None:
-                self.audit.append(tx, org_id=usage["org_id"], actor=actor, action="billing.run_refunded",
-                                  target=run_id, details={"charge_micros": usage["charge_micros"],
-                                                          "transaction_id": refund})
-        return refund
+            amount = left if amount_micros is None else amount_micros
+            if amount <= 0 or amount > left:
+                raise Conflict(f"the refund of {usd(amount)} USD passes the {usd(left)} USD left of the run's "
+                               f"{usd(charge)} USD charge", code=ErrorCode.REFUND_EXCEEDS_CHARGE)
+            developer, platform = refund_split(charge, int(usage["developer_micros"]), refunded, amount,
+                                               int(before["developer_micros"]))
+            org_id, developer_org = usage["org_id"], usage["developer_org_id"]
+            refund_id = new_id("rfd")
+            transaction_id = self.post(tx, kind="run_refund", org_id=org_id,
+                                       entries=[(customer_account(org_id), -amount),
+                                                (developer_account(developer_org), developer),
+                                                (PLATFORM_ACCOUNT, platform)],
+                                       memo={"run_id": run_id, "refund_id": refund_id,
+                                             "developer_org_id": developer_org})
+            assert transaction_id is not None  # refunds carry no run id: never a duplicate
+            row = tx.fetch_one(_Q.insert_refund, refund_id, run_id, org_id, developer_org, amount, developer,
+                               platform, transaction_id, reason, actor, usage["period"])
+            assert row is not None
+            data = {"run_id": run_id, "refund_id": refund_id, "amount_usd": usd(amount),
+                    "refunded_usd": usd(refunded + amount), "charge_usd": usd(charge), "reason": reason}
+            self.audit.append(tx, org_id=org_id, actor=actor, action="billing.run_refunded", target=run_id,
+                              details={**data, "transaction_id": transaction_id, "developer_micros": developer,
+                                       "platform_micros": platform})
+            if self.events is not None:
+                self.events(tx, org_id=org_id, event="billing.run_refunded", data=data)
+        return RefundOut(**row, amount_usd=usd(amount), charge_micros=charge, refunded_micros=refunded + amount)
+
+    def refund_run(self, run_id: str, *, actor: str, reason: str = "refunded in full") -> str | None:
+        """Refund all that is left of a run's charge; the refund's ledger transaction id, or None
+        when the run was charged nothing or is refunded in full already."""
+        refund = self.refund(run_id, amount_micros=None, actor=actor, reason=reason)
+        return None if refund is None else refund.transaction_id
 
     def record_payout(self, tx: Tx, developer_org_id: str, amount_micros: int, *, transfer_id: str) -> str:
         """Post a payout of ``amount_micros`` to a developer (their balance owed goes down)."""
@@ -301,12 +333,15 @@ class BillingService:
             days = tx.fetch_all(_Q.usage_by_day, org_id, low, high)
             settings = tx.fetch_one(_Q.settings, org_id)
             spend = tx.fetch_one(_Q.period_spend, org_id, start)
+            refunds = {r["run_id"]: int(r["refunded_micros"]) for r in tx.fetch_all(_Q.refunds_in, org_id, low, high)}
         total = sum(a["charge_micros"] for a in agents)
+        refunded = sum(refunds.values())
         budget = settings["monthly_budget_micros"] if settings else None
         return UsageOut(
             org_id=org_id, period_start=start, period_end=end, runs=sum(a["runs"] for a in agents),
             records=sum(a["records"] for a in agents), cpu_seconds=sum(a["cpu_ms"] for a in agents) / 1000,
-            total_usd=usd(total), total_micros=total, budget_usd=None if budget is None else usd(budget),
+            total_usd=usd(total), total_micros=total, refunded_usd=usd(refunded), refunded_micros=refunded,
+            budget_usd=None if budget is None else usd(budget),
             reserved_usd=usd(spend["reserved_micros"] if spend else 0),
             by_agent=[AgentUsageOut(agent_id=a["agent_id"], runs=a["runs"], records=a["records"],
                                     cpu_seconds=a["cpu_ms"] / 1000, charge_usd=usd(a["charge_micros"]),
@@ -316,7 +351,9 @@ class BillingService:
             items=[RunUsageOut(run_id=r["run_id"], agent_id=r["agent_id"], version=r["version"],
                                outcome=r["outcome"], records=r["records"], cpu_seconds=r["cpu_ms"] / 1000,
                                charge_usd=usd(r["charge_micros"]), charge_micros=r["charge_micros"],
-                               capped=r["capped"], charged_at=r["charged_at"]) for r in runs],
+                               capped=r["capped"], charged_at=r["charged_at"],
+                               refunded_usd=usd(refunds.get(r["run_id"], 0)),
+                               refunded_micros=refunds.get(r["run_id"], 0)) for r in runs],
             items_truncated=len(runs) == query.limit)
 
 

@@ -97,6 +97,7 @@ class ErrorCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"  # the run's maximum charge does not fit what is left of the monthly budget
     INVALID_SIGNATURE = "invalid_signature"  # a payment provider's webhook whose signature does not verify
     NO_PAYOUT_ACCOUNT = "no_payout_account"  # the developer org has not onboarded a Stripe Connect account
+    REFUND_EXCEEDS_CHARGE = "refund_exceeds_charge"  # the refund would pass what is left of the run's charge
     # Approvals and notifications (issue 15).
     APPROVAL_DECIDED = "approval_decided"  # the approval was decided already: details[0].decision is the winner
     ALREADY_VOTED = "already_voted"  # this approver decided the approval already (it waits for others)

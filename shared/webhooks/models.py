@@ -28,6 +28,7 @@ class WebhookEvent(StrEnum):
     BILLING_BUDGET_THRESHOLD = "billing.budget_threshold"  # the month's spend passed 50, 80 or 100 % of the budget
     BILLING_FROZEN = "billing.frozen"  # the org's spend was frozen (kill switch or unpaid invoice)
     BILLING_PAYMENT_FAILED = "billing.payment_failed"  # an invoice's payment failed: pay within the grace period
+    BILLING_RUN_REFUNDED = "billing.run_refunded"  # (part of) a run's charge was refunded
 
 
 WEBHOOK_EVENTS: frozenset[str] = frozenset(e.value for e in WebhookEvent)

@@ -37,7 +37,8 @@ TABLE_OWNERS: dict[str, frozenset[str]] = {
     "webhooks": frozenset({"webhooks", "webhook_events", "webhook_deliveries", "webhook_attempts"}),
     "billing": frozenset({"billing_usage", "ledger_transactions", "ledger_entries", "billing_settings",
                           "billing_periods", "billing_reservations", "billing_cycles", "billing_customers",
-                          "invoices", "invoice_lines", "stripe_events", "payout_accounts", "payouts"}),
+                          "invoices", "invoice_lines", "stripe_events", "payout_accounts", "payouts",
+                          "billing_refunds", "billing_subscriptions"}),
     # issue 15
     "approvals": frozenset({"approvals", "approval_votes", "approval_policies", "cloud_resources"}),
     "notifications": frozenset({"notifications", "notification_deliveries", "notification_settings",
