@@ -284,8 +284,6 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     catalog.use_install_history(deployments)  # deployments sits above the catalog and is built with it
     billing = BillingService(db, audit, catalog, events=webhooks.emit)  # billing (issue 16)
     payments = _payments(settings)
-    invoicing = Invoicing(db, audit, billing, payments, events=webhooks.emit,
-                          grace_days=settings.billing_payment_grace_days)
     # -- approvals (issue 15): run events reach webhooks and cancel a finished run's pending approvals.
     later: list[tuple[ApprovalService, NotificationService]] = []
 
@@ -298,6 +296,10 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
 
     runs = RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=run_events,
                       billing=billing)
+    # billing (issue 16): an org frozen for an unpaid invoice has its runs cancelled, as by the kill switch.
+    invoicing = Invoicing(db, audit, billing, payments, deployments=deployments, events=webhooks.emit,
+                          grace_days=settings.billing_payment_grace_days,
+                          on_frozen=lambda org_id, actor: runs.cancel_all(org_id, actor=actor))
     approvals = ApprovalService(db, audit, orgs, runs, events=webhooks.emit, resources=_cloud_resources(settings, db))
     notifications = _notifications(settings, db, audit, orgs, secrets=secrets, approvals=approvals)
     approvals.use_notifier(notifications)

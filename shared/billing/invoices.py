@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Protocol
 
 from shared.audit import AuditLog
 from shared.billing.models import (
@@ -17,10 +17,12 @@ from shared.billing.models import (
     customer_account,
     micros_to_cents,
     period_of,
+    split,
     usd,
 )
 from shared.billing.ports import InvalidProviderSignature, PaymentProvider, ProviderLine
 from shared.billing.service import BillingEvents, BillingService
+from shared.deployments import DeploymentService, InstalledSpan
 from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import BadRequest, ErrorCode, NotFound
@@ -37,17 +39,48 @@ def previous_period(today: date) -> date:
     return period_of(today.replace(day=1) - timedelta(days=1))
 
 
+def next_period(period: date) -> date:
+    """The first day of the month after ``period``."""
+    return period_of(period.replace(day=28) + timedelta(days=4))
+
+
+def active_days(span: InstalledSpan, period: date) -> int:
+    """The days (UTC) of month ``period`` on which the deployment was installed at some moment:
+    the day it was installed and the day it was uninstalled both count."""
+    last_day = next_period(period) - timedelta(days=1)
+    first = max(span.installed_at.astimezone(UTC).date(), period)
+    last = last_day if span.uninstalled_at is None else min(span.uninstalled_at.astimezone(UTC).date(), last_day)
+    return max(0, (last - first).days + 1)
+
+
+def subscription_fee(monthly_micros: int, days: int, period_days: int) -> int:
+    """A month's fee for ``days`` of its ``period_days`` days, pro rata, rounded down to the
+    micro-dollar (never more than the price list says; a whole month is the monthly price)."""
+    return monthly_micros * days // period_days
+
+
+class FrozenHook(Protocol):
+    """What follows a freeze by billing itself (the runs context cancels the org's runs)."""
+
+    def __call__(self, org_id: str, actor: str) -> object:
+        """The org ``org_id`` was frozen by ``actor``."""
+        ...
+
+
 class Invoicing:
     """Closes billing periods into invoices, sends them through the provider, handles its webhooks."""
 
     def __init__(self, db: Database, audit: AuditLog, billing: BillingService, provider: PaymentProvider | None, *,
-                 events: BillingEvents | None = None, grace_days: int = 7) -> None:
+                 deployments: DeploymentService, events: BillingEvents | None = None, grace_days: int = 7,
+                 on_frozen: FrozenHook | None = None) -> None:
         self.db = db
         self.audit = audit
         self.billing = billing
         self.provider = provider
+        self.deployments = deployments
         self.events = events
         self.grace_days = grace_days
+        self.on_frozen = on_frozen
 
     # -- the cycle ----------------------------------------------------------------------------
     def run_cycle(self, today: date | None = None) -> int:
@@ -85,6 +118,8 @@ class Invoicing:
             by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for row in rows:
                 by_org[row["org_id"]].append(row)
+            for row in self._charge_subscriptions(tx, period):
+                by_org[row["org_id"]].append({**row, "kind": "subscription", "period": period})
             created = self._invoices(tx, period, by_org)
             tx.execute(_Q.mark_cycle_invoiced, period)
         return created
@@ -98,10 +133,17 @@ class Invoicing:
             micros = cents = 0
             for number, row in enumerate(rows, start=1):
                 late = row["period"] < period
+                amount_cents = micros_to_cents(row["amount_micros"])
+                if row.get("kind") == "subscription":
+                    lines.append((ids[org_id], number, "subscription", row["agent_id"], period, 0,
+                                  f"Subscription to agent {row['agent_id']} ({row['deployments']} deployment(s)), "
+                                  f"{period:%Y-%m}", row["amount_micros"], amount_cents))
+                    micros += row["amount_micros"]
+                    cents += amount_cents
+                    continue
                 label = f"{row['runs']} run(s) of agent {row['agent_id']}"
                 description = (f"Late usage from {row['period']:%Y-%m}: {label}" if late
                                else f"{label}, {period:%Y-%m}")
-                amount_cents = micros_to_cents(row["amount_micros"])
                 lines.append((ids[org_id], number, "adjustment" if late else "usage", row["agent_id"], row["period"],
                                row["runs"], description, row["amount_micros"], amount_cents))
                 micros += row["amount_micros"]
@@ -122,6 +164,42 @@ class Invoicing:
                                                                "total_cents": totals[org_id][1],
                                                                "lines": len(by_org[org_id])})
         return [ids[o] for o in orgs if ids[o] in made]
+
+    def _charge_subscriptions(self, tx: Tx, period: date) -> list[dict[str, Any]]:
+        """Charge month ``period``'s subscription fees (once per deployment and month, whatever
+        the number of cycle runs) and return the month's fees per org and agent.
+
+        Each deployment installed at some moment of the month, of a version whose manifest has
+        ``subscription_monthly_usd``, is charged that price pro rata of the days it was installed
+        (``active_days``), split 80/20 like a run's charge, in one statement.
+        """
+        start = datetime.combine(period, time(), UTC)
+        end_period = next_period(period)
+        period_days = (end_period - period).days
+        prices: dict[tuple[str, str], int] = {}
+        columns: list[list[Any]] = [[] for _ in range(11)]
+        for span in self.deployments.installed_during(tx, start, datetime.combine(end_period, time(), UTC)):
+            key = (span.agent_id, span.version)
+            if key not in prices:
+                manifest = self.billing.catalog.version_manifest(tx, span.agent_id, span.version)
+                prices[key] = 0 if manifest is None else manifest.pricing.subscription_monthly_micros
+            days = active_days(span, period)
+            fee = subscription_fee(prices[key], days, period_days) if days else 0
+            if fee <= 0:
+                continue
+            developer, platform = split(fee)
+            for column, value in zip(columns, (
+                    span.id, span.org_id, span.agent_id, span.version, self.billing.publisher_of(tx, span.agent_id),
+                    days, prices[key], fee, developer, platform, new_id("ltx")), strict=True):
+                column.append(value)
+        if columns[0]:
+            tx.execute(_Q.charge_subscriptions, *columns, period, period_days)
+        return tx.fetch_all(_Q.subscriptions_of_period, period)
+
+    def subscriptions(self, org_id: str) -> list[dict[str, Any]]:
+        """The subscription fees an org was charged, oldest month first."""
+        with self.db.read() as tx:
+            return tx.fetch_all(_Q.subscriptions_of_org, org_id)
 
     def send_drafts(self, limit: int = 100) -> int:
         """Send draft invoices to the provider (creating each org's customer once); how many."""
@@ -176,6 +254,8 @@ class Invoicing:
         for org_id in orgs:
             self.billing.set_frozen(None, org_id, frozen=True, actor="billing",
                                     reason=f"an invoice is unpaid {self.grace_days} days after its payment failed")
+            if self.on_frozen is not None:  # the runs context cancels the org's runs (the kill switch's freeze)
+                self.on_frozen(org_id, "billing")
         return orgs
 
     # -- reading ------------------------------------------------------------------------------

@@ -260,7 +260,7 @@ def refund_split(charge: int, developer: int, refunded_before: int, amount: int,
     ``developer_before`` came from the developer.
 
     Cumulative, so partial refunds never drift: after refunds totalling R the developer has given
-    back ⌊R × developer / charge⌋, and a refund of the whole charge gives back exactly the
+    back floor(R * developer / charge), and a refund of the whole charge gives back exactly the
     developer's share and the platform's fee. Each part is never negative and never more than
     what is left of its share.
     """

@@ -44,7 +44,7 @@ class Payouts:
     def earnings(self, org_id: str, limit: int = 240) -> EarningsOut:
         """Per agent and month: gross charged, the developer's share, the platform's fee; and the balance."""
         with self.db.read() as tx:
-            rows = tx.fetch_all(_Q.earnings, org_id, limit)
+            rows = tx.fetch_all(_Q.earnings, org_id, org_id, limit)
         return EarningsOut(
             org_id=org_id, balance_usd=usd(self.billing.developer_balance(org_id)),
             payout_minimum_usd=usd(self.minimum_micros),

@@ -257,10 +257,15 @@ WHERE i.status = 'payment_failed' AND i.payment_failed_at < now() - make_interva
   AND NOT coalesce(s.frozen, false);
 
 -- name: earnings
--- A developer org's earnings per agent and month (what its agents' runs were charged).
-SELECT agent_id, period, count(*) AS run_count, sum(charge_micros)::bigint AS gross_micros,
+-- A developer org's earnings per agent and month (what its agents' runs and subscriptions were
+-- charged). Parameters: the developer org twice, then the limit.
+SELECT agent_id, period, sum(run_count)::bigint AS run_count, sum(charge_micros)::bigint AS gross_micros,
        sum(developer_micros)::bigint AS developer_micros, sum(platform_micros)::bigint AS platform_micros
-FROM billing_usage WHERE developer_org_id = %s AND charge_micros > 0
+FROM (SELECT agent_id, period, 1 AS run_count, charge_micros, developer_micros, platform_micros
+      FROM billing_usage WHERE developer_org_id = %s AND charge_micros > 0
+      UNION ALL
+      SELECT agent_id, period, 0, charge_micros, developer_micros, platform_micros
+      FROM billing_subscriptions WHERE developer_org_id = %s) AS earned
 GROUP BY agent_id, period ORDER BY period DESC, agent_id LIMIT %s;
 
 -- name: payout_account
@@ -324,3 +329,50 @@ SELECT f.run_id, sum(f.amount_micros)::bigint AS refunded_micros
 FROM billing_refunds f JOIN billing_usage u ON u.run_id = f.run_id
 WHERE u.org_id = %s AND u.charged_at >= %s AND u.charged_at < %s
 GROUP BY f.run_id;
+
+-- name: charge_subscriptions
+-- A closed month's subscription fees, once per deployment and month: the fee row's key is
+-- (deployment, month), so a cycle that runs again (or at the same time) inserts nothing and posts
+-- nothing. Each fee inserted is posted as a balanced transaction split like a run's charge
+-- (customer debit = developer share + platform fee). Arrays, one element per deployment; then
+-- the month and its number of days.
+WITH fee AS (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[],
+                         %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
+        AS f (deployment_id, org_id, agent_id, version, developer_org_id, active_days, monthly_micros, charge_micros,
+              developer_micros, platform_micros, transaction_id)
+), charged AS (
+    INSERT INTO billing_subscriptions (deployment_id, period, org_id, agent_id, version, developer_org_id,
+                                       active_days, period_days, monthly_micros, charge_micros, developer_micros,
+                                       platform_micros, transaction_id)
+    SELECT deployment_id, %s::date, org_id, agent_id, version, developer_org_id, active_days, %s::int,
+           monthly_micros, charge_micros, developer_micros, platform_micros, transaction_id
+    FROM fee
+    ON CONFLICT (deployment_id, period) DO NOTHING
+    RETURNING deployment_id, period, org_id, developer_org_id, charge_micros, developer_micros, platform_micros,
+              transaction_id
+), posted AS (
+    INSERT INTO ledger_transactions (id, kind, org_id, run_id, memo)
+    SELECT transaction_id, 'subscription', org_id, NULL,
+           jsonb_build_object('deployment_id', deployment_id, 'period', period, 'developer_org_id', developer_org_id)
+    FROM charged
+    RETURNING id
+)
+INSERT INTO ledger_entries (transaction_id, account, amount)
+SELECT c.transaction_id, e.account, e.amount
+FROM charged c JOIN posted p ON p.id = c.transaction_id
+CROSS JOIN LATERAL (VALUES ('customer:' || c.org_id, c.charge_micros),
+                           ('developer:' || c.developer_org_id, -c.developer_micros),
+                           ('platform:revenue', -c.platform_micros)) AS e (account, amount)
+WHERE e.amount <> 0;
+
+-- name: subscriptions_of_period
+-- A month's subscription fees per org and agent (its invoice lines).
+SELECT org_id, agent_id, count(*) AS deployments, sum(charge_micros)::bigint AS amount_micros
+FROM billing_subscriptions WHERE period = %s
+GROUP BY org_id, agent_id ORDER BY org_id, agent_id;
+
+-- name: subscriptions_of_org
+SELECT deployment_id, period, agent_id, version, active_days, period_days, monthly_micros, charge_micros,
+       developer_micros, platform_micros, transaction_id
+FROM billing_subscriptions WHERE org_id = %s ORDER BY period, deployment_id;

@@ -69,7 +69,7 @@ class BillingService:
         self._publishers: dict[str, str] = {}
         self._publishers_lock = threading.Lock()
 
-    def _publisher(self, tx: Tx, agent_id: str) -> str:
+    def publisher_of(self, tx: Tx, agent_id: str) -> str:
         """The developer org of a listing; a listing's publisher never changes, so it is cached."""
         with self._publishers_lock:
             found = self._publishers.get(agent_id)
@@ -94,7 +94,7 @@ class BillingService:
         charge is audited in the org's chain in the same transaction.
         """
         charge = meter(pricing, outcome, records=records, cpu_ms=cpu_ms_of(cpu_seconds))
-        developer_org = self._publisher(tx, agent_id)
+        developer_org = self.publisher_of(tx, agent_id)
         moment = at or datetime.now(UTC)
         metered = charge.total_micros
         # The run's reservation (its cap) limits the charge in the statement itself: no read first.

@@ -122,6 +122,18 @@ class RegisterOut(BaseModel):
 
 
 @dataclass(frozen=True)
+class InstalledSpan:
+    """A deployment and the span it was installed (``DeploymentService.installed_during``)."""
+
+    id: str
+    org_id: str
+    agent_id: str
+    version: str
+    installed_at: datetime
+    uninstalled_at: datetime | None
+
+
+@dataclass(frozen=True)
 class RunnableDeployment:
     """What a run's start needs of its deployment (``DeploymentService.runnable``): whose it is,
     whether it may run, what it runs, and with which config and permissions."""

@@ -87,6 +87,13 @@ SELECT EXISTS (SELECT 1 FROM deployments WHERE org_id = %s AND agent_id = %s AND
 SELECT id, org_id, agent_id, version, deployment_type, status, config, granted_permissions
 FROM deployments WHERE id = %s;
 
+-- name: installed_during
+-- Deployments installed at some moment of [start, end): created before its end, not uninstalled
+-- before its start, and not failed (a failed provisioning never ran). Billing's subscription fees.
+SELECT id, org_id, agent_id, version, created_at, uninstalled_at FROM deployments
+WHERE created_at < %s AND (uninstalled_at IS NULL OR uninstalled_at >= %s) AND status <> 'failed'
+ORDER BY id;
+
 -- name: uninstalled_among
 -- Which of some deployments are uninstalled (the run reconciler closes their runs).
 SELECT id FROM deployments WHERE id = ANY(%s::text[]) AND status = 'uninstalled';

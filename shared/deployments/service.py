@@ -15,6 +15,7 @@ from shared.catalog import AgentManifest, CatalogService
 from shared.deployments.models import (
     DeploymentOut,
     DeploymentStatus,
+    InstalledSpan,
     InstallOut,
     InvalidTransition,
     RegisterOut,
@@ -407,6 +408,15 @@ class DeploymentService:
         """``runnable`` without a round trip of its own: the SELECT is held back (``Tx.defer``) and
         sent with the caller's next statement; ``get()`` on the result reads the answer."""
         return PendingRunnableDeployment(tx.defer(_Q.deployment_for_run, deployment_id))
+
+    # -- for billing --
+    @staticmethod
+    def installed_during(tx: Tx, start: datetime, end: datetime) -> list[InstalledSpan]:
+        """Deployments installed at some moment of [``start``, ``end``) (failed ones excepted), in
+        the caller's transaction: billing charges their agents' subscription fees."""
+        return [InstalledSpan(id=r["id"], org_id=r["org_id"], agent_id=r["agent_id"], version=r["version"],
+                              installed_at=r["created_at"], uninstalled_at=r["uninstalled_at"])
+                for r in tx.fetch_all(_Q.installed_during, end, start)]
 
     # -- for runs --
     def uninstalled_among(self, tx: Tx, deployment_ids: Sequence[str]) -> set[str]:

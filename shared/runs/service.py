@@ -346,7 +346,11 @@ class RunService:
         next heartbeat, stops between steps and reports ``cancelled`` (a worker that is gone has no
         live lease, and then the run is cancelled at once). Finished: nothing changes.
         """
-        row = self._readable(principal, agent_ref, run_id, "cancel")
+        return self._cancel(self._readable(principal, agent_ref, run_id, "cancel"), actor=principal.actor)
+
+    def _cancel(self, row: Row, *, actor: str) -> RunOut:
+        """Cancel the run ``row`` (every column, the caller's access checked) on behalf of ``actor``."""
+        run_id = row["id"]
         if RunStatus(row["status"]).final:
             return RunOut(**row)
         agent_id = row["agent_id"]
@@ -355,12 +359,12 @@ class RunService:
             row = self._locked(tx, run_id, agent_id)
             run = RunState.of(row)
             if run.status in (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL):  # neither holds a lease
-                changed = self._finish(tx, run, RunStatus.CANCELLED, actor=principal.actor,
-                                       error=f"cancelled by {principal.actor} before it started",
+                changed = self._finish(tx, run, RunStatus.CANCELLED, actor=actor,
+                                       error=f"cancelled by {actor} before it started",
                                        cancel_requested=True, returning=True)
             elif run.status == RunStatus.RUNNING and not run.cancel_requested:
                 changed = tx.defer(_Q.request_cancel, run_id)
-                self.audit.append(tx, org_id=run.org_id, actor=principal.actor, action="run.cancel_requested",
+                self.audit.append(tx, org_id=run.org_id, actor=actor, action="run.cancel_requested",
                                   target=run_id, details={"attempt": run.attempt})
         if changed is not None:
             row = _row(changed)
@@ -373,8 +377,8 @@ class RunService:
             with self.db.transaction() as tx:
                 row = self._locked(tx, run_id, agent_id)
                 if row["status"] == RunStatus.RUNNING:
-                    changed = self._finish(tx, RunState.of(row), RunStatus.CANCELLED, actor=principal.actor,
-                                           error=f"cancelled by {principal.actor}; its worker had stopped",
+                    changed = self._finish(tx, RunState.of(row), RunStatus.CANCELLED, actor=actor,
+                                           error=f"cancelled by {actor}; its worker had stopped",
                                            returning=True)
             if changed is not None:
                 row = _row(changed)
@@ -754,6 +758,19 @@ class RunService:
             rows = tx.fetch_all(_Q.active_runs_of_org, org_id)
         for row in rows:
             self.cancel(principal, row["agent_id"], row["id"])
+        return [row["id"] for row in rows]
+
+    def cancel_all(self, org_id: str, *, actor: str) -> list[str]:
+        """Cancel every queued, running or waiting run of ``org_id`` on the platform's behalf
+        (``actor``: billing freezing an org whose invoice is unpaid); their ids. As ``cancel``:
+        queued and waiting runs end at once, running ones are told to stop."""
+        with self.db.read() as tx:
+            rows = tx.fetch_all(_Q.active_runs_of_org, org_id)
+        for found in rows:
+            with self.db.read() as tx:
+                row = tx.fetch_one(_Q.run, found["id"], found["agent_id"])
+            if row is not None:
+                self._cancel(row, actor=actor)
         return [row["id"] for row in rows]
 
     # -- for approvals --
