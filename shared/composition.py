@@ -303,6 +303,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     approvals = ApprovalService(db, audit, orgs, runs, events=webhooks.emit, resources=_cloud_resources(settings, db))
     notifications = _notifications(settings, db, audit, orgs, secrets=secrets, approvals=approvals)
     approvals.use_notifier(notifications)
+    billing.use_notifier(notifications.billing_event)  # billing (issue 16): budget alerts to the org's admins
     later.append((approvals, notifications))
     return Container(
         settings=settings, db=db, audit=audit, users=users, identity=identity,

@@ -28,13 +28,14 @@ from shared.billing.models import (
 )
 from shared.billing.payouts import Payouts
 from shared.billing.ports import PaymentProvider, ProviderLine
-from shared.billing.service import BillingEvents, BillingService, LedgerImbalance
+from shared.billing.service import BillingEvents, BillingNotifier, BillingService, LedgerImbalance
 
 __all__ = [
     "DEVELOPER_SHARE_PERCENT",
     "BillingEvents",
     "BillingLimitsIn",
     "BillingLimitsOut",
+    "BillingNotifier",
     "BillingService",
     "Charge",
     "EarningsOut",

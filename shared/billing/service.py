@@ -57,6 +57,15 @@ class BillingEvents(Protocol):
         ...
 
 
+class BillingNotifier(Protocol):
+    """Who tells the org's people about a billing event (the notifications context, which sits
+    above billing: the composition root hands it over with ``BillingService.use_notifier``)."""
+
+    def __call__(self, tx: Tx, *, org_id: str, event: str, data: dict[str, Any]) -> object:
+        """Notify ``event`` in ``tx``: the notifications exist exactly when the event commits."""
+        ...
+
+
 class BillingService:
     """Metering, the ledger and spend limits (budgets, per-run caps, the kill switch)."""
 
@@ -66,8 +75,13 @@ class BillingService:
         self.audit = audit
         self.catalog = catalog
         self.events = events
+        self.notifier: BillingNotifier | None = None
         self._publishers: dict[str, str] = {}
         self._publishers_lock = threading.Lock()
+
+    def use_notifier(self, notifier: BillingNotifier) -> None:
+        """Budget alerts are also notified to the org's admins (in-app, email, Slack)."""
+        self.notifier = notifier
 
     def publisher_of(self, tx: Tx, agent_id: str) -> str:
         """The developer org of a listing; a listing's publisher never changes, so it is cached."""
@@ -304,6 +318,8 @@ class BillingService:
                           details=data)
         if self.events is not None:
             self.events(tx, org_id=org_id, event="billing.budget_threshold", data=data)
+        if self.notifier is not None:
+            self.notifier(tx, org_id=org_id, event="billing.budget_threshold", data=data)
 
     @staticmethod
     def release(tx: Tx, run_id: str) -> None:

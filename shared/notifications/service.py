@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 
 from shared.approvals import ApprovalService
 from shared.audit import AuditLog
-from shared.identity import APPROVERS, OrgService, Principal
+from shared.identity import ADMIN, APPROVERS, OrgService, Principal, Role
 from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import AppError, BadRequest, Conflict, ErrorCode, Forbidden, NotFound, Unauthorized
@@ -108,10 +108,28 @@ class NotificationService:
     def approval_event(self, tx: Tx, *, org_id: str, event: str, approval: Mapping[str, Any]) -> None:
         """Notify the org's approvers and admins of ``event`` in ``tx`` (in-app now; email and
         Slack queued in the outbox)."""
-        now = self.clock()
         data = {**approval, "org_id": org_id}
         subject, body = _text(event, data)
-        recipients = [m for m in self.orgs.members_in(tx, org_id) if m.role in APPROVERS]
+        self._notify(tx, org_id=org_id, event=event, data=data, roles=APPROVERS, subject=subject, body=body)
+
+    def billing_event(self, tx: Tx, *, org_id: str, event: str, data: Mapping[str, Any]) -> None:
+        """Notify the org's admins of a billing event (``billing.budget_threshold``) in ``tx``
+        (billing's ``BillingNotifier``): in-app now; email and Slack queued in the outbox."""
+        if event != "billing.budget_threshold":
+            return
+        subject = f"Budget alert: {data.get('percent')} % of this month's budget committed"
+        body = (f"This month's committed spend (charged and reserved by running runs) is "
+                f"{data.get('committed_usd')} USD of the org's {data.get('budget_usd')} USD budget "
+                f"({data.get('period')}).")
+        self._notify(tx, org_id=org_id, event=event, data={**data, "org_id": org_id}, roles=ADMIN,
+                     subject=subject, body=body)
+
+    def _notify(self, tx: Tx, *, org_id: str, event: str, data: Mapping[str, Any], roles: frozenset[Role],
+                subject: str, body: str) -> None:
+        """One in-app notification per member of the org holding one of ``roles``, and the org's
+        email (per recipient) and Slack (once) deliveries queued in the outbox."""
+        now = self.clock()
+        recipients = [m for m in self.orgs.members_in(tx, org_id) if m.role in roles]
         for m in recipients:
             tx.execute(_Q.insert_notification, new_id("ntf"), org_id, m.user_id, event, subject, body,
                        json.dumps(data, default=str), now)

@@ -74,6 +74,27 @@ def test_alerts_at_fifty_eighty_and_a_hundred_percent(inst, anon):
     assert alerts == [50, 80, 100]
 
 
+def test_budget_alerts_notify_the_org_admins_once_per_threshold(inst, member):
+    other_admin = member(inst.admin, inst.org_id, "admin")
+    approver = member(inst.admin, inst.org_id, "approver")
+    _limits(inst, monthly_budget_usd="10")
+    for cap in ("2", "3", "1", "0.5"):  # 20 %, 50 %, 60 %, 65 %: only 50 % is crossed
+        run = inst.admin.post(f"/agents/{inst.agent_id}/runs", json={"deployment_id": inst.deployment_id,
+                                                                     "max_charge_usd": cap})
+        assert run.status == 201, run
+    run = inst.admin.post(f"/agents/{inst.agent_id}/runs", json={"deployment_id": inst.deployment_id,
+                                                                 "max_charge_usd": "3.5"})  # 100 %
+    assert run.status == 201, run
+    for admin in (inst.admin, other_admin):
+        notes = [n for n in admin.get("/me/notifications").body["items"] if n["event"] == "billing.budget_threshold"]
+        assert sorted(n["data"]["percent"] for n in notes) == [50, 100], notes
+        assert any("100 % of this month's budget" in n["subject"] for n in notes)
+        assert {n["data"]["org_id"] for n in notes} == {inst.org_id}
+    # Approvers hear about approvals, not about money.
+    assert [n for n in approver.get("/me/notifications").body["items"]
+            if n["event"] == "billing.budget_threshold"] == []
+
+
 def test_a_run_at_its_cap_is_told_to_stop_and_its_cancel_is_requested(inst, anon):
     run = inst.admin.post(f"/agents/{inst.agent_id}/runs", json={"deployment_id": inst.deployment_id,
                                                                  "max_charge_usd": "1"}).body
