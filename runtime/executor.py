@@ -382,11 +382,14 @@ class Executor:
     def execute(self, spec: RunSpec, *, log: LogSink, checkpoints: CheckpointStore | None = None,  # noqa: PLR0915
                 should_stop: Callable[[], StopReason | None] = lambda: None,
                 approvals: ApprovalDesk | None = None, guard: Callable[[str], None] | None = None,
-                package_root: str | None = None) -> Outcome:
+                package_root: str | None = None, stop_grace: Callable[[], float | None] | None = None) -> Outcome:
         """Run ``spec`` to its end, or to the first step boundary where ``should_stop`` says so.
 
         In a run's child (runtime/sandbox_child.py) ``guard`` asks the parent before each tool call
-        and ``package_root`` is the agent package's extracted project (first on ``sys.path``)."""
+        and ``package_root`` is the agent package's extracted project (first on ``sys.path``).
+        ``stop_grace`` is the sandbox's (runtime/sandbox.py): in this process a step cannot be
+        interrupted, so it is not used here."""
+        del stop_grace
         try:
             factory = load_entrypoint(spec.entrypoint, package_root)
             registry = ToolRegistry.for_agent(spec.manifest, agent_tools(spec.entrypoint, package_root),

@@ -318,8 +318,13 @@ class SandboxExecutor:
 
     def execute(self, spec: RunSpec, *, log: LogSink, checkpoints: CheckpointStore | None = None,
                 should_stop: Callable[[], StopReason | None] = lambda: None,
-                approvals: ApprovalDesk | None = None, package_dir: Path | None = None) -> Outcome:
-        """Run ``spec`` in a confined child; ``package_dir`` runs an unpacked project (``agent run``)."""
+                approvals: ApprovalDesk | None = None, package_dir: Path | None = None,
+                stop_grace: Callable[[], float | None] | None = None) -> Outcome:
+        """Run ``spec`` in a confined child; ``package_dir`` runs an unpacked project (``agent run``).
+
+        ``stop_grace``, asked when ``should_stop`` first says stop, may shorten the seconds the
+        child has to reach a step boundary before it is killed (None: ``SandboxOptions.stop_grace``;
+        the worker shortens it for a run stopped at its maximum charge)."""
         zeros = dict.fromkeys(COUNTERS, 0.0)
         try:
             package = (self.packages.ensure(spec.package_digest.removeprefix("sha256:")) if spec.package_digest
@@ -336,12 +341,13 @@ class SandboxExecutor:
             run.restored = RemoteCheckpointSaver(checkpoints, run_id=spec.run_id, progress=dict).latest_progress()
         slot = self._take_slot()
         try:
-            return self._execute(run, package, slot, should_stop)
+            return self._execute(run, package, slot, should_stop, stop_grace)
         finally:
             self._give_slot(slot)
 
     def _execute(self, run: _Run, package: InstalledPackage | None, slot: int,
-                 should_stop: Callable[[], StopReason | None]) -> Outcome:
+                 should_stop: Callable[[], StopReason | None],
+                 stop_grace: Callable[[], float | None] | None = None) -> Outcome:
         spec, log, checkpoints, approvals = run.spec, run.log, run.checkpoints, run.approvals
         uid = self._uid(slot)
         workdir = self._workdir(spec.run_id, uid)
@@ -356,7 +362,7 @@ class SandboxExecutor:
                                  "sys_path": list(package.paths) if package else [],
                                  "package_root": str(package.project) if package else None,
                                  "checkpoints": checkpoints is not None, "approvals": approvals is not None})
-            outcome = self._serve(run, ours, should_stop, confinement)
+            outcome = self._serve(run, ours, should_stop, confinement, stop_grace)
         finally:
             ours.close()
             theirs.close()
@@ -383,20 +389,23 @@ class SandboxExecutor:
         return progress
 
     def _serve(self, run: _Run, sock: socket.socket, should_stop: Callable[[], StopReason | None],
-               confinement: Mapping[str, Any]) -> Outcome:
+               confinement: Mapping[str, Any], stop_grace: Callable[[], float | None] | None = None) -> Outcome:
         timeout = float((run.spec.manifest.get("runtime") or {}).get("timeout_seconds") or 0) or None
         deadline = run.started + timeout if timeout else None
         stopping: StopReason | None = None
         kill_at: float | None = None
+        grace = self.options.stop_grace
         sock.settimeout(0.2)
         while True:
             now = time.monotonic()
             if stopping is None:
                 stopping = should_stop() or (StopReason.TIMEOUT if deadline is not None and now > deadline else None)
                 if stopping is not None:
-                    kill_at = now + self.options.stop_grace
+                    asked = stop_grace() if stop_grace is not None else None
+                    grace = self.options.stop_grace if asked is None else min(asked, self.options.stop_grace)
+                    kill_at = now + grace
             if kill_at is not None and now > kill_at and stopping is not None:
-                return self._killed(run, stopping, timeout)
+                return self._killed(run, stopping, timeout, grace)
             try:
                 message = protocol.receive(sock)
             except TimeoutError:
@@ -530,9 +539,8 @@ class SandboxExecutor:
                    f"MiB ({error})"
         return error
 
-    def _killed(self, run: _Run, reason: StopReason, timeout: float | None) -> Outcome:
+    def _killed(self, run: _Run, reason: StopReason, timeout: float | None, grace: float) -> Outcome:
         metrics = self._progress(run)
-        grace = self.options.stop_grace
         if reason == StopReason.CANCELLED:
             run.log.write(RUN_STEP, f"Run cancelled; the agent did not stop within {grace:g} s and was killed",
                           level="warning")

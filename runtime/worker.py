@@ -66,6 +66,10 @@ class WorkerOptions:
     capabilities: tuple[str, ...] = ("langgraph", "agent-packages")
     #: issue 14: where runs work and what their child processes must not see
     sandbox: SandboxOptions = field(default_factory=SandboxOptions)
+    #: billing (issue 16): seconds a run stopped at its maximum charge has to reach a step boundary
+    #: before its child is killed (shorter than ``sandbox.stop_grace``: such a run must end within
+    #: 5 s of the usage report that crossed its cap, docs/BILLING.md)
+    cap_stop_grace: float = 2.0
 
     def __post_init__(self) -> None:
         if self.lease_seconds < 2:
@@ -244,7 +248,9 @@ class Worker:
                 outcome = self.executor.execute(spec, log=log,
                                                 checkpoints=TaskCheckpointStore(self.client, task),
                                                 should_stop=should_stop,
-                                                approvals=TaskApprovalDesk(self.client, task))  # issue 15
+                                                approvals=TaskApprovalDesk(self.client, task),  # issue 15
+                                                stop_grace=lambda: (self.options.cap_stop_grace  # billing (16)
+                                                                    if usage_beat.stopped_by_cap.is_set() else None))
             log.flush()
             if keeper.lost.is_set():
                 outcome.status, outcome.stop_reason = "abandoned", StopReason.LEASE_LOST
