@@ -4,6 +4,7 @@ the developer's share given back in proportion and exactly in full)."""
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -91,6 +92,31 @@ def test_a_refund_gives_the_month_back_to_the_budget(container, inst, make_user)
     admin = make_user("platform", platform_admin=True)
     assert admin.post(f"/admin/runs/{run_id}/refund", json={"amount_usd": "6.50", "reason": "x"}).status == 200
     assert container.billing.limits(inst.org_id).charged_this_month_usd == "10.00"
+
+
+def test_concurrent_refunds_never_pass_the_charge(container, inst):
+    run_id, charge = _charge(container, inst, 15_000)
+    barrier = threading.Barrier(6)
+    done: list[int] = []
+    refused: list[int] = []
+
+    def refund() -> None:
+        barrier.wait()
+        try:
+            out = container.billing.refund(run_id, amount_micros=5_000_000, actor="test", reason="race")
+            assert out is not None
+            done.append(out.amount_micros)
+        except AppError as exc:
+            refused.append(exc.status)
+
+    threads = [threading.Thread(target=refund) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # 16.50 USD: three refunds of 5 USD fit, the other three are refused.
+    assert sorted(done) == [5_000_000] * 3 and refused == [409] * 3
+    assert container.billing.run_usage(run_id)["charge_micros"] == charge
 
 
 @pytest.mark.parametrize(("charge", "developer"), [(1, 0), (3, 2), (16_500_000, 13_200_000), (999_999, 799_999)])
