@@ -350,6 +350,10 @@ class MonthEarningsOut(BaseModel):
     gross_micros: int
     developer_share_micros: int
     platform_fee_micros: int
+    refunded_usd: str = Field(default="0.00", description="Refunded since of this month's charges (gross)")
+    refunded_micros: int = 0
+    developer_refunded_usd: str = Field(default="0.00", description="Of which taken back from the developer")
+    developer_refunded_micros: int = 0
 
 
 class EarningsOut(BaseModel):

@@ -44,7 +44,7 @@ class Payouts:
     def earnings(self, org_id: str, limit: int = 240) -> EarningsOut:
         """Per agent and month: gross charged, the developer's share, the platform's fee; and the balance."""
         with self.db.read() as tx:
-            rows = tx.fetch_all(_Q.earnings, org_id, org_id, limit)
+            rows = tx.fetch_all(_Q.earnings, org_id, org_id, org_id, limit)
         return EarningsOut(
             org_id=org_id, balance_usd=usd(self.billing.developer_balance(org_id)),
             payout_minimum_usd=usd(self.minimum_micros),
@@ -52,7 +52,10 @@ class Payouts:
                                     gross_usd=usd(r["gross_micros"]), developer_share_usd=usd(r["developer_micros"]),
                                     platform_fee_usd=usd(r["platform_micros"]), gross_micros=r["gross_micros"],
                                     developer_share_micros=r["developer_micros"],
-                                    platform_fee_micros=r["platform_micros"]) for r in rows])
+                                    platform_fee_micros=r["platform_micros"],
+                                    refunded_usd=usd(r["refunded_micros"]), refunded_micros=r["refunded_micros"],
+                                    developer_refunded_usd=usd(r["developer_refunded_micros"]),
+                                    developer_refunded_micros=r["developer_refunded_micros"]) for r in rows])
 
     def payouts(self, org_id: str, limit: int = 120) -> PayoutList:
         """A developer org's payouts, newest month first."""

@@ -258,14 +258,21 @@ WHERE i.status = 'payment_failed' AND i.payment_failed_at < now() - make_interva
 
 -- name: earnings
 -- A developer org's earnings per agent and month (what its agents' runs and subscriptions were
--- charged). Parameters: the developer org twice, then the limit.
+-- charged, and what was refunded of those runs' charges since). Parameters: the developer org
+-- three times, then the limit.
 SELECT agent_id, period, sum(run_count)::bigint AS run_count, sum(charge_micros)::bigint AS gross_micros,
-       sum(developer_micros)::bigint AS developer_micros, sum(platform_micros)::bigint AS platform_micros
-FROM (SELECT agent_id, period, 1 AS run_count, charge_micros, developer_micros, platform_micros
+       sum(developer_micros)::bigint AS developer_micros, sum(platform_micros)::bigint AS platform_micros,
+       sum(refunded_micros)::bigint AS refunded_micros,
+       sum(developer_refunded_micros)::bigint AS developer_refunded_micros
+FROM (SELECT agent_id, period, 1 AS run_count, charge_micros, developer_micros, platform_micros,
+             0 AS refunded_micros, 0 AS developer_refunded_micros
       FROM billing_usage WHERE developer_org_id = %s AND charge_micros > 0
       UNION ALL
-      SELECT agent_id, period, 0, charge_micros, developer_micros, platform_micros
-      FROM billing_subscriptions WHERE developer_org_id = %s) AS earned
+      SELECT agent_id, period, 0, charge_micros, developer_micros, platform_micros, 0, 0
+      FROM billing_subscriptions WHERE developer_org_id = %s
+      UNION ALL
+      SELECT u.agent_id, u.period, 0, 0, 0, 0, f.amount_micros, f.developer_micros
+      FROM billing_refunds f JOIN billing_usage u ON u.run_id = f.run_id WHERE f.developer_org_id = %s) AS earned
 GROUP BY agent_id, period ORDER BY period DESC, agent_id LIMIT %s;
 
 -- name: payout_account

@@ -117,6 +117,7 @@ def test_payouts_of_100_usd_or_more_carry_smaller_balances_and_refunds_go_negati
     earnings = dev_admin.get(f"/developers/{dev_org}/earnings").body
     assert sorted((e["gross_usd"], e["developer_share_usd"], e["platform_fee_usd"]) for e in earnings["items"]) == [
         ("50.50", "40.40", "10.10"), ("99.50", "79.60", "19.90")]
+    assert sorted(e["developer_refunded_usd"] for e in earnings["items"]) == ["0.00", "79.60"]
     assert earnings["balance_usd"] == "-79.60" and earnings["payout_minimum_usd"] == "100.00"
 
 
