@@ -106,18 +106,26 @@ class Invoicing:
             if last is None or last["period"] < period:
                 tx.execute(_Q.lock_usage_for_watermark)
                 through = int(tx.fetch_val(_Q.usage_watermark))
+                tx.execute(_Q.lock_refunds_for_watermark)
+                refunds_through = int(tx.fetch_val(_Q.refunds_watermark))
                 after = int(last["through_seq"]) if last else 0
-                tx.execute(_Q.insert_cycle, period, through, after)
+                refunds_after = int(last["refunds_through"]) if last else 0
+                tx.execute(_Q.insert_cycle, period, through, after, refunds_through, refunds_after)
             else:
                 through, after = int(last["through_seq"]), int(last["after_seq"])
+                refunds_through, refunds_after = int(last["refunds_through"]), int(last["refunds_after"])
         with self.db.transaction() as tx:
             previous = tx.fetch_one(_Q.cycle_before, period)
             before = int(previous["after_seq"]) if previous else 0
+            refunds_before = int(previous["refunds_after"]) if previous else 0
             prev_period = previous["period"] if previous else date(1970, 1, 1)
             rows = tx.fetch_all(_Q.cycle_lines, period, after, through, before, after, prev_period)
             by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for row in rows:
                 by_org[row["org_id"]].append(row)
+            for row in tx.fetch_all(_Q.cycle_refunds, period, refunds_after, refunds_through, refunds_before,
+                                    refunds_after, prev_period):
+                by_org[row["org_id"]].append({**row, "kind": "refund"})
             for row in self._charge_subscriptions(tx, period):
                 by_org[row["org_id"]].append({**row, "kind": "subscription", "period": period})
             created = self._invoices(tx, period, by_org)
@@ -134,6 +142,14 @@ class Invoicing:
             for number, row in enumerate(rows, start=1):
                 late = row["period"] < period
                 amount_cents = micros_to_cents(row["amount_micros"])
+                if row.get("kind") == "refund":  # a credit: refunds of the org's runs, made that month
+                    credit = -micros_to_cents(row["amount_micros"])
+                    lines.append((ids[org_id], number, "refund", row["agent_id"], row["period"], 0,
+                                  f"Refund of {row['refunds']} charge(s) of agent {row['agent_id']}, "
+                                  f"{row['period']:%Y-%m}", -row["amount_micros"], credit))
+                    micros -= row["amount_micros"]
+                    cents += credit
+                    continue
                 if row.get("kind") == "subscription":
                     lines.append((ids[org_id], number, "subscription", row["agent_id"], period, 0,
                                   f"Subscription to agent {row['agent_id']} ({row['deployments']} deployment(s)), "
@@ -299,11 +315,13 @@ class Invoicing:
             if invoice["status"] not in ("open", "payment_failed"):
                 return False
             tx.execute(_Q.mark_paid, invoice["id"])
-            # The money reached Stripe: the org owes that much less.
-            BillingService.post(tx, kind="invoice_payment", org_id=org_id,
-                                entries=[(STRIPE_CLEARING_ACCOUNT, invoice["total_micros"]),
-                                         (customer_account(org_id), -invoice["total_micros"])],
-                                memo={"invoice_id": invoice["id"]})
+            # The money reached Stripe: the org owes that much less (an invoice whose refunds cancel
+            # its charges collects nothing).
+            if invoice["total_micros"] > 0:
+                BillingService.post(tx, kind="invoice_payment", org_id=org_id,
+                                    entries=[(STRIPE_CLEARING_ACCOUNT, invoice["total_micros"]),
+                                             (customer_account(org_id), -invoice["total_micros"])],
+                                    memo={"invoice_id": invoice["id"]})
             self.audit.append(tx, org_id=org_id, actor="stripe", action="billing.invoice_paid", target=invoice["id"],
                               details={"total_micros": invoice["total_micros"]})
             return True

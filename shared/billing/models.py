@@ -301,7 +301,8 @@ def micros_to_cents(micros: int) -> int:
 class InvoiceLineOut(BaseModel):
     line_no: int
     kind: str = Field(description="usage (the month's runs of an agent), adjustment (late usage of an "
-                                  "earlier month) or subscription")
+                                  "earlier month), subscription, or refund (a credit: refunds made that "
+                                  "month, a negative amount)")
     agent_id: str | None
     usage_period: date | None
     runs: int

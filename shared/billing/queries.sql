@@ -167,17 +167,27 @@ LOCK TABLE billing_usage IN SHARE MODE;
 -- name: usage_watermark
 SELECT coalesce(max(seq), 0)::bigint AS through_seq FROM billing_usage;
 
+-- name: lock_refunds_for_watermark
+-- The same for refunds (taken after the usage lock; a refund locks a usage row, never the table).
+LOCK TABLE billing_refunds IN SHARE MODE;
+
+-- name: refunds_watermark
+SELECT coalesce(max(seq), 0)::bigint AS refunds_through FROM billing_refunds;
+
 -- name: last_cycle
-SELECT period, through_seq, after_seq, invoiced_at FROM billing_cycles ORDER BY period DESC LIMIT 1;
+SELECT period, through_seq, after_seq, refunds_through, refunds_after, invoiced_at
+FROM billing_cycles ORDER BY period DESC LIMIT 1;
 
 -- name: cycle_before
-SELECT period, through_seq, after_seq FROM billing_cycles WHERE period < %s ORDER BY period DESC LIMIT 1;
+SELECT period, through_seq, after_seq, refunds_through, refunds_after
+FROM billing_cycles WHERE period < %s ORDER BY period DESC LIMIT 1;
 
 -- name: mark_cycle_invoiced
 UPDATE billing_cycles SET invoiced_at = now() WHERE period = %s;
 
 -- name: insert_cycle
-INSERT INTO billing_cycles (period, through_seq, after_seq) VALUES (%s, %s, %s)
+INSERT INTO billing_cycles (period, through_seq, after_seq, refunds_through, refunds_after)
+VALUES (%s, %s, %s, %s, %s)
 ON CONFLICT (period) DO NOTHING RETURNING period;
 
 -- name: cycle_lines
@@ -190,6 +200,16 @@ WHERE period <= %s AND charge_micros > 0
   AND ((seq > %s AND seq <= %s) OR (seq > %s AND seq <= %s AND period > %s))
 GROUP BY org_id, agent_id, period
 ORDER BY org_id, period, agent_id;
+
+-- name: cycle_refunds
+-- The cycle's refunds, per org, agent and month made, as for usage (cycle_lines): those between the
+-- previous refunds watermark and this one, plus those the previous cycle left for a later month.
+SELECT f.org_id, u.agent_id, f.period, count(*) AS refunds, sum(f.amount_micros)::bigint AS amount_micros
+FROM billing_refunds f JOIN billing_usage u ON u.run_id = f.run_id
+WHERE f.period <= %s
+  AND ((f.seq > %s AND f.seq <= %s) OR (f.seq > %s AND f.seq <= %s AND f.period > %s))
+GROUP BY f.org_id, u.agent_id, f.period
+ORDER BY f.org_id, f.period, u.agent_id;
 
 -- name: insert_invoices
 -- A cycle's invoices, one per org (arrays); those of orgs invoiced for the month already are skipped.
@@ -320,8 +340,8 @@ FROM billing_refunds WHERE run_id = %s;
 -- A refund, and the month of the run's charge gives the amount back to the org's budget.
 WITH refund AS (
     INSERT INTO billing_refunds (id, run_id, org_id, developer_org_id, amount_micros, developer_micros,
-                                 platform_micros, transaction_id, reason, created_by)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                 platform_micros, transaction_id, reason, created_by, period)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     RETURNING id, run_id, org_id, amount_micros, developer_micros, platform_micros, transaction_id, reason,
               created_by, created_at
 ), budget AS (

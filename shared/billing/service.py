@@ -177,7 +177,8 @@ class BillingService:
                                              "developer_org_id": developer_org})
             assert transaction_id is not None  # refunds carry no run id: never a duplicate
             row = tx.fetch_one(_Q.insert_refund, refund_id, run_id, org_id, developer_org, amount, developer,
-                               platform, transaction_id, reason, actor, usage["period"])
+                               platform, transaction_id, reason, actor, period_of(datetime.now(UTC)),
+                               usage["period"])
             assert row is not None
             data = {"run_id": run_id, "refund_id": refund_id, "amount_usd": usd(amount),
                     "refunded_usd": usd(refunded + amount), "charge_usd": usd(charge), "reason": reason}

@@ -1,4 +1,6 @@
-"""Subscription fees in the billing cycle: pro rata of the days a deployment was installed, split
+"""Subscription fees and refund credits in the billing cycle.
+
+Subscription fees: pro rata of the days a deployment was installed, split
 80/20 in the ledger, an invoice line, exactly once per deployment and month however often (or
 however concurrently) the cycle runs.
 
@@ -15,7 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from registry_support import make_manifest, publish
+from runs_support import install_builtin
+from test_billing_invoices import PRICING
 
+from shared.billing import Outcome
 from shared.billing.invoices import active_days, next_period, subscription_fee
 from shared.deployments import InstalledSpan
 from shared.kernel.ids import new_id
@@ -112,6 +117,26 @@ def test_concurrent_cycles_charge_each_subscription_once(container, subscribed):
     assert february.total_micros == 93_000_000
     assert container.billing.customer_balance(org_id) == owed + 93_000_000
     assert len([f for f in container.invoicing.subscriptions(org_id) if f["period"] == period]) == 3
+
+
+def test_refunds_are_credited_once_on_the_next_invoice(container, make_org, anon, settings, make_user):
+    inst = install_builtin(container, make_org, anon, settings)
+    run_id = new_id("run")
+    with container.db.transaction() as tx:
+        container.billing.charge_run(tx, run_id=run_id, org_id=inst.org_id, agent_id=inst.agent_id, version="1.0.1",
+                                     pricing=PRICING, outcome=Outcome.SUCCEEDED, records=15_000, cpu_seconds=7200,
+                                     actor="test", at=datetime(2045, 3, 5, tzinfo=UTC))
+    padmin = make_user("platform", platform_admin=True)
+    refund = padmin.post(f"/admin/runs/{run_id}/refund", json={"amount_usd": "5.004999", "reason": "x"})
+    assert refund.status == 200, refund
+    container.invoicing.close_period(date(2045, 3, 1))
+    (march,) = _own(container.invoicing, inst.org_id, date(2045, 3, 1))
+    lines = container.invoicing.invoice(inst.org_id, march.id).lines
+    assert [(line.kind, line.amount_micros, line.amount_cents) for line in lines] == [
+        ("usage", 16_500_000, 1650), ("refund", -5_004_999, -500)]
+    assert march.total_micros == 11_495_001 and march.total_cents == 1150
+    container.invoicing.close_period(date(2045, 4, 1))
+    assert _own(container.invoicing, inst.org_id, date(2045, 4, 1)) == []  # credited once
 
 
 _MONTHS = st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 12, 1)).map(lambda d: d.replace(day=1))

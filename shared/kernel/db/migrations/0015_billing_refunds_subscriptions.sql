@@ -15,6 +15,11 @@ CREATE TABLE billing_refunds (
     reason            text NOT NULL,
     created_by        text NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
+    -- The month the refund was made (UTC): its credit line is on that month's invoice, or on the
+    -- next one when it committed after that month's cycle (as late usage does).
+    period            date NOT NULL,
+    -- Insertion order: a cycle credits the refunds up to its watermark (as for billing_usage).
+    seq               bigserial NOT NULL UNIQUE,
     CHECK (developer_micros + platform_micros = amount_micros)
 );
 CREATE INDEX billing_refunds_run_idx ON billing_refunds (run_id);
@@ -64,3 +69,11 @@ CREATE INDEX billing_subscriptions_org_idx ON billing_subscriptions (org_id, per
 CREATE INDEX billing_subscriptions_developer_idx ON billing_subscriptions (developer_org_id, period);
 CREATE TRIGGER billing_subscriptions_no_update BEFORE UPDATE OR DELETE ON billing_subscriptions
     FOR EACH ROW EXECUTE FUNCTION ledger_is_append_only();
+
+-- A cycle's refunds watermark (as through_seq/after_seq for usage), and refund credit lines.
+ALTER TABLE billing_cycles
+    ADD COLUMN refunds_through bigint NOT NULL DEFAULT 0,
+    ADD COLUMN refunds_after   bigint NOT NULL DEFAULT 0;
+ALTER TABLE invoice_lines DROP CONSTRAINT invoice_lines_kind_check;
+ALTER TABLE invoice_lines ADD CONSTRAINT invoice_lines_kind_check
+    CHECK (kind IN ('usage', 'adjustment', 'subscription', 'refund'));
