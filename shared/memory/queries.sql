@@ -4,10 +4,15 @@
 -- still names its org itself (two walls).
 
 -- name: enter_org
--- Become the RLS-bound role and name the org for the rest of this transaction (SET LOCAL both).
+-- Become the RLS-bound role and name the org for the rest of this transaction (SET LOCAL all).
+-- Custom plans: the org is then a constant to the planner, so a large org's partial HNSW index
+-- (WHERE org_id = '...', see index_large_orgs) is chosen for its searches; a small org's rows are
+-- read through the btree and compared exactly. Iterative scans (pgvector >= 0.8): when the level,
+-- embedder and expiry filters drop HNSW candidates, the scan goes on until k rows are found.
 -- Parameters: org id, HNSW ef_search.
 SELECT set_config('role', 'marketplace_memory', true), set_config('marketplace.memory_org', %s, true),
-       set_config('hnsw.ef_search', %s, true);
+       set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'strict_order', true),
+       set_config('plan_cache_mode', 'force_custom_plan', true);
 
 -- name: insert_memories
 -- A batch of memories in one statement: one JSON array of rows (vectors as '[x,y,...]' text).
@@ -74,3 +79,11 @@ UPDATE memories SET embedder = %s, embedding = %s::vector WHERE org_id = %s AND 
 -- name: without_org
 -- Only for the fail-closed test and tools: a count that names no org (RLS must refuse it).
 SELECT count(*) AS n FROM memories;
+
+-- name: large_orgs
+-- Orgs with at least N memories, and whether a valid partial HNSW index of theirs exists (the
+-- platform's job, run as the table's owner). Parameters: N.
+SELECT m.org_id, count(*) AS n,
+       EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               WHERE c.relname = 'memories_hnsw_' || left(md5(m.org_id), 20) AND i.indisvalid) AS indexed
+FROM memories m GROUP BY m.org_id HAVING count(*) >= %s;

@@ -188,3 +188,36 @@ def test_a_changed_embedder_never_mixes_spaces_and_the_job_reembeds(container: C
     hits = memory.search(org_id, level=2, query="the old space").items
     assert [h.id for h in hits] == [old.id] and hits[0].embedder == memory.embedder.name
     assert (hits[0].similarity or 0) > 0.99
+
+
+def test_a_large_org_gets_its_own_hnsw_index_which_its_searches_use(container: Container,
+                                                                    orgs: Callable[[int], list[str]]) -> None:
+    """Below the threshold an org is searched exactly; past it, the GC job's maintenance builds the
+    org's partial HNSW index, the planner uses it for that org only, and answers stay the org's."""
+    from shared.memory.adapters.pgvector_store import org_index_name
+
+    store = PgVectorStore(container.db, hnsw_min_rows=1500)
+    rng = np.random.default_rng(21)
+    big, small = orgs(2)
+    vectors = [_unit(rng) for _ in range(2000)]
+    mems = [_memory(big, expires=T0 + timedelta(days=30)) for _ in vectors]
+    store.add(mems, vectors)
+    store.add([_memory(small, expires=T0 + timedelta(days=30)) for _ in range(10)], [_unit(rng) for _ in range(10)])
+    assert store.index_large_orgs() == [big]
+    assert store.index_large_orgs() == []  # built once
+    name = org_index_name(big)
+
+    def plan(org_id: str) -> str:
+        with container.db.transaction() as tx:
+            tx.execute("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
+            literal = "[" + ",".join(str(x) for x in vectors[0]) + "]"
+            rows = tx.fetch_all("EXPLAIN SELECT id FROM memories WHERE org_id = %s AND level = 2 "
+                                "ORDER BY embedding <=> %s::vector LIMIT 10", org_id, literal)
+        return "\n".join(str(next(iter(r.values()))) for r in rows)
+
+    assert name in plan(big) and name not in plan(small)
+    hits = store.search(big, level=Level.SUMMARY, vector=vectors[7], k=10, now=T0, embedder="minilm-l6-v2")
+    assert hits[0].id == mems[7].id and len(hits) == 10 and {h.org_id for h in hits} == {big}
+    assert store.search(big, level=Level.EPISODE, vector=vectors[7], k=10, now=T0, embedder="minilm-l6-v2") == []
+    assert store.search(big, level=Level.SUMMARY, vector=vectors[7], k=5, now=T0 + timedelta(days=31),
+                        embedder="minilm-l6-v2") == []
