@@ -1,9 +1,10 @@
 """Memory (issue 17): our pgvector store against LangGraph's ``PostgresStore``, side by side.
 
-    python bench/memory.py [--n 100000] [--orgs 20] [--queries 300]
+    python -m bench.memory [--n 100000] [--orgs 20] [--queries 300]
 
 One embedded PostgreSQL (started here, in a temporary directory), two databases: ours (the
-``memories`` table of 0014_memory.sql: HNSW, row-level security, TTL in the query) and
+``memories`` table of 0014/0016: halfvec vectors, an exact scan per org below 20,000 memories and a
+partial HNSW index per larger org, row-level security, TTL in the query) and
 LangGraph's (``PostgresStore`` with its vector index on, ``ann_index_config`` HNSW, cosine). Both
 get the SAME 384-d vectors: clustered synthetic unit vectors (embedding 100k texts on a CPU would
 measure the embedder, not the stores), ``n`` memories spread over ``orgs`` orgs (a LangGraph

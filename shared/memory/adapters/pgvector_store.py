@@ -87,8 +87,7 @@ class PgVectorStore:
                embedder: str, namespace: str | None = None) -> list[Memory]:
         literal = _literal(vector)
         with self._org(org_id) as tx:
-            rows = tx.fetch_all(_Q.search, literal, org_id, int(level), namespace, namespace, embedder, now,
-                                literal, k)
+            rows = tx.fetch_all(_Q.search, literal, org_id, int(level), namespace, namespace, embedder, now, k)
         return [_memory(row) for row in rows]
 
     def recent(self, org_id: str, *, level: Level, limit: int, now: datetime) -> list[Memory]:
@@ -147,7 +146,8 @@ class PgVectorStore:
             name = sql.Identifier(org_index_name(org_id))
             with self.db.connection() as conn:
                 conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
-                conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY {} ON memories USING hnsw (embedding vector_cosine_ops)"
+                conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY {} ON memories"
+                                     " USING hnsw (embedding halfvec_cosine_ops)"
                                      " WITH (m = {}, ef_construction = {}) WHERE org_id = {}").format(
                     name, sql.Literal(HNSW_M), sql.Literal(HNSW_EF_CONSTRUCTION), sql.Literal(org_id)))
             _log.info("memory: built the HNSW index of org %s (%d memories)", org_id, row["n"])
