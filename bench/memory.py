@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -194,6 +195,7 @@ def main() -> None:
         theirs = bench_langgraph(_database(server, "bench_langgraph"), data, owner, orgs, queries, query_org, truth)
     finally:
         pg.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)  # ~1.4 GB at 100k
     print(json.dumps({"n": args.n, "orgs": args.orgs, "queries": args.queries, "ours": ours, "langgraph": theirs,
                       "ratios": {"search_p99_ours_over_theirs": ours["search_p99_ms"] / theirs["search_p99_ms"],
                                  "writes_ours_over_theirs": ours["writes_per_s"] / theirs["writes_per_s"]}},
