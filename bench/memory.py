@@ -1,9 +1,10 @@
 """Memory (issue 17): our pgvector store against LangGraph's ``PostgresStore``, side by side.
 
-    python bench/memory.py [--n 100000] [--orgs 20] [--queries 300]
+    python -m bench.memory [--n 100000] [--orgs 20] [--queries 300]
 
 One embedded PostgreSQL (started here, in a temporary directory), two databases: ours (the
-``memories`` table of 0014_memory.sql: HNSW, row-level security, TTL in the query) and
+``memories`` table of 0014/0016: halfvec vectors, an exact scan per org below 20,000 memories and a
+partial HNSW index per larger org, row-level security, TTL in the query) and
 LangGraph's (``PostgresStore`` with its vector index on, ``ann_index_config`` HNSW, cosine). Both
 get the SAME 384-d vectors: clustered synthetic unit vectors (embedding 100k texts on a CPU would
 measure the embedder, not the stores), ``n`` memories spread over ``orgs`` orgs (a LangGraph
@@ -28,6 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -193,6 +195,7 @@ def main() -> None:
         theirs = bench_langgraph(_database(server, "bench_langgraph"), data, owner, orgs, queries, query_org, truth)
     finally:
         pg.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)  # ~1.4 GB at 100k
     print(json.dumps({"n": args.n, "orgs": args.orgs, "queries": args.queries, "ours": ours, "langgraph": theirs,
                       "ratios": {"search_p99_ours_over_theirs": ours["search_p99_ms"] / theirs["search_p99_ms"],
                                  "writes_ours_over_theirs": ours["writes_per_s"] / theirs["writes_per_s"]}},

@@ -16,6 +16,7 @@ from typing import Any
 from functions import supervisor
 from functions.cli_common import say as _say
 from functions.cli_common import settings_for
+from shared.kernel.blas import pin_blas_threads
 from shared.kernel.settings import Settings
 
 
@@ -37,6 +38,9 @@ def up(args: UpOptions) -> int:  # noqa: PLR0915 - the start-up sequence, in ord
     # On one developer machine, webhooks to a local receiver are the point; say otherwise with
     # MARKETPLACE_WEBHOOKS_ALLOW_LOOPBACK=false.
     os.environ.setdefault("MARKETPLACE_WEBHOOKS_ALLOW_LOOPBACK", "true")
+    # One BLAS thread in this process and every process it starts (they inherit the environment),
+    # set before anything imports numpy (shared/kernel/blas.py).
+    pin_blas_threads(os.environ)
     from functions.serve import (  # noqa: PLC0415
         DEFAULT_THREADS,
         GatewayServer,

@@ -25,6 +25,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from shared.kernel.blas import pin_blas_threads
+
 DEFAULT_THREADS = 64
 
 
@@ -98,7 +100,7 @@ class GatewayServer:
                          "--host", host, "--port", str(port), "--workers", str(workers),
                          "--blocking-threads", str(threads), "--no-ws", "--log-level", "error",
                          "--workers-kill-timeout", "10", "functions.serve:app"]
-        self._env = {**os.environ, **env}
+        self._env = dict(pin_blas_threads({**os.environ, **env}))
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 120) -> None:

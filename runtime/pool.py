@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("marketplace.pool")
 
+#: The BLAS libraries' thread-count variables (OpenBLAS, OpenMP, MKL, Accelerate).
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
 
 @dataclass(frozen=True)
 class Assignment:
@@ -192,11 +195,18 @@ class WorkerPool:
                 "--drain-seconds", str(self.drain_seconds)]
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self._command(index), env=self.environment(), stdin=subprocess.DEVNULL)  # noqa: S603 - this interpreter
+
+    def environment(self) -> dict[str, str]:
+        """The environment of a worker process."""
         env = dict(os.environ if self.env is None else self.env)
+        # One BLAS thread per worker (why: shared/kernel/blas.py, which the data plane may not import).
+        for name in BLAS_THREAD_VARIABLES:
+            env.setdefault(name, "1")
         # The worker must import this project (and its built-in agents) whatever the caller's working
         # directory, also from a source checkout that was not installed.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (*source_paths(), env.get("PYTHONPATH", "")) if p)
-        return subprocess.Popen(self._command(index), env=env, stdin=subprocess.DEVNULL)  # noqa: S603 - this interpreter
+        return env
 
     def start(self) -> None:
         """Start the processes and their supervisor."""

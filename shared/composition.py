@@ -331,7 +331,8 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
 # -- memory (issue 17) --
 def _memory(settings: Settings, db: Database, audit: AuditLog, orgs: OrgService) -> MemoryService:
     """Local: Levels 2-4 in PostgreSQL + pgvector, the all-MiniLM-L6-v2 embedder. gcp: Firestore
-    and Vertex AI embeddings (1536-d). Level 5 is the org's preferences either way."""
+    (Level 3's vectors in Vertex AI Vector Search when its index is configured) and Vertex AI
+    embeddings (1536-d). Level 5 is the org's preferences either way."""
     store: MemoryStore
     embedder: Embedder
     if settings.mode == "gcp" and settings.gcp_project:
@@ -341,7 +342,18 @@ def _memory(settings: Settings, db: Database, audit: AuditLog, orgs: OrgService)
         from shared.memory.adapters.vertex_embedder import VertexEmbedder  # noqa: PLC0415 - gcp only
 
         project, database = settings.gcp_project, settings.firestore_database
-        store = FirestoreStore(lambda: firestore.Client(project=project, database=database))
+        documents = FirestoreStore(lambda: firestore.Client(project=project, database=database))
+        store = documents
+        if settings.memory_vector_index and settings.memory_vector_endpoint and settings.memory_vector_deployed_index:
+            from shared.memory.adapters.vertex_vector_store import (  # noqa: PLC0415 - gcp only
+                VertexVectorSearchStore,
+            )
+
+            store = VertexVectorSearchStore(documents, index=settings.memory_vector_index,
+                                            index_endpoint=settings.memory_vector_endpoint,
+                                            deployed_index_id=settings.memory_vector_deployed_index,
+                                            location=settings.gcp_region,
+                                            match_api_endpoint=settings.memory_vector_api_endpoint)
         embedder = VertexEmbedder(project=settings.gcp_project, location=settings.gcp_region)
     else:
         store, embedder = PgVectorStore(db), MiniLmEmbedder()

@@ -59,7 +59,12 @@ locals {
     MARKETPLACE_GCP_PROJECT        = var.project_id
     MARKETPLACE_GCP_REGION         = var.region
     MARKETPLACE_FIRESTORE_DATABASE = google_firestore_database.main.name
-    MARKETPLACE_ARTIFACTS_BUCKET   = google_storage_bucket.artifacts.name
+    # Memory Level 3 vectors in Vertex AI Vector Search (terraform/vector_search.tf).
+    MARKETPLACE_MEMORY_VECTOR_INDEX          = google_vertex_ai_index.memory_knowledge.id
+    MARKETPLACE_MEMORY_VECTOR_ENDPOINT       = google_vertex_ai_index_endpoint.memory.id
+    MARKETPLACE_MEMORY_VECTOR_DEPLOYED_INDEX = google_vertex_ai_index_endpoint_deployed_index.memory_knowledge.deployed_index_id
+    MARKETPLACE_MEMORY_VECTOR_API_ENDPOINT   = google_vertex_ai_index_endpoint.memory.public_endpoint_domain_name
+    MARKETPLACE_ARTIFACTS_BUCKET             = google_storage_bucket.artifacts.name
     # Agent packages (issue 14; terraform/storage.tf).
     MARKETPLACE_PACKAGES_BUCKET = google_storage_bucket.agent_packages.name
     # The key-encryption key that wraps every org's data keys (terraform/kms.tf).

@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     # -- memory (issue 17) --
     # gcp mode: the Firestore database holding memory Levels 2-4 (terraform sets it).
     firestore_database: str = "(default)"
+    # gcp mode: Level 3's vectors in Vertex AI Vector Search (unset: Level 3 stays in Firestore).
+    # The index and its endpoint as resource names, the deployed index's id, and the endpoint's
+    # public domain (publicEndpointDomainName), which answers find_neighbors.
+    memory_vector_index: str | None = None
+    memory_vector_endpoint: str | None = None
+    memory_vector_deployed_index: str | None = None
+    memory_vector_api_endpoint: str | None = None
 
     @property
     def pg_dir(self) -> Path:

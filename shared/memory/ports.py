@@ -73,6 +73,11 @@ class MemoryStore(Protocol):
         """Set new vectors (made by ``embedder``) for memories of the org, by id."""
         ...
 
+    def maintain(self) -> None:
+        """The backend's periodic housekeeping, run by the GC job (pgvector: an HNSW index per
+        large org); nothing for a backend that needs none."""
+        ...
+
 
 class Preferences(Protocol):
     """Level 5: an org's preferences (identity owns them; the composition root wires this)."""

@@ -256,6 +256,7 @@ class MemoryService:
             if len(gone) < self.settings.gc_batch:
                 break
         _log.info("memory gc deleted %d expired memories in %d batches", deleted, batches)
+        self.store.maintain()
         return GcOut(deleted=deleted, batches=batches)
 
     def reembed(self, *, batch: int = 256) -> int:

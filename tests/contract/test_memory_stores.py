@@ -3,7 +3,11 @@
 * ``pgvector``: ``PgVectorStore`` on the session's embedded PostgreSQL (row-level security on);
 * ``firestore``: ``FirestoreStore`` with the real ``google-cloud-firestore`` client against the
   Firestore emulator (``gcloud emulators firestore start``), which the fixture starts on a free
-  loopback port and stops, killing its whole process group. A missing emulator fails these tests.
+  loopback port and stops, killing its whole process group. A missing emulator fails these tests;
+* ``vertex``: ``VertexVectorSearchStore`` (gcp's Level 3) with the real ``google-cloud-aiplatform``
+  clients over their REST transports to ``FakeVectorSearch`` (tests/support/vector_search.py: restricts,
+  numeric restricts, exact neighbours by the index's distance), documents in the Firestore emulator.
+  Here it serves the vectors of every level, so every search of the suite goes through Vector Search.
 
 Vectors are random unit vectors (the contract is about the store, not the embedder).
 """
@@ -22,11 +26,13 @@ from typing import Any
 import numpy as np
 import pytest
 from support.net import free_port
+from support.vector_search import FakeVectorSearch
 
 from shared.kernel.ids import new_id
 from shared.memory import Level, Memory, MemoryStore
 from shared.memory.adapters.firestore_store import FirestoreStore
 from shared.memory.adapters.pgvector_store import PgVectorStore
+from shared.memory.adapters.vertex_vector_store import VertexVectorSearchStore
 
 DIM = 384
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -62,7 +68,18 @@ def firestore_emulator() -> Iterator[str]:
                 continue
 
 
-@pytest.fixture(params=["pgvector", "firestore"])
+INDEX = "projects/memory-contract/locations/europe-west4/indexes/memories"
+ENDPOINT = "projects/memory-contract/locations/europe-west4/indexEndpoints/memories"
+
+
+@pytest.fixture
+def vector_search() -> Iterator[FakeVectorSearch]:
+    fake = FakeVectorSearch(index=INDEX, index_endpoint=ENDPOINT, deployed_index_id="memories_v1", dimensions=DIM)
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(params=["pgvector", "firestore", "vertex"])
 def store(request: pytest.FixtureRequest, container: Any, monkeypatch: pytest.MonkeyPatch) -> MemoryStore:
     if request.param == "pgvector":
         return PgVectorStore(container.db)
@@ -72,7 +89,20 @@ def store(request: pytest.FixtureRequest, container: Any, monkeypatch: pytest.Mo
     from google.cloud import firestore
 
     client = firestore.Client(project="memory-contract", credentials=AnonymousCredentials())
-    return FirestoreStore(client, root=f"orgs-{new_id('t')}")
+    documents = FirestoreStore(client, root=f"orgs-{new_id('t')}")
+    if request.param == "firestore":
+        return documents
+    from google.cloud.aiplatform_v1.services.index_service.transports.rest import IndexServiceRestTransport
+    from google.cloud.aiplatform_v1.services.match_service.transports.rest import MatchServiceRestTransport
+
+    fake: FakeVectorSearch = request.getfixturevalue("vector_search")
+    return VertexVectorSearchStore(
+        documents, index=INDEX, index_endpoint=ENDPOINT, deployed_index_id="memories_v1", location="europe-west4",
+        levels=(Level.SUMMARY, Level.KNOWLEDGE, Level.EPISODE),
+        index_transport=IndexServiceRestTransport(host=fake.host, url_scheme="http",
+                                                  credentials=AnonymousCredentials()),
+        match_transport=MatchServiceRestTransport(host=fake.host, url_scheme="http",
+                                                  credentials=AnonymousCredentials()))
 
 
 @pytest.fixture
@@ -173,3 +203,49 @@ def test_stale_vectors_are_found_and_replaced(store: MemoryStore, orgs: Callable
     assert store.stale(org_id, embedder=EMB, batch=10) == []
     hits = store.search(org_id, level=Level.SUMMARY, vector=v, k=1, now=T0, embedder=EMB)
     assert [h.id for h in hits] == [old.id]
+
+
+def test_vertex_queries_carry_the_org_restricts_and_fail_closed(request: pytest.FixtureRequest,
+                                                              orgs: Callable[[int], list[str]],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vertex only: the index itself filters by org (restricts), not only the documents read after;
+    an org-less search raises before any request; levels outside ``levels`` stay in Firestore."""
+    host = request.getfixturevalue("firestore_emulator")
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", host)
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+    from google.cloud.aiplatform_v1.services.index_service.transports.rest import IndexServiceRestTransport
+    from google.cloud.aiplatform_v1.services.match_service.transports.rest import MatchServiceRestTransport
+
+    fake: FakeVectorSearch = request.getfixturevalue("vector_search")
+    documents = FirestoreStore(firestore.Client(project="memory-contract", credentials=AnonymousCredentials()),
+                               root=f"orgs-{new_id('t')}")
+    store = VertexVectorSearchStore(
+        documents, index=INDEX, index_endpoint=ENDPOINT, deployed_index_id="memories_v1",
+        index_transport=IndexServiceRestTransport(host=fake.host, url_scheme="http", credentials=AnonymousCredentials()),
+        match_transport=MatchServiceRestTransport(host=fake.host, url_scheme="http", credentials=AnonymousCredentials()))
+    rng = np.random.default_rng(12)
+    mine, theirs = orgs(2)
+    v = _unit(rng)
+    doc = _mem(mine, Level.KNOWLEDGE, expires=None, namespace="cost_anomalies")
+    store.add([doc, _mem(mine)], [v, v])  # the L2 memory stays out of the index (levels: L3 only)
+    store.add([_mem(theirs, Level.KNOWLEDGE, expires=None, namespace="cost_anomalies")], [v])
+    assert doc.id in fake.datapoints and len(fake.datapoints) == 2
+    point = fake.datapoints[doc.id]
+    assert {r["namespace"]: r["allowList"] for r in point["restricts"]} == {
+        "org_id": [mine], "level": ["3"], "embedder": [EMB], "namespace": ["cost_anomalies"]}
+    hits = store.search(mine, level=Level.KNOWLEDGE, vector=v, k=5, now=T0, embedder=EMB, namespace="cost_anomalies")
+    assert [h.id for h in hits] == [doc.id] and hits[0].similarity is not None and hits[0].similarity > 0.99
+    [query] = [r for r in fake.server.received() if r.path.endswith(":findNeighbors")]
+    sent = query.json()["queries"][0]["datapoint"]
+    assert {"namespace": "org_id", "allowList": [mine]} in sent["restricts"]
+    assert sent["numericRestricts"][0]["namespace"] == "expires_at"
+    # The index alone (no document read) answers only the org's datapoint.
+    assert len(fake._query(query.json()["queries"][0])["neighbors"]) == 1
+    before = len(fake.server.received())
+    with pytest.raises(ValueError, match="needs an org"):
+        store.search("", level=Level.KNOWLEDGE, vector=v, k=5, now=T0, embedder=EMB)
+    assert len(fake.server.received()) == before
+    assert [h.level for h in store.search(mine, level=Level.SUMMARY, vector=v, k=5, now=T0, embedder=EMB)] == [2]
+    assert len(fake.server.received()) == before  # L2 searched by Firestore
+    assert store.delete(mine, doc.id) is True and doc.id not in fake.datapoints

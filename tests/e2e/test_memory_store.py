@@ -188,3 +188,45 @@ def test_a_changed_embedder_never_mixes_spaces_and_the_job_reembeds(container: C
     hits = memory.search(org_id, level=2, query="the old space").items
     assert [h.id for h in hits] == [old.id] and hits[0].embedder == memory.embedder.name
     assert (hits[0].similarity or 0) > 0.99
+
+
+def test_a_large_org_gets_its_own_hnsw_index_which_its_searches_use(container: Container,
+                                                                    orgs: Callable[[int], list[str]]) -> None:
+    """Below the threshold an org is searched exactly; past it, the GC job's maintenance builds the
+    org's partial HNSW index, the planner uses it for that org only, and answers stay the org's."""
+    from shared.memory.adapters.pgvector_store import _Q, org_index_name
+
+    store = PgVectorStore(container.db, hnsw_min_rows=1500)
+    rng = np.random.default_rng(21)
+    big, small = orgs(2)
+    vectors = [_unit(rng) for _ in range(2000)]
+    mems = [_memory(big, expires=T0 + timedelta(days=30)) for _ in vectors]
+    store.add(mems, vectors)
+    store.add([_memory(small, expires=T0 + timedelta(days=30)) for _ in range(10)], [_unit(rng) for _ in range(10)])
+    assert store.index_large_orgs() == [big]
+    assert store.index_large_orgs() == []  # built once
+    name = org_index_name(big)
+
+    def plan(org_id: str) -> str:
+        """The plan of the store's own search statement, as it runs it, with sorting priced out:
+        whether the org's partial index can serve it (predicate and ordering match). Which of the
+        index and the exact scan is cheaper for a few thousand rows is the planner's choice."""
+        with container.db.transaction() as tx:
+            tx.execute(_Q.enter_org, org_id, "100")
+            tx.execute("SELECT set_config('enable_sort', 'off', true)")
+            literal = "[" + ",".join(str(x) for x in vectors[0]) + "]"
+            rows = tx.fetch_all("EXPLAIN " + _Q.search, literal, org_id, 2, None, None, "minilm-l6-v2", T0, 10)
+        return "\n".join(str(next(iter(r.values()))) for r in rows)
+
+    assert name in plan(big) and name not in plan(small)
+    hits = store.search(big, level=Level.SUMMARY, vector=vectors[7], k=10, now=T0, embedder="minilm-l6-v2")
+    assert hits[0].id == mems[7].id and len(hits) == 10 and {h.org_id for h in hits} == {big}
+    with container.db.transaction() as tx:  # the same search through the HNSW index
+        tx.execute(_Q.enter_org, big, "100")
+        tx.execute("SELECT set_config('enable_sort', 'off', true)")
+        literal = "[" + ",".join(str(x) for x in vectors[7]) + "]"
+        rows = tx.fetch_all(_Q.search, literal, big, 2, None, None, "minilm-l6-v2", T0, 10)
+    assert [r["id"] for r in rows][:1] == [mems[7].id] and len({r["id"] for r in rows} & {h.id for h in hits}) >= 9
+    assert store.search(big, level=Level.EPISODE, vector=vectors[7], k=10, now=T0, embedder="minilm-l6-v2") == []
+    assert store.search(big, level=Level.SUMMARY, vector=vectors[7], k=5, now=T0 + timedelta(days=31),
+                        embedder="minilm-l6-v2") == []

@@ -114,21 +114,32 @@ class FirestoreStore:
 
     def forget_subject(self, org_id: str, subject: str) -> dict[int, int]:
         counts: dict[int, int] = {}
+        for _, level in self.forget_subject_ids(org_id, subject):
+            counts[level] = counts.get(level, 0) + 1
+        return counts
+
+    def forget_subject_ids(self, org_id: str, subject: str) -> list[tuple[str, int]]:
+        """``forget_subject``, answering (id, level) of each memory deleted (for a vector index beside)."""
+        gone: list[tuple[str, int]] = []
         query = self._memories(org_id).where(filter=FieldFilter("subjects", "array_contains", subject))
         for doc in query.stream():
             level = int(doc.to_dict()["level"])
             doc.reference.delete()
-            counts[level] = counts.get(level, 0) + 1
-        return counts
+            gone.append((doc.id, level))
+        return gone
 
     def delete_expired(self, *, now: datetime, batch: int) -> list[tuple[str, int]]:
+        return [(org_id, level) for org_id, _, level in self.delete_expired_ids(now=now, batch=batch)]
+
+    def delete_expired_ids(self, *, now: datetime, batch: int) -> list[tuple[str, str, int]]:
+        """``delete_expired``, answering (org, id, level) of each memory deleted."""
         query = (self.client.collection_group("memories").where(filter=FieldFilter("expires_at", "<=", now))
                  .limit(batch))
-        gone: list[tuple[str, int]] = []
+        gone: list[tuple[str, str, int]] = []
         writes = self.client.batch()
         for doc in query.stream():
             writes.delete(doc.reference)
-            gone.append((doc.reference.parent.parent.id, int((doc.to_dict() or {})["level"])))
+            gone.append((doc.reference.parent.parent.id, doc.id, int((doc.to_dict() or {})["level"])))
         if gone:
             writes.commit()
         return gone
@@ -147,3 +158,6 @@ class FirestoreStore:
             writes.update(self._memories(org_id).document(memory_id),
                           {"embedder": embedder, "embedding": Vector([float(x) for x in vector])})
         writes.commit()
+
+    def maintain(self) -> None:
+        """Nothing: Firestore's vector indexes are declared in terraform."""

@@ -1,4 +1,9 @@
-"""Levels 2-4 in PostgreSQL + pgvector (local mode): one ``memories`` table, an HNSW index.
+"""Levels 2-4 in PostgreSQL + pgvector (local mode): one ``memories`` table.
+
+Searches: an org below ``hnsw_min_rows`` memories is searched exactly (its rows through the
+``(org_id, level)`` btree, every distance computed: exact recall, a few ms for thousands of rows,
+and writes that pay no HNSW insertion); ``index_large_orgs`` (run by the memory GC job) gives an
+org past that size its own partial HNSW index, which its searches then use (0016_memory_search.sql).
 
 Every statement of an org runs in a transaction that first becomes the ``marketplace_memory``
 role and names the org (``enter_org``): row-level security then refuses any row of another org,
@@ -8,11 +13,15 @@ also filters by its org itself. Only the GC and the re-embed job's scan work acr
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+
+from psycopg import sql
 
 from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
@@ -22,6 +31,18 @@ _Q = Queries("shared.memory")
 
 #: HNSW candidates per search: recall vs speed (pgvector's default is 40).
 EF_SEARCH = 100
+#: An org with this many memories gets its own HNSW index; below it an exact scan is faster.
+HNSW_MIN_ROWS = 20_000
+#: The HNSW graph's parameters (pgvector's defaults).
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+
+_log = logging.getLogger(__name__)
+
+
+def org_index_name(org_id: str) -> str:
+    """The name of an org's partial HNSW index (an org id is not a safe identifier; its hash is)."""
+    return "memories_hnsw_" + hashlib.md5(org_id.encode(), usedforsecurity=False).hexdigest()[:20]
 
 
 def _literal(vector: Sequence[float]) -> str:
@@ -35,9 +56,10 @@ def _memory(row: dict[str, Any]) -> Memory:
 class PgVectorStore:
     """The ``MemoryStore`` port on PostgreSQL + pgvector."""
 
-    def __init__(self, db: Database, *, ef_search: int = EF_SEARCH) -> None:
+    def __init__(self, db: Database, *, ef_search: int = EF_SEARCH, hnsw_min_rows: int = HNSW_MIN_ROWS) -> None:
         self.db = db
         self.ef_search = ef_search
+        self.hnsw_min_rows = hnsw_min_rows
 
     @contextmanager
     def _org(self, org_id: str) -> Iterator[Tx]:
@@ -65,8 +87,7 @@ class PgVectorStore:
                embedder: str, namespace: str | None = None) -> list[Memory]:
         literal = _literal(vector)
         with self._org(org_id) as tx:
-            rows = tx.fetch_all(_Q.search, literal, org_id, int(level), namespace, namespace, embedder, now,
-                                literal, k)
+            rows = tx.fetch_all(_Q.search, literal, org_id, int(level), namespace, namespace, embedder, now, k)
         return [_memory(row) for row in rows]
 
     def recent(self, org_id: str, *, level: Level, limit: int, now: datetime) -> list[Memory]:
@@ -106,6 +127,35 @@ class PgVectorStore:
         with self._org(org_id) as tx:
             for memory_id, vector in vectors.items():
                 tx.defer(_Q.reembed, embedder, _literal(vector), org_id, memory_id)
+
+    def maintain(self) -> None:
+        self.index_large_orgs()
+
+    def index_large_orgs(self) -> list[str]:
+        """Build a partial HNSW index (``WHERE org_id = ...``) for every org holding at least
+        ``hnsw_min_rows`` memories that has none yet; the orgs indexed. ``CREATE INDEX
+        CONCURRENTLY``: the org's writes go on meanwhile; an index left invalid by a failed build
+        is dropped and built again on the next run."""
+        with self.db.read() as tx:
+            rows = tx.fetch_all(_Q.large_orgs, self.hnsw_min_rows)
+        built = []
+        for row in rows:
+            if row["indexed"]:
+                continue
+            org_id = str(row["org_id"])
+            name = sql.Identifier(org_index_name(org_id))
+            with self.db.connection() as conn:
+                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
+                conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY {} ON memories"
+                                     " USING hnsw (embedding halfvec_cosine_ops)"
+                                     " WITH (m = {}, ef_construction = {}) WHERE org_id = {}").format(
+                    name, sql.Literal(HNSW_M), sql.Literal(HNSW_EF_CONSTRUCTION), sql.Literal(org_id)))
+            _log.info("memory: built the HNSW index of org %s (%d memories)", org_id, row["n"])
+            built.append(org_id)
+        if built:
+            with self.db.connection() as conn:
+                conn.execute("ANALYZE memories")  # the planner weighs the new index with current counts
+        return built
 
     def count_without_org(self) -> int:
         """A statement that names no org, run as the RLS-bound role: raises (fails closed). For
