@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         dev = Http(app, container.identity.dev_grant("bench-dev@example.com").access_token)
         admin = Http(app, container.identity.dev_grant("bench-admin@example.com", platform_admin=True).access_token)
         org_id = dev.call("POST", "/orgs", {"name": "Bench"})["id"]
-        agent_id = dev.call("POST", "/agents", {"org_id": org_id, "manifest_yaml": manifest_yaml})["agent_id"]
+        agent_id = dev.call("POST", "/agents", {"org_id": org_id, "manifest_yaml": manifest_yaml})["listing"]["id"]
         uploaded = dev.call("PUT", f"/agents/{agent_id}/versions/0.1.0/package", data=package.data)
         admin.call("POST", f"/admin/agents/{agent_id}/approve", {"version": "0.1.0"})
         dep = dev.call("POST", f"/orgs/{org_id}/install", {"agent_id": agent_id, "config": {}})
