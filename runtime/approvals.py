@@ -93,8 +93,9 @@ def bound_action(*, agent_id: str, version: str, package_digest: str, tool: str,
             "impact": impact, "monthly_saving_micros": _saving_micros(arguments)}
 
 
-class ApprovalDesk(Protocol):
-    """The control plane's side of a run's approvals (through the data-plane API)."""
+class DecisionDesk(Protocol):
+    """What a running graph's gate needs of a run's approvals: its decisions, the claim of an
+    approved call, the record of what it did (a run's child reaches them through its parent)."""
 
     agent_id: str
     version: str
@@ -111,6 +112,11 @@ class ApprovalDesk(Protocol):
     def record(self, approval_id: str, outcome: Mapping[str, Any], saving_micros: int) -> None:
         """Record what the executed call did."""
         ...
+
+
+class ApprovalDesk(DecisionDesk, Protocol):
+    """The control plane's side of a run's approvals (through the data-plane API): the decision
+    desk, and the parking of a run's pending calls (the worker's, from the run's outcome)."""
 
     def park(self, actions: Sequence[Mapping[str, Any]]) -> None:
         """Report the run's pending gated calls; the run waits and its lease ends."""
@@ -145,7 +151,7 @@ class ApprovalGate:
     """Gates a run's remediation tool calls (see the module docstring)."""
 
     manifest: Mapping[str, Any]
-    desk: ApprovalDesk
+    desk: DecisionDesk
     granted: frozenset[str]
     on_log: Callable[[str, Mapping[str, Any]], None] = lambda _message, _fields: None
     #: the package digest (issue 14: ``sha256:`` of the agent's package); None: the manifest's digest
@@ -232,7 +238,7 @@ def pending_actions(graph: Any, config: Any) -> list[dict[str, Any]]:
     return actions
 
 
-def resume_command(graph: Any, config: Any, desk: ApprovalDesk) -> Command[Any] | None:
+def resume_command(graph: Any, config: Any, desk: DecisionDesk) -> Command[Any] | None:
     """The ``Command`` that answers the graph's pending approval interrupts with their decisions;
     None when it stopped at none (a plain redelivery resumes with ``None``)."""
     snapshot = graph.get_state(config)

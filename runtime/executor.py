@@ -40,7 +40,7 @@ from langgraph.types import Command
 
 from runtime import usage  # billing (issue 16)
 from runtime.agent_context import CONFIGURABLE_KEY
-from runtime.approvals import ApprovalDesk, ApprovalGate, pending_actions, resume_command  # issue 15
+from runtime.approvals import ApprovalGate, DecisionDesk, pending_actions, resume_command  # issue 15
 from runtime.checkpointer import CheckpointStore, RemoteCheckpointSaver
 from runtime.client import LogLine, Task
 from runtime.tools import ToolError, ToolImplementation, ToolRegistry
@@ -381,7 +381,7 @@ class Executor:
 
     def execute(self, spec: RunSpec, *, log: LogSink, checkpoints: CheckpointStore | None = None,  # noqa: PLR0915
                 should_stop: Callable[[], StopReason | None] = lambda: None,
-                approvals: ApprovalDesk | None = None, guard: Callable[[str], None] | None = None,
+                approvals: DecisionDesk | None = None, guard: Callable[[str], None] | None = None,
                 package_root: str | None = None, stop_grace: Callable[[], float | None] | None = None) -> Outcome:
         """Run ``spec`` to its end, or to the first step boundary where ``should_stop`` says so.
 

@@ -23,7 +23,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from runtime import sandbox_protocol as protocol
@@ -112,7 +112,8 @@ class PipeCheckpoints:
 
 
 class PipeDesk:
-    """``ApprovalDesk`` through the parent (which reports parked calls with hashes it computes)."""
+    """``DecisionDesk`` through the parent (the parent itself parks the calls the run stops at, from
+    its outcome, with hashes it computes)."""
 
     def __init__(self, channel: Channel, *, agent_id: str, version: str, run_id: str) -> None:
         self.channel = channel
@@ -126,9 +127,6 @@ class PipeDesk:
 
     def record(self, approval_id: str, outcome: Mapping[str, Any], saving_micros: int) -> None:
         self.channel.call("record", approval_id=approval_id, outcome=dict(outcome), saving_micros=saving_micros)
-
-    def park(self, actions: Sequence[Mapping[str, Any]]) -> None:  # the parent parks, from the outcome
-        raise NotImplementedError("the parent reports parked calls")
 
 
 def refuse(sock: socket.socket, message: str) -> None:

@@ -28,6 +28,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -242,23 +243,26 @@ def _parse_manifest(text: str, path: str) -> dict[str, Any]:
 # -- the two formats, behind one small interface -------------------------------------------------
 
 
-class _Archive:
+class _Archive(ABC):
+    @abstractmethod
     def members(self) -> list[_Member]:
-        raise NotImplementedError
+        """The archive's members, checked."""
 
+    @abstractmethod
     def read_text(self, path: str, limit: int) -> str:
-        raise NotImplementedError
+        """One member's text, at most ``limit`` bytes."""
 
-    def verify(self) -> None:
+    def verify(self) -> None:  # noqa: B027 - a real default: a tar.gz needs nothing more
         """Read every member to its end (their checksums are checked on the way); refuse if one is
         damaged. A tar.gz needs nothing more: the gzip stream's CRC was checked while counting it."""
 
+    @abstractmethod
     def contents(self) -> Iterator[tuple[_Member, bool, IO[bytes]]]:
         """Each member with whether it is executable and a stream of its bytes (empty for a directory)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the archive."""
 
     def __enter__(self) -> _Archive:
         return self
