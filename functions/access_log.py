@@ -13,13 +13,16 @@ nothing else. The worker itself logs, at INFO, each run it starts and finishes.
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import flask
-
 from shared.kernel.jsonlog import (
+    REDACTED,
+    RedactedJson,
     RequestTrace,
     parse_trace_headers,
     redact_text,
@@ -30,44 +33,76 @@ from shared.kernel.jsonlog import (
 _log = logging.getLogger("functions.gateway")
 
 
-def begin(request: flask.Request) -> contextvars.Token[RequestTrace | None]:
+def begin(environ: Mapping[str, Any]) -> contextvars.Token[RequestTrace | None]:
     """Bind the request's trace (if it came with one) to every line logged while it is handled."""
-    headers = {name: request.headers.get(name, "") for name in ("traceparent", "X-Cloud-Trace-Context")}
-    return set_request_trace(parse_trace_headers(headers))
+    parent, cloud = environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_X_CLOUD_TRACE_CONTEXT")
+    trace = (parse_trace_headers({"traceparent": parent or "", "X-Cloud-Trace-Context": cloud or ""})
+             if parent or cloud else None)
+    return set_request_trace(trace)
 
 
 def end(token: contextvars.Token[RequestTrace | None]) -> None:
     reset_request_trace(token)
 
 
-def http_request(request: flask.Request, status: int, seconds: float, response_size: int | None) -> dict[str, Any]:
-    """Cloud Logging's ``HttpRequest`` of a request. Its free texts (the URL's path, the user agent)
-    are redacted here, raw: once serialized as JSON, a credential's quotes and line breaks are
-    escaped and its shape no longer matches the redaction rule."""
+_HOST = re.compile(r"(?:[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+_DEFAULT_PORT = {"http": ":80", "https": ":443"}
+_METHOD = re.compile(r"[A-Z]{1,16}")
+_PROTOCOL = re.compile(r"HTTP/[0-9](?:\.[0-9])?")
+
+
+def _token(value: Any, shape: re.Pattern[str]) -> str:
+    """A request-line token (the method, the protocol) as it is when it has the usual shape, else
+    redacted like any free text."""
+    text = str(value or "")[:32]
+    return text if shape.fullmatch(text) else redact_text(text)
+
+
+def _host_url(environ: Mapping[str, Any]) -> str:
+    """``scheme://host`` of the request as werkzeug's ``host_url`` gives it (the default port
+    dropped); a Host header that is not a host name (user info, odd characters) is shown redacted."""
+    scheme = environ.get("wsgi.url_scheme") or "http"
+    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    if not isinstance(host, str) or not _HOST.fullmatch(host):
+        return f"{scheme}://{REDACTED}"
+    default_port = _DEFAULT_PORT.get(scheme)
+    if default_port and host.endswith(default_port):
+        host = host.rsplit(":", 1)[0]
+    return f"{scheme}://{redact_text(host)}"
+
+
+def http_request(environ: Mapping[str, Any], path: str, status: int, seconds: float,
+                 response_size: int | None) -> RedactedJson:
+    """Cloud Logging's ``HttpRequest`` of a request, serialized. Each free text (the method, the
+    URL's path, the user agent, the protocol) is redacted here, raw: once serialized as JSON, a
+    credential's quotes and line breaks are escaped and its shape no longer matches the redaction
+    rule; the JSON formatter then adds it to the line as it is (``RedactedJson``)."""
     entry: dict[str, Any] = {
-        "requestMethod": request.method,
+        "requestMethod": _token(environ.get("REQUEST_METHOD"), _METHOD),
         # Redacted decoded (as the message's path is), then quoted again: a percent-encoded credential
         # would not match the redaction rule's shapes.
-        "requestUrl": request.host_url.rstrip("/") + quote(redact_text(request.path), safe="/[]@:"),
+        "requestUrl": _host_url(environ) + quote(redact_text(path), safe="/[]@:"),
         "status": status,
         "latency": f"{seconds:.6f}s",
-        "remoteIp": request.remote_addr,
-        "protocol": request.environ.get("SERVER_PROTOCOL"),
+        "remoteIp": environ.get("REMOTE_ADDR"),
+        "protocol": _token(environ.get("SERVER_PROTOCOL"), _PROTOCOL),
     }
-    if request.user_agent.string:
-        entry["userAgent"] = redact_text(request.user_agent.string[:512])
-    if request.content_length:
-        entry["requestSize"] = str(request.content_length)
+    agent = environ.get("HTTP_USER_AGENT")
+    if agent:
+        entry["userAgent"] = redact_text(str(agent)[:512])
+    length = environ.get("CONTENT_LENGTH")
+    if length and str(length).isdigit() and int(length):
+        entry["requestSize"] = str(int(length))
     if response_size is not None:
         entry["responseSize"] = str(response_size)
-    return entry
+    return RedactedJson(json.dumps(entry, ensure_ascii=False))
 
 
 def log_access(*, method: str, path: str, status: int, dataplane: bool, fields: dict[str, Any],
-               request: flask.Request, seconds: float, response_size: int | None) -> None:
+               environ: Mapping[str, Any], seconds: float, response_size: int | None) -> None:
     """The access line: DEBUG for a data plane's successful calls, INFO otherwise."""
     level = logging.DEBUG if dataplane and status < 400 else logging.INFO
     if not _log.isEnabledFor(level):
         return
-    fields = {**fields, "httpRequest": http_request(request, status, seconds, response_size)}
+    fields = {**fields, "httpRequest": http_request(environ, path, status, seconds, response_size)}
     _log.log(level, "%s %s %s", method, path, status, extra={"fields": fields})

@@ -25,14 +25,23 @@ from typing import Any
 # only this module of the control plane's.
 from shared.kernel.redaction import REDACTED, redact, redact_text
 
-__all__ = ["REDACTED", "HumanFormatter", "JsonFormatter", "RequestTrace", "configure_logging", "parse_trace_headers",
-           "redact", "redact_text", "reset_request_trace", "set_request_trace"]
+__all__ = ["REDACTED", "HumanFormatter", "JsonFormatter", "RedactedJson", "RequestTrace", "configure_logging",
+           "parse_trace_headers", "redact", "redact_text", "reset_request_trace", "set_request_trace"]
 
 #: Cloud Logging's severities for Python's levels (the names are its LogSeverity enum's).
 _SEVERITY = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "ERROR": "ERROR", "CRITICAL": "CRITICAL"}
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d{1,20}))?(?:;o=([01]))?$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedJson:
+    """A field's value already serialized as JSON, every free text in it redacted one by one before
+    serializing (an access line's ``httpRequest``). ``JsonFormatter`` puts it into the line after
+    its own redaction pass over the rest, instead of running that pass over it again."""
+
+    json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +110,21 @@ class JsonFormatter(logging.Formatter):
                 entry["logging.googleapis.com/spanId"] = trace.span_id
             if trace.sampled is not None:
                 entry["logging.googleapis.com/trace_sampled"] = trace.sampled
+        ready: list[tuple[str, RedactedJson]] = []
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            entry.update(fields)
+            for key, value in fields.items():
+                if isinstance(value, RedactedJson) and isinstance(key, str) and key not in entry:
+                    ready.append((key, value))
+                else:
+                    entry[key] = value
         if record.exc_info:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         # Secret-named keys first, then every credential shape in the serialized line at once.
-        return redact_text(json.dumps(redact(entry, text=False), default=str, ensure_ascii=False))
+        line = redact_text(json.dumps(redact(entry, text=False), default=str, ensure_ascii=False))
+        if ready:  # redacted field by field already (their keys are ours, constant names)
+            line = line[:-1] + "".join(f", {json.dumps(key)}: {value.json}" for key, value in ready) + "}"
+        return line
 
 
 class HumanFormatter(logging.Formatter):

@@ -317,6 +317,8 @@ def redact(value: Any, *, key: str | None = None, text: bool = True, keys: bool 
     ``keys`` is False; numbers, booleans and empty values are kept: ``token_count: 3``,
     ``secret_included: true`` say nothing secret), credential shapes and URLs in any string, keys
     included (unless ``text`` is False: the caller redacts the serialized text as a whole)."""
+    if value is None or isinstance(value, int | float):  # numbers and booleans say nothing secret
+        return value
     if keys and key is not None and isinstance(value, str | dict | list | tuple) and value and secret_key(key):
         return REDACTED
     if isinstance(value, str):
