@@ -16,6 +16,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,8 +27,9 @@ from typing import Any
 # only this module of the control plane's.
 from shared.kernel.redaction import REDACTED, redact, redact_text
 
-__all__ = ["REDACTED", "HumanFormatter", "JsonFormatter", "RedactedJson", "RequestTrace", "configure_logging",
-           "parse_trace_headers", "redact", "redact_text", "reset_request_trace", "set_request_trace"]
+__all__ = ["REDACTED", "BatchingStreamHandler", "HumanFormatter", "JsonFormatter", "RedactedJson", "RequestTrace",
+           "configure_logging", "parse_trace_headers", "redact", "redact_text", "reset_request_trace",
+           "set_request_trace"]
 
 #: Cloud Logging's severities for Python's levels (the names are its LogSeverity enum's).
 _SEVERITY = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "ERROR": "ERROR", "CRITICAL": "CRITICAL"}
@@ -174,6 +177,13 @@ def _redacting_factory(base: Callable[..., logging.LogRecord]) -> Callable[..., 
     return make
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def _format_for(stream: Any, fmt: str | None) -> str:
     chosen = (fmt or os.environ.get("MARKETPLACE_LOG_FORMAT") or "auto").lower()
     if chosen in ("json", "human"):
@@ -182,6 +192,70 @@ def _format_for(stream: Any, fmt: str | None) -> str:
         return "human" if stream.isatty() else "json"
     except (AttributeError, ValueError):
         return "json"
+
+
+class BatchingStreamHandler(logging.StreamHandler[Any]):
+    """A ``StreamHandler`` that writes lines in batches: at most ``interval`` seconds after they
+    were logged, WARNING and above at once (with whatever waits before them), and whatever waits
+    when the handler is flushed (``logging.shutdown`` at exit does). A busy gateway writes one
+    batch where it would write a line per request, each write a system call that every request
+    thread queues behind.
+
+    A process forked from the one that made the handler (a worker, a sandboxed run) has no
+    flushing thread: there it writes each line at once and leaves its parent's pending lines to
+    the parent."""
+
+    def __init__(self, stream: Any, interval: float = 0.05) -> None:
+        super().__init__(stream)
+        self.interval = interval
+        self._pending: list[str] = []
+        self._owner = os.getpid()
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
+        try:
+            line = self.format(record) + self.terminator
+            if os.getpid() != self._owner:
+                self._pending = []  # the parent's, written by the parent
+                self.stream.write(line)
+                self.stream.flush()
+                return
+            self._pending.append(line)
+            if record.levelno >= logging.WARNING:
+                self._write_pending()
+            elif len(self._pending) == 1:
+                self._start_flusher()
+                self._wake.set()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging's own rule: a failing handler reports, never raises
+            self.handleError(record)
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_forever, name="log-writer", daemon=True)
+            self._flusher.start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            time.sleep(self.interval)  # let the batch fill
+            self.flush()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            batch, self._pending = "".join(self._pending), []
+            self.stream.write(batch)
+        self.stream.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if os.getpid() != self._owner:
+                self._pending = []
+            if self.stream is not None and hasattr(self.stream, "flush"):
+                self._write_pending()
 
 
 def configure_logging(level: str = "INFO", stream: Any = None, fmt: str | None = None) -> None:
@@ -193,9 +267,15 @@ def configure_logging(level: str = "INFO", stream: Any = None, fmt: str | None =
         logging.setLogRecordFactory(_redacting_factory(factory))
     root = logging.getLogger()
     out = stream or sys.stderr
-    handler = logging.StreamHandler(out)
+    # Lines to a process's own stderr are written in batches unless a person reads them as they
+    # come (a terminal); a stream passed in (a test's) gets each line at once.
+    batched = stream is None and not _is_terminal(out)
+    handler = BatchingStreamHandler(out) if batched else logging.StreamHandler(out)
     handler.setFormatter(HumanFormatter() if _format_for(out, fmt) == "human" else JsonFormatter())
     handler.set_name("marketplace-json")
+    for old in root.handlers:
+        if old.get_name() == "marketplace-json":
+            old.flush()  # what a batching handler still holds
     root.handlers = [h for h in root.handlers if h.get_name() != "marketplace-json"] + [handler]
     root.setLevel(level.upper())
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
