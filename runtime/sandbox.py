@@ -192,6 +192,14 @@ class Zygote:
                     self._proc.wait()
 
 
+def _stop_reason(value: Any) -> StopReason | None:
+    """The child's stop reason when it names one (the child is not trusted to)."""
+    try:
+        return StopReason(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 def _cpu_of(pid: int) -> float:
     """CPU seconds of a live process and its reaped children (0 when it is gone)."""
     try:
@@ -510,8 +518,7 @@ class SandboxExecutor:
         if status == "awaiting_approval":
             outputs = {"actions": self._rebound(run, (outputs or {}).get("actions"))}
         return Outcome(status, metrics, outputs=outputs, error=error, retryable=bool(message.get("retryable")),
-                       stop_reason=StopReason(stop) if isinstance(stop, str) and stop in StopReason._value2member_map_
-                       else None)
+                       stop_reason=_stop_reason(stop))
 
     def _rebound(self, run: _Run, actions: Any) -> list[dict[str, Any]]:
         """The child's parked calls rebuilt here: hash, digest and impact are the runner's, not the agent's."""

@@ -38,9 +38,13 @@ SELECT r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.status, r.task_
 FROM runs r WHERE r.id = %s AND r.agent_id = %s;
 
 -- name: run_state_for_update
--- What a data plane's call needs of a run of an agent, locked (a completion).
+-- What a data plane's call needs of a run of an agent, locked (a completion), and whether an
+-- approved action of the run executed (its success is then ``remediated``): read under the lock,
+-- nobody changes it before the completion commits.
 SELECT r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.status, r.task_id, r.attempt,
-       r.max_attempts, r.cancel_requested, r.lease_hash, r.completion_lease, r.completion
+       r.max_attempts, r.cancel_requested, r.lease_hash, r.completion_lease, r.completion,
+       EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(r.remediation, '[]'::jsonb)) e
+               WHERE e ? 'outcome' AND NOT coalesce((e -> 'outcome') ? 'error', false)) AS remediated
 FROM runs r WHERE r.id = %s AND r.agent_id = %s FOR UPDATE OF r;
 
 -- name: run_state_by_id_for_update
@@ -233,10 +237,6 @@ UPDATE runs SET remediation = coalesce(remediation, '[]'::jsonb) || jsonb_build_
                 updated_at = now()
 WHERE id = %s;
 
--- name: run_remediated
--- Whether an approved action of the run executed (its success is then ``remediated``).
-SELECT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(remediation, '[]'::jsonb)) e
-               WHERE e ? 'outcome' AND NOT coalesce((e -> 'outcome') ? 'error', false)) FROM runs WHERE id = %s;
 -- used by memory
 -- name: memory_run
 -- The run a task serves, with its org, agent and version, for a memory call's lease check.

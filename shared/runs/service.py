@@ -115,6 +115,7 @@ class RunState:
     lease_hash: str | None
     completion_lease: str | None
     completion: dict[str, Any] | None
+    remediated: bool = False  # an approved action of it executed (read with the lock only)
 
     @classmethod
     def of(cls, row: Row) -> RunState:
@@ -123,7 +124,7 @@ class RunState:
                    version=row["version"], status=RunStatus(row["status"]), task_id=row["task_id"],
                    attempt=row["attempt"], max_attempts=row["max_attempts"], cancel_requested=row["cancel_requested"],
                    lease_hash=row["lease_hash"], completion_lease=row["completion_lease"],
-                   completion=row["completion"])
+                   completion=row["completion"], remediated=bool(row.get("remediated")))
 
 
 @dataclass(frozen=True)
@@ -547,7 +548,7 @@ class RunService:
             return answer
         if status == RunStatus.DEAD:
             error = f"gave up after {run.attempt} attempts: {error}"
-        if status == RunStatus.SUCCEEDED and tx.fetch_val(_Q.run_remediated, run.id):  # approvals: an action ran
+        if status == RunStatus.SUCCEEDED and run.remediated:  # approvals: an action ran (read with the lock)
             status = RunStatus.REMEDIATED
             answer["status"] = status.value
         metrics = {**report.metrics.model_dump(exclude_none=True), "attempts": run.attempt}

@@ -74,11 +74,26 @@ def test_kill_9_of_up_leaves_nothing_a_second_up_is_refused_and_doctor_tells():
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
-        def gone() -> bool:
-            alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
-                     and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
-            return not alive and not _serving(port) and EmbeddedPostgres(data_dir).running() is None
-        wait_until(gone, timeout=60, what="every child of the killed supervisor and PostgreSQL to stop")
+        def leftovers() -> list[str]:
+            """What still runs of the killed supervisor's: its children (pid, state, command line),
+            the port, PostgreSQL."""
+            found = []
+            for pid in children:
+                with contextlib.suppress(OSError, IndexError):
+                    state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+                    if state != "Z":
+                        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+                        found.append(f"pid {pid} ({state}): {command}")
+            if _serving(port):
+                found.append(f"port {port} still answers")
+            if EmbeddedPostgres(data_dir).running() is not None:
+                found.append("PostgreSQL still runs")
+            return found
+        try:
+            wait_until(lambda: not leftovers(), timeout=60, what="every child of the killed supervisor and PostgreSQL "
+                                                               "to stop")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; still there: {leftovers()}") from None
         wait_until(lambda: read_lock_info(data_dir) is None, timeout=10, what="the data directory's lock")
 
         # The database is stopped: doctor says so, check by check, and exits 1.

@@ -56,7 +56,8 @@ class VertexEmbedder:
         for text in texts:
             instance = json_format.ParseDict({"content": text, "task_type": "RETRIEVAL_DOCUMENT"}, struct_pb2.Value())
             response = client.predict(endpoint=self._endpoint, instances=[instance], parameters=parameters)
-            prediction = json_format.MessageToDict(response._pb.predictions[0])
+            # proto-plus wraps the protobuf message; its class method ``pb`` hands the message itself over.
+            prediction = json_format.MessageToDict(type(response).pb(response).predictions[0])
             values = [float(x) for x in prediction["embeddings"]["values"]]
             if len(values) != DIMENSIONS:
                 raise ValueError(f"Vertex AI returned {len(values)} dimensions, not {DIMENSIONS}")
