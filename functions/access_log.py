@@ -105,4 +105,8 @@ def log_access(*, method: str, path: str, status: int, dataplane: bool, fields: 
     if not _log.isEnabledFor(level):
         return
     fields = {**fields, "httpRequest": http_request(environ, path, status, seconds, response_size)}
-    _log.log(level, "%s %s %s", method, path, status, extra={"fields": fields})
+    # Made and handed to the handlers directly: ``Logger.log`` would first walk the stack for the
+    # caller's file and line, which the line does not show.
+    record = _log.makeRecord(_log.name, level, __file__, 0, "%s %s %s", (method, path, status), None,
+                             extra={"fields": fields})
+    _log.handle(record)

@@ -474,12 +474,12 @@ def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
         request: flask.Request = bound if isinstance(bound, flask.Request) else proxy
         sent_id = environ.get("HTTP_X_REQUEST_ID")
         request_id = sent_id[:64] if sent_id and _REQUEST_ID.fullmatch(sent_id[:64]) else new_id("req")
-        principal: Principal | None = None
+        caller: list[Principal] = []  # filled in by _handle once the credential is verified
         status = 500
         size: int | None = None
         trace = access_log.begin(environ)  # issue 19: every line of this request carries its trace
         try:
-            resp = _handle(op, request, request_id)
+            resp = _handle(op, request, request_id, caller)
             status = resp.status_code
             size = resp.content_length
             return resp
@@ -491,7 +491,7 @@ def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
             return _json_response(500, {"error": {"code": ErrorCode.INTERNAL, "message": "internal error",
                                                   "details": [{"request_id": request_id}]}}, request_id)
         finally:
-            principal = flask.g.get("marketplace_principal")
+            principal = caller[0] if caller else None
             elapsed = time.perf_counter() - started
             # issue 19: Cloud Logging's httpRequest; a data plane's successful calls at DEBUG
             access_log.log_access(method=op.method, path=request.path, status=status, dataplane=op.dataplane,
@@ -504,7 +504,7 @@ def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
     return handler
 
 
-def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Response:
+def _handle(op: Operation, request: flask.Request, request_id: str, caller: list[Principal]) -> flask.Response:
     match = op.pattern.match(request.path)
     if match is None:
         raise NotFound(f"no operation at {request.path}")
@@ -519,7 +519,7 @@ def _handle(op: Operation, request: flask.Request, request_id: str) -> flask.Res
         except Unauthorized:
             _rate_limit(op, services, request, None)  # guessing credentials counts against the address
             raise
-        flask.g.marketplace_principal = principal  # for the access log
+        caller.append(principal)  # for the access log
         _rate_limit(op, services, request, principal)
         role = _authorize(op, services, principal, params)
     else:
