@@ -95,15 +95,27 @@ def _translate(exc: psycopg.Error) -> Exception:
     return kind(str(exc), sqlstate=state, constraint=exc.diag.constraint_name)
 
 
-@contextlib.contextmanager
-def _query_errors() -> Iterator[None]:
-    try:
-        yield
-    except psycopg.Error as exc:
-        translated = _translate(exc)
-        if translated is exc:
-            raise
-        raise translated from exc
+class _QueryErrors:
+    """``with _query_errors():`` turns the driver's errors into the kernel's (``_translate``). A
+    class rather than a generator-based context manager: it is entered around every statement."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, psycopg.Error):
+            translated = _translate(exc)
+            if translated is not exc:
+                raise translated from exc
+
+
+_QUERY_ERRORS = _QueryErrors()
+
+
+def _query_errors() -> _QueryErrors:
+    return _QUERY_ERRORS
 
 
 def _rows(cursor: psycopg.Cursor[Row]) -> list[Row]:
@@ -289,19 +301,60 @@ class Database:
                         conn.execute("ROLLBACK")
                 raise
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[Tx]:
+    def read(self) -> _Read:
         """Single-statement reads in autocommit: no BEGIN/COMMIT round trips on hot paths.
 
         Each statement sees its own snapshot, so use ``transaction()`` when several reads must
         agree with each other.
         """
-        with self._checkout() as conn:
-            yield Tx(conn)
+        return _Read(self)
+
+    def _getconn(self) -> psycopg.Connection[Any]:
+        """A pooled connection, as ``_checkout`` takes one (for ``_Read``)."""
+        wait = CONNECTION_WAIT if self._reachable.is_set() else UNAVAILABLE_WAIT
+        try:
+            conn: psycopg.Connection[Any] = self._pool.getconn(timeout=wait)
+        except psycopg.Error as exc:
+            if not _unreachable(exc):
+                raise
+            self._lost()
+            raise DatabaseUnavailable("the database is unavailable; retry shortly") from exc
+        return conn
+
+    def _putconn(self, conn: psycopg.Connection[Any], exc: BaseException | None) -> None:
+        """Give a ``_Read``'s connection back (the pool discards a broken one), and treat a failure
+        that happened on it as ``_checkout`` does."""
+        self._pool.putconn(conn)
+        if isinstance(exc, DatabaseUnavailable):
+            self._lost()
+        elif isinstance(exc, psycopg.Error) and _unreachable(exc):
+            self._lost()
+            raise DatabaseUnavailable("the database is unavailable; retry shortly") from exc
 
     def close(self) -> None:
         """Close every connection."""
         self._pool.close()
+
+
+class _Read:
+    """``with db.read() as tx``: ``_checkout``'s work with the pool's ``getconn``/``putconn``
+    instead of three nested generator-based context managers (a read is the most frequent
+    statement: every request's authentication)."""
+
+    __slots__ = ("_conn", "_db")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> Tx:
+        self._conn = self._db._getconn()
+        return Tx(self._conn)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._db._putconn(conn, exc)
 
 
 def connect_url(url: str, *, application_name: str = "marketplace") -> Connect:
