@@ -1,0 +1,56 @@
+"""The embedded PostgreSQL is reached through its Unix socket, in the cluster's private folder.
+
+A statement's round trip through a Unix socket skips the loopback TCP stack on both sides (see
+docs/BENCHMARKS.md); the socket lives in the cluster's folder (mode 0700), which only the server's
+user and root can enter. TCP on 127.0.0.1 still answers, for tools that connect by host and port.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shared.composition import Container
+from shared.kernel.adapters import embedded_pg
+from shared.kernel.adapters.embedded_pg import EmbeddedPostgres, ServerInfo
+from shared.kernel.settings import Settings
+
+pytestmark = pytest.mark.embedded_postgres
+
+
+def test_the_session_server_has_a_socket_in_its_private_folder(settings: Settings, container: Container) -> None:
+    info = EmbeddedPostgres(settings.data_dir).running()
+    assert info is not None
+    pgdata = (settings.data_dir / "pg").resolve()
+    assert info.socket_dir == str(pgdata)
+    assert stat.S_IMODE(pgdata.stat().st_mode) == 0o700
+    assert stat.S_ISSOCK(Path(info.socket_dir, f".s.PGSQL.{info.port}").stat().st_mode)
+
+
+def test_url_goes_through_the_socket_and_tcp_url_through_loopback(settings: Settings, container: Container) -> None:
+    info = EmbeddedPostgres(settings.data_dir).running()
+    assert info is not None
+    with psycopg.connect(info.url(settings.db_name)) as conn:
+        # inet_server_addr() is NULL on a Unix-socket connection
+        assert conn.execute("SELECT inet_server_addr()").fetchone() == (None,)
+        assert conn.info.host == info.socket_dir
+    with psycopg.connect(info.tcp_url(settings.db_name)) as conn:
+        row = conn.execute("SELECT host(inet_server_addr())").fetchone()
+        assert row == ("127.0.0.1",)
+
+
+def test_a_path_too_long_for_a_socket_address_means_tcp_only(tmp_path: Path) -> None:
+    long = tmp_path / ("d" * 120) / "pg"
+    assert embedded_pg._socket_dir(long) is None
+    assert embedded_pg._socket_dir(Path("/srv/a,b/pg")) is None  # PostgreSQL splits -k on commas
+    assert embedded_pg._socket_dir(Path("/srv/data/pg")) == "/srv/data/pg"
+
+
+def test_a_socket_folder_is_quoted_in_the_url() -> None:
+    info = ServerInfo(host="127.0.0.1", port=5999, pid=1, version="18", socket_dir="/srv/my data/pg")
+    assert info.url("db") == "postgresql://postgres@/db?host=/srv/my%20data/pg&port=5999"
+    assert ServerInfo(host="127.0.0.1", port=5999, pid=1, version="18").url("db") == \
+        "postgresql://postgres@127.0.0.1:5999/db"
