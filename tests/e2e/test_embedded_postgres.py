@@ -2,7 +2,8 @@
 
 A statement's round trip through a Unix socket skips the loopback TCP stack on both sides (see
 docs/BENCHMARKS.md); the socket lives in the cluster's folder (mode 0700), which only the server's
-user and root can enter. TCP on 127.0.0.1 still answers, for tools that connect by host and port.
+user and root can enter. TCP on 127.0.0.1 still listens, and refuses every connection: an agent run allowed the network
+shares the machine's loopback.
 """
 
 from __future__ import annotations
@@ -30,16 +31,21 @@ def test_the_session_server_has_a_socket_in_its_private_folder(settings: Setting
     assert stat.S_ISSOCK(Path(info.socket_dir, f".s.PGSQL.{info.port}").stat().st_mode)
 
 
-def test_url_goes_through_the_socket_and_tcp_url_through_loopback(settings: Settings, container: Container) -> None:
+def test_url_goes_through_the_socket_and_tcp_is_refused(settings: Settings, container: Container) -> None:
+    """An agent run allowed the network shares the machine's loopback: the database's TCP port
+    must not let it in (trust on TCP would make it the superuser of every org's data)."""
     info = EmbeddedPostgres(settings.data_dir).running()
     assert info is not None
     with psycopg.connect(info.url(settings.db_name)) as conn:
         # inet_server_addr() is NULL on a Unix-socket connection
         assert conn.execute("SELECT inet_server_addr()").fetchone() == (None,)
         assert conn.info.host == info.socket_dir
-    with psycopg.connect(info.tcp_url(settings.db_name)) as conn:
-        row = conn.execute("SELECT host(inet_server_addr())").fetchone()
-        assert row == ("127.0.0.1",)
+    for user in ("postgres", "marketplace", "nobody"):
+        with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects connection"):
+            psycopg.connect(f"postgresql://{user}@127.0.0.1:{info.port}/{settings.db_name}", connect_timeout=10)
+    hba = (settings.data_dir / "pg" / "pg_hba.conf").read_text()
+    assert [line for line in hba.splitlines() if line and not line.startswith("#")] == [
+        "local all all trust", "host all all all reject"]
 
 
 def test_a_path_too_long_for_a_socket_address_means_tcp_only(tmp_path: Path) -> None:

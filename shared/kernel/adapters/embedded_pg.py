@@ -46,17 +46,13 @@ class ServerInfo:
 
     def url(self, database: str) -> str:
         """A libpq-style URL for ``database`` (trust auth: no password). Through the server's Unix
-        socket when it has one: a statement's round trip then skips the loopback TCP stack (less
-        CPU on both sides), and only the server's own user and root can enter the socket's folder
-        (the cluster's, mode 0700); else through ``host:port``."""
+        socket when it has one: only the server's own user and root can enter the socket's folder
+        (the cluster's, mode 0700), and a statement's round trip skips the loopback TCP stack (less
+        CPU on both sides). The server then refuses TCP (``_HBA_SOCKET``); without a socket (a
+        path too long for one) it trusts TCP from this machine, and the URL is ``host:port``."""
         if self.socket_dir:
             return (f"postgresql://{SUPERUSER}@/{database}?host={quote(self.socket_dir, safe='/')}"
                     f"&port={self.port}")
-        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
-
-    def tcp_url(self, database: str) -> str:
-        """The same database through ``host:port`` (for a tool that does not run on this machine's
-        file system, or as another user)."""
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
 
     def ensure_database(self, name: str) -> None:
@@ -116,6 +112,15 @@ def _socket_dir(pgdata: Path) -> str | None:
     if len(path.encode()) > _SOCKET_PATH_MAX or any(c in path for c in "',\\"):
         return None
     return path
+
+
+_HBA_HEADER = "# Written by marketplace at each start (shared/kernel/adapters/embedded_pg.py): edits are lost.\n"
+# Trust on the socket: its folder (the cluster's, mode 0700) lets in only the server's user and
+# root. TCP is refused: an agent run allowed the network shares this machine's loopback, and the
+# database must stay out of its reach (docs/LOCAL_MODE.md).
+_HBA_SOCKET = _HBA_HEADER + "local all all trust\nhost all all all reject\n"
+# No socket (the path is too long for one): the platform can only connect over TCP.
+_HBA_TCP_ONLY = _HBA_HEADER + "host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
 
 
 def _reachable_socket(path: Path) -> bool:
@@ -266,6 +271,7 @@ class EmbeddedPostgres:
             port = self._previous_port() or _free_port(self.host)
             logfile = self.pgdata / "server.log"
             socket_dir = _socket_dir(self.pgdata)
+            self._write_hba(socket_dir is not None)
             options = (f"-h {self.host} -p {port} -k '{socket_dir or ''}' -c max_connections=200 "
                        "-c shared_buffers=128MB")
             self._run([str(bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60",
@@ -277,6 +283,18 @@ class EmbeddedPostgres:
                     return info
                 time.sleep(0.1)
             raise EmbeddedPostgresError(f"PostgreSQL did not become ready; see {logfile}")
+
+    def _write_hba(self, with_socket: bool) -> None:
+        """The cluster's client authentication, rewritten at each start (``pg_hba.conf``)."""
+        hba = self.pgdata / "pg_hba.conf"
+        hba.write_text(_HBA_SOCKET if with_socket else _HBA_TCP_ONLY)
+        hba.chmod(0o600)
+        if self._user:
+            os.chown(hba, self._user.pw_uid, self._user.pw_gid)
+        if not with_socket:
+            _log.warning("the data directory's path is too long for a Unix socket (%s): PostgreSQL trusts TCP "
+                         "connections from this machine instead, an agent run allowed the network included; "
+                         "choose a shorter --data-dir", self.pgdata)
 
     def stop(self, *, force: bool = False) -> bool:
         """Stop the server if this object started it (or ``force``). Returns whether it stopped one."""
