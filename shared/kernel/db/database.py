@@ -266,18 +266,16 @@ class Database:
 
     @contextlib.contextmanager
     def _checkout(self) -> Iterator[psycopg.Connection[Any]]:
-        wait = CONNECTION_WAIT if self._reachable.is_set() else UNAVAILABLE_WAIT
+        conn = self._getconn()
+        failure: BaseException | None = None
         try:
-            with self._pool.connection(timeout=wait) as conn:
+            with conn:  # the connection's own exit: commit, or roll back on an error
                 yield conn
-        except DatabaseUnavailable:
-            self._lost()
+        except BaseException as exc:
+            failure = exc
             raise
-        except psycopg.Error as exc:
-            if not _unreachable(exc):
-                raise
-            self._lost()
-            raise DatabaseUnavailable("the database is unavailable; retry shortly") from exc
+        finally:
+            self._putconn(conn, failure)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -310,7 +308,8 @@ class Database:
         return _Read(self)
 
     def _getconn(self) -> psycopg.Connection[Any]:
-        """A pooled connection, as ``_checkout`` takes one (for ``_Read``)."""
+        """A pooled connection (``_checkout`` and ``_Read`` take theirs here); an unreachable
+        database is ``DatabaseUnavailable``."""
         wait = CONNECTION_WAIT if self._reachable.is_set() else UNAVAILABLE_WAIT
         try:
             conn: psycopg.Connection[Any] = self._pool.getconn(timeout=wait)
@@ -322,8 +321,8 @@ class Database:
         return conn
 
     def _putconn(self, conn: psycopg.Connection[Any], exc: BaseException | None) -> None:
-        """Give a ``_Read``'s connection back (the pool discards a broken one), and treat a failure
-        that happened on it as ``_checkout`` does."""
+        """Give a connection back (the pool discards a broken one); a failure on it that says the
+        database is gone marks it lost and becomes ``DatabaseUnavailable``."""
         self._pool.putconn(conn)
         if isinstance(exc, DatabaseUnavailable):
             self._lost()
@@ -337,9 +336,9 @@ class Database:
 
 
 class _Read:
-    """``with db.read() as tx``: ``_checkout``'s work with the pool's ``getconn``/``putconn``
-    instead of three nested generator-based context managers (a read is the most frequent
-    statement: every request's authentication)."""
+    """``with db.read() as tx``: ``_checkout`` as a class, without generator frames or the
+    connection's commit step (reads run in autocommit; a read is the most frequent statement:
+    every request's authentication)."""
 
     __slots__ = ("_conn", "_db")
 
