@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     # billing (issue 16): Stripe. Without a secret key invoices stay drafts (local mode).
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
-    stripe_api_base: str | None = None  # a Stripe-compatible server instead of api.stripe.com (tests: localstripe)
+    stripe_api_base: str | None = None  # a Stripe-compatible server instead of api.stripe.com (the tests)
     # An org whose invoice payment failed is warned at once and frozen after this many days unpaid.
     billing_payment_grace_days: int = Field(default=7, ge=0, le=90)
 

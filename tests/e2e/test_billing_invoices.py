@@ -1,5 +1,6 @@
 """Invoices: the monthly cycle (drafts without Stripe, late usage as an adjustment), customers and
-finalized invoices through the real ``stripe`` library against localstripe, and Stripe webhooks.
+finalized invoices through the real ``stripe`` library against a stand-in of Stripe's API
+(``support.fake_stripe``), and Stripe webhooks.
 
 The cycle is global (one watermark over all usage), so the tests close far-future months in
 increasing order and look only at their own org's invoices.
@@ -10,21 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 
-import httpx
 import pytest
 import stripe
 from conftest import Client
 from pydantic import SecretStr
 from runs_support import install_builtin
-from support.net import free_port
+from support.fake_stripe import FakeStripe
 
 from functions.gateway import create_gateway
 from shared.billing import Invoicing, Outcome
@@ -33,40 +29,22 @@ from shared.kernel.ids import new_id
 from shared.kernel.money import PricingSpec
 
 PRICING = PricingSpec(base_usd=Decimal("0.50"), per_record_usd=Decimal("0.001"), per_cpu_hour_usd=Decimal("0.50"))
-SECRET_KEY = "sk_test_marketplace"  # localstripe accepts any sk_test_ key
+SECRET_KEY = "sk_test_marketplace"
 WEBHOOK_SECRET = "whsec_test_marketplace"
-TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def localstripe():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "support.localstripe_server", "--port", str(port),
-                             "--from-scratch"], cwd=TESTS, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                 [str(TESTS), str(TESTS.parent)])},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/v1/customers", auth=(SECRET_KEY, ""), timeout=1)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("localstripe did not start") from None
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+def fake_stripe():
+    with FakeStripe(SECRET_KEY) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
-def stripe_container(settings, container, localstripe):
+def stripe_container(settings, container, fake_stripe):
     """The platform with Stripe settings (the session's container has none)."""
     built = build_container(settings.model_copy(update={
         "stripe_secret_key": SecretStr(SECRET_KEY), "stripe_webhook_secret": SecretStr(WEBHOOK_SECRET),
-        "stripe_api_base": localstripe,
+        "stripe_api_base": fake_stripe.url,
         "billing_payment_grace_days": 0}), migrate=False)
     yield built
     built.close()
@@ -135,14 +113,14 @@ def test_late_usage_lands_on_the_next_invoice_as_an_adjustment(container, inst):
     assert april.total_micros == 1_502_000
 
 
-def test_invoices_and_customers_at_stripe(stripe_container, inst, localstripe):
+def test_invoices_and_customers_at_stripe(stripe_container, inst, fake_stripe):
     invoicing: Invoicing = stripe_container.invoicing
     _charge(stripe_container, inst, datetime(2040, 5, 3, tzinfo=UTC))
     invoicing.close_period(date(2040, 5, 1))
     assert invoicing.send_drafts() >= 1
     (may,) = _own(invoicing, inst.org_id, date(2040, 5, 1))
     assert may.status == "open" and may.stripe_invoice_id and may.note is None
-    client = stripe.StripeClient(SECRET_KEY, base_addresses={"api": localstripe})
+    client = stripe.StripeClient(SECRET_KEY, base_addresses={"api": fake_stripe.url})
     remote = client.v1.invoices.retrieve(may.stripe_invoice_id)
     assert remote.status == "open" and remote.total == 1650 and remote.currency == "usd"
     customer = remote.customer
@@ -195,3 +173,26 @@ def test_stripe_webhooks_verified_once_paid_and_failed(stripe_container, contain
     actions = [e["action"] for e in inst.admin.get(f"/orgs/{inst.org_id}/audit?limit=200").body["items"]]
     assert {"billing.invoice_paid", "billing.payment_failed", "billing.frozen", "billing.customer_created",
             "billing.invoice_finalized"} <= set(actions)
+
+
+def test_an_outage_mid_send_leaves_the_draft_and_the_retry_bills_once(stripe_container, inst, fake_stripe):
+    """Items and the invoice made, then Stripe down at the finalization: the draft stays; the next
+    run replays the same idempotency keys, so Stripe holds one invoice with each line once."""
+    invoicing: Invoicing = stripe_container.invoicing
+    _charge(stripe_container, inst, datetime(2040, 10, 3, tzinfo=UTC))
+    _charge(stripe_container, inst, datetime(2040, 10, 4, tzinfo=UTC), records=1)
+    invoicing.close_period(date(2040, 10, 1))
+    (october,) = _own(invoicing, inst.org_id, date(2040, 10, 1))
+    fake_stripe.fail("POST /v1/invoices/", times=3)  # the adapter's first try and its two retries
+    invoicing.send_drafts()
+    assert invoicing.invoice(inst.org_id, october.id).status == "draft"
+    stuck = [i for i in fake_stripe.objects("invoice") if i["metadata"].get("invoice_id") == october.id]
+    assert [i["status"] for i in stuck] == ["draft"]
+    invoicing.send_drafts()
+    sent = invoicing.invoice(inst.org_id, october.id)
+    assert sent.status == "open"
+    remote = [i for i in fake_stripe.objects("invoice") if i["metadata"].get("invoice_id") == october.id]
+    assert [(i["id"], i["status"], i["total"]) for i in remote] == [(sent.stripe_invoice_id, "open", 1800)]
+    items = [i for i in fake_stripe.objects("invoiceitem") if i["metadata"].get("invoice_id") == october.id]
+    assert [(i["amount"], i["invoice"]) for i in items] == [
+        (line.amount_cents, sent.stripe_invoice_id) for line in invoicing.invoice(inst.org_id, october.id).lines]

@@ -1,19 +1,17 @@
 """Developer earnings and payouts: the API, the monthly job (>= 100 USD, smaller balances carried
 over, a refund after a payout leaves a negative balance), and Stripe Connect through the real
-``stripe`` library with a stubbed HTTP client that asserts the exact requests (localstripe has no
-Connect)."""
+``stripe`` library against a stand-in of Stripe's API (``support.fake_stripe``), asserting the exact
+requests."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-import stripe
 from runs_support import install_builtin
+from support.fake_stripe import FakeStripe, form
 
 from shared.billing import OnboardingIn, Outcome, Payouts
 from shared.billing.adapters.stripe_payments import StripePayments
@@ -21,39 +19,6 @@ from shared.kernel.ids import new_id
 from shared.kernel.money import PricingSpec
 
 PRICING = PricingSpec(base_usd=Decimal("0.50"), per_record_usd=Decimal("0.001"), per_cpu_hour_usd=Decimal("0.50"))
-
-
-class RecordingStripe(stripe.HTTPClient):
-    """Stripe's HTTP transport, stubbed: records each request and answers as the Stripe API would."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[dict[str, Any]] = []
-
-    def request(self, method: str, url: str, headers: Any, post_data: Any = None, *, _usage: Any = None
-                ) -> tuple[str, int, dict[str, str]]:
-        form = dict(parse_qsl(post_data or ""))
-        self.requests.append({"method": method, "path": urlsplit(url).path, "form": form,
-                              "idempotency_key": (headers or {}).get("Idempotency-Key")})
-        path = urlsplit(url).path
-        if path == "/v1/accounts":
-            body = {"id": "acct_dev1", "object": "account", "type": "express"}
-        elif path == "/v1/account_links":
-            body = {"object": "account_link", "url": "https://connect.stripe.com/setup/e/acct_dev1/xyz"}
-        elif path == "/v1/transfers":
-            body = {"id": f"tr_{len(self.requests)}", "object": "transfer", "amount": int(form["amount"]),
-                    "currency": form["currency"], "destination": form["destination"]}
-        else:
-            return json.dumps({"error": {"message": "not stubbed"}}), 404, {}
-        return json.dumps(body), 200, {"Request-Id": "req_1"}
-
-    def request_stream(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -79,41 +44,61 @@ def _charge(container, inst, developer_org: str, records: int) -> str:
     return run_id
 
 
+class Requests:
+    """What reached the stand-in since the last ``take()``: method, path, decoded form, idempotency key."""
+
+    def __init__(self, served: FakeStripe) -> None:
+        self._served, self._seen = served, 0
+
+    def take(self) -> list[dict[str, Any]]:
+        received = self._served.server.received()
+        new, self._seen = received[self._seen:], len(received)
+        return [{"method": r.method, "path": r.path, "form": form(r.body),
+                 "idempotency_key": r.headers.get("idempotency-key")} for r in new]
+
+
 def test_payouts_of_100_usd_or_more_carry_smaller_balances_and_refunds_go_negative(container, inst, developer):
     dev_admin, dev_org = developer
-    http = RecordingStripe()
-    payouts = Payouts(container.db, container.audit, container.billing, StripePayments("sk_test_x", http_client=http))
+    with FakeStripe("sk_test_x") as served:
+        _payouts(container, inst, dev_admin, dev_org, served)
+
+
+def _payouts(container, inst, dev_admin, dev_org, served: FakeStripe) -> None:
+    http = Requests(served)
+    payouts = Payouts(container.db, container.audit, container.billing, StripePayments("sk_test_x", api_base=served.url))
     onboarding = payouts.onboard("user:test", dev_org, _onboarding())
-    assert onboarding.stripe_account_id == "acct_dev1" and onboarding.onboarding_url.startswith("https://connect.")
-    assert payouts.onboard("user:test", dev_org, _onboarding()).stripe_account_id == "acct_dev1"  # once
-    assert [r["path"] for r in http.requests] == ["/v1/accounts", "/v1/account_links", "/v1/account_links"]
-    assert http.requests[0]["form"] == {"type": "express", "country": "US", "metadata[org_id]": dev_org,
-                                        "capabilities[transfers][requested]": "true"}
-    assert http.requests[0]["idempotency_key"] == f"connect-{dev_org}"
-    http.requests.clear()
+    account = onboarding.stripe_account_id
+    assert account.startswith("acct_") and onboarding.onboarding_url.startswith(f"https://connect.stripe.com/setup/e/{account}/")
+    assert payouts.onboard("user:test", dev_org, _onboarding()).stripe_account_id == account  # once
+    requests = http.take()
+    assert [r["path"] for r in requests] == ["/v1/accounts", "/v1/account_links", "/v1/account_links"]
+    assert requests[0]["form"] == {"type": "express", "country": "US", "metadata": {"org_id": dev_org},
+                                   "capabilities": {"transfers": {"requested": "true"}}}
+    assert requests[0]["idempotency_key"] == f"connect-{dev_org}"
+    assert [a["id"] for a in served.objects("account")] == [account]
 
     # 0.50 + 0.001 * 99,000 = 99.50 USD charged: the developer earns 79.60, under the minimum.
     first = _charge(container, inst, dev_org, 99_000)
-    assert payouts.pay_out(date(2041, 1, 1)) == [] and http.requests == []
+    assert payouts.pay_out(date(2041, 1, 1)) == [] and http.take() == []
     # Another 50.50 (developer 40.40): 120.00 USD owed, paid out in February's run.
     _charge(container, inst, dev_org, 50_000)
     assert container.billing.developer_balance(dev_org) == 120_000_000
     paid = payouts.pay_out(date(2041, 2, 1))
     assert len(paid) == 1
-    assert http.requests == [{"method": "post", "path": "/v1/transfers", "form": {
-        "amount": "12000", "currency": "usd", "destination": "acct_dev1",
+    assert http.take() == [{"method": "POST", "path": "/v1/transfers", "form": {
+        "amount": "12000", "currency": "usd", "destination": account,
         "description": "marketplace earnings through 2041-02"}, "idempotency_key": f"payout-{paid[0]}-12000"}]
     assert payouts.pay_out(date(2041, 2, 1)) == []  # once per month
     assert container.billing.developer_balance(dev_org) == 0
     # A refund after the payout: the developer owes the platform until later earnings repay it.
     container.billing.refund_run(first, actor="test")
     assert container.billing.developer_balance(dev_org) == -79_600_000
-    http.requests.clear()
-    assert payouts.pay_out(date(2041, 3, 1)) == [] and http.requests == []
+    assert payouts.pay_out(date(2041, 3, 1)) == [] and http.take() == []
     listed = dev_admin.get(f"/developers/{dev_org}/payouts").body
     assert listed["balance_usd"] == "-79.60"
     assert [(p["id"], p["amount_usd"], p["status"]) for p in listed["items"]] == [(paid[0], "120.00", "paid")]
-    assert listed["items"][0]["stripe_transfer_id"].startswith("tr_")
+    assert [(t["id"], t["amount"], t["destination"]) for t in served.objects("transfer")] == [
+        (listed["items"][0]["stripe_transfer_id"], 12000, account)]
     earnings = dev_admin.get(f"/developers/{dev_org}/earnings").body
     assert sorted((e["gross_usd"], e["developer_share_usd"], e["platform_fee_usd"]) for e in earnings["items"]) == [
         ("50.50", "40.40", "10.10"), ("99.50", "79.60", "19.90")]

@@ -29,7 +29,7 @@ from runs_support import Installed, install_builtin, start_run
 from support.hostile_agent import manifest as hostile_manifest
 from support.hostile_agent import write_project
 from support.wait import wait_until
-from test_billing_invoices import PRICING, WEBHOOK_SECRET, localstripe, stripe_container  # noqa: F401 - fixtures
+from test_billing_invoices import PRICING, WEBHOOK_SECRET, fake_stripe, stripe_container  # noqa: F401 - fixtures
 
 from functions.gateway import create_gateway
 from runtime.client import DataPlaneClient
@@ -186,13 +186,13 @@ def test_a_freeze_for_an_unpaid_invoice_cancels_the_orgs_runs(live_url, containe
             stripe_container.billing.charge_run(tx, run_id=new_id("run"), org_id=inst.org_id, agent_id=inst.agent_id,
                                                 version="1.0.1", pricing=PRICING, outcome=Outcome.SUCCEEDED,
                                                 records=10, cpu_seconds=1, actor="test",
-                                                at=datetime(2040, 9, 3, tzinfo=UTC))
+                                                at=datetime(2040, 11, 3, tzinfo=UTC))
         invoicing = stripe_container.invoicing
-        invoicing.close_period(date(2040, 9, 1))
+        invoicing.close_period(date(2040, 11, 1))
         invoicing.send_drafts()
-        (september,) = [i for i in invoicing.invoices(inst.org_id).items if i.period == date(2040, 9, 1)]
-        payload = json.dumps({"id": "evt_failed_" + september.id, "object": "event", "type": "invoice.payment_failed",
-                              "data": {"object": {"id": september.stripe_invoice_id, "object": "invoice"}}}).encode()
+        (november,) = [i for i in invoicing.invoices(inst.org_id).items if i.period == date(2040, 11, 1)]
+        payload = json.dumps({"id": "evt_failed_" + november.id, "object": "event", "type": "invoice.payment_failed",
+                              "data": {"object": {"id": november.stripe_invoice_id, "object": "invoice"}}}).encode()
         failed = Client(create_gateway(stripe_container)).request(
             "POST", "/billing/stripe/webhook", data=payload,
             headers={"Content-Type": "application/json", "Stripe-Signature": _signed(payload)})

@@ -11,18 +11,20 @@ from stripe.params import AccountCreateParams
 from shared.billing.ports import InvalidProviderSignature, ProviderEvent, ProviderLine
 
 CURRENCY = "usd"
+RETRIES = 2  # the library retries a connection error, a 409 lock conflict or a 5xx with the same idempotency key
 
 
 class StripePayments:
-    """``PaymentProvider`` on Stripe (or a Stripe-compatible server at ``api_base``, e.g. localstripe)."""
+    """``PaymentProvider`` on Stripe (or a Stripe-compatible server at ``api_base``: the tests' stand-in).
 
-    def __init__(self, secret_key: str, *, webhook_secret: str | None = None, api_base: str | None = None,
-                 http_client: stripe.HTTPClient | None = None) -> None:
-        options: dict[str, Any] = {}
+    Every write carries an idempotency key, so the library's retries and the next cycle's retry of
+    a failed send never make a second customer, invoice item, invoice or transfer.
+    """
+
+    def __init__(self, secret_key: str, *, webhook_secret: str | None = None, api_base: str | None = None) -> None:
+        options: dict[str, Any] = {"max_network_retries": RETRIES}
         if api_base:
             options["base_addresses"] = {"api": api_base, "connect": api_base, "files": api_base}
-        if http_client is not None:
-            options["http_client"] = http_client
         self._client = stripe.StripeClient(secret_key, **options)
         self._webhook_secret = webhook_secret
 
