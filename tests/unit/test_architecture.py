@@ -258,3 +258,85 @@ def test_string_literals_skip_docstrings_and_join_f_strings() -> None:
     tree = ast.parse('"""SELECT a FROM b."""\ndef f(t):\n    """DELETE FROM x."""\n'
                      '    return f"SELECT {t} FROM runs", "plain"\n')
     assert sorted(text for _, text in string_literals(tree) if looks_like_sql(text)) == ["SELECT {} FROM runs"]
+
+
+# -- no library internals -----------------------------------------------------
+
+# Underscore names that are their library's documented public API.
+PUBLIC_UNDERSCORE = frozenset({"os._exit", "sys._getframe"})
+PYTHON_DIRS = ("functions", "shared", "jobs", "byoc", "runtime", "bench", "agents", "tests")
+
+
+def _own_top_levels() -> set[str]:
+    """Top-level names importable from this repository (its packages, and the tests' own modules)."""
+    names = {d for d in PYTHON_DIRS if (ROOT / d).is_dir()}
+    for folder in (ROOT / "tests", ROOT / "tests" / "e2e", ROOT / "tests" / "unit", ROOT / "tests" / "contract"):
+        names |= {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if (p / "__init__.py").exists()}
+    return names
+
+
+def library_privates(source: str, own: set[str]) -> list[tuple[int, str]]:
+    """``(line, name)`` for each private name of a library the code imports or reaches through a name
+    it imported: ``from lib import _x``, ``import lib._x``, ``lib._x``, ``lib.sub._x``, ``Class._x``
+    (a dunder is not private). An instance's private attribute is beyond a static look; review
+    catches those."""
+    tree = ast.parse(source)
+    modules: dict[str, str] = {}  # local name -> the library module it is bound to
+    found: list[tuple[int, str]] = []
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in own:
+                    continue
+                if any(private(part) for part in alias.name.split(".")):
+                    found.append((node.lineno, alias.name))
+                if alias.asname:
+                    modules[alias.asname] = alias.name
+                else:
+                    modules[alias.name.split(".")[0]] = alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] in own:
+                continue
+            for alias in node.names:
+                qualified = f"{node.module}.{alias.name}"
+                if any(private(part) for part in qualified.split(".")) and qualified not in PUBLIC_UNDERSCORE:
+                    found.append((node.lineno, qualified))
+                modules[alias.asname or alias.name] = qualified
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            chain, base = [node.attr], node.value
+            while isinstance(base, ast.Attribute):
+                chain.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in modules:
+                qualified = ".".join([modules[base.id], *reversed(chain)])
+                if qualified not in PUBLIC_UNDERSCORE:
+                    found.append((node.lineno, qualified))
+    return found
+
+
+def test_no_private_name_of_a_library_is_used() -> None:
+    own = _own_top_levels()
+    offences = []
+    for folder in PYTHON_DIRS:
+        for path in sorted((ROOT / folder).rglob("*.py")) if (ROOT / folder).is_dir() else []:
+            for line, name in library_privates(path.read_text(encoding="utf-8"), own):
+                offences.append(f"{path.relative_to(ROOT)}:{line}: {name}")
+    assert offences == [], "library internals in use (use the public API, or say why not in docs/):\n" + "\n".join(offences)
+
+
+@pytest.mark.parametrize(("source", "names"), [
+    ("from localstripe.resources import Invoice\nInvoice._api_create", ["localstripe.resources.Invoice._api_create"]),
+    ("from localstripe.resources import Invoice\nInvoice(x=1)._finalize()", []),  # an instance's: not seen
+    ("import pg8000.core\npg8000.core._write(b'')", ["pg8000.core._write"]),
+    ("from pg8000 import core\ncore._flush()", ["pg8000.core._flush"]),
+    ("from stripe._error import APIError", ["stripe._error.APIError"]),
+    ("import os\nos._exit(0)\nos.__name__", []),
+    ("import shared.kernel\nshared.kernel._x", []),
+])
+def test_library_privates_finds_module_level_private_names(source: str, names: list[str]) -> None:
+    assert [name for _, name in library_privates(source, {"shared"})] == names
