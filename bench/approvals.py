@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
 sys.path.insert(1, str(ROOT / "tests" / "e2e"))
+sys.path.insert(1, str(ROOT / "tests"))  # support.wait
 sys.path.insert(1, str(ROOT / "agents" / "cost-anomaly"))  # this tree's agent package, as pytest's pythonpath
 
 # ruff: noqa: E402 - the imports follow the sys.path fix
@@ -38,6 +39,7 @@ import threading
 import time
 from typing import Any
 
+from support.wait import wait_until
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from functions.gateway import create_gateway
@@ -61,14 +63,6 @@ class Http:
         resp = self.client.open(path, method=method, json=body, headers={"Authorization": f"Bearer {self.token}"})
         assert resp.status_code < 300, (path, resp.status_code, resp.get_data(as_text=True))
         return resp.get_json()
-
-
-def wait_for(check: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("timed out")
-        time.sleep(0.005)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,18 +101,20 @@ def main(argv: list[str] | None = None) -> int:
         worker = Worker(client, options=WorkerOptions(lease_seconds=30, poll_wait=5.0, drain_seconds=5))
         serving = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
         serving.start()
-        wait_for(lambda: worker.registration is not None)
+        wait_until(lambda: worker.registration is not None, timeout=60, interval=0.005, what="the worker")
 
         latencies = []
         for _ in range(args.samples):
             run = admin.call("POST", f"/agents/{agent_id}/runs", {"deployment_id": dep["id"], "inputs": {}})
             status = lambda run=run: admin.call("GET", f"/agents/{agent_id}/runs/{run['id']}")["status"]  # noqa: E731
-            wait_for(lambda status=status: status() in ("awaiting_approval", "succeeded", "failed", "dead"))
+            wait_until(lambda status=status: status() in ("awaiting_approval", "succeeded", "failed", "dead"),
+                       timeout=60, interval=0.005, what="the proposal")
             if status() != "awaiting_approval":
                 raise SystemExit(f"the run did not stop for approval: {status()}")
             [pending] = admin.call("GET", f"/orgs/{org_id}/approvals?status=pending&run_id={run['id']}")["items"]
             approver.call("POST", f"/orgs/{org_id}/approvals/{pending['id']}/approve", {})
-            wait_for(lambda status=status: status() in ("remediated", "succeeded", "failed", "dead"))
+            wait_until(lambda status=status: status() in ("remediated", "succeeded", "failed", "dead"),
+                       timeout=60, interval=0.005, what="the remediation")
             with container.db.read() as tx:
                 row = tx.fetch_one("SELECT decided_at, execution_started_at FROM approvals WHERE id = %s",
                                    pending["id"])

@@ -47,11 +47,11 @@ def up(args: UpOptions) -> int:  # noqa: PLR0915 - the start-up sequence, in ord
         ServerError,
         check_free,
         default_workers,
-        free_port,
     )
     from shared.composition import build_container  # noqa: PLC0415
     from shared.kernel.adapters.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
     from shared.kernel.jsonlog import configure_logging  # noqa: PLC0415
+    from shared.kernel.net import free_port  # noqa: PLC0415
 
     port = args.port or free_port(args.host)
     args.port = port

@@ -47,14 +47,6 @@ def app() -> Any:
     return create_gateway(build_container(settings, migrate=False))
 
 
-def free_port(host: str) -> int:
-    """A port nobody listens on now (for ``--port 0``)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 class ServerError(RuntimeError):
     """The HTTP server did not start or stopped unexpectedly."""
 

@@ -18,17 +18,17 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
-from support.net import free_port
 from support.vector_search import FakeVectorSearch
+from support.wait import wait_until
 
 from shared.kernel.ids import new_id
+from shared.kernel.net import free_port
 from shared.memory import Level, Memory, MemoryStore
 from shared.memory.adapters.firestore_store import FirestoreStore
 from shared.memory.adapters.pgvector_store import PgVectorStore
@@ -46,14 +46,13 @@ def firestore_emulator() -> Iterator[str]:
                                 "--quiet"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
+        def listening() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"the Firestore emulator exited with {process.returncode}")
             with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the Firestore emulator did not start")
-            time.sleep(0.3)
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(listening, timeout=90, interval=0.3, what="the Firestore emulator")
         yield f"127.0.0.1:{port}"
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -34,9 +34,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from support.http import RecordingServer
-from support.net import free_port
 
 from shared.composition import Container, connection_factory
+from shared.kernel.net import free_port
 from shared.runs.adapters.cloud_tasks_queue import CloudTasksQueue, cloud_task_name
 from shared.runs.adapters.pg_task_queue import PgTaskQueue, _Sql
 from shared.runs.task_queue import LeaseLost, RetryPolicy, TaskQueue, TaskState

@@ -20,13 +20,13 @@ from aiosmtpd.controller import Controller
 from approvals_support import idle_focus
 from runs_support import ROOT, Installed, claim, install_builtin, start_run
 from support.http import RecordingServer, Reply
-from support.net import free_port
 from support.wait import wait_until
 from test_notifications import Inbox
 from test_runtime import thread_worker
 
 from runtime.pool import source_paths
 from shared.approvals import ApprovalService
+from shared.kernel.net import free_port
 from shared.notifications.adapters.slack_webhook import SlackWebhookPoster
 from shared.notifications.adapters.smtp_email import SmtpEmail
 from shared.webhooks import DestinationPolicy, SystemResolver

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from support.cli import MARKETPLACE, read_until_ready
-from support.net import free_port
+
+from shared.kernel.net import free_port
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, dict]:

@@ -198,7 +198,7 @@ def test_an_expired_token_is_refreshed(platform: Platform, installed: dict) -> N
 
 
 def test_without_a_platform_the_cli_says_to_start_one(tmp_path) -> None:
-    from support.net import free_port
+    from shared.kernel.net import free_port
 
     platform = Platform(url="", data_dir=tmp_path / "d", home=tmp_path,
                         env={**__import__("os").environ, "MARKETPLACE_CONFIG_DIR": str(tmp_path / "config"),

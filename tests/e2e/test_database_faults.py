@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 from support.cli import MARKETPLACE, read_until_ready
-from support.net import free_port
 from support.wait import wait_until
 
 from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
+from shared.kernel.net import free_port
 
 WRITERS = 4
 

@@ -16,8 +16,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from approvals_support import park
 from support.http import RecordingServer, Reply
-from support.net import free_port
 
+from shared.kernel.net import free_port
 from shared.notifications import slack_signature
 from shared.notifications.adapters.slack_directory import SlackWebDirectory
 from shared.notifications.adapters.slack_webhook import SlackWebhookPoster

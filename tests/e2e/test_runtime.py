@@ -26,12 +26,12 @@ import httpx
 import pytest
 from runs_support import FOCUS_SAMPLE, ROOT, Installed, install_builtin, start_run
 from support.cli import MARKETPLACE, read_until_ready
-from support.net import free_port
 from support.wait import wait_until
 
 from runtime.client import DataPlaneClient
 from runtime.pool import WorkerPool, source_paths
 from runtime.worker import Worker, WorkerOptions
+from shared.kernel.net import free_port
 
 FINAL = {"succeeded", "failed", "cancelled", "dead"}
 

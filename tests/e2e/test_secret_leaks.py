@@ -23,13 +23,13 @@ from urllib.parse import quote
 import pytest
 from registry_support import make_manifest, publish, unique_name
 from runs_support import Installed, install_builtin, start_run
-from support.net import free_port
 from support.secrets import SecretCase, secret_table
 from support.wait import wait_until
 
 from runtime.client import DataPlaneClient
 from runtime.worker import Worker, WorkerOptions
 from shared.kernel.jsonlog import configure_logging
+from shared.kernel.net import free_port
 
 TABLE = secret_table()
 SECRETS = [(case.name, secret) for case in TABLE for secret in case.secrets]

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 from support.cli import MARKETPLACE, read_until_ready
-from support.net import free_port
 from support.wait import wait_until
 
 from functions.supervisor import descendants, read_lock_info
 from shared.kernel.adapters.embedded_pg import EmbeddedPostgres
+from shared.kernel.net import free_port
 
 
 def _doctor(data_dir: Path, port: int) -> tuple[int, dict]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.kernel.net import free_port
 from support.cli import MARKETPLACE, read_until_ready
-from support.net import free_port
 
 
 @dataclass

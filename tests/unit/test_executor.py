@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from support.net import free_port
 
 from runtime.client import ControlPlaneError, LogLine
 from runtime.executor import (
@@ -24,6 +23,7 @@ from runtime.executor import (
     is_retryable,
     load_entrypoint,
 )
+from shared.kernel.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = yaml.safe_load((ROOT / "agents/cost-anomaly/manifest.yaml").read_text())

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from support.wait import wait_until
 
 from shared.kernel.jsonlog import BatchingStreamHandler, JsonFormatter
 
@@ -46,19 +47,12 @@ def logger() -> Iterator[Logged]:
     log.removeHandler(handler)
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_lines_come_out_together_and_in_order(logger: Logged) -> None:
     log, _, stream = logger
     for n in range(50):
         log.info("line %d", n)
     assert stream.writes == []  # held back: the batch fills for up to the interval
-    _wait_for(lambda: stream.text.count("\n") == 50)
+    wait_until(lambda: stream.text.count("\n") == 50, timeout=5, interval=0.01, what="the 50 lines")
     assert len(stream.writes) < 5  # one write (or a few), not fifty
     assert [line.split('"message": "')[1].split('"')[0] for line in stream.text.splitlines()] == \
         [f"line {n}" for n in range(50)]

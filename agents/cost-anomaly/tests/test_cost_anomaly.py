@@ -27,7 +27,6 @@ import yaml
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from support.http import Recorded, RecordingServer, Reply
-from support.net import free_port
 
 from cost_anomaly import tools
 from cost_anomaly.detect import (
@@ -59,6 +58,7 @@ from cost_anomaly.recommend import (
 )
 from cost_anomaly.report import build_output
 from runtime.agent_context import AgentContext
+from shared.kernel.net import free_port
 
 
 def _load_generator() -> ModuleType:

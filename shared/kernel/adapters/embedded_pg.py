@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from shared.kernel.net import free_port
+
 _log = logging.getLogger(__name__)
 
 SERVICE_USER = "marketplace-pg"
@@ -130,12 +132,6 @@ def _reachable_socket(path: Path) -> bool:
         return path.is_socket() and os.access(path, os.W_OK)
     except OSError:
         return False
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class EmbeddedPostgres:
@@ -268,7 +264,7 @@ class EmbeddedPostgres:
             bin_dir = self._prepare()
             # After a crash the server comes back on the port it had, so that every process's
             # connection settings stay true (the pid file outlives a killed server).
-            port = self._previous_port() or _free_port(self.host)
+            port = self._previous_port() or free_port(self.host)
             logfile = self.pgdata / "server.log"
             socket_dir = _socket_dir(self.pgdata)
             self._write_hba(socket_dir is not None)
