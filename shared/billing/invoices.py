@@ -13,6 +13,7 @@ from shared.billing.models import (
     InvoiceLineOut,
     InvoiceList,
     InvoiceOut,
+    SubscriptionFee,
     WebhookReceipt,
     customer_account,
     micros_to_cents,
@@ -212,10 +213,10 @@ class Invoicing:
             tx.execute(_Q.charge_subscriptions, *columns, period, period_days)
         return tx.fetch_all(_Q.subscriptions_of_period, period)
 
-    def subscriptions(self, org_id: str) -> list[dict[str, Any]]:
+    def subscriptions(self, org_id: str) -> list[SubscriptionFee]:
         """The subscription fees an org was charged, oldest month first."""
         with self.db.read() as tx:
-            return tx.fetch_all(_Q.subscriptions_of_org, org_id)
+            return [SubscriptionFee(**row) for row in tx.fetch_all(_Q.subscriptions_of_org, org_id)]
 
     def send_drafts(self, limit: int = 100) -> int:
         """Send draft invoices to the provider (creating each org's customer once); how many."""

@@ -90,6 +90,56 @@ class Charge:
     platform_micros: int
 
 
+@dataclass(frozen=True, slots=True)
+class MeteredRun:
+    """A run's usage row as metered: what it used, what it was charged and how it was split."""
+
+    run_id: str
+    org_id: str
+    agent_id: str
+    version: str
+    developer_org_id: str | None
+    outcome: str
+    records: int
+    cpu_ms: int
+    base_micros: int
+    records_micros: int
+    cpu_micros: int
+    capped: bool
+    charge_micros: int
+    developer_micros: int
+    platform_micros: int
+    period: date
+    charged_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionSum:
+    """A ledger transaction with the sum and count of its entries (a sum is 0 unless the ledger is broken)."""
+
+    id: str
+    kind: str
+    total: int
+    entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionFee:
+    """A deployment's subscription fee for one month: the active days charged, and the split."""
+
+    deployment_id: str
+    period: date
+    agent_id: str
+    version: str
+    active_days: int
+    period_days: int
+    monthly_micros: int
+    charge_micros: int
+    developer_micros: int
+    platform_micros: int
+    transaction_id: str
+
+
 def meter(pricing: PricingSpec, outcome: Outcome, *, records: int, cpu_ms: int, cap_micros: int | None = None
           ) -> Charge:
     """The charge for a run: ``base_usd`` + ``per_record_usd`` * records + ``per_cpu_hour_usd`` *

@@ -17,9 +17,11 @@ from shared.billing.models import (
     BillingLimitsOut,
     Charge,
     DayUsageOut,
+    MeteredRun,
     Outcome,
     RefundOut,
     RunUsageOut,
+    TransactionSum,
     UsageOut,
     UsageQuery,
     UsageReportOut,
@@ -221,15 +223,16 @@ class BillingService:
         """The platform's fees collected (less refunds)."""
         return -self.balance(PLATFORM_ACCOUNT)
 
-    def transaction_sums(self, org_ids: Sequence[str]) -> list[dict[str, Any]]:
+    def transaction_sums(self, org_ids: Sequence[str]) -> list[TransactionSum]:
         """Each ledger transaction of ``org_ids`` with the sum and count of its entries."""
         with self.db.read() as tx:
-            return tx.fetch_all(_Q.transaction_sums, list(org_ids))
+            return [TransactionSum(**row) for row in tx.fetch_all(_Q.transaction_sums, list(org_ids))]
 
-    def run_usage(self, run_id: str) -> dict[str, Any] | None:
-        """A run's usage row, or None when it was not metered."""
+    def run_usage(self, run_id: str) -> MeteredRun | None:
+        """A run's metering and charge, or None when it was not metered."""
         with self.db.read() as tx:
-            return tx.fetch_one(_Q.usage_of_run, run_id)
+            row = tx.fetch_one(_Q.usage_of_run, run_id)
+        return None if row is None else MeteredRun(**row)
 
     # -- spend limits ---------------------------------------------------------------------------
     def limits(self, org_id: str) -> BillingLimitsOut:

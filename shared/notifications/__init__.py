@@ -1,6 +1,7 @@
 """The notifications context's public API: in-app notifications, email and Slack deliveries, Slack actions."""
 
 from shared.notifications.models import (
+    Delivery,
     DeliveryReport,
     NotificationOut,
     NotificationQuery,
@@ -13,6 +14,7 @@ from shared.notifications.service import NotificationService
 from shared.notifications.slack import signature as slack_signature
 
 __all__ = [
+    "Delivery",
     "DeliveryError",
     "DeliveryReport",
     "EmailSender",

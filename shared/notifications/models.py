@@ -61,3 +61,15 @@ class DeliveryReport(BaseModel):
     delivered: int
     retried: int
     failed: int
+
+
+class Delivery(BaseModel):
+    """One email or Slack message in the org's outbox, and how its delivery went."""
+
+    id: str
+    channel: Literal["email", "slack"]
+    destination: str
+    event: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_error: str | None

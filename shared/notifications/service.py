@@ -33,6 +33,7 @@ from shared.kernel.pagination import Keyset, Page, next_page
 from shared.kernel.redaction import redact_text
 from shared.notifications import slack
 from shared.notifications.models import (
+    Delivery,
     DeliveryReport,
     NotificationOut,
     NotificationQuery,
@@ -267,10 +268,10 @@ class NotificationService:
             raise DeliveryError("the org removed its Slack webhook", retryable=False)
         self.slack_poster.post(url, payload)
 
-    def deliveries(self, org_id: str) -> list[dict[str, Any]]:
-        """The org's outbox rows (tests and operators)."""
+    def deliveries(self, org_id: str) -> list[Delivery]:
+        """The org's outbox, oldest first (tests and operators)."""
         with self.db.read() as tx:
-            return [dict(r) for r in tx.fetch_all(_Q.deliveries_of, org_id)]
+            return [Delivery(**r) for r in tx.fetch_all(_Q.deliveries_of, org_id)]
 
     # -- Slack's buttons -------------------------------------------------------------------------
     def slack_action(self, headers: Mapping[str, str], raw_body: bytes) -> SlackActionOut:

@@ -44,8 +44,8 @@ def test_a_run_is_charged_the_documents_example_once(inst, anon, container):
     # The completion retried (same lease, a lost answer) and again after a crash: nothing more.
     assert _complete(anon, inst, task, metrics=metrics(15_000, 7200)).body == done.body
     usage = billing.run_usage(run["id"])
-    assert usage["charge_micros"] == 16_500_000 and usage["outcome"] == "succeeded"
-    assert (usage["developer_micros"], usage["platform_micros"]) == (13_200_000, 3_300_000)
+    assert usage.charge_micros == 16_500_000 and usage.outcome == "succeeded"
+    assert (usage.developer_micros, usage.platform_micros) == (13_200_000, 3_300_000)
     after = (billing.customer_balance(inst.org_id), billing.developer_balance(developer), billing.platform_balance())
     assert after[0] - before[0] == 16_500_000
     assert after[1] - before[1] == 13_200_000
@@ -62,10 +62,10 @@ def test_charging_a_run_twice_posts_nothing_more(inst, container):
             billing.charge_run(tx, run_id=run_id, org_id=inst.org_id, agent_id=inst.agent_id, version="1.0.1",
                                pricing=PRICING, outcome=Outcome.SUCCEEDED, records=15_000, cpu_seconds=7200,
                                actor="test")
-    sums = [t for t in billing.transaction_sums([inst.org_id]) if t["kind"] == "run_charge"]
+    sums = [t for t in billing.transaction_sums([inst.org_id]) if t.kind == "run_charge"]
     with container.db.read() as tx:
         rows = tx.fetch_all("SELECT id FROM ledger_transactions WHERE run_id = %s", run_id)
-    assert len(rows) == 1 and all(t["total"] == 0 for t in sums)
+    assert len(rows) == 1 and all(t.total == 0 for t in sums)
 
 
 def test_the_database_refuses_an_unbalanced_transaction_and_any_edit(inst, container):
@@ -161,7 +161,7 @@ def test_ledger_properties_over_random_streams(inst, container, steps):
             owed_developer -= amount
         assert billing.customer_balance(inst.org_id) - customer0 == owed_customer
         assert billing.developer_balance(developer) - developer0 == owed_developer
-    assert all(t["total"] == 0 and t["entries"] >= 2 for t in billing.transaction_sums([inst.org_id, developer]))
+    assert all(t.total == 0 and t.entries >= 2 for t in billing.transaction_sums([inst.org_id, developer]))
     for index, (total, _, _) in charged.items():
         usage = billing.run_usage(runs[index])
-        assert usage["charge_micros"] == total  # the first completion's charge, never a later one's
+        assert usage.charge_micros == total  # the first completion's charge, never a later one's

@@ -82,7 +82,7 @@ def test_platform_admins_refund_in_part_then_in_full_once(container, inst, make_
     entries = inst.admin.get(f"/orgs/{inst.org_id}/audit?limit=200").body["items"]
     refunds = [e for e in entries if e["action"] == "billing.run_refunded"]
     assert len(refunds) == 2 and {e["details"]["reason"] for e in refunds} == {"agent misbehaved", "refund the rest"}
-    assert all(t["total"] == 0 for t in billing.transaction_sums([inst.org_id, developer]))
+    assert all(t.total == 0 for t in billing.transaction_sums([inst.org_id, developer]))
 
 
 def test_a_refund_gives_the_month_back_to_the_budget(container, inst, make_user):
@@ -116,7 +116,7 @@ def test_concurrent_refunds_never_pass_the_charge(container, inst):
         t.join()
     # 16.50 USD: three refunds of 5 USD fit, the other three are refused.
     assert sorted(done) == [5_000_000] * 3 and refused == [409] * 3
-    assert container.billing.run_usage(run_id)["charge_micros"] == charge
+    assert container.billing.run_usage(run_id).charge_micros == charge
 
 
 @pytest.mark.parametrize(("charge", "developer"), [(1, 0), (3, 2), (16_500_000, 13_200_000), (999_999, 799_999)])
@@ -162,4 +162,4 @@ def test_refunds_never_pass_the_charge_and_every_transaction_balances(container,
         assert 0 <= back <= share and total <= charge
         if total == charge:
             assert back == share
-    assert all(t["total"] == 0 and t["entries"] >= 2 for t in billing.transaction_sums([inst.org_id, developer]))
+    assert all(t.total == 0 and t.entries >= 2 for t in billing.transaction_sums([inst.org_id, developer]))

@@ -71,14 +71,14 @@ def test_each_installed_deployment_pays_its_days_once(container, subscribed):
     assert [(line.kind, line.agent_id, line.amount_micros) for line in lines] == [
         ("subscription", agent_id, 41_000_000)]
     assert "2 deployment(s)" in lines[0].description
-    fees = {f["deployment_id"]: f for f in invoicing.subscriptions(org_id)}
-    assert fees[whole]["active_days"] == 31 and fees[whole]["charge_micros"] == 31_000_000
-    assert sorted(f["active_days"] for f in fees.values()) == [10, 31]
+    fees = {f.deployment_id: f for f in invoicing.subscriptions(org_id)}
+    assert fees[whole].active_days == 31 and fees[whole].charge_micros == 31_000_000
+    assert sorted(f.active_days for f in fees.values()) == [10, 31]
     # Split 80/20 like a run's charge; every transaction balances.
     assert billing.customer_balance(org_id) == owed + 41_000_000
     assert billing.developer_balance(subscribed["dev_org"]) == earned + 32_800_000
-    assert all(t["total"] == 0 for t in billing.transaction_sums([org_id]))
-    kinds = [t["kind"] for t in billing.transaction_sums([org_id])]
+    assert all(t.total == 0 for t in billing.transaction_sums([org_id]))
+    kinds = [t.kind for t in billing.transaction_sums([org_id])]
     assert kinds.count("subscription") == 2
     # The developer's earnings show the month's subscriptions.
     earnings = subscribed["dev"].get(f"/developers/{subscribed['dev_org']}/earnings").body
@@ -116,7 +116,7 @@ def test_concurrent_cycles_charge_each_subscription_once(container, subscribed):
     (february,) = _own(container.invoicing, org_id, period)
     assert february.total_micros == 93_000_000
     assert container.billing.customer_balance(org_id) == owed + 93_000_000
-    assert len([f for f in container.invoicing.subscriptions(org_id) if f["period"] == period]) == 3
+    assert len([f for f in container.invoicing.subscriptions(org_id) if f.period == period]) == 3
 
 
 def test_refunds_are_credited_once_on_the_next_invoice(container, make_org, anon, settings, make_user):

@@ -60,11 +60,11 @@ def test_email_is_retried_after_a_refused_connection(container, make_org, anon, 
     monkeypatch.setattr(notifications, "email", SmtpEmail("127.0.0.1", port, sender="marketplace@example.com",
                                                          timeout=5))
     p = park(container, make_org, anon, settings, member)
-    queued = [d for d in notifications.deliveries(p.inst.org_id) if d["channel"] == "email"]
-    assert [d["destination"] for d in queued] == [p.inst.admin.email]
+    queued = [d for d in notifications.deliveries(p.inst.org_id) if d.channel == "email"]
+    assert [d.destination for d in queued] == [p.inst.admin.email]
     notifications.deliver_due(limit=1000)
-    [first] = [d for d in notifications.deliveries(p.inst.org_id) if d["channel"] == "email"]
-    assert first["status"] == "pending" and first["attempts"] == 1 and "refused" in first["last_error"].lower()
+    [first] = [d for d in notifications.deliveries(p.inst.org_id) if d.channel == "email"]
+    assert first.status == "pending" and first.attempts == 1 and "refused" in (first.last_error or "").lower()
     inbox = Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
@@ -73,8 +73,8 @@ def test_email_is_retried_after_a_refused_connection(container, make_org, anon, 
         notifications.deliver_due(limit=1000)
     finally:
         controller.stop()
-    [done] = [d for d in notifications.deliveries(p.inst.org_id) if d["channel"] == "email"]
-    assert done["status"] == "delivered" and done["attempts"] == 2
+    [done] = [d for d in notifications.deliveries(p.inst.org_id) if d.channel == "email"]
+    assert done.status == "delivered" and done.attempts == 2
     [message] = [m for m in inbox.messages if p.inst.admin.email in m.rcpt_tos]
     parsed = email.message_from_bytes(message.content, policy=email.policy.default)
     assert parsed["Subject"] == "Approval needed: compute.stop_resource"
