@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from registry_support import make_manifest, publish
 from runs_support import install_builtin
 from support.fake_stripe import FakeStripe, form
 
@@ -27,16 +28,16 @@ def inst(container, make_org, anon, settings):
 
 
 @pytest.fixture
-def developer(container, make_org):
-    """A developer org (its agents' charges are posted with ``_charge`` below)."""
+def developer(container, make_org, make_user):
+    """A developer org with a published agent of its own (``_charge`` below posts charges for it)."""
     admin, org_id = make_org("Dev Co")
-    return admin, org_id
+    agent_id = publish(admin, org_id, make_user("platform", platform_admin=True), make_manifest())
+    return admin, org_id, agent_id
 
 
-def _charge(container, inst, developer_org: str, records: int) -> str:
-    """A run's charge whose developer is ``developer_org`` (the publisher cache is primed for a new agent id)."""
-    run_id, agent_id = new_id("run"), new_id("agt")
-    container.billing._publishers[agent_id] = developer_org  # a listing of that developer
+def _charge(container, inst, agent_id: str, records: int) -> str:
+    """A run of the developer's agent ``agent_id`` in ``inst``'s org, charged as its completion would be."""
+    run_id = new_id("run")
     with container.db.transaction() as tx:
         container.billing.charge_run(tx, run_id=run_id, org_id=inst.org_id, agent_id=agent_id, version="1.0.0",
                                      pricing=PRICING, outcome=Outcome.SUCCEEDED, records=records, cpu_seconds=0,
@@ -58,12 +59,12 @@ class Requests:
 
 
 def test_payouts_of_100_usd_or_more_carry_smaller_balances_and_refunds_go_negative(container, inst, developer):
-    dev_admin, dev_org = developer
+    dev_admin, dev_org, dev_agent = developer
     with FakeStripe("sk_test_x") as served:
-        _payouts(container, inst, dev_admin, dev_org, served)
+        _payouts(container, inst, dev_admin, dev_org, dev_agent, served)
 
 
-def _payouts(container, inst, dev_admin, dev_org, served: FakeStripe) -> None:
+def _payouts(container, inst, dev_admin, dev_org: str, dev_agent: str, served: FakeStripe) -> None:
     http = Requests(served)
     payouts = Payouts(container.db, container.audit, container.billing, StripePayments("sk_test_x", api_base=served.url))
     onboarding = payouts.onboard("user:test", dev_org, _onboarding())
@@ -78,10 +79,10 @@ def _payouts(container, inst, dev_admin, dev_org, served: FakeStripe) -> None:
     assert [a["id"] for a in served.objects("account")] == [account]
 
     # 0.50 + 0.001 * 99,000 = 99.50 USD charged: the developer earns 79.60, under the minimum.
-    first = _charge(container, inst, dev_org, 99_000)
+    first = _charge(container, inst, dev_agent, 99_000)
     assert payouts.pay_out(date(2041, 1, 1)) == [] and http.take() == []
     # Another 50.50 (developer 40.40): 120.00 USD owed, paid out in February's run.
-    _charge(container, inst, dev_org, 50_000)
+    _charge(container, inst, dev_agent, 50_000)
     assert container.billing.developer_balance(dev_org) == 120_000_000
     paid = payouts.pay_out(date(2041, 2, 1))
     assert len(paid) == 1
@@ -100,14 +101,15 @@ def _payouts(container, inst, dev_admin, dev_org, served: FakeStripe) -> None:
     assert [(t["id"], t["amount"], t["destination"]) for t in served.objects("transfer")] == [
         (listed["items"][0]["stripe_transfer_id"], 12000, account)]
     earnings = dev_admin.get(f"/developers/{dev_org}/earnings").body
-    assert sorted((e["gross_usd"], e["developer_share_usd"], e["platform_fee_usd"]) for e in earnings["items"]) == [
-        ("50.50", "40.40", "10.10"), ("99.50", "79.60", "19.90")]
-    assert sorted(e["developer_refunded_usd"] for e in earnings["items"]) == ["0.00", "79.60"]
+    # One agent, one month: 99.50 + 50.50 earned, the first run's share refunded.
+    assert [(e["agent_id"], e["gross_usd"], e["developer_share_usd"], e["platform_fee_usd"],
+             e["developer_refunded_usd"]) for e in earnings["items"]] == [
+        (dev_agent, "150.00", "120.00", "30.00", "79.60")]
     assert earnings["balance_usd"] == "-79.60" and earnings["payout_minimum_usd"] == "100.00"
 
 
 def test_earnings_and_payouts_are_for_the_developer_orgs_admins(container, inst, developer, member, make_org):
-    dev_admin, dev_org = developer
+    dev_admin, dev_org, _ = developer
     viewer = member(dev_admin, dev_org, "viewer")
     assert viewer.get(f"/developers/{dev_org}/earnings").status == 403
     assert viewer.get(f"/developers/{dev_org}/payouts").status == 403
