@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from support.wait import wait_until
+
+from runtime.client import DataPlaneClient
+from runtime.worker import Worker, WorkerOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 FOCUS_SAMPLE = ROOT / "agents" / "cost-anomaly" / "cost_anomaly" / "data" / "focus_sample.csv"
@@ -57,3 +65,21 @@ def claim(anon: Any, key: str, *, wait: float = 5, lease: int = 60) -> dict[str,
 
 def metrics(records: int = 0, cpu: float = 0.0) -> dict[str, Any]:
     return {"records_processed": records, "cpu_seconds": cpu}
+
+
+@contextlib.contextmanager
+def thread_worker(live_url: str, key: str, *, lease_seconds: int = 10) -> Iterator[Worker]:
+    """A worker in a thread of this process, stopped (drained) on exit."""
+    client = DataPlaneClient(live_url, key)
+    worker = Worker(client, options=WorkerOptions(lease_seconds=lease_seconds, poll_wait=1.0, drain_seconds=5))
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: worker.registration is not None, what="the worker to register")
+        yield worker
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+        client.close()
+        assert not thread.is_alive()

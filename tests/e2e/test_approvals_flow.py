@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from approvals_support import idle_focus
-from runs_support import ROOT, Installed, claim, install_builtin, start_run
+from runs_support import ROOT, Installed, claim, install_builtin, start_run, thread_worker
 from support.http import RecordingServer, Reply
 from support.wait import wait_until
 from test_notifications import Inbox
-from test_runtime import thread_worker
 
 from runtime.pool import source_paths
 from shared.approvals import ApprovalService

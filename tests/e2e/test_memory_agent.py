@@ -4,20 +4,14 @@ its remediations, and the second run does not propose it again and uses the org'
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import threading
 import uuid
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from runs_support import FOCUS_SAMPLE, Installed, install_builtin, start_run
+from runs_support import FOCUS_SAMPLE, Installed, install_builtin, start_run, thread_worker
 from support.wait import wait_until
-
-from runtime.client import DataPlaneClient
-from runtime.worker import Worker, WorkerOptions
 
 AGENT = "cost-anomaly-detector"
 
@@ -38,22 +32,6 @@ def _idle_volume_export(path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-@contextlib.contextmanager
-def _worker(live_url: str, key: str) -> Iterator[Worker]:
-    client = DataPlaneClient(live_url, key)
-    worker = Worker(client, options=WorkerOptions(lease_seconds=10, poll_wait=1.0, drain_seconds=5))
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: worker.registration is not None, what="the worker to register")
-        yield worker
-    finally:
-        stop.set()
-        thread.join(timeout=20)
-        client.close()
 
 
 def _finished(inst: Installed, run_id: str) -> dict[str, Any]:
@@ -77,7 +55,7 @@ def test_the_second_run_respects_rejections_and_preferences(live_url: str, conta
     prefs = inst.admin.put(f"/orgs/{inst.org_id}/preferences",
                            json={"data": {"cost_anomaly": {"sensitivity": 4, "min_cost_usd": 1.0}}})
     assert prefs.status == 200, prefs
-    with _worker(live_url, inst.key):
+    with thread_worker(live_url, inst.key):
         first = _finished(inst, start_run(inst.admin, inst)["id"])
         assert first["status"] == "succeeded", first
         proposals = {p["action"]: p for p in first["outputs"]["proposals"]}
@@ -114,11 +92,11 @@ def test_another_orgs_rejection_changes_nothing(live_url: str, container: Any, m
     export = _idle_volume_export(agent_files / f"idle-{uuid.uuid4().hex}.csv")
     mine = install_builtin(container, make_org, anon, settings, register=False, config={"billing_source": str(export)})
     other = install_builtin(container, make_org, anon, settings, register=False, config={"billing_source": str(export)})
-    with _worker(live_url, mine.key):
+    with thread_worker(live_url, mine.key):
         first = _finished(mine, start_run(mine.admin, mine)["id"])
     stop = next(p for p in first["outputs"]["proposals"] if p["action"] == "stop_resource")
     container.memory.record_remediation(mine.org_id, agent=AGENT, run_id=first["id"], action_id=stop["action_id"],
                                         decision="rejected", description="stop volume", actor="user:approver")
-    with _worker(live_url, other.key):
+    with thread_worker(live_url, other.key):
         theirs = _finished(other, start_run(other.admin, other)["id"])
     assert stop["action_id"] in {p["action_id"] for p in theirs["outputs"]["proposals"]}

@@ -5,22 +5,17 @@ request refused, light and dark, and the chart's pixels checked in the screensho
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Route, sync_playwright
-from runs_support import Installed, install_builtin, start_run
+from runs_support import Installed, install_builtin, start_run, thread_worker
 from support.chromium import CHROMIUM_ARGS, decode_png, ensure_chromium
 from support.wait import wait_until
 
 from cost_anomaly.focus import DEMO_ANOMALIES, DEMO_CSV
-from runtime.client import DataPlaneClient
-from runtime.worker import Worker, WorkerOptions
 from shared.runs.report_page import ANOMALY_COLOUR, SERIES_COLOURS
 
 BACKGROUNDS = {"light": (0xFF, 0xFF, 0xFF), "dark": (0x0F, 0x17, 0x2A)}
@@ -34,27 +29,11 @@ def chromium() -> str:
         pytest.fail(str(exc))
 
 
-@contextlib.contextmanager
-def _worker(live_url: str, key: str) -> Iterator[Worker]:
-    client = DataPlaneClient(live_url, key)
-    worker = Worker(client, options=WorkerOptions(lease_seconds=10, poll_wait=1.0, drain_seconds=5))
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: worker.registration is not None, what="the worker to register")
-        yield worker
-    finally:
-        stop.set()
-        thread.join(timeout=20)
-        client.close()
-
-
 @pytest.fixture
 def finished(container: Any, make_org: Any, anon: Any, settings: Any, live_url: str) -> tuple[Installed, dict[str, Any]]:
     inst = install_builtin(container, make_org, anon, settings, config={"billing_source": str(DEMO_CSV)},
                            register=False)
-    with _worker(live_url, inst.key):
+    with thread_worker(live_url, inst.key):
         run = start_run(inst.admin, inst, {})
         url = f"/agents/{inst.agent_id}/runs/{run['id']}"
         final = wait_until(lambda: (r := inst.admin.get(url).body)["status"] in {"succeeded", "failed", "dead"} and r,

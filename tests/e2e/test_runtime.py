@@ -18,19 +18,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from runs_support import FOCUS_SAMPLE, ROOT, Installed, install_builtin, start_run
+from runs_support import FOCUS_SAMPLE, ROOT, Installed, install_builtin, start_run, thread_worker
 from support.cli import MARKETPLACE, read_until_ready
 from support.wait import wait_until
 
-from runtime.client import DataPlaneClient
 from runtime.pool import WorkerPool, source_paths
-from runtime.worker import Worker, WorkerOptions
 from shared.kernel.net import free_port
 
 FINAL = {"succeeded", "failed", "cancelled", "dead"}
@@ -47,24 +44,6 @@ def big_focus(agent_files: Path) -> Path:
                     "--spike", "2024-09-17:6", "--new-service", "2024-09-24:400"],
                    check=True, capture_output=True)
     return path
-
-
-@contextlib.contextmanager
-def thread_worker(live_url: str, key: str, *, lease_seconds: int = 10) -> Iterator[Worker]:
-    """A worker in a thread of this process, stopped (drained) on exit."""
-    client = DataPlaneClient(live_url, key)
-    worker = Worker(client, options=WorkerOptions(lease_seconds=lease_seconds, poll_wait=1.0, drain_seconds=5))
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: worker.registration is not None, what="the worker to register")
-        yield worker
-    finally:
-        stop.set()
-        thread.join(timeout=20)
-        client.close()
-        assert not thread.is_alive()
 
 
 def runner_process(live_url: str, key: str, *, lease_seconds: int = 2, port: int = 0,

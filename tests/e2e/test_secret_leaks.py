@@ -15,19 +15,16 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from registry_support import make_manifest, publish, unique_name
-from runs_support import Installed, install_builtin, start_run
+from runs_support import Installed, install_builtin, start_run, thread_worker
 from support.secrets import SecretCase, secret_table
 from support.wait import wait_until
 
-from runtime.client import DataPlaneClient
-from runtime.worker import Worker, WorkerOptions
 from shared.kernel.jsonlog import configure_logging
 from shared.kernel.net import free_port
 
@@ -186,21 +183,11 @@ def test_no_secret_reaches_a_log_a_response_an_audit_entry_or_a_webhook_payload(
                                config={"billing_source": billing_url})
     orgs.append(fetching.org_id)
     fetching.admin.post(f"/orgs/{fetching.org_id}/webhooks", json={"url": f"{HOOK_HOST}/x", "events": ["run.failed"]})
-    client = DataPlaneClient(live_url, fetching.key)
-    worker = Worker(client, options=WorkerOptions(lease_seconds=10, poll_wait=1.0, drain_seconds=5))
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: worker.registration is not None, what="the worker to register")
+    with thread_worker(live_url, fetching.key):
         fetch_run = start_run(fetching.admin, fetching)
         final = wait_until(lambda: (r := fetching.admin.get(
             f"/agents/{fetching.agent_id}/runs/{fetch_run['id']}").body)["status"] in ("failed", "dead") and r,
             timeout=90, interval=0.3, what="the fetching run to fail")
-    finally:
-        stop.set()
-        thread.join(timeout=20)
-        client.close()
     # The agent names where it failed; the path's credentials are masked, the rest never shown.
     assert "cannot fetch billing data from http://127.0.0.1:" in final["error"]
     assert "/[REDACTED]/[REDACTED]/[REDACTED]/[REDACTED]/focus.csv" in final["error"]
