@@ -73,16 +73,14 @@ def test_byoc_install_shows_key_once_and_bundle(agent, make_org, anon):
     assert key and key.startswith("mk.")
     assert "dataplane_key" not in admin.get(f"/orgs/{org_id}/deployments/{dep['id']}").body
     assert _dataplane(anon, key).body["status"] == "ready"
-    bundle = admin._client.get(f"/orgs/{org_id}/deployments/{dep['id']}/bundle",
-                               headers={"Authorization": f"Bearer {admin.token}"})
-    assert bundle.status_code == 200 and bundle.mimetype == "application/gzip"
+    bundle = admin.get(f"/orgs/{org_id}/deployments/{dep['id']}/bundle")
+    assert bundle.status == 200 and bundle.headers["Content-Type"].split(";")[0] == "application/gzip"
     names = tarfile.open(fileobj=io.BytesIO(bundle.data)).getnames()
     assert any(n.endswith("Chart.yaml") for n in names) and any(n.endswith("main.tf") for n in names)
     assert key.split(".")[2].encode() not in bundle.data
     # Asking for the secret rotates the key: the bundle's key works, the old one does not.
-    with_secret = admin._client.get(f"/orgs/{org_id}/deployments/{dep['id']}/bundle?include_secret=true",
-                                    headers={"Authorization": f"Bearer {admin.token}"})
-    assert with_secret.status_code == 200
+    with_secret = admin.get(f"/orgs/{org_id}/deployments/{dep['id']}/bundle?include_secret=true")
+    assert with_secret.status == 200
     assert _dataplane(anon, key).status == 401
     assert b"mk." in gzip_text(with_secret.data)
     saas = _install(admin, org_id, agent["id"], deployment_type="saas").body

@@ -330,10 +330,10 @@ def test_no_private_name_of_a_library_is_used() -> None:
 
 
 @pytest.mark.parametrize(("source", "names"), [
-    ("from localstripe.resources import Invoice\nInvoice._api_create", ["localstripe.resources.Invoice._api_create"]),
-    ("from localstripe.resources import Invoice\nInvoice(x=1)._finalize()", []),  # an instance's: not seen
-    ("import pg8000.core\npg8000.core._write(b'')", ["pg8000.core._write"]),
-    ("from pg8000 import core\ncore._flush()", ["pg8000.core._flush"]),
+    ("from fakepay.resources import Invoice\nInvoice._api_create", ["fakepay.resources.Invoice._api_create"]),
+    ("from fakepay.resources import Invoice\nInvoice(x=1)._finalize()", []),  # an instance's: not seen
+    ("import somedriver.core\nsomedriver.core._write(b'')", ["somedriver.core._write"]),
+    ("from somedriver import core\ncore._flush()", ["somedriver.core._flush"]),
     ("from stripe._error import APIError", ["stripe._error.APIError"]),
     ("import os\nos._exit(0)\nos.__name__", []),
     ("import shared.kernel\nshared.kernel._x", []),
