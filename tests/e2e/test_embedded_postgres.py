@@ -2,13 +2,16 @@
 
 A statement's round trip through a Unix socket skips the loopback TCP stack on both sides (see
 docs/BENCHMARKS.md); the socket lives in the cluster's folder (mode 0700), which only the server's
-user and root can enter. TCP on 127.0.0.1 still listens, and refuses every connection: an agent run allowed the network
-shares the machine's loopback.
+user and root can enter (or, when that folder's path is too long for a socket address, in a private
+folder of its own in /tmp). TCP on 127.0.0.1 still listens, and refuses every connection: an agent
+run allowed the network shares the machine's loopback.
 """
 
 from __future__ import annotations
 
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -48,11 +51,37 @@ def test_url_goes_through_the_socket_and_tcp_is_refused(settings: Settings, cont
         "local all all trust", "host all all all reject"]
 
 
-def test_a_path_too_long_for_a_socket_address_means_tcp_only(tmp_path: Path) -> None:
-    long = tmp_path / ("d" * 120) / "pg"
-    assert embedded_pg._socket_dir(long) is None
+def test_which_folders_can_hold_the_socket(tmp_path: Path) -> None:
+    assert embedded_pg._socket_dir(tmp_path / ("d" * 120) / "pg") is None  # too long for a socket address
     assert embedded_pg._socket_dir(Path("/srv/a,b/pg")) is None  # PostgreSQL splits -k on commas
     assert embedded_pg._socket_dir(Path("/srv/data/pg")) == "/srv/data/pg"
+
+
+def test_a_data_dir_too_long_for_a_socket_gets_a_private_socket_folder_and_tcp_stays_refused() -> None:
+    """The cluster's folder cannot hold the socket: it goes to a private folder of its own in /tmp,
+    still 0700 and the server's user's, and TCP is still refused; the folder goes with the server."""
+    root = Path(tempfile.mkdtemp(prefix="marketplace-longpath-"))
+    root.chmod(0o755)
+    data = root / ("d" * 100)
+    pg = EmbeddedPostgres(data)
+    try:
+        info = pg.ensure_running()
+        assert info.socket_dir is not None and info.socket_dir != str(pg.pgdata)
+        folder = Path(info.socket_dir)
+        assert folder.parent == Path("/tmp") and folder.name.startswith("marketplace-pg-")
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert folder.stat().st_uid == pg.pgdata.stat().st_uid  # the server's user's, as the cluster
+        with psycopg.connect(info.url("postgres")) as conn:
+            assert conn.execute("SELECT inet_server_addr()").fetchone() == (None,)
+        with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects connection"):
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{info.port}/postgres", connect_timeout=10)
+        # Another process finds the server, and its socket, from the data directory alone.
+        assert EmbeddedPostgres(data).running() == info
+        assert pg.stop()
+        assert not folder.exists()
+    finally:
+        pg.stop(force=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_socket_folder_is_quoted_in_the_url() -> None:

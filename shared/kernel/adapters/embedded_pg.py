@@ -18,6 +18,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,12 +109,36 @@ _SOCKET_PATH_MAX = 107 - len("/.s.PGSQL.65535")
 
 
 def _socket_dir(pgdata: Path) -> str | None:
-    """Where the server puts its Unix socket: the cluster's own folder (mode 0700, the server's
-    user's), unless its path is too long for a socket address (then TCP only)."""
+    """The cluster's own folder (mode 0700, the server's user's) as the Unix socket's folder,
+    unless its path is too long for a socket address or has a character ``-k`` cannot take."""
     path = str(pgdata)
     if len(path.encode()) > _SOCKET_PATH_MAX or any(c in path for c in "',\\"):
         return None
     return path
+
+
+# When the cluster's folder cannot hold the socket: a private folder of its own, short enough.
+_SPARE_SOCKET_PREFIX = "marketplace-pg-"
+_SPARE_SOCKET_PARENT = "/tmp"  # noqa: S108 - mkdtemp makes the folder (0700); the path must be short
+
+
+def _spare_socket_parent() -> str:
+    return _SPARE_SOCKET_PARENT if os.path.isdir(_SPARE_SOCKET_PARENT) else tempfile.gettempdir()
+
+
+def _spare_socket_dir(user: pwd.struct_passwd | None) -> str | None:
+    """A new private folder (mode 0700, the server's user's) in /tmp for the socket, or None
+    when even that path cannot hold one."""
+    folder = tempfile.mkdtemp(prefix=_SPARE_SOCKET_PREFIX, dir=_spare_socket_parent())
+    if _socket_dir(Path(folder)) is None:
+        os.rmdir(folder)
+        return None
+    os.chmod(folder, 0o700)
+    if user:
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    return folder
+
+
 
 
 _HBA_HEADER = "# Written by marketplace at each start (shared/kernel/adapters/embedded_pg.py): edits are lost.\n"
@@ -238,6 +263,13 @@ class EmbeddedPostgres:
         version = (self.pgdata / "PG_VERSION").read_text().strip()
         return ServerInfo(host=host, port=port, pid=pid, version=version, socket_dir=socket_dir)
 
+    def _previous_socket_dir(self) -> str | None:
+        """The socket folder of the last server of this data directory (its pid file outlives a kill)."""
+        try:
+            return (self.pgdata / "postmaster.pid").read_text().splitlines()[4].strip() or None
+        except (FileNotFoundError, PermissionError, IndexError):
+            return None
+
     def _previous_port(self) -> int | None:
         """The port the last server of this data directory listened on, if it is free now."""
         try:
@@ -265,8 +297,9 @@ class EmbeddedPostgres:
             # After a crash the server comes back on the port it had, so that every process's
             # connection settings stay true (the pid file outlives a killed server).
             port = self._previous_port() or free_port(self.host)
+            self._remove_spare_socket_dir(self._previous_socket_dir())  # a killed server's
             logfile = self.pgdata / "server.log"
-            socket_dir = _socket_dir(self.pgdata)
+            socket_dir = _socket_dir(self.pgdata) or _spare_socket_dir(self._user)
             self._write_hba(socket_dir is not None)
             options = (f"-h {self.host} -p {port} -k '{socket_dir or ''}' -c max_connections=200 "
                        "-c shared_buffers=128MB")
@@ -288,9 +321,9 @@ class EmbeddedPostgres:
         if self._user:
             os.chown(hba, self._user.pw_uid, self._user.pw_gid)
         if not with_socket:
-            _log.warning("the data directory's path is too long for a Unix socket (%s): PostgreSQL trusts TCP "
-                         "connections from this machine instead, an agent run allowed the network included; "
-                         "choose a shorter --data-dir", self.pgdata)
+            _log.warning("no folder could hold PostgreSQL's Unix socket (%s, nor one in %s): PostgreSQL trusts "
+                         "TCP connections from this machine instead, an agent run allowed the network included; "
+                         "choose a shorter --data-dir", self.pgdata, _SPARE_SOCKET_PARENT)
 
     def stop(self, *, force: bool = False) -> bool:
         """Stop the server if this object started it (or ``force``). Returns whether it stopped one."""
@@ -299,6 +332,19 @@ class EmbeddedPostgres:
         with self._lock():
             if _is_root():
                 self._user = _ensure_service_user()
+            info = self.running()
             self._run([str(self._bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"])
             self._started_here = False
+            if info is not None:
+                self._remove_spare_socket_dir(info.socket_dir)
             return True
+
+    def _remove_spare_socket_dir(self, folder: str | None) -> None:
+        """Remove a socket folder made in /tmp for this cluster: only one of ours (the path comes
+        from the pid file, which the server's user writes)."""
+        if not folder:
+            return
+        path = Path(folder)
+        if path.name.startswith(_SPARE_SOCKET_PREFIX) and str(path.parent) == _spare_socket_parent() \
+                and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
