@@ -53,7 +53,7 @@ from shared.catalog.rows import (
 )
 from shared.catalog.search import CatalogSearch, CatalogSearcher, catalog_words
 from shared.catalog.semver import SemVer
-from shared.identity import ORG_NOT_FOUND, OrgService, Principal, Role
+from shared.identity import ORG_NOT_FOUND, PUBLISHERS, REVIEWERS, OrgService, Principal, Role
 from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
@@ -67,9 +67,6 @@ PLATFORM_USER_EMAIL = "platform@marketplace.local"
 """The system user that owns the platform org and publishes the built-in agents."""
 PLATFORM_ORG_NAME = "Agent Marketplace"
 """The org under which the built-in agents are published."""
-
-PUBLISHER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER})
-REVIEWER_ROLES = frozenset({Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER})
 
 _SEED_LOCK = 0x6D6B7473  # "mkts": one seeding process at a time
 
@@ -210,12 +207,8 @@ class CatalogService:
 
     # -- access ------------------------------------------------------------------------
     def _publisher_role(self, principal: Principal, org_id: str) -> Role:
-        role = self.orgs.role_of(principal, org_id)
-        if role is None:
-            raise NotFound(ORG_NOT_FOUND)
-        if role not in PUBLISHER_ROLES:
-            raise Forbidden(f"role '{role.value}' may not publish agents; admins and developers may")
-        return role
+        """The caller's role in ``org_id`` when it may publish in the org's name (identity decides)."""
+        return self.orgs.authorize(principal, org_id, PUBLISHERS, doing="publish agents in the organisation's name")
 
     def _privileged(self, principal: Principal | None, listing: AgentListing) -> bool:
         """May ``principal`` see this listing whatever its status (publisher member or platform admin)?"""
@@ -592,11 +585,7 @@ class CatalogService:
     def post_review(self, principal: Principal, agent_id: str, org_id: str, rating: int, text: str
                     ) -> tuple[ReviewOut, bool]:
         """Create or replace ``org_id``'s review of the agent; returns (review, created)."""
-        role = self.orgs.role_of(principal, org_id)
-        if role is None:
-            raise NotFound(ORG_NOT_FOUND)
-        if role not in REVIEWER_ROLES:
-            raise Forbidden(f"role '{role.value}' may not review agents on behalf of the organisation")
+        self.orgs.authorize(principal, org_id, REVIEWERS, doing="review agents on behalf of the organisation")
         if self._installs is None:
             raise RuntimeError("the catalog has no install history: call use_install_history() when wiring it")
         with self.db.transaction() as tx:
