@@ -9,13 +9,16 @@ run allowed the network shares the machine's loopback.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import stat
 import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
+from support.wait import wait_until
 
 from shared.composition import Container
 from shared.kernel.adapters import embedded_pg
@@ -77,11 +80,25 @@ def test_a_data_dir_too_long_for_a_socket_gets_a_private_socket_folder_and_tcp_s
             psycopg.connect(f"postgresql://postgres@127.0.0.1:{info.port}/postgres", connect_timeout=10)
         # Another process finds the server, and its socket, from the data directory alone.
         assert EmbeddedPostgres(data).running() == info
+        # Killed, the server leaves its folder; the next start removes it and makes a new one.
+        os.kill(info.pid, signal.SIGKILL)
+        wait_until(lambda: pg.running() is None, timeout=30, what="the killed server to be gone")
+        again = wait_until(lambda: _started(pg), timeout=60, interval=0.5, what="the server to start again")
+        assert again.socket_dir is not None and again.socket_dir != info.socket_dir
+        assert not folder.exists() and Path(again.socket_dir).is_dir()
         assert pg.stop()
-        assert not folder.exists()
+        assert not Path(again.socket_dir).exists()
     finally:
         pg.stop(force=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _started(pg: EmbeddedPostgres) -> ServerInfo | None:
+    """Start the server; None while the killed one's processes still hold its shared memory."""
+    try:
+        return pg.ensure_running()
+    except embedded_pg.EmbeddedPostgresError:
+        return None
 
 
 def test_a_socket_folder_is_quoted_in_the_url() -> None:
