@@ -183,6 +183,7 @@ def expected_job(image: str = DEFAULT_IMAGE) -> dict[str, Any]:
                 "containers": [{
                     "name": "data-plane",
                     "image": image,
+                    "command": ["python", "-m", "jobs.agent_run"],
                     "env": [
                         {"name": "MARKETPLACE_CONTROL_PLANE_URL", "value": "https://api.marketplace.example"},
                         {"name": "MARKETPLACE_DEPLOYMENT_ID", "value": DEPLOYMENT},

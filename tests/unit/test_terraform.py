@@ -397,11 +397,14 @@ def step(cloudbuild: dict[str, Any], step_id: str) -> dict[str, Any]:
 
 def test_cloudbuild_pipeline_order(cloudbuild: dict[str, Any]) -> None:
     text = (REPO / "cloudbuild.yaml").read_text()
-    for needle in ("ruff check", "pytest", "--file=byoc/Dockerfile", "push", "marketplace openapi --gateway",
+    for needle in ("ruff check", "--file=byoc/Dockerfile", "push", "marketplace openapi --gateway",
                    "terraform -chdir=terraform apply", "gcloud functions deploy"):
         assert needle in text, needle
     ids = [s["id"] for s in cloudbuild["steps"]]
     assert set(step(cloudbuild, "image-push")["waitFor"]) >= {"lint", "test"}, "only tested images are pushed"
+    test = step(cloudbuild, "test")
+    assert "bash /tmp/ci/.ci/run" in test["args"][-1], "the build tests with the README's command, as CI does"
+    assert "CI=true" in test["env"]
     assert ids.index("terraform-apply") < ids.index("functions-deploy")
     assert set(step(cloudbuild, "terraform-apply")["waitFor"]) >= {"image-push", "gateway-config"}
 

@@ -58,6 +58,9 @@ JOB_NAME_MAX = 49
 ACCOUNT_ID_MAX = 30
 SECRET_ID_MAX = 255
 LABEL_MAX = 63
+# What a job task runs: one delivery of the queue, then exit (``jobs/agent_run.py``), not the image's
+# ENTRYPOINT (the BYOC runner, which serves until stopped).
+JOB_COMMAND = ("python", "-m", "jobs.agent_run")
 
 _PLATFORM_ID = re.compile(r"[a-z][a-z0-9_]*[a-z0-9]")
 _JOB_UNSAFE = re.compile(r"[^a-z0-9]+")
@@ -367,6 +370,7 @@ class CloudRunProvisioner:
         container = run_v2.Container(
             name="data-plane",
             image=spec.image or self.default_image,
+            command=list(JOB_COMMAND),
             env=env,
             resources=run_v2.ResourceRequirements(limits={"cpu": spec.cpu, "memory": spec.memory}),
         )
