@@ -29,10 +29,20 @@ RETURNING id, org_id, agent_id, version, deployment_type, status, status_reason,
           created_at, updated_at, dataplane_key_id, status_before_upgrade;
 
 -- name: move_deployment
--- A move of the state machine, with the columns that change with it. A template: {sets} is
--- ", column = %s" for each column the move sets, chosen from a fixed set in service.py.
--- Parameters: status, reason, one per column in {sets}, deployment id.
-UPDATE deployments SET status = %s, status_reason = %s, updated_at = now(){sets}
+-- A move of the state machine, with the columns that change with it: each movable column takes a
+-- pair (whether the move sets it, its new value; JSON as text) and keeps its value otherwise.
+-- Parameters: status, reason, the pairs in service.py's _MOVABLE order, deployment id.
+UPDATE deployments SET status = %s, status_reason = %s, updated_at = now(),
+  version = CASE WHEN %s THEN %s ELSE version END,
+  granted_permissions = CASE WHEN %s THEN %s::jsonb ELSE granted_permissions END,
+  pending_version = CASE WHEN %s THEN %s ELSE pending_version END,
+  pending_permissions = CASE WHEN %s THEN %s::jsonb ELSE pending_permissions END,
+  status_before_upgrade = CASE WHEN %s THEN %s ELSE status_before_upgrade END,
+  dataplane_key_id = CASE WHEN %s THEN %s ELSE dataplane_key_id END,
+  dataplane = CASE WHEN %s THEN %s::jsonb ELSE dataplane END,
+  registered_at = CASE WHEN %s THEN %s ELSE registered_at END,
+  last_heartbeat_at = CASE WHEN %s THEN %s ELSE last_heartbeat_at END,
+  uninstalled_at = CASE WHEN %s THEN %s ELSE uninstalled_at END
 WHERE id = %s
 RETURNING id, org_id, agent_id, version, deployment_type, status, status_reason, config, granted_permissions,
           pending_version, pending_permissions, dataplane, registered_at, last_heartbeat_at, created_by,

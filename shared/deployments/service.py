@@ -50,20 +50,9 @@ UNREACHABLE_AFTER = timedelta(seconds=3 * HEARTBEAT_INTERVAL_SECONDS)
 
 _Q = Queries("shared.deployments")
 
-# The columns a state-machine move may set besides the status, and how each is set (JSON ones
-# arrive as text): the fixed set ``move_deployment``'s ``{sets}`` is made from.
-_MOVE_SETS = {
-    "version": "version = %s",
-    "granted_permissions": "granted_permissions = %s::jsonb",
-    "pending_version": "pending_version = %s",
-    "pending_permissions": "pending_permissions = %s::jsonb",
-    "status_before_upgrade": "status_before_upgrade = %s",
-    "dataplane_key_id": "dataplane_key_id = %s",
-    "dataplane": "dataplane = %s::jsonb",
-    "registered_at": "registered_at = %s",
-    "last_heartbeat_at": "last_heartbeat_at = %s",
-    "uninstalled_at": "uninstalled_at = %s",
-}
+# The columns a state-machine move may set besides the status, in ``move_deployment``'s order.
+_MOVABLE = ("version", "granted_permissions", "pending_version", "pending_permissions", "status_before_upgrade",
+            "dataplane_key_id", "dataplane", "registered_at", "last_heartbeat_at", "uninstalled_at")
 
 
 def deployment_out(row: Row) -> DeploymentOut:
@@ -137,10 +126,14 @@ class DeploymentService:
             check_transition(current, target)
         except InvalidTransition as exc:
             raise Conflict(str(exc), code=ErrorCode.INVALID_STATE) from exc
-        sets = "".join(", " + _MOVE_SETS[column] for column in columns)
+        unknown = set(columns) - set(_MOVABLE)
+        if unknown:
+            raise TypeError(f"a move cannot set {sorted(unknown)}")
         args: list[Any] = [target.value, reason]
-        args += [json.dumps(value) if isinstance(value, list | dict) else value for value in columns.values()]
-        updated = tx.fetch_one(_Q.move_deployment.format(sets=sets), *args, row["id"])
+        for column in _MOVABLE:  # (whether it changes, its new value) for each, JSON as text
+            value = columns.get(column)
+            args += [column in columns, json.dumps(value) if isinstance(value, list | dict) else value]
+        updated = tx.fetch_one(_Q.move_deployment, *args, row["id"])
         assert updated is not None
         self.audit.append(tx, org_id=row["org_id"], actor=actor, action=f"deployment.{target.value}",
                           target=row["id"], details={"from": current.value, "to": target.value,

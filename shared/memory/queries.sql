@@ -92,3 +92,18 @@ SELECT m.org_id, count(*) AS n,
        EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                WHERE c.relname = 'memories_hnsw_' || left(md5(m.org_id), 20) AND i.indisvalid) AS indexed
 FROM memories m GROUP BY m.org_id HAVING count(*) >= %s;
+
+-- name: drop_org_index
+-- The HNSW index of one org, before it is built again (a failed CONCURRENTLY build leaves an
+-- invalid one). A template: {index} is the index's identifier (org_index_name).
+DROP INDEX CONCURRENTLY IF EXISTS {index};
+
+-- name: create_org_index
+-- One org's partial HNSW index. A template: {index} the index's identifier, {m} and
+-- {ef_construction} the build's literals, {org_id} the org's literal (DDL takes no parameters).
+CREATE INDEX CONCURRENTLY {index} ON memories USING hnsw (embedding halfvec_cosine_ops)
+WITH (m = {m}, ef_construction = {ef_construction}) WHERE org_id = {org_id};
+
+-- name: analyze_memories
+-- Fresh statistics after new indexes, so the planner weighs them with current counts.
+ANALYZE memories;

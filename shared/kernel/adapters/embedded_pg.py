@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from shared.kernel.db.queries import Queries
 from shared.kernel.net import free_port
 
 _log = logging.getLogger(__name__)
+_Q = Queries("shared.kernel.db")
 
 SERVICE_USER = "marketplace-pg"
 SUPERUSER = "postgres"
@@ -64,11 +66,11 @@ class ServerInfo:
         from psycopg import errors, sql  # noqa: PLC0415
 
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None:
+            if conn.execute(_Q.database_exists, (name,)).fetchone() is not None:
                 return
             _log.info("creating database %s", name)
             with contextlib.suppress(errors.DuplicateDatabase):
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                conn.execute(sql.SQL(_Q.create_database).format(name=sql.Identifier(name)))
 
 
 def _wheel_bin_dir() -> Path:

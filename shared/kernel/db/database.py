@@ -36,6 +36,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import JsonbDumper
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from shared.kernel.db.queries import Queries
 from shared.kernel.errors import DatabaseUnavailable
 
 Row = dict[str, Any]
@@ -46,7 +47,7 @@ _log = logging.getLogger(__name__)
 #: inside the statement, so it costs no round trip and never leaks into other transactions on a
 #: pooled connection. As an uncorrelated subquery it runs once per statement (a one-time filter),
 #: not once per row scanned. Only for writes that at-least-once delivery can afford to lose.
-ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+ASYNC_COMMIT = Queries("shared.kernel.db").async_commit
 
 #: How many prepared statements a connection keeps (psycopg evicts the least recently used).
 PREPARED_PER_CONNECTION = 256

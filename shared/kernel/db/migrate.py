@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from importlib import resources
 
 from shared.kernel.db.database import Database
+from shared.kernel.db.queries import Queries
 
 _log = logging.getLogger(__name__)
+_Q = Queries("shared.kernel.db")
 
 # Any fixed number works; it only has to be the same for every process migrating this database.
 _ADVISORY_LOCK = 0x6D6B7470  # "mktp"
@@ -53,14 +55,10 @@ def apply_migrations(db: Database) -> list[Migration]:
     """
     applied_now: list[Migration] = []
     with db.connection() as conn:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK,))
+        conn.execute(_Q.create_migrations_table)
+        conn.execute(_Q.lock_migrations, (_ADVISORY_LOCK,))
         try:
-            done = {int(v): c for v, c in conn.execute("SELECT version, checksum FROM schema_migrations")}
+            done = {int(v): c for v, c in conn.execute(_Q.applied_migrations)}
             for mig in load_migrations():
                 if mig.version in done:
                     if done[mig.version] != mig.checksum:
@@ -69,21 +67,20 @@ def apply_migrations(db: Database) -> list[Migration]:
                 _log.info("applying migration %04d_%s", mig.version, mig.name)
                 with conn.transaction():
                     conn.execute(mig.sql.encode(), prepare=False)  # unprepared, without parameters: a whole script
-                    conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                                 (mig.version, mig.name, mig.checksum))
+                    conn.execute(_Q.record_migration, (mig.version, mig.name, mig.checksum))
                 applied_now.append(mig)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK,))
+            conn.execute(_Q.unlock_migrations, (_ADVISORY_LOCK,))
     return applied_now
 
 
 def database_version(db: Database) -> str:
     """The server's version (``SHOW server_version``)."""
     with db.read() as tx:
-        return str(tx.fetch_val("SHOW server_version"))
+        return str(tx.fetch_val(_Q.server_version))
 
 
 def schema_version(db: Database) -> int:
     """The newest applied migration (0 when none)."""
     with db.transaction() as tx:
-        return int(tx.fetch_val("SELECT coalesce(max(version), 0) FROM schema_migrations") or 0)
+        return int(tx.fetch_val(_Q.schema_version) or 0)

@@ -145,16 +145,15 @@ class PgVectorStore:
             org_id = str(row["org_id"])
             name = sql.Identifier(org_index_name(org_id))
             with self.db.connection() as conn:
-                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
-                conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY {} ON memories"
-                                     " USING hnsw (embedding halfvec_cosine_ops)"
-                                     " WITH (m = {}, ef_construction = {}) WHERE org_id = {}").format(
-                    name, sql.Literal(HNSW_M), sql.Literal(HNSW_EF_CONSTRUCTION), sql.Literal(org_id)))
+                conn.execute(sql.SQL(_Q.drop_org_index).format(index=name))
+                conn.execute(sql.SQL(_Q.create_org_index).format(
+                    index=name, m=sql.Literal(HNSW_M), ef_construction=sql.Literal(HNSW_EF_CONSTRUCTION),
+                    org_id=sql.Literal(org_id)))
             _log.info("memory: built the HNSW index of org %s (%d memories)", org_id, row["n"])
             built.append(org_id)
         if built:
             with self.db.connection() as conn:
-                conn.execute("ANALYZE memories")  # the planner weighs the new index with current counts
+                conn.execute(_Q.analyze_memories)
         return built
 
     def count_without_org(self) -> int:

@@ -175,7 +175,7 @@ class _Listener:
                 if self._stopping.is_set():
                     return
                 self._wake({notify.payload})
-            conn.execute("SELECT 1")  # the connection is still there (notifies() may just time out)
+            conn.execute(_Q.ping)
 
 
 class PgTaskQueue:

@@ -138,3 +138,7 @@ LISTEN {}
 -- name: notify
 -- Wake every waiting claimer (the queue's close() stops its listener this way).
 SELECT pg_notify(%s, %s)
+
+-- name: ping
+-- The LISTEN connection is still there (notifies() may just have timed out).
+SELECT 1;
