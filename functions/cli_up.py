@@ -11,13 +11,16 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions import supervisor
 from functions.cli_common import say as _say
 from functions.cli_common import settings_for
 from shared.kernel.blas import pin_blas_threads
 from shared.kernel.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.composition import Container
 
 
 @dataclass
@@ -155,7 +158,7 @@ def _loopback_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _start_background(container: Any, workers: int, url: str) -> list[Any]:
+def _start_background(container: Container, workers: int, url: str) -> list[Any]:
     """The scheduler and the local data-plane worker pool (``workers`` processes talking to ``url``)."""
     from functions.scheduler import LocalScheduler, platform_jobs  # noqa: PLC0415
     from runtime.pool import WorkerPool  # noqa: PLC0415

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
@@ -13,6 +13,9 @@ from functions.operation import REGISTRY, install_container
 from shared.kernel.errors import AppError, MethodNotAllowed, NotFound
 from shared.kernel.ids import new_id
 
+if TYPE_CHECKING:
+    from shared.composition import Container
+
 
 def _error(exc: AppError) -> flask.Response:
     resp = flask.jsonify(exc.body())
@@ -21,7 +24,7 @@ def _error(exc: AppError) -> flask.Response:
     return resp
 
 
-def create_gateway(container: Any) -> flask.Flask:
+def create_gateway(container: Container) -> flask.Flask:
     """A Flask app routing each request to its registered operation (one rule per operation)."""
     load_operations()
     app = flask.Flask("marketplace-gateway", static_folder=None)

@@ -11,13 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from functions.operation import ADMIN, ANY_MEMBER, Call, Reply, operation
 from functions.tasks import _LEASE, _lease_token
 from shared.identity import PUBLISHERS
-from shared.kernel.errors import ErrorCode, Unavailable
+from shared.kernel.errors import ErrorCode
 from shared.memory import (
     ContextRequest,
     Forgotten,
     KnowledgeAdded,
     MemoryContext,
-    MemoryService,
     RunLearned,
     SearchOut,
     StoredOut,
@@ -26,13 +25,6 @@ from shared.runs import RunMemoryScope
 
 #: The knowledge upload's body limit (documents are chunked and embedded on the request).
 MAX_KNOWLEDGE_BODY = 1024 * 1024
-
-
-def _memory(call: Call) -> MemoryService:
-    memory: MemoryService | None = call.services.memory
-    if memory is None:
-        raise Unavailable("memory is not configured on this deployment")
-    return memory
 
 
 class MemorySearchQuery(BaseModel):
@@ -64,7 +56,7 @@ class ForgetIn(BaseModel):
            roles=ANY_MEMBER, query=MemorySearchQuery, response=SearchOut)
 def search_memory(call: Call) -> SearchOut:
     q = call.query
-    return _memory(call).search(call.org_id, level=q.level, query=q.query, k=q.k, namespace=q.namespace)
+    return call.services.memory.search(call.org_id, level=q.level, query=q.query, k=q.k, namespace=q.namespace)
 
 
 @operation("POST", "/orgs/{org_id}/knowledge/{namespace}", summary="Add knowledge documents", tags=["memory"],
@@ -72,21 +64,21 @@ def search_memory(call: Call) -> SearchOut:
            errors={404: ErrorCode.NOT_FOUND})
 def add_knowledge(call: Call) -> KnowledgeAdded:
     body = call.body
-    return _memory(call).add_knowledge(call.org_id, call.params["namespace"], body.documents, actor=call.caller.actor,
-                                       subjects=body.subjects, title=body.title)
+    return call.services.memory.add_knowledge(call.org_id, call.params["namespace"], body.documents,
+                                              actor=call.caller.actor, subjects=body.subjects, title=body.title)
 
 
 @operation("DELETE", "/orgs/{org_id}/memory/{memory_id}", summary="Delete one memory", tags=["memory"],
            roles=ADMIN, status=204, errors={404: ErrorCode.NOT_FOUND})
 def delete_memory(call: Call) -> Reply:
-    _memory(call).delete(call.org_id, call.params["memory_id"], actor=call.caller.actor)
+    call.services.memory.delete(call.org_id, call.params["memory_id"], actor=call.caller.actor)
     return Reply(status=204)
 
 
 @operation("POST", "/orgs/{org_id}/memory/forget", summary="Forget everything about one subject",
            tags=["memory"], roles=ADMIN, body=ForgetIn, response=Forgotten)
 def forget_subject(call: Call) -> Forgotten:
-    return _memory(call).forget(call.org_id, call.body.subject, actor=call.caller.actor)
+    return call.services.memory.forget(call.org_id, call.body.subject, actor=call.caller.actor)
 
 
 # -- the data plane: a leased task's memory (the run's org and manifest decide what it gets) --
@@ -102,7 +94,7 @@ def _scope(call: Call) -> RunMemoryScope:
 def load_run_memory(call: Call) -> MemoryContext:
     scope = _scope(call)
     body: ContextRequest = call.body
-    return _memory(call).build_context(scope.org_id, query=body.query, levels=scope.levels,
+    return call.services.memory.build_context(scope.org_id, query=body.query, levels=scope.levels,
                                        namespaces=scope.namespaces, budget=body.budget, session=body.session)
 
 
@@ -112,5 +104,5 @@ def load_run_memory(call: Call) -> MemoryContext:
            headers=_LEASE)
 def store_run_memory(call: Call) -> StoredOut:
     scope = _scope(call)
-    return _memory(call).learn(scope.org_id, agent=scope.agent, run_id=scope.run_id, levels=scope.levels,
+    return call.services.memory.learn(scope.org_id, agent=scope.agent, run_id=scope.run_id, levels=scope.levels,
                                learned=call.body)

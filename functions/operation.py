@@ -30,6 +30,7 @@ from shared.kernel.errors import (
     AppError,
     BadRequest,
     ErrorCode,
+    InternalError,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -488,8 +489,8 @@ def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
             return _json_response(exc.status, exc.body(), request_id, exc.headers())
         except Exception:  # noqa: BLE001 - the 500 boundary: log it, answer SPEC's error body
             _log.exception("unhandled error in %s", op.name, extra={"fields": {"request_id": request_id}})
-            return _json_response(500, {"error": {"code": ErrorCode.INTERNAL, "message": "internal error",
-                                                  "details": [{"request_id": request_id}]}}, request_id)
+            fault = InternalError("internal error", details=[{"request_id": request_id}])
+            return _json_response(fault.status, fault.body(), request_id)
         finally:
             principal = caller[0] if caller else None
             elapsed = time.perf_counter() - started

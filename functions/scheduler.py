@@ -13,7 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.composition import Container
 
 _log = logging.getLogger("marketplace.scheduler")
 
@@ -27,7 +30,7 @@ class ScheduledJob:
     run: Callable[[], object]
 
 
-def platform_jobs(container: Any) -> list[ScheduledJob]:
+def platform_jobs(container: Container) -> list[ScheduledJob]:
     """The periodic jobs of the services in ``container``."""
     jobs = [
         # Ready deployments silent for three heartbeats become unreachable.
@@ -55,9 +58,8 @@ def platform_jobs(container: Any) -> list[ScheduledJob]:
     ]
     # -- memory (issue 17): expired Level 2/4 memories are deleted in bounded batches.
     jobs.append(ScheduledJob("memory-gc", 300.0, lambda: container.memory.gc().deleted))
-    relay = getattr(container.queue, "relay", None)
-    if callable(relay):  # a push-delivering queue re-pushes due redeliveries
-        jobs.append(ScheduledJob("queue-relay", 10.0, relay))
+    if container.queue_relay is not None:  # a push-delivering queue re-pushes due redeliveries
+        jobs.append(ScheduledJob("queue-relay", 10.0, container.queue_relay))
     return jobs
 
 

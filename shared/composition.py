@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,13 @@ class Container:
     payouts: Payouts  # billing (issue 16)
     approvals: ApprovalService  # issue 15
     notifications: NotificationService  # issue 15
+    memory: MemoryService  # issue 17
     dispatch: DispatchService | None = None
     # gcp mode: who may trigger the periodic jobs (Cloud Scheduler's account).
     scheduler_auth: PushAuth | None = None
-    # -- memory (issue 17) --
-    memory: MemoryService | None = None
+    # A push-delivering queue (Cloud Tasks) re-pushes its due redeliveries on a schedule; a
+    # pulled queue has nothing to relay (None).
+    queue_relay: Callable[[], int] | None = None
 
     def close(self) -> None:
         """Stop the queue's listener and release the database connections."""
@@ -151,25 +154,27 @@ def _artifact_store(settings: Settings) -> ArtifactStore:
     return FileArtifactStore(settings.artifacts_dir)
 
 
-def _task_queue(settings: Settings, db: Database, connect: Connect) -> TaskQueue:
+def _task_queue(settings: Settings, db: Database, connect: Connect) -> tuple[TaskQueue, Callable[[], int] | None]:
     # PostgreSQL holds the queue's state in both modes and data planes pull from it over HTTP
     # (GET /tasks/next). In gcp mode with a Cloud Tasks queue configured, CloudTasksQueue wraps
-    # it to push each delivery to the dispatch function, which starts a Cloud Run job.
+    # it to push each delivery to the dispatch function, which starts a Cloud Run job; its relay
+    # (re-pushing due redeliveries) is the second item, None for the pulled queue.
     from shared.runs.adapters.pg_task_queue import PgTaskQueue  # noqa: PLC0415
 
     # Its own connection for LISTEN, so the wake-up listener never holds one of the pool's.
     state = PgTaskQueue(db, listen_connect=connect)
     if settings.mode != "gcp" or not settings.runs_queue:
-        return state
+        return state, None
     if not settings.dispatch_url or not settings.tasks_invoker:
         raise RuntimeError("MARKETPLACE_RUNS_QUEUE needs MARKETPLACE_DISPATCH_URL and "
                            "MARKETPLACE_TASKS_INVOKER")
     from shared.runs import TASK_KIND  # noqa: PLC0415
     from shared.runs.adapters.cloud_tasks_queue import CloudTasksQueue  # noqa: PLC0415
 
-    return CloudTasksQueue(state, queue_path=settings.runs_queue, target_url=settings.dispatch_url,
-                           service_account_email=settings.tasks_invoker,
-                           push_kinds=frozenset({TASK_KIND}), emulator_host=settings.tasks_emulator_host)
+    pushed = CloudTasksQueue(state, queue_path=settings.runs_queue, target_url=settings.dispatch_url,
+                             service_account_email=settings.tasks_invoker,
+                             push_kinds=frozenset({TASK_KIND}), emulator_host=settings.tasks_emulator_host)
+    return pushed, pushed.relay
 
 
 def _dispatch(settings: Settings, db: Database, deployments: DeploymentService, provisioner: Provisioner
@@ -273,7 +278,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     orgs = OrgService(db, users, identity, audit)
     catalog = CatalogService(db, audit, orgs, builtin_agents_dir=BUILTIN_AGENTS_DIR,
                              artifacts=_artifact_store(settings))
-    queue = _task_queue(settings, db, connect)
+    queue, queue_relay = _task_queue(settings, db, connect)
     provisioner = _provisioner(settings)
     secrets = SecretKeys(db, audit, _kek(settings), legacy=_legacy_secret_box(settings),
                          cache_seconds=settings.data_key_cache_seconds,
@@ -325,6 +330,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         invoicing=invoicing,
         payouts=Payouts(db, audit, billing, payments),
         memory=_memory(settings, db, audit, orgs),
+        queue_relay=queue_relay,
     )
 
 

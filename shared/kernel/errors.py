@@ -183,6 +183,12 @@ class TooManyRequests(AppError):
         self.retry_after = max(1, retry_after)  # whole seconds until the caller's window ends
 
 
+class InternalError(AppError):
+    """A fault of ours, answered as 500 at the operation boundary (details name the request)."""
+
+    status, code = 500, ErrorCode.INTERNAL
+
+
 class Unavailable(AppError):
     status, code, retryable, retry_after = 503, ErrorCode.UNAVAILABLE, True, 2
 
