@@ -154,9 +154,8 @@ def load_listings(container: Container, count: int, seed: int = 7) -> float:
         agent_id = f"agt_bench{index:08d}"
         published = now - rng.uniform(0, 365 * 86400)
         rated = rng.random() < 0.7
-        agents.append([agent_id, manifest.name, org_id, org_name, f["display_name"], f["description"],
-                       f["category"], f["tags"], f["pricing_model"], f["pricing"], f["deployment_types"],
-                       manifest.version, int(rng.paretovariate(1.2)) - 1,
+        agents.append([agent_id, manifest.name, org_id, org_name, *f.params(), manifest.version,
+                       int(rng.paretovariate(1.2)) - 1,
                        f"{rng.uniform(1, 5):.2f}" if rated else "0", rng.randint(1, 300) if rated else 0,
                        principal.actor, published, published, published])
         versions.append([agent_id, manifest.version, json.dumps(manifest.model_dump(mode="json")),
@@ -181,10 +180,8 @@ def load_listings(container: Container, count: int, seed: int = 7) -> float:
         tx.execute("INSERT INTO catalog_terms (term) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
                    sorted(terms))
     with container.db.connection() as conn:
-        raw: Any = conn
-        raw.execute_simple("ANALYZE agents")
-        raw.execute_simple("ANALYZE agent_versions")
-        raw.execute_simple("ANALYZE catalog_terms")
+        for table in ("agents", "agent_versions", "catalog_terms"):
+            conn.execute(f"ANALYZE {table}")
     return time.perf_counter() - started
 
 

@@ -184,7 +184,7 @@ def manifest_group() -> None:
 def manifest_validate_command(file: str) -> int:
     """Validate a manifest FILE (YAML or JSON, "-" for stdin); print the verdict (JSON) and exit 1
     when it is invalid."""
-    from shared.catalog import check_manifest, verdict_body  # noqa: PLC0415
+    from shared.catalog import check_manifest, verdict_out  # noqa: PLC0415
 
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
@@ -192,7 +192,7 @@ def manifest_validate_command(file: str) -> int:
         print(f"marketplace: cannot read {file}: {exc}", file=sys.stderr)
         return 2
     verdict = check_manifest(manifest_yaml=text)
-    say(json.dumps(verdict_body(verdict), indent=2, ensure_ascii=False))
+    say(json.dumps(verdict_out(verdict).model_dump(mode="json"), indent=2, ensure_ascii=False))
     for problem in verdict.problems:
         print(f"{file}: {problem['path'] or '(document)'}: {problem['message']}", file=sys.stderr)
     return 0 if verdict.ok else 1

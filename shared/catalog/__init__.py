@@ -30,13 +30,14 @@ from shared.catalog.service import (
     PLATFORM_ORG_NAME,
     PLATFORM_USER_EMAIL,
     CatalogService,
+    ListingFields,
     SeedReport,
     check_manifest,
     listing_fields,
     manifest_verdict,
     pricing_micros,
     require_manifest,
-    verdict_body,
+    verdict_out,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "DeveloperListing",
     "InstallHistory",
     "ListQuery",
+    "ListingFields",
     "ManifestInput",
     "ManifestVerdictOut",
     "MemoryNamespace",  # for memory
@@ -79,5 +81,5 @@ __all__ = [
     "manifest_verdict",
     "pricing_micros",
     "require_manifest",
-    "verdict_body",
+    "verdict_out",
 ]

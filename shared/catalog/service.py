@@ -99,21 +99,17 @@ def pricing_micros(manifest: AgentManifest) -> dict[str, int]:
             "subscription_monthly_micros": p.subscription_monthly_micros}
 
 
-def verdict_body(verdict: ManifestVerdict) -> dict[str, Any]:
-    """The JSON body of ``POST /manifests/validate`` (and of ``marketplace manifest validate``)."""
+def verdict_out(verdict: ManifestVerdict) -> ManifestVerdictOut:
+    """The verdict as ``POST /manifests/validate`` answers it (and ``marketplace manifest validate``
+    prints it)."""
     m = verdict.manifest
-    return {
+    return ManifestVerdictOut.model_validate({
         "valid": verdict.ok,
         "problems": [dict(p) for p in verdict.problems],
         "manifest": m.model_dump(mode="json") if m else None,
         "pricing_model": m.pricing.pricing_model.value if m else None,
         "pricing_micros": pricing_micros(m) if m else None,
-    }
-
-
-def verdict_out(verdict: ManifestVerdict) -> ManifestVerdictOut:
-    """The verdict as ``POST /manifests/validate`` answers it."""
-    return ManifestVerdictOut.model_validate(verdict_body(verdict))
+    })
 
 
 def manifest_verdict(manifest: dict[str, Any] | None = None, manifest_yaml: str | None = None
@@ -152,17 +148,35 @@ def _diff_json(previous: AgentManifest | None, previous_version: str | None, new
             "unchanged": list(diff.unchanged), "needs_consent": diff.needs_consent}
 
 
-def listing_fields(manifest: AgentManifest) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ListingFields:
     """The listing columns copied from a manifest (``pricing`` as JSON text, for a jsonb parameter)."""
-    return {
-        "display_name": manifest.display_name,
-        "description": manifest.description,
-        "category": manifest.category.value,
-        "tags": list(manifest.tags),
-        "pricing_model": manifest.pricing.pricing_model.value,
-        "pricing": json.dumps(pricing_micros(manifest)),
-        "deployment_types": [d.value for d in manifest.deployment],
-    }
+
+    display_name: str
+    description: str
+    category: str
+    tags: list[str]
+    pricing_model: str
+    pricing: str
+    deployment_types: list[str]
+
+    def params(self) -> tuple[Any, ...]:
+        """The columns in the order ``insert_listing`` and ``refresh_listing`` take them."""
+        return (self.display_name, self.description, self.category, self.tags, self.pricing_model, self.pricing,
+                self.deployment_types)
+
+
+def listing_fields(manifest: AgentManifest) -> ListingFields:
+    """What a listing shows of ``manifest``."""
+    return ListingFields(
+        display_name=manifest.display_name,
+        description=manifest.description,
+        category=manifest.category.value,
+        tags=list(manifest.tags),
+        pricing_model=manifest.pricing.pricing_model.value,
+        pricing=json.dumps(pricing_micros(manifest)),
+        deployment_types=[d.value for d in manifest.deployment],
+    )
 
 
 @functools.cache
@@ -253,11 +267,8 @@ class CatalogService:
         publisher_name = self.orgs.org_name(tx, org_id)
         if publisher_name is None:
             raise NotFound(ORG_NOT_FOUND)
-        f = listing_fields(manifest)
-        agent_id = tx.fetch_val(
-            _Q.insert_listing, new_id("agt"), manifest.name, org_id, publisher_name, f["display_name"],
-            f["description"], f["category"], f["tags"], f["pricing_model"], f["pricing"], f["deployment_types"],
-            actor)
+        agent_id = tx.fetch_val(_Q.insert_listing, new_id("agt"), manifest.name, org_id, publisher_name,
+                                *listing_fields(manifest).params(), actor)
         if agent_id is None:
             raise self._name_taken(manifest.name)
         version = self._insert_version(tx, agent_id, actor, manifest, previous=None, previous_version=None)
@@ -331,9 +342,7 @@ class CatalogService:
         latest = latest_of(r["version"] for r in versions if r["status"] == "approved")
         shown = latest or max((r["version"] for r in versions), key=SemVer.parse)
         manifest = AgentManifest.model_validate(next(r["manifest"] for r in versions if r["version"] == shown))
-        f = listing_fields(manifest)
-        tx.execute(_Q.refresh_listing, f["display_name"], f["description"], f["category"], f["tags"],
-                   f["pricing_model"], f["pricing"], f["deployment_types"], latest,
+        tx.execute(_Q.refresh_listing, *listing_fields(manifest).params(), latest,
                    self.orgs.org_name(tx, publisher_org_id), agent_id)
 
     def developer_listings(self, org_id: str, *, limit: int, cursor: str | None) -> Page[DeveloperListing]:
