@@ -17,7 +17,7 @@ from shared.approvals import (
     FocusImportIn,
     PolicyIn,
     PolicyOut,
-    ResourcePage,
+    ResourceOut,
     ResourceQuery,
     TaskDecisions,
 )
@@ -107,14 +107,14 @@ def record_execution(call: Call) -> ExecutionClaimOut:
 
 # -- the local cloud-resource inventory --------------------------------------------------------------
 @operation("GET", "/orgs/{org_id}/cloud-resources", summary="List the org's cloud resources (local inventory)",
-           tags=["approvals"], roles=ANY_MEMBER, query=ResourceQuery, response=ResourcePage)
-def list_cloud_resources(call: Call) -> ResourcePage:
+           tags=["approvals"], roles=ANY_MEMBER, query=ResourceQuery, response=Page[ResourceOut])
+def list_cloud_resources(call: Call) -> Page[ResourceOut]:
     q: ResourceQuery = call.query
-    return call.services.approvals.inventory.page(call.org_id, after=q.after, limit=q.limit)
+    return call.services.approvals.inventory.page(call.org_id, limit=q.limit, cursor=q.cursor)
 
 
 @operation("POST", "/orgs/{org_id}/cloud-resources/import", summary="Seed the inventory from FOCUS data",
-           tags=["approvals"], roles=ADMIN, body=FocusImportIn, response=ResourcePage, max_body=10 * 1024 * 1024)
-def import_cloud_resources(call: Call) -> ResourcePage:
+           tags=["approvals"], roles=ADMIN, body=FocusImportIn, response=Page[ResourceOut], max_body=10 * 1024 * 1024)
+def import_cloud_resources(call: Call) -> Page[ResourceOut]:
     body: FocusImportIn = call.body
     return call.services.approvals.inventory.import_focus(call.caller, call.org_id, body.focus_csv)

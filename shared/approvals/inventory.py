@@ -9,12 +9,13 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from shared.approvals.models import ResourceOut, ResourcePage
+from shared.approvals.models import ResourceOut
 from shared.audit import AuditLog
 from shared.identity import Principal
 from shared.kernel.db.database import Database
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Unprocessable
+from shared.kernel.pagination import ByKey, Page, next_page
 
 _Q = Queries("shared.approvals")
 DAYS_PER_MONTH = Decimal(365) / Decimal(12)
@@ -59,14 +60,15 @@ class Inventory:
         self.db = db
         self.audit = audit
 
-    def page(self, org_id: str, *, after: str | None, limit: int) -> ResourcePage:
-        """Resources by id (``after``: the last id of the previous page)."""
+    def page(self, org_id: str, *, limit: int, cursor: str | None) -> Page[ResourceOut]:
+        """Resources by resource id, ascending; a tampered cursor is a 400 ``invalid_cursor``."""
+        after = ByKey.after(cursor)
         with self.db.read() as tx:
-            rows = tx.fetch_all(_Q.resources_page, org_id, after, after, limit + 1)
-        items = [ResourceOut(**r) for r in rows[:limit]]
-        return ResourcePage(items=items, next_after=items[-1].resource_id if len(rows) > limit else None)
+            rows = tx.fetch_all(_Q.resources_page, org_id, *after.params, limit + 1)
+        items, next_cursor = next_page([ResourceOut(**r) for r in rows], limit, lambda r: ByKey.of(r.resource_id))
+        return Page[ResourceOut](items=items, next_cursor=next_cursor)
 
-    def import_focus(self, principal: Principal, org_id: str, text: str) -> ResourcePage:
+    def import_focus(self, principal: Principal, org_id: str, text: str) -> Page[ResourceOut]:
         """Seed (or refresh) the inventory from FOCUS data; states already changed stay as they are."""
         resources = resources_of_focus(text)
         if len(resources) > 10_000:
@@ -78,4 +80,4 @@ class Inventory:
                            None, r["monthly_cost_micros"])
             self.audit.append(tx, org_id=org_id, actor=principal.actor, action="cloud_resources.imported",
                               target=org_id, details={"resources": len(resources)})
-        return self.page(org_id, after=None, limit=200)
+        return self.page(org_id, limit=200, cursor=None)

@@ -172,16 +172,12 @@ class ResourceOut(BaseModel):
     updated_at: datetime
 
 
-class ResourcePage(BaseModel):
-    items: list[ResourceOut]
-    next_after: str | None = Field(default=None, description="Pass as ``after`` for the next page.")
-
-
 class ResourceQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    after: Annotated[str, StringConstraints(max_length=500)] | None = None
     limit: int = Field(default=100, ge=1, le=500)
+    # Longer than other lists' 512: the cursor carries a resource id (up to 500 characters).
+    cursor: str | None = Field(default=None, max_length=4096)
 
 
 class FocusImportIn(StrictModel):

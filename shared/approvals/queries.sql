@@ -96,6 +96,8 @@ WHERE run_id = %s AND status = 'pending'
 RETURNING id, org_id;
 
 -- name: resources_page
+-- A page of the org's resources by resource id, in the kernel's ByKey shape. Parameters: org,
+-- resource id or NULL, resource id or NULL, limit.
 SELECT resource_id, name, service, region, state, machine_type, monthly_cost_micros, history, updated_at
 FROM cloud_resources WHERE org_id = %s AND (%s::text IS NULL OR resource_id > %s)
 ORDER BY resource_id LIMIT %s;

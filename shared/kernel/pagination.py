@@ -1,6 +1,7 @@
 """Keyset pagination for every list endpoint: opaque cursors (base64url JSON of the last item's
-sort key), the newest-first ``Keyset`` most lists use, and ``next_page``, the one step that cuts a
-page and makes its cursor."""
+sort key), the two positions lists sort by (``Keyset``, newest first by ``(time, id)``, which most
+lists use; ``ByKey``, ascending by one unique text key), and ``cut_page``/``next_page``, the one
+step that cuts a page from ``limit + 1`` rows and says whether another follows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,9 +36,26 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
+def _invalid() -> BadRequest:
+    return BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
+
+
+def _text(value: Any) -> str:
+    """A text value of a cursor as a statement can take it: UTF-8 without NUL (what a JSON escape
+    can smuggle in, a lone surrogate or ``\\u0000``, the driver refuses)."""
+    if not isinstance(value, str) or "\x00" in value:
+        raise _invalid()
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise _invalid() from exc
+    return value
+
+
 def encode_cursor(key: dict[str, Any]) -> str:
-    """Encode a sort key."""
-    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":"), default=str).encode()).decode()
+    """Encode a sort key (UTF-8 JSON, so a key with non-ASCII text stays short)."""
+    text = json.dumps(key, separators=(",", ":"), default=str, ensure_ascii=False)
+    return base64.urlsafe_b64encode(text.encode()).decode()
 
 
 def decode_cursor(cursor: str | None, *, required: tuple[str, ...] = ()) -> dict[str, Any] | None:
@@ -46,18 +64,25 @@ def decode_cursor(cursor: str | None, *, required: tuple[str, ...] = ()) -> dict
         return None
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR) from exc
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:  # (nested too deep)
+        raise _invalid() from exc
     if not isinstance(key, dict) or any(k not in key for k in required):
-        raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
+        raise _invalid()
     return key
+
+
+def cut_page(rows: Sequence[T], limit: int) -> tuple[list[T], T | None]:
+    """The first ``limit`` of ``rows`` (fetched with ``LIMIT limit + 1``) and the last of them when
+    more rows follow, or None when this page is the last: a full last page announces nothing."""
+    items = list(rows[:limit])
+    return items, (items[-1] if len(rows) > limit and items else None)
 
 
 def next_page(rows: Sequence[T], limit: int, key: Callable[[T], dict[str, Any]]) -> tuple[list[T], str | None]:
     """The first ``limit`` of ``rows`` (fetched with ``LIMIT limit + 1``) and the cursor after the
     last of them, or None when nothing follows: the one keyset step of every list."""
-    items = list(rows[:limit])
-    return items, (encode_cursor(key(items[-1])) if len(rows) > limit and items else None)
+    items, last = cut_page(rows, limit)
+    return items, (None if last is None else encode_cursor(key(last)))
 
 
 @dataclass(frozen=True)
@@ -69,6 +94,10 @@ class Keyset:
 
         AND (%s::timestamptz IS NULL OR (t.created_at, t.id) < (%s::timestamptz, %s::text))
         ORDER BY t.created_at DESC, t.id DESC LIMIT %s
+
+    A list newest first by another time column uses it the same way (webhook attempts by
+    ``(started_at, id)``: ``Keyset.of(row["started_at"], row["id"])``); the cursor calls the time
+    ``created_at`` whichever column it is.
     """
 
     created_at: str | None = None
@@ -80,9 +109,14 @@ class Keyset:
         key = decode_cursor(cursor, required=("created_at", "id"))
         if key is None:
             return cls()
-        if not isinstance(key["created_at"], str) or not isinstance(key["id"], str):
-            raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
-        return cls(key["created_at"], key["id"])
+        try:  # a time the database takes: ISO 8601 with an offset, as UTC
+            at = datetime.fromisoformat(_text(key["created_at"]))
+            if at.tzinfo is None:
+                raise _invalid()
+            created_at = at.astimezone(UTC).isoformat()
+        except (ValueError, OverflowError) as exc:
+            raise _invalid() from exc
+        return cls(created_at, _text(key["id"]))
 
     @property
     def params(self) -> tuple[str | None, str | None, str | None]:
@@ -93,3 +127,33 @@ class Keyset:
     def of(created_at: datetime, item_id: str) -> dict[str, Any]:
         """The cursor key of an item, for ``next_page``."""
         return {"created_at": created_at.isoformat(), "id": item_id}
+
+
+@dataclass(frozen=True)
+class ByKey:
+    """An ascending position by one unique text key, the sort of lists ordered by a natural key
+    rather than by time (an org's cloud resources by resource id).
+
+    A list's named query takes the position as two parameters (``params``) in this shape, which
+    is true for every row when there is no cursor::
+
+        AND (%s::text IS NULL OR t.key > %s) ORDER BY t.key LIMIT %s
+    """
+
+    key: str | None = None
+
+    @classmethod
+    def after(cls, cursor: str | None) -> ByKey:
+        """The position a cursor names (the start for None); a tampered cursor is a 400."""
+        key = decode_cursor(cursor, required=("key",))
+        return cls() if key is None else cls(_text(key["key"]))
+
+    @property
+    def params(self) -> tuple[str | None, str | None]:
+        """The two parameters of the shape above."""
+        return self.key, self.key
+
+    @staticmethod
+    def of(key: str) -> dict[str, Any]:
+        """The cursor key of an item, for ``next_page``."""
+        return {"key": key}

@@ -46,7 +46,7 @@ from shared.kernel.db.database import ASYNC_COMMIT, Database, Deferred, Row, Tx
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
-from shared.kernel.pagination import Keyset, Page, next_page
+from shared.kernel.pagination import Keyset, Page, cut_page, next_page
 from shared.kernel.redaction import redact, redact_text
 from shared.runs.models import (
     CheckpointIn,
@@ -394,10 +394,12 @@ class RunService:
 
     def log_page(self, principal: Principal, agent_ref: str, run_id: str, *, after_seq: int, limit: int
                  ) -> LogPage:
-        """Log lines of a run after ``after_seq`` (members of the run's org)."""
+        """Log lines of a run after ``after_seq`` (members of the run's org). The cursor stays the
+        sequence number clients follow by (``after_seq``); one line more than ``limit`` is read to
+        know whether another page follows, so a full last page announces none."""
         self._readable(principal, agent_ref, run_id, "read")
-        lines = self.read_logs(run_id, after_seq=after_seq, limit=limit)
-        return LogPage(items=lines, next_after_seq=lines[-1].seq if len(lines) == limit else None)
+        lines, last = cut_page(self.read_logs(run_id, after_seq=after_seq, limit=limit + 1), limit)
+        return LogPage(items=lines, next_after_seq=None if last is None else last.seq)
 
     def read_logs(self, run_id: str, *, after_seq: int, limit: int) -> list[LogLineOut]:
         """Log lines after ``after_seq``, in order (no access check: callers checked already)."""

@@ -51,8 +51,8 @@ FROM webhooks WHERE id = %s AND org_id = %s;
 DELETE FROM webhooks WHERE id = %s AND org_id = %s RETURNING url, events;
 
 -- name: attempts_page
--- A page of a webhook's delivery attempts, newest first, keyed by (started_at, id) in the
--- Keyset's shape. Parameters: webhook id, org, started_at or NULL, started_at or NULL, id or NULL, limit.
+-- A page of a webhook's delivery attempts, newest first, keyed by (started_at, id) in the kernel's
+-- Keyset shape. Parameters: webhook id, org, started_at or NULL, started_at or NULL, id or NULL, limit.
 SELECT a.id, a.delivery_id, d.event_id, e.type AS event_type, a.attempt, a.status_code, a.error,
        a.response_excerpt, a.duration_ms, a.started_at, a.finished_at, d.status AS delivery_status,
        CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at

@@ -34,9 +34,9 @@ from shared.audit import AuditLog
 from shared.identity import Principal
 from shared.kernel.db.database import Database, Deferred, Tx
 from shared.kernel.db.queries import Queries
-from shared.kernel.errors import BadRequest, Conflict, ErrorCode, NotFound, Unprocessable
+from shared.kernel.errors import Conflict, ErrorCode, NotFound, Unprocessable
 from shared.kernel.ids import new_id
-from shared.kernel.pagination import Keyset, Page, decode_cursor, next_page
+from shared.kernel.pagination import Keyset, Page, next_page
 from shared.kernel.redaction import redact
 from shared.kernel.secret_box import SecretBoxError
 from shared.secrets import SecretKeys
@@ -126,17 +126,6 @@ def _clip(text: str | None, limit: int = _MAX_ERROR_CHARS) -> str | None:
     return cleaned[:limit]
 
 
-def _attempts_after(cursor: str | None) -> tuple[str | None, str | None, str | None]:
-    """The ``attempts_page`` position a cursor names, as the Keyset shape's three parameters: the
-    attempts list is newest first by ``(started_at, id)`` rather than ``(created_at, id)``."""
-    key = decode_cursor(cursor, required=("started_at", "id"))
-    if key is None:
-        return None, None, None
-    if not isinstance(key["started_at"], str) or not isinstance(key["id"], str):
-        raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
-    return key["started_at"], key["started_at"], key["id"]
-
-
 def event_id(emitted: Deferred) -> str | None:
     """The id of the event ``WebhookService.emit`` queued, None if no webhook was subscribed."""
     row = emitted.one()
@@ -211,13 +200,13 @@ class WebhookService:
 
     def attempts_page(self, org_id: str, webhook_id: str, *, limit: int, cursor: str | None
                       ) -> Page[DeliveryAttemptOut]:
-        """The webhook's delivery attempts, newest first; 404 for another org's webhook."""
-        after = _attempts_after(cursor)
+        """The webhook's delivery attempts, newest first by ``(started_at, id)``; 404 for another
+        org's webhook."""
+        after = Keyset.after(cursor)
         self.get(org_id, webhook_id)
         with self.db.read() as tx:
-            rows = tx.fetch_all(_Q.attempts_page, webhook_id, org_id, *after, limit + 1)
-        items, next_cursor = next_page(rows, limit, lambda r: {"started_at": r["started_at"].isoformat(),
-                                                                "id": r["id"]})
+            rows = tx.fetch_all(_Q.attempts_page, webhook_id, org_id, *after.params, limit + 1)
+        items, next_cursor = next_page(rows, limit, lambda r: Keyset.of(r["started_at"], r["id"]))
         return Page[DeliveryAttemptOut](items=[DeliveryAttemptOut.model_validate(r) for r in items],
                                         next_cursor=next_cursor)
 

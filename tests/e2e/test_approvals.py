@@ -3,10 +3,13 @@ resume enqueued once, expiry with an injected clock, and the execution claim bou
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from approvals_support import builtin_digest, park, proposed
 from runs_support import claim, install_builtin
 
@@ -280,3 +283,51 @@ def test_a_platform_tools_outcome_is_not_the_data_planes_to_record(container, ma
                                                                   "action_hash": approval["action_hash"]})
     assert applied.status == 200 and applied.body["execute"] is False
     assert applied.body["execution"]["outcome"]["applied"] is False
+
+
+def _focus(*resource_ids: str) -> str:
+    rows = "".join(f"{r},1.50,2024-09-01T00:00:00Z,vm {r}\n" for r in resource_ids)
+    return "ResourceId,BilledCost,ChargePeriodStart,ResourceName\n" + rows
+
+
+def test_the_inventory_pages_by_resource_id_with_opaque_cursors(make_org, member):
+    admin, org_id = make_org()
+    url = f"/orgs/{org_id}/cloud-resources"
+    ids = ["i-a", "i-b", "i-c", "i-d", "i-e", "vm-" + "é" * 496]  # 3 + 3 in pages of 3; the longest id there is
+    seeded = admin.post(f"{url}/import", json={"focus_csv": _focus(*reversed(ids))})
+    assert seeded.status == 200, seeded
+    assert [r["resource_id"] for r in seeded.body["items"]] == ids and seeded.body["next_cursor"] is None
+    viewer = member(admin, org_id, "viewer")
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = viewer.get(url, query_string={"limit": 3, **({"cursor": cursor} if cursor else {})})
+        assert page.status == 200, page
+        seen += [r["resource_id"] for r in page.body["items"]]
+        pages += 1
+        cursor = page.body["next_cursor"]
+        if cursor is None:
+            break
+        assert cursor not in ids and not cursor.startswith("i-")  # opaque, not a raw id
+    assert seen == ids and pages == 2  # each once; the full last page announced no empty third one
+    # N + 1 in pages of N: the second page holds the last one alone.
+    first = admin.get(url, query_string={"limit": 5}).body
+    assert [r["resource_id"] for r in first["items"]] == ids[:5] and first["next_cursor"]
+    rest = admin.get(url, query_string={"limit": 5, "cursor": first["next_cursor"]}).body
+    assert [r["resource_id"] for r in rest["items"]] == ids[5:] and rest["next_cursor"] is None
+
+
+@pytest.mark.parametrize("query", [
+    {"cursor": "garbage!"}, {"cursor": "i-b"},  # a raw id, as the inventory once handed out
+    {"cursor": base64.urlsafe_b64encode(json.dumps({"key": 7}).encode()).decode()},
+    {"cursor": base64.urlsafe_b64encode(json.dumps({"key": "i-\u0000"}).encode()).decode()},
+    {"cursor": base64.urlsafe_b64encode(json.dumps({"created_at": "x", "id": "i-a"}).encode()).decode()},
+])
+def test_a_tampered_inventory_cursor_is_400_and_changes_nothing(make_org, query):
+    admin, org_id = make_org()
+    url = f"/orgs/{org_id}/cloud-resources"
+    assert admin.post(f"{url}/import", json={"focus_csv": _focus("i-a", "i-b", "i-c")}).status == 200
+    before = admin.get(url).body
+    audit_before = admin.get(f"/orgs/{org_id}/audit?limit=200").body["items"]
+    resp = admin.get(url, query_string={"limit": 1, **query})
+    assert resp.status == 400 and resp.body["error"]["code"] == "invalid_cursor", resp
+    assert admin.get(url).body == before and admin.get(f"/orgs/{org_id}/audit?limit=200").body["items"] == audit_before

@@ -71,6 +71,19 @@ def test_run_life_cycle(inst, anon, container):
     assert "mk.abc" not in lines["items"][2]["message"] and lines["items"][2]["fields"]["api_key"] == "[REDACTED]"
     page = inst.admin.get(f"{logs_url}?after_seq=1&limit=1").body
     assert [line["seq"] for line in page["items"]] == [2] and page["next_after_seq"] == 2
+    # A full last page announces no next page (the cursor stays the sequence number clients follow by).
+    for query, seqs in (("limit=3", [1, 2, 3]), ("after_seq=1&limit=2", [2, 3]), ("after_seq=2&limit=1", [3])):
+        page = inst.admin.get(f"{logs_url}?{query}").body
+        assert [line["seq"] for line in page["items"]] == seqs and page["next_after_seq"] is None, query
+    seen, after = [], 0
+    while True:  # three lines in pages of two, as `marketplace logs` reads them: each once, no empty page
+        page = inst.admin.get(f"{logs_url}?after_seq={after}&limit=2").body
+        assert page["items"]
+        seen += [line["seq"] for line in page["items"]]
+        if page["next_after_seq"] is None:
+            break
+        after = page["next_after_seq"]
+    assert seen == [1, 2, 3]
     actions = [e["action"] for e in inst.admin.get(f"/orgs/{inst.org_id}/audit?limit=200").body["items"]]
     assert actions.count("run.created") == 1 and actions.count("run.succeeded") == 1
     info = container.queue.get(task["task_id"])

@@ -265,7 +265,26 @@ def test_list_paginates(make_org):
     assert [h["id"] for h in first.body["items"]] == ids[::-1][:2] and first.body["next_cursor"]
     second = admin.get(f"/orgs/{org_id}/webhooks", query_string={"limit": 2, "cursor": first.body["next_cursor"]})
     assert [h["id"] for h in second.body["items"]] == [ids[0]] and second.body["next_cursor"] is None
+    full = admin.get(f"/orgs/{org_id}/webhooks", query_string={"limit": 3}).body  # a full last page
+    assert [h["id"] for h in full["items"]] == ids[::-1] and full["next_cursor"] is None
     assert admin.get(f"/orgs/{org_id}/webhooks", query_string={"cursor": "garbage!"}).status == 400
+
+
+def _tampered(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+@pytest.mark.parametrize("cursor", [
+    "garbage!", _tampered({"started_at": "2024-01-01T00:00:00+00:00", "id": "x"}),
+    _tampered({"created_at": "yesterday", "id": "x"}), _tampered({"created_at": "2024-01-01T00:00:00+00:00", "id": 1}),
+    _tampered({"created_at": "2024-01-01T00:00:00+00:00", "id": "x\u0000"}),
+])
+def test_a_tampered_cursor_is_400_on_both_lists(make_org, cursor):
+    admin, org_id = make_org()
+    hook = make_hook(admin, org_id, "https://93.184.216.34/x")
+    for path in (f"/orgs/{org_id}/webhooks", f"/orgs/{org_id}/webhooks/{hook['id']}/deliveries"):
+        resp = admin.get(path, query_string={"cursor": cursor})
+        assert resp.status == 400 and resp.body["error"]["code"] == "invalid_cursor", (path, resp)
 
 
 def test_delete_removes_the_webhook_and_is_audited(container, make_org):
@@ -430,6 +449,8 @@ def test_retries_with_backoff_then_succeeds(loop_container, loop_org, receiver):
     rest = admin.get(f"/orgs/{org_id}/webhooks/{hook['id']}/deliveries",
                      query_string={"limit": 2, "cursor": page["next_cursor"]}).body
     assert [a["attempt"] for a in rest["items"]] == [1] and rest["next_cursor"] is None
+    full = admin.get(f"/orgs/{org_id}/webhooks/{hook['id']}/deliveries", query_string={"limit": 3}).body
+    assert [a["attempt"] for a in full["items"]] == [3, 2, 1] and full["next_cursor"] is None
 
 
 def test_gives_up_when_the_schedule_runs_out(loop_container, loop_org, receiver):
