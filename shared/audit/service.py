@@ -10,9 +10,8 @@ from typing import Any
 from shared.audit.models import AuditEntry, VerifyOut
 from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
-from shared.kernel.errors import BadRequest, ErrorCode
 from shared.kernel.ids import new_id
-from shared.kernel.pagination import Page, decode_cursor, next_page
+from shared.kernel.pagination import BySeq, Page, next_page
 from shared.kernel.redaction import redact
 
 GENESIS = "0" * 64
@@ -89,14 +88,11 @@ class AuditLog:
     def page(self, org_id: str, *, limit: int, cursor: str | None = None, action: str | None = None,
              actor: str | None = None, target: str | None = None) -> Page[AuditEntry]:
         """Entries newest first, filtered by whichever of action, actor and target are given."""
-        after = decode_cursor(cursor, required=("seq",))
-        below = None if after is None else after["seq"]
-        if below is not None and (not isinstance(below, int) or isinstance(below, bool)):
-            raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
+        after = BySeq.after(cursor)
         with self.db.read() as tx:
-            rows = tx.fetch_all(_Q.entries_page, org_id, action, action, actor, actor, target, target, below,
+            rows = tx.fetch_all(_Q.entries_page, org_id, action, action, actor, actor, target, target, *after.params,
                                 limit + 1)
-        items, next_cursor = next_page([AuditEntry(**row) for row in rows], limit, lambda e: {"seq": e.seq})
+        items, next_cursor = next_page([AuditEntry(**row) for row in rows], limit, lambda e: BySeq.of(e.seq))
         return Page[AuditEntry](items=items, next_cursor=next_cursor)
 
     def verify(self, org_id: str) -> VerifyOut:

@@ -157,3 +157,35 @@ class ByKey:
     def of(key: str) -> dict[str, Any]:
         """The cursor key of an item, for ``next_page``."""
         return {"key": key}
+
+
+@dataclass(frozen=True)
+class BySeq:
+    """A newest-first position by an integer sequence that only grows (the audit log's ``seq``).
+
+    A list's named query takes the position as one parameter (``params``), NULL for the first
+    page, e.g. ``AND seq < COALESCE(%s::bigint, 9223372036854775807) ORDER BY seq DESC LIMIT %s``.
+    """
+
+    seq: int | None = None
+
+    @classmethod
+    def after(cls, cursor: str | None) -> BySeq:
+        """The position a cursor names (the start for None); a tampered cursor is a 400."""
+        key = decode_cursor(cursor, required=("seq",))
+        if key is None:
+            return cls()
+        seq = key["seq"]
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < 2**63:
+            raise _invalid()
+        return cls(seq)
+
+    @property
+    def params(self) -> tuple[int | None]:
+        """The one parameter of the shape above."""
+        return (self.seq,)
+
+    @staticmethod
+    def of(seq: int) -> dict[str, Any]:
+        """The cursor key of an item, for ``next_page``."""
+        return {"seq": seq}

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.kernel.errors import BadRequest, ErrorCode
-from shared.kernel.pagination import ByKey, Keyset, cut_page, decode_cursor, encode_cursor, next_page
+from shared.kernel.pagination import ByKey, BySeq, Keyset, cut_page, decode_cursor, encode_cursor, next_page
 
 
 def _raw(value: Any) -> str:
@@ -126,3 +126,25 @@ def test_a_tampered_keyset_cursor_is_invalid(cursor):
 ])
 def test_a_tampered_by_key_cursor_is_invalid(cursor):
     _refused(lambda: ByKey.after(cursor))
+
+
+@pytest.mark.parametrize("cursor", [
+    "!!!", _raw({"id": "x"}), _raw({"seq": "5"}), _raw({"seq": True}), _raw({"seq": 1.5}), _raw({"seq": 0}),
+    _raw({"seq": -3}), _raw({"seq": 2**63}), _raw({"seq": None}),
+])
+def test_a_tampered_seq_cursor_is_invalid(cursor):
+    _refused(lambda: BySeq.after(cursor))
+
+
+@given(st.lists(st.integers(1, 10**6), unique=True, max_size=40), st.integers(1, 7))
+def test_paging_by_seq_returns_each_item_once(seqs, limit):
+    ordered = sorted(seqs, reverse=True)
+    seen, cursor = [], None
+    while True:
+        below = BySeq.after(cursor).params[0]
+        rows = [s for s in ordered if below is None or s < below][:limit + 1]
+        page, cursor = next_page(rows, limit, BySeq.of)
+        seen += page
+        if cursor is None:
+            break
+    assert seen == ordered
