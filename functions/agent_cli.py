@@ -38,6 +38,7 @@ from functions.cli_agent_run import agent_run_command
 from functions.cli_api import ApiError
 from functions.cli_client import Session, client_command, json_option
 from functions.cli_output import Output
+from shared.kernel.errors import ErrorCode
 
 if TYPE_CHECKING:
     from shared.catalog import AgentManifest
@@ -475,16 +476,16 @@ def _submit(s: Session, org_id: str, manifest: AgentManifest, text: str
         return submitted["listing"], submitted["version"], True
     listing = detail["listing"]
     if listing["publisher_org_id"] != org_id:
-        raise ApiError(409, "name_taken", f"an agent named {manifest.name!r} is published by "
+        raise ApiError(409, ErrorCode.NAME_TAKEN, f"an agent named {manifest.name!r} is published by "
                        f"{listing.get('publisher_name')}, not by this organisation",
                        "choose another name in manifest.yaml, or publish with the --org that owns it")
     s.out.say(f"submitting version {manifest.version} of {manifest.name} ({listing['id']})")
     try:
         submitted = s.api.post(f"/agents/{listing['id']}/versions", {"manifest_yaml": text})
     except ApiError as exc:
-        if exc.code == "version_exists":
+        if exc.code == ErrorCode.VERSION_EXISTS:
             return listing, _unfinished_version(s, listing["id"], manifest, exc), False
-        if exc.code == "version_not_newer":
+        if exc.code == ErrorCode.VERSION_NOT_NEWER:
             exc.hint = "raise the version in manifest.yaml (and pyproject.toml) above every published one"
         raise
     return submitted["listing"], submitted["version"], False
@@ -510,12 +511,13 @@ def _upload(s: Session, agent_id: str, version: str, package: Package) -> dict[s
         if exc.status in (404, 405) and exc.message.startswith("no operation"):
             exc.message = f"the version was submitted, but the platform at {s.api.url} takes no packages"
             exc.hint = "it is older than this CLI: publish again once it is upgraded (the upload is resumed)"
-        elif exc.code == "package_immutable":
+        elif exc.code == ErrorCode.PACKAGE_IMMUTABLE:
             exc.message = f"version {version} is already published with another package ({exc.message})"
             exc.hint = "versions are immutable: raise the version in manifest.yaml (and pyproject.toml)"
         raise
     if resp.status_code == 200:
-        raise ApiError(409, "version_exists", f"version {version} is already published (with this same package)",
+        raise ApiError(409, ErrorCode.VERSION_EXISTS,
+                       f"version {version} is already published (with this same package)",
                        "versions are immutable: raise the version in manifest.yaml (and pyproject.toml)")
     return dict(resp.json())
 

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 
 from functions.cli_config import ClientConfig
+from functions.cli_errors import CliCode, Code, OAuthCode, api_code, oauth_code, status_code
+from shared.kernel.errors import ErrorCode
 
 #: Refresh an access token this many seconds before it expires.
 REFRESH_MARGIN_SECONDS = 30
@@ -23,11 +25,12 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 @dataclass
 class ApiError(Exception):
-    """A failed call: the HTTP status (0 when the API was not reached), the API's error code and
-    message, its details, and a hint for the person at the terminal."""
+    """A failed call: the HTTP status (0 when the API was not reached), the error's code (a member
+    of one of the catalogues of ``functions/cli_errors.py``, never a free string) and message, its
+    details, and a hint for the person at the terminal."""
 
     status: int
-    code: str
+    code: Code
     message: str
     hint: str = ""
     details: list[Any] = field(default_factory=list)
@@ -37,31 +40,34 @@ class ApiError(Exception):
 
     def as_dict(self) -> dict[str, Any]:
         """The error as ``--json`` prints it."""
-        return {"error": {"status": self.status, "code": self.code, "message": self.message,
+        return {"error": {"status": self.status, "code": str(self.code), "message": self.message,
                           "details": self.details, "hint": self.hint}}
 
 
-_HINTS = {
-    "token_expired": "sign in again: marketplace login",
-    "invalid_token": "sign in again: marketplace login",
-    "unauthorized": "sign in first: marketplace login",
-    "invalid_grant": "sign in again: marketplace login",
-    "refresh_token_reused": "sign in again: marketplace login",
-    "forbidden": "your role in this organisation does not allow it (marketplace orgs list shows your roles)",
-    "not_found": "check the name or id (marketplace agents search, deployments list and runs list show them)",
-    "deployment_not_ready": "wait until the deployment is ready: marketplace deployments list",
-    "validation_failed": "fix the fields named above",
-    "rate_limited": "wait a moment and try again",
-    "database_unavailable": "the platform's database is down: marketplace doctor",
+#: The hint of an API error, by its code (docs/CLI.md lists them); the CLI's own errors carry theirs.
+_HINTS: dict[Code, str] = {
+    ErrorCode.TOKEN_EXPIRED: "sign in again: marketplace login",
+    ErrorCode.INVALID_TOKEN: "sign in again: marketplace login",
+    ErrorCode.UNAUTHORIZED: "sign in first: marketplace login",
+    ErrorCode.INVALID_GRANT: "sign in again: marketplace login",
+    ErrorCode.REFRESH_TOKEN_REUSED: "sign in again: marketplace login",
+    ErrorCode.FORBIDDEN: "your role in this organisation does not allow it (marketplace orgs list shows your roles)",
+    ErrorCode.NOT_FOUND: "check the name or id (marketplace agents search, deployments list and runs list show them)",
+    ErrorCode.DEPLOYMENT_NOT_READY: "wait until the deployment is ready: marketplace deployments list",
+    ErrorCode.VALIDATION_FAILED: "fix the fields named above",
+    ErrorCode.RATE_LIMITED: "wait a moment and try again",
+    ErrorCode.DATABASE_UNAVAILABLE: "the platform's database is down: marketplace doctor",
 }
+#: The hint of a platform failure (a 5xx) whose code has none of its own.
+SERVER_FAILURE_HINT = "the platform failed; its log says why (marketplace doctor shows what is running)"
 
 
-def hint_for(status: int, code: str) -> str:
+def hint_for(status: int, code: Code | None) -> str:
     """What to do about an error, by its code (or status)."""
-    if code in _HINTS:
+    if code is not None and code in _HINTS:
         return _HINTS[code]
     if status >= 500:
-        return "the platform failed; its log says why (marketplace doctor shows what is running)"
+        return SERVER_FAILURE_HINT
     return ""
 
 
@@ -72,14 +78,14 @@ def _error_from(resp: httpx.Response) -> ApiError:
         body = None
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, dict):
-        code = str(err.get("code") or resp.status_code)
+        code = api_code(err.get("code"), resp.status_code)
         message = str(err.get("message") or resp.reason_phrase)
         details = err.get("details") or []
         return ApiError(resp.status_code, code, message, hint_for(resp.status_code, code),
                         details if isinstance(details, list) else [details])
     text = resp.text.strip()[:300] or resp.reason_phrase
-    return ApiError(resp.status_code, str(resp.status_code), f"HTTP {resp.status_code}: {text}",
-                    hint_for(resp.status_code, ""))
+    return ApiError(resp.status_code, status_code(resp.status_code), f"HTTP {resp.status_code}: {text}",
+                    hint_for(resp.status_code, None))
 
 
 class Api:
@@ -105,14 +111,15 @@ class Api:
         try:
             return self.http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiError(0, "unreachable", f"cannot reach the platform at {self.url}: {exc}",
+            raise ApiError(0, CliCode.UNREACHABLE, f"cannot reach the platform at {self.url}: {exc}",
                            "is it running? start it with: marketplace up (or sign in to another URL: "
                            "marketplace login --url URL)") from None
 
     def request(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> httpx.Response:
         """Send a call; an access token the API finds expired is refreshed and the call sent again."""
         resp = self._send(method, path, auth=auth, **kwargs)
-        if auth and resp.status_code == 401 and self._code(resp) == "token_expired" and self.config.refresh_token:
+        expired = resp.status_code == 401 and self._code(resp) == ErrorCode.TOKEN_EXPIRED
+        if auth and expired and self.config.refresh_token:
             self.refresh()
             resp = self._send(method, path, auth=auth, **kwargs)
         if resp.status_code >= 400:
@@ -120,11 +127,11 @@ class Api:
         return resp
 
     @staticmethod
-    def _code(resp: httpx.Response) -> str:
+    def _code(resp: httpx.Response) -> Code | None:
         try:
-            return str(resp.json()["error"]["code"])
+            return api_code(resp.json()["error"]["code"], resp.status_code)
         except (ValueError, KeyError, TypeError):
-            return ""
+            return None
 
     def call(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
         """A JSON call: the decoded body (``None`` for an empty one)."""
@@ -167,7 +174,7 @@ class Api:
                                       timeout=httpx.Timeout(30.0, connect=5.0, read=60.0)) as resp:
                     if resp.status_code >= 400:
                         resp.read()
-                        expired = resp.status_code == 401 and self._code(resp) == "token_expired"
+                        expired = resp.status_code == 401 and self._code(resp) == ErrorCode.TOKEN_EXPIRED
                         if expired and self.config.refresh_token:
                             self.refresh()
                             continue
@@ -187,7 +194,7 @@ class Api:
                                 break
                             event, data = "message", ""
             except httpx.HTTPError as exc:
-                raise ApiError(0, "unreachable", f"the log stream from {self.url} broke off: {exc}",
+                raise ApiError(0, CliCode.UNREACHABLE, f"the log stream from {self.url} broke off: {exc}",
                                "run the same command again to resume") from None
             if ended:
                 return
@@ -197,7 +204,7 @@ class Api:
     def _access_token(self) -> str:
         cfg = self.config
         if not cfg.access_token:
-            raise ApiError(401, "unauthorized", "you are not signed in", "sign in first: marketplace login")
+            raise ApiError(401, ErrorCode.UNAUTHORIZED, "you are not signed in", "sign in first: marketplace login")
         if cfg.refresh_token and cfg.expires_at and time.time() > cfg.expires_at - REFRESH_MARGIN_SECONDS:
             self.refresh()
         assert cfg.access_token is not None
@@ -208,7 +215,7 @@ class Api:
         issuer's in gcp mode) and store them."""
         cfg = self.config
         if not cfg.refresh_token:
-            raise ApiError(401, "token_expired", "the access token expired", "sign in again: marketplace login")
+            raise ApiError(401, ErrorCode.TOKEN_EXPIRED, "the access token expired", "sign in again: marketplace login")
         if cfg.mode == "gcp" and cfg.oidc.get("token_endpoint"):
             tokens = self._oidc_token({"grant_type": "refresh_token", "refresh_token": cfg.refresh_token,
                                        "client_id": cfg.oidc.get("client_id", "")})
@@ -217,7 +224,7 @@ class Api:
                 resp = self.http.post("/auth/token", json={"grant_type": "refresh_token",
                                                            "refresh_token": cfg.refresh_token})
             except httpx.HTTPError as exc:
-                raise ApiError(0, "unreachable", f"cannot reach the platform at {self.url}: {exc}",
+                raise ApiError(0, CliCode.UNREACHABLE, f"cannot reach the platform at {self.url}: {exc}",
                                "is it running? start it with: marketplace up") from None
             if resp.status_code >= 400:
                 raise _error_from(resp)
@@ -238,13 +245,14 @@ class Api:
         try:
             resp = httpx.post(endpoint, data=form, timeout=TIMEOUT)
         except httpx.HTTPError as exc:
-            raise ApiError(0, "unreachable", f"cannot reach the sign-in service at {endpoint}: {exc}", "") from None
-        body = resp.json() if resp.content else {}
+            raise ApiError(0, CliCode.UNREACHABLE, f"cannot reach the sign-in service at {endpoint}: {exc}",
+                           "") from None
+        body = _json_object(resp)
         if resp.status_code >= 400:
-            raise ApiError(resp.status_code, str(body.get("error", resp.status_code)),
+            raise ApiError(resp.status_code, oauth_code(body.get("error"), resp.status_code),
                            str(body.get("error_description") or body.get("error") or resp.text[:200]),
                            "sign in again: marketplace login")
-        return dict(body)
+        return body
 
     def device_login(self, issuer: str, client_id: str, scope: str, announce: Any) -> None:
         """gcp mode: the OAuth 2.0 device authorization grant (RFC 8628) at the OIDC ``issuer``;
@@ -254,11 +262,12 @@ class Api:
             start = httpx.post(meta["device_authorization_endpoint"], data={"client_id": client_id, "scope": scope},
                                timeout=TIMEOUT)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
-            raise ApiError(0, "oidc_unavailable", f"the issuer {issuer} offers no device sign-in: {exc}",
+            raise ApiError(0, CliCode.OIDC_UNAVAILABLE, f"the issuer {issuer} offers no device sign-in: {exc}",
                            "check --issuer and --client-id") from None
-        grant = start.json()
+        grant = _json_object(start)
         if start.status_code >= 400:
-            raise ApiError(start.status_code, str(grant.get("error")), str(grant.get("error_description", grant)),
+            raise ApiError(start.status_code, oauth_code(grant.get("error"), start.status_code),
+                           str(grant.get("error_description") or grant.get("error") or start.text[:200]),
                            "check --issuer and --client-id")
         self.config.oidc = {"issuer": issuer, "client_id": client_id, "token_endpoint": meta["token_endpoint"]}
         announce(grant.get("verification_uri_complete") or grant["verification_uri"], grant["user_code"])
@@ -270,13 +279,22 @@ class Api:
                 tokens = self._oidc_token({"grant_type": DEVICE_GRANT, "device_code": grant["device_code"],
                                            "client_id": client_id})
             except ApiError as exc:
-                if exc.code == "authorization_pending":
+                if exc.code == OAuthCode.AUTHORIZATION_PENDING:
                     continue
-                if exc.code == "slow_down":
+                if exc.code == OAuthCode.SLOW_DOWN:
                     interval += 5
                     continue
                 raise
             self.store_tokens(tokens)
             return
-        raise ApiError(401, "expired_token", "the sign-in code expired before it was used",
+        raise ApiError(401, OAuthCode.EXPIRED_TOKEN, "the sign-in code expired before it was used",
                        "run marketplace login again")
+
+
+def _json_object(resp: httpx.Response) -> dict[str, Any]:
+    """An issuer's answer as a JSON object (``{}`` for an empty or non-JSON one, e.g. a proxy's page)."""
+    try:
+        body = resp.json() if resp.content else {}
+    except ValueError:
+        return {}
+    return dict(body) if isinstance(body, dict) else {}

@@ -24,7 +24,9 @@ import platformdirs
 
 from functions.cli_api import Api, ApiError
 from functions.cli_config import DEFAULT_URL, ClientConfig
+from functions.cli_errors import CliCode
 from functions.cli_output import Output
+from shared.kernel.errors import ErrorCode
 
 FINAL_RUN = frozenset({"succeeded", "failed", "cancelled", "dead"})
 #: How many of the org's newest runs are searched for a run named by id.
@@ -57,7 +59,7 @@ class Session:
         if len(orgs) == 1:
             self.remember_org(orgs[0]["org_id"], orgs[0]["org_name"])
             return str(orgs[0]["org_id"])
-        raise ApiError(400, "no_org", "no organisation chosen" if orgs else "you belong to no organisation yet",
+        raise ApiError(400, CliCode.NO_ORG, "no organisation chosen" if orgs else "you belong to no organisation yet",
                        "create one: marketplace orgs create NAME" if not orgs
                        else "choose one: marketplace orgs use NAME (marketplace orgs list shows them)")
 
@@ -71,9 +73,9 @@ class Session:
         if len(named) == 1:
             return named[0]
         if named:
-            raise ApiError(409, "ambiguous", f"{len(named)} of your organisations are named {ref!r}",
+            raise ApiError(409, CliCode.AMBIGUOUS, f"{len(named)} of your organisations are named {ref!r}",
                            "name it by id (marketplace orgs list shows them)")
-        raise ApiError(404, "not_found", f"you are not a member of an organisation {ref!r}",
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"you are not a member of an organisation {ref!r}",
                        "marketplace orgs list shows yours; marketplace orgs create NAME makes one")
 
     def remember_org(self, org_id: str, name: str | None) -> None:
@@ -92,7 +94,7 @@ class Session:
         live = [d for d in self.api.pages(f"/orgs/{org_id}/deployments", {"limit": 100})
                 if d["agent_id"] == agent_id and d["status"] != "uninstalled"]
         if not live:
-            raise ApiError(404, "not_installed", "this organisation has not installed the agent",
+            raise ApiError(404, ErrorCode.NOT_INSTALLED, "this organisation has not installed the agent",
                            "install it first: marketplace install AGENT")
         live.sort(key=lambda d: (d["status"] == "ready", d["created_at"]), reverse=True)
         return live[0]
@@ -103,7 +105,7 @@ class Session:
         if run_id is None:
             latest = next(self.api.pages(f"/orgs/{org_id}/runs", {"limit": 1}, limit=1), None)
             if latest is None:
-                raise ApiError(404, "no_runs", "this organisation has no runs yet",
+                raise ApiError(404, CliCode.NO_RUNS, "this organisation has no runs yet",
                                "start one: marketplace run AGENT --follow")
             return dict(self.api.get(f"/agents/{latest['agent_id']}/runs/{latest['id']}"))
         if agent is None:
@@ -187,14 +189,14 @@ def login(s: Session, email: str | None, issuer: str | None, client_id: str | No
     cfg.url, cfg.mode = s.api.url, mode
     if mode == "local":
         if not email:
-            raise ApiError(400, "email_required", "local mode signs you in by email",
+            raise ApiError(400, CliCode.EMAIL_REQUIRED, "local mode signs you in by email",
                            "marketplace login --email you@example.com")
         tokens = s.api.post("/auth/token", {"grant_type": "dev", "email": email}, auth=False)
         cfg.email = email
         s.api.store_tokens(tokens)
     else:
         if not issuer or not client_id:
-            raise ApiError(400, "oidc_required",
+            raise ApiError(400, CliCode.OIDC_REQUIRED,
                            f"{s.api.url} runs in {mode} mode: sign in with your identity provider",
                            "marketplace login --issuer https://accounts.example.com --client-id ID "
                            "(or set MARKETPLACE_OIDC_ISSUER and MARKETPLACE_OIDC_CLIENT_ID)")
@@ -320,15 +322,15 @@ def _config_from(config_file: str | None, settings: tuple[str, ...]) -> dict[str
         try:
             loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ApiError(400, "bad_config", f"cannot read {config_file}: {exc}",
+            raise ApiError(400, CliCode.BAD_CONFIG, f"cannot read {config_file}: {exc}",
                            "give a JSON or YAML object") from None
         if not isinstance(loaded, dict):
-            raise ApiError(400, "bad_config", f"{config_file} is not an object", "give a JSON or YAML object")
+            raise ApiError(400, CliCode.BAD_CONFIG, f"{config_file} is not an object", "give a JSON or YAML object")
         config.update(loaded)
     for item in settings:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ApiError(400, "bad_config", f"--set {item!r} is not KEY=VALUE", "e.g. --set sensitivity=4")
+            raise ApiError(400, CliCode.BAD_CONFIG, f"--set {item!r} is not KEY=VALUE", "e.g. --set sensitivity=4")
         try:
             config[key] = json.loads(raw)
         except ValueError:
@@ -399,10 +401,10 @@ def _inputs_from(path: str | None) -> dict[str, Any]:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
         inputs = json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "bad_input", f"cannot read the inputs from {path}: {exc}",
+        raise ApiError(400, CliCode.BAD_INPUT, f"cannot read the inputs from {path}: {exc}",
                        "give a JSON object, e.g. {\"lookback_days\": 30}") from None
     if not isinstance(inputs, dict):
-        raise ApiError(400, "bad_input", f"{path} holds no JSON object",
+        raise ApiError(400, CliCode.BAD_INPUT, f"{path} holds no JSON object",
                        "give a JSON object, e.g. {\"lookback_days\": 30}")
     return inputs
 
