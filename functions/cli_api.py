@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, Field, ValidationError
 
 from functions.cli_config import ClientConfig
 from functions.cli_errors import CliCode, Code, OAuthCode, api_code, oauth_code, status_code
@@ -257,26 +258,34 @@ class Api:
     def device_login(self, issuer: str, client_id: str, scope: str, announce: Any) -> None:
         """gcp mode: the OAuth 2.0 device authorization grant (RFC 8628) at the OIDC ``issuer``;
         ``announce(uri, code)`` tells the user where to go."""
+        def unusable(exc: Exception) -> ApiError:
+            return ApiError(0, CliCode.OIDC_UNAVAILABLE, f"the issuer {issuer} offers no device sign-in: {exc}",
+                            "check --issuer and --client-id")
+
         try:
-            meta = httpx.get(issuer.rstrip("/") + "/.well-known/openid-configuration", timeout=TIMEOUT).json()
-            start = httpx.post(meta["device_authorization_endpoint"], data={"client_id": client_id, "scope": scope},
+            found = httpx.get(issuer.rstrip("/") + "/.well-known/openid-configuration", timeout=TIMEOUT)
+            meta = IssuerMetadata.model_validate(_json_object(found))
+            start = httpx.post(meta.device_authorization_endpoint, data={"client_id": client_id, "scope": scope},
                                timeout=TIMEOUT)
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            raise ApiError(0, CliCode.OIDC_UNAVAILABLE, f"the issuer {issuer} offers no device sign-in: {exc}",
-                           "check --issuer and --client-id") from None
-        grant = _json_object(start)
+        except (httpx.HTTPError, ValidationError) as exc:
+            raise unusable(exc) from None
+        answer = _json_object(start)
         if start.status_code >= 400:
-            raise ApiError(start.status_code, oauth_code(grant.get("error"), start.status_code),
-                           str(grant.get("error_description") or grant.get("error") or start.text[:200]),
+            raise ApiError(start.status_code, oauth_code(answer.get("error"), start.status_code),
+                           str(answer.get("error_description") or answer.get("error") or start.text[:200]),
                            "check --issuer and --client-id")
-        self.config.oidc = {"issuer": issuer, "client_id": client_id, "token_endpoint": meta["token_endpoint"]}
-        announce(grant.get("verification_uri_complete") or grant["verification_uri"], grant["user_code"])
-        interval = int(grant.get("interval", 5))
-        deadline = time.monotonic() + int(grant.get("expires_in", 600))
+        try:
+            grant = DeviceGrant.model_validate(answer)
+        except ValidationError as exc:
+            raise unusable(exc) from None
+        self.config.oidc = {"issuer": issuer, "client_id": client_id, "token_endpoint": meta.token_endpoint}
+        announce(grant.verification_uri_complete or grant.verification_uri, grant.user_code)
+        interval = grant.interval
+        deadline = time.monotonic() + grant.expires_in
         while time.monotonic() < deadline:
             time.sleep(interval)
             try:
-                tokens = self._oidc_token({"grant_type": DEVICE_GRANT, "device_code": grant["device_code"],
+                tokens = self._oidc_token({"grant_type": DEVICE_GRANT, "device_code": grant.device_code,
                                            "client_id": client_id})
             except ApiError as exc:
                 if exc.code == OAuthCode.AUTHORIZATION_PENDING:
@@ -289,6 +298,24 @@ class Api:
             return
         raise ApiError(401, OAuthCode.EXPIRED_TOKEN, "the sign-in code expired before it was used",
                        "run marketplace login again")
+
+
+class IssuerMetadata(BaseModel):
+    """What the CLI needs of an OIDC issuer's discovery document."""
+
+    device_authorization_endpoint: str
+    token_endpoint: str
+
+
+class DeviceGrant(BaseModel):
+    """An issuer's device authorization answer (RFC 8628 section 3.2)."""
+
+    device_code: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None = None
+    interval: int = Field(default=5, ge=0, le=300)
+    expires_in: int = Field(default=600, ge=1, le=86400)
 
 
 def _json_object(resp: httpx.Response) -> dict[str, Any]:

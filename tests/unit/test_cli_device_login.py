@@ -89,3 +89,31 @@ def test_an_unknown_client_and_a_dead_refresh_token_are_plain_errors(issuer: str
     with pytest.raises(ApiError) as dead:
         api.refresh()
     assert dead.value.message == "the refresh token is not valid" and "marketplace login" in dead.value.hint
+
+
+@pytest.mark.parametrize(("discovery", "grant"), [
+    ({"issuer": "x"}, None),  # no device endpoint
+    (None, {"user_code": "ABCD", "verification_uri": "https://issuer.example/device"}),  # no device_code
+    (None, {"device_code": "d", "verification_uri": "https://issuer.example/device"}),  # no user_code
+    (None, {"device_code": "d", "user_code": "ABCD"}),  # nowhere to go
+    (None, {"device_code": "d", "user_code": "ABCD", "verification_uri": "u", "interval": "soon"}),
+    (None, {"device_code": "d", "user_code": "ABCD", "verification_uri": "u", "expires_in": -5}),
+    (None, ["not", "an", "object"]),
+])
+def test_an_issuer_answer_missing_what_the_grant_needs_is_a_plain_error(discovery, grant, tmp_path,
+                                                                       monkeypatch) -> None:
+    monkeypatch.setenv("MARKETPLACE_CONFIG_DIR", str(tmp_path))
+
+    def answer(request: Recorded) -> Reply:
+        if request.method == "GET":
+            return Reply(200, discovery or {"device_authorization_endpoint": f"{server.url}/device",
+                                            "token_endpoint": f"{server.url}/token"})
+        return Reply(200, grant)
+
+    server = RecordingServer(answer)
+    with server:
+        api = Api(ClientConfig(mode="gcp"))
+        with pytest.raises(ApiError) as refused:
+            api.device_login(server.url, "cli-client", "openid", lambda *_: pytest.fail("nothing to announce"))
+    assert refused.value.code == "oidc_unavailable" and "--issuer" in refused.value.hint
+    assert api.config.oidc is None or api.config.oidc == {}
