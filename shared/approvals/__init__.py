@@ -20,7 +20,7 @@ from shared.approvals.models import (
     TaskDecision,
     TaskDecisions,
 )
-from shared.approvals.ports import CloudResources, ResourceActionError
+from shared.approvals.ports import CloudResources, ResourceActionError, ResourceOutcome
 from shared.approvals.service import PLATFORM_TOOLS, ApprovalNotifier, ApprovalService
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "ProposedAction",
     "ResourceActionError",
     "ResourceOut",
+    "ResourceOutcome",
     "ResourceQuery",
     "TaskDecision",
     "TaskDecisions",

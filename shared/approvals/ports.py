@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 
@@ -14,6 +14,22 @@ class ResourceActionError(Exception):
         self.retryable = retryable
 
 
+@dataclass(frozen=True)
+class ResourceOutcome:
+    """What a remediation did to a resource, as the approval's execution records it."""
+
+    resource_id: str
+    state: str  # after the action ("stopped", "running", ...)
+    previous_state: str
+    cloud: str  # which adapter acted: "gce", "local"
+    machine_type: str | None = None  # after a resize (or the unchanged type, where the cloud says it)
+    previous_machine_type: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The outcome as stored and shown (absent fields left out)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
 class CloudResources(Protocol):
     """Applies remediation actions to an org's cloud resources.
 
@@ -21,10 +37,10 @@ class CloudResources(Protocol):
     nothing and succeeds), so a resume redelivered after a crash may apply one again safely.
     """
 
-    def stop(self, org_id: str, resource_id: str) -> Mapping[str, Any]:
-        """Stop the resource; the outcome (``{"resource_id", "state", "previous_state"}``)."""
+    def stop(self, org_id: str, resource_id: str) -> ResourceOutcome:
+        """Stop the resource; what it did."""
         ...
 
-    def resize(self, org_id: str, resource_id: str, machine_type: str) -> Mapping[str, Any]:
+    def resize(self, org_id: str, resource_id: str, machine_type: str) -> ResourceOutcome:
         """Change the resource's machine type (stopping it first where the cloud requires it)."""
         ...

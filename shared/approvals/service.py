@@ -397,10 +397,10 @@ class ApprovalService:
         arguments = row["arguments"]
         try:
             if row["tool"] == "cloud.stop_instance":
-                outcome = dict(self.resources.stop(row["org_id"], str(arguments["resource_id"])))
+                outcome = self.resources.stop(row["org_id"], str(arguments["resource_id"])).as_json()
             else:
-                outcome = dict(self.resources.resize(row["org_id"], str(arguments["resource_id"]),
-                                                     str(arguments["machine_type"])))
+                outcome = self.resources.resize(row["org_id"], str(arguments["resource_id"]),
+                                                str(arguments["machine_type"])).as_json()
         except ResourceActionError as exc:
             if exc.retryable:
                 raise Unavailable(f"the cloud could not apply the action: {exc}") from exc

@@ -70,17 +70,17 @@ def adapter(fake: FakeCompute) -> ComputeEngineResources:
 def test_stop_waits_for_the_operation_and_is_idempotent(fake: FakeCompute) -> None:
     resources = adapter(fake)
     outcome = resources.stop("org_1", "//compute.googleapis.com/projects/proj/zones/europe-west1-b/instances/vm-idle")
-    assert outcome["state"] == "stopped" and outcome["previous_state"] == "running"
+    assert outcome.state == "stopped" and outcome.previous_state == "running"
     calls = [(r.method, r.path) for r in fake.server.received()]
     assert ("POST", f"{BASE}/instances/vm-idle/stop") in calls and ("POST", f"{BASE}/operations/op-1/wait") in calls
     again = resources.stop("org_1", "europe-west1-b/vm-idle")
-    assert again["previous_state"] == "terminated"
+    assert again.previous_state == "terminated"
     assert [r.path for r in fake.server.received()].count(f"{BASE}/instances/vm-idle/stop") == 1  # no second stop
 
 
 def test_resize_stops_then_sets_the_machine_type(fake: FakeCompute) -> None:
     outcome = adapter(fake).resize("org_1", "projects/proj/zones/europe-west1-b/instances/vm-idle", "e2-small")
-    assert outcome["machine_type"] == "e2-small" and outcome["previous_machine_type"] == "e2-standard-4"
+    assert outcome.machine_type == "e2-small" and outcome.previous_machine_type == "e2-standard-4"
     assert fake.instances["vm-idle"] == {"status": "TERMINATED", "type": "e2-small"}
     [set_type] = [r for r in fake.server.received() if r.path.endswith("/setMachineType")]
     assert set_type.json() == {"machineType": "zones/europe-west1-b/machineTypes/e2-small"}

@@ -9,11 +9,11 @@ first (Compute Engine requires it) and leaves it stopped: restarting is the owne
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
 from typing import Any
 
-from shared.approvals.ports import ResourceActionError
+from shared.approvals.ports import ResourceActionError, ResourceOutcome
 
 _PATH = re.compile(r"(?:^|/)projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)$")
 _SHORT = re.compile(r"^(?P<zone>[a-z0-9-]+)/(?P<name>[a-z0-9-]+)$")
@@ -64,7 +64,7 @@ class ComputeEngineResources:
     def _instance(self, project: str, zone: str, name: str) -> Any:
         return self._call("reading the instance", self.instances.get, project=project, zone=zone, instance=name)
 
-    def stop(self, org_id: str, resource_id: str) -> Mapping[str, Any]:
+    def stop(self, org_id: str, resource_id: str) -> ResourceOutcome:
         """Stop the instance (nothing to do when it is stopped already)."""
         del org_id  # the adapter's credentials are the org's project access
         project, zone, name = self._locate(resource_id)
@@ -73,10 +73,10 @@ class ComputeEngineResources:
             operation = self._call("stopping the instance", self.instances.stop, project=project, zone=zone,
                                    instance=name)
             self._wait(project, zone, operation)
-        return {"resource_id": resource_id, "state": "stopped", "previous_state": before.status.lower(),
-                "cloud": "gce"}
+        return ResourceOutcome(resource_id=resource_id, state="stopped", previous_state=before.status.lower(),
+                               cloud="gce")
 
-    def resize(self, org_id: str, resource_id: str, machine_type: str) -> Mapping[str, Any]:
+    def resize(self, org_id: str, resource_id: str, machine_type: str) -> ResourceOutcome:
         """Stop the instance and set its machine type."""
         project, zone, name = self._locate(resource_id)
         before = self._instance(project, zone, name)
@@ -88,4 +88,4 @@ class ComputeEngineResources:
             operation = self._call("setting the machine type", self.instances.set_machine_type, project=project,
                                    zone=zone, instance=name, instances_set_machine_type_request_resource=request)
             self._wait(project, zone, operation)
-        return {**stopped, "machine_type": machine_type, "previous_machine_type": previous_type}
+        return dataclasses.replace(stopped, machine_type=machine_type, previous_machine_type=previous_type)
