@@ -28,9 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
+sys.path.insert(1, str(ROOT / "tests"))  # support.wsgi, support.wait
 
 # ruff: noqa: E402 - the imports follow the sys.path fix
 import argparse
+import contextlib
 import json
 import platform
 import shutil
@@ -38,11 +40,11 @@ import statistics
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import replace
 from typing import Any
 
-from werkzeug.serving import WSGIRequestHandler, make_server
+from support.wait import wait_until
+from support.wsgi import serve_wsgi
 
 from functions.agent_cli import build_package
 from functions.gateway import create_gateway
@@ -99,10 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                         rate_limit_principal=0, rate_limit_dataplane=0, rate_limit_anonymous=0, log_level="WARNING")
     container = build_container(settings)
     app = create_gateway(container)
-    WSGIRequestHandler.log_request = lambda *_a, **_k: None  # type: ignore[method-assign]
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
+    serving = contextlib.ExitStack()
+    url = serving.enter_context(serve_wsgi(app, log_requests=False))
     stop = threading.Event()
     try:
         project = base / "bench-echo"
@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = Worker(client, options=WorkerOptions(lease_seconds=30, poll_wait=5.0, drain_seconds=5),
                         executor=executor)  # type: ignore[arg-type]
         threading.Thread(target=worker.serve, args=(stop,), daemon=True).start()
-        while worker.registration is None:
-            time.sleep(0.01)
+        wait_until(lambda: worker.registration is not None, timeout=60, interval=0.01, what="the worker's registration")
         inputs = json.loads((project / "sample-input.json").read_text())
         installed = base / "sandbox" / "packages" / uploaded["sha256"]
 
@@ -135,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                 executor.mode = "package"
                 shutil.rmtree(installed, ignore_errors=True)
             run = dev.call("POST", f"/agents/{agent_id}/runs", {"deployment_id": dep["id"], "inputs": inputs})
-            while True:
-                got = dev.call("GET", f"/agents/{agent_id}/runs/{run['id']}")
-                if got["status"] in ("succeeded", "failed", "dead", "cancelled"):
-                    break
-                time.sleep(0.002)
+
+            def finished() -> dict[str, Any] | None:
+                got: dict[str, Any] = dev.call("GET", f"/agents/{agent_id}/runs/{run['id']}")
+                return got if got["status"] in ("succeeded", "failed", "dead", "cancelled") else None
+
+            got = wait_until(finished, timeout=120, interval=0.002, what=f"{mode} run {run['id']} to finish")
             if got["status"] != "succeeded":
                 raise SystemExit(f"{mode} run {run['id']} {got['status']}: {got.get('error')}")
             with container.db.read() as tx:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.close()
     finally:
         stop.set()
-        server.shutdown()
+        serving.close()
         container.close()
         shutil.rmtree(base, ignore_errors=True)
     return 0

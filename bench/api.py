@@ -26,20 +26,20 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder heads sys.path, where bench/queue.py would shadow the
 # standard library's queue module.
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
+sys.path.insert(1, str(ROOT / "tests"))  # support.wsgi
 
 
-def serve(kind: str, port: int, data_dir: str | None) -> None:
-    """Child process: serve one app until killed."""
-    from werkzeug.serving import WSGIRequestHandler, make_server
+def serve(kind: str, data_dir: str | None) -> None:
+    """Child process: serve one app on a free port until killed; prints ``READY <url>``."""
+    from support.wsgi import serve_wsgi
 
-    WSGIRequestHandler.protocol_version = "HTTP/1.1"
-    WSGIRequestHandler.log_request = lambda *a, **k: None  # type: ignore[method-assign]
     if kind == "hello":
         src = Path(tempfile.mkdtemp()) / "main.py"
         src.write_text("def hello(request):\n    return {'hello': 'world'}\n")
@@ -58,21 +58,25 @@ def serve(kind: str, port: int, data_dir: str | None) -> None:
         # limiter still counts every request.
         app = create_gateway(build_container(Settings(data_dir=Path(data_dir or "."),
                                                       rate_limit_principal=100_000_000)))
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    print("READY", flush=True)
-    server.serve_forever()
+    with serve_wsgi(app, log_requests=False) as url:
+        print(f"READY {url}", flush=True)
+        threading.Event().wait()  # until the parent terminates this process
 
 
-def _start(kind: str, port: int, data_dir: str | None = None) -> subprocess.Popen[str]:
-    args = [sys.executable, __file__, "--serve", kind, "--port", str(port)]
+def _start(kind: str, procs: list[subprocess.Popen[str]], data_dir: str | None = None) -> int:
+    """Start a child serving ``kind`` (added to ``procs``); returns the port it serves on."""
+    args = [sys.executable, __file__, "--serve", kind]
     if data_dir:
         args += ["--data-dir", data_dir]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    procs.append(proc)
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    if "READY" not in line:
+    if not line.startswith("READY "):
         raise RuntimeError(f"{kind} server did not start: {line}")
-    return proc
+    port = urlsplit(line.split()[1]).port
+    assert port is not None
+    return port
 
 
 def load(port: int, method: str, path: str, *, seconds: float, concurrency: int,
@@ -123,14 +127,13 @@ def import_times(runs: int = 7) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve")
-    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data-dir")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.data_dir)
+        serve(args.serve, args.data_dir)
         return
 
     base = Path(tempfile.mkdtemp(prefix="marketplace-bench-"))
@@ -138,9 +141,8 @@ def main() -> None:
     data_dir = base / "data"
     procs: list[subprocess.Popen[str]] = []
     try:
-        hello = _start("hello", 18401)
-        gateway = _start("gateway", 18402, str(data_dir))
-        procs += [hello, gateway]
+        hello = _start("hello", procs)
+        gateway = _start("gateway", procs, str(data_dir))
         def token(email: str) -> str:
             return subprocess.run([str(Path(sys.executable).parent / "marketplace"), "token", "--email", email,
                                    "--data-dir", str(data_dir)], capture_output=True, text=True,
@@ -151,21 +153,21 @@ def main() -> None:
         # The reader belongs to three orgs, as a user typically does: GET /me lists them.
         org_ids = []
         for n in range(3):
-            conn = http.client.HTTPConnection("127.0.0.1", 18402, timeout=30)
+            conn = http.client.HTTPConnection("127.0.0.1", gateway, timeout=30)
             conn.request("POST", "/orgs", body=json.dumps({"name": f"reader org {n}"}),
                          headers={**auth, "Content-Type": "application/json"})
             org_ids.append(json.loads(conn.getresponse().read())["id"])
             conn.close()
         results: dict[str, list[dict[str, float]]] = {"hello": [], "get_me": [], "get_org": [], "post_orgs": []}
         for _ in range(args.rounds):
-            results["hello"].append(load(18401, "GET", "/", seconds=args.seconds, concurrency=args.concurrency,
+            results["hello"].append(load(hello, "GET", "/", seconds=args.seconds, concurrency=args.concurrency,
                                          headers={}))
-            results["get_me"].append(load(18402, "GET", "/me", seconds=args.seconds,
+            results["get_me"].append(load(gateway, "GET", "/me", seconds=args.seconds,
                                           concurrency=args.concurrency, headers=auth))
-            results["get_org"].append(load(18402, "GET", f"/orgs/{org_ids[0]}", seconds=args.seconds,
+            results["get_org"].append(load(gateway, "GET", f"/orgs/{org_ids[0]}", seconds=args.seconds,
                                            concurrency=args.concurrency, headers=auth))
             results["post_orgs"].append(load(
-                18402, "POST", "/orgs", seconds=args.seconds, concurrency=args.concurrency, headers=json_auth,
+                gateway, "POST", "/orgs", seconds=args.seconds, concurrency=args.concurrency, headers=json_auth,
                 body_fn=lambda i, n: json.dumps({"name": f"bench {i}-{n}"})))
         med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50_ms", "p99_ms")}
                for k, v in results.items()}

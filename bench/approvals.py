@@ -26,11 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
 sys.path.insert(1, str(ROOT / "tests" / "e2e"))
-sys.path.insert(1, str(ROOT / "tests"))  # support.wait
+sys.path.insert(1, str(ROOT / "tests"))  # support.wait, support.wsgi
 sys.path.insert(1, str(ROOT / "agents" / "cost-anomaly"))  # this tree's agent package, as pytest's pythonpath
 
 # ruff: noqa: E402 - the imports follow the sys.path fix
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -40,7 +41,7 @@ import time
 from typing import Any
 
 from support.wait import wait_until
-from werkzeug.serving import WSGIRequestHandler, make_server
+from support.wsgi import serve_wsgi
 
 from functions.gateway import create_gateway
 from runtime.client import DataPlaneClient
@@ -78,10 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                         rate_limit_principal=0, rate_limit_dataplane=0, rate_limit_anonymous=0, log_level="WARNING")
     container = build_container(settings)
     app = create_gateway(container)
-    WSGIRequestHandler.log_request = lambda *_args, **_kwargs: None  # type: ignore[method-assign]
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
+    gateway = contextlib.ExitStack()
+    url = gateway.enter_context(serve_wsgi(app, log_requests=False))
     stop = threading.Event()
     serving: threading.Thread | None = None
     try:
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         if serving is not None:
             serving.join(timeout=15)
-        server.shutdown()
+        gateway.close()
         container.close()
         EmbeddedPostgres(data_dir).stop(force=True)
         shutil.rmtree(data_dir, ignore_errors=True)

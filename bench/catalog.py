@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this folder comes first on sys.path, where a sibling benchmark module may shadow a
 # standard-library one (bench/queue.py); import from the repository root instead.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(1, str(ROOT / "tests"))  # support.wsgi
 
 from shared.catalog import (  # noqa: E402  # noqa: E402
     AgentManifest,
@@ -240,18 +242,17 @@ def http_getter(port: int, token: str) -> Callable[[dict[str, Any]], dict[str, A
     return get
 
 
-def serve(data_dir: Path, port: int) -> None:
-    """Child process: the gateway on the bench database, until killed."""
-    from werkzeug.serving import WSGIRequestHandler, make_server
+def serve(data_dir: Path) -> None:
+    """Child process: the gateway on the bench database, on a free port, until killed; prints
+    ``READY <url>``."""
+    from support.wsgi import serve_wsgi
 
     from functions.gateway import create_gateway
 
-    WSGIRequestHandler.protocol_version = "HTTP/1.1"
-    WSGIRequestHandler.log_request = lambda *a, **k: None  # type: ignore[method-assign]
     app = create_gateway(build_container(Settings(mode="local", data_dir=data_dir), migrate=False))
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    print("READY", flush=True)
-    server.serve_forever()
+    with serve_wsgi(app, log_requests=False) as url:
+        print(f"READY {url}", flush=True)
+        threading.Event().wait()  # until the parent terminates this process
 
 
 def main() -> None:
@@ -260,11 +261,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--no-http", action="store_true", help="only the in-process test client")
-    parser.add_argument("--port", type=int, default=18431)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(Path(args.serve), args.port)
+        serve(Path(args.serve))
         return
 
     import logging
@@ -286,12 +286,14 @@ def main() -> None:
         token = container.identity.dev_grant("bench-reader@example.com").access_token
         getters["test client"] = test_client_getter(create_gateway(container), token)
         if not args.no_http:
-            child = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), "--port", str(args.port)],
+            child = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir)],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
             assert child.stdout is not None
-            if "READY" not in child.stdout.readline():
-                raise RuntimeError("the HTTP server did not start")
-            getters["http"] = http_getter(args.port, token)
+            ready = child.stdout.readline()
+            port = urllib.parse.urlsplit(ready.split()[1]).port if ready.startswith("READY ") else None
+            if port is None:
+                raise RuntimeError(f"the HTTP server did not start: {ready}")
+            getters["http"] = http_getter(port, token)
 
         results: dict[tuple[str, str], list[tuple[float, float]]] = {}
         sizes: dict[str, int] = {}

@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 TARGET_RUNS_PER_SECOND = 300
 
@@ -223,7 +224,7 @@ def steady(data_dir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=18431)
+    parser.add_argument("--port", type=int, default=0, help="the API's port (default: a free one)")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
@@ -246,17 +247,19 @@ def main() -> None:
     try:
         assert proc.stdout is not None
         serving = ""
+        port: int | None = None
         for line in proc.stdout:
             if line.startswith("serving the API"):
                 serving = line.split(" with ", 1)[1].split(" (")[0]
             if line.startswith("READY"):
+                port = urlsplit(line.split()[1]).port  # "READY http://127.0.0.1:PORT": --port 0 picks one
                 break
-        else:
+        if port is None:
             raise RuntimeError("the platform did not start")
-        ids = setup(args.port, data_dir)
-        load(args.port, ids, seconds=2, concurrency=args.concurrency)  # warm-up: connections, prepared statements
+        ids = setup(port, data_dir)
+        load(port, ids, seconds=2, concurrency=args.concurrency)  # warm-up: connections, prepared statements
         steady(data_dir)
-        rounds = [measured(args.port, ids, proc.pid, seconds=args.seconds, concurrency=args.concurrency)
+        rounds = [measured(port, ids, proc.pid, seconds=args.seconds, concurrency=args.concurrency)
                   for _ in range(args.rounds)]
         med = {m: statistics.median(r[m] for r in rounds)
                for m in ("runs_per_s", "p50_ms", "p99_ms", "gateway_cpu_ms", "postgres_cpu_ms", "client_cpu_ms")}

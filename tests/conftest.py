@@ -24,7 +24,6 @@ import itertools
 import os
 import shutil
 import tempfile
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from werkzeug.serving import WSGIRequestHandler, make_server
+from support.wsgi import serve_wsgi
 
 from functions.gateway import create_gateway
 from shared.composition import Container, build_container
@@ -239,11 +238,6 @@ def member(app: Any, make_user):
 
 @pytest.fixture(scope="module")
 def live_url(app: Any) -> Iterator[str]:
-    """The gateway on a free loopback port, served as ``marketplace up`` serves it."""
-    WSGIRequestHandler.protocol_version = "HTTP/1.1"
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    """The gateway on a free loopback port, over real HTTP (``support.wsgi.serve_wsgi``)."""
+    with serve_wsgi(app) as url:
+        yield url

@@ -34,6 +34,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from support.http import RecordingServer
+from support.wait import wait_until
 
 from shared.composition import Container, connection_factory
 from shared.kernel.net import free_port
@@ -622,11 +623,12 @@ def test_relay_pushes_the_redelivery_of_an_expired_lease_once(paused_cloud_queue
     redelivery = cloud_task_name("run_relay", task_id, 2)
     assert redelivery not in _listed(tasks_client, paused_cloud_queue.queue_path)
     # Other tests' expired leases are due too: relay until ours is pushed, then it is not pushed again.
-    for _ in range(20):
+
+    def relayed() -> bool:
         paused_cloud_queue.relay()
-        if redelivery in _listed(tasks_client, paused_cloud_queue.queue_path):
-            break
-    assert redelivery in _listed(tasks_client, paused_cloud_queue.queue_path)
+        return redelivery in _listed(tasks_client, paused_cloud_queue.queue_path)
+
+    wait_until(relayed, timeout=30, interval=0.01, what=f"the relay to push {redelivery}")
     before = len(tasks_client.list_tasks(parent=paused_cloud_queue.queue_path).tasks)
     paused_cloud_queue.relay()
     names = [t.name for t in tasks_client.list_tasks(parent=paused_cloud_queue.queue_path)]
