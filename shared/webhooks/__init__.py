@@ -15,13 +15,14 @@ from shared.webhooks.models import (
     WebhookCreated,
     WebhookOut,
 )
-from shared.webhooks.service import WebhookService
+from shared.webhooks.service import EmittedEvent, WebhookService
 
 __all__ = [
     "DeliveryAttemptOut",
     "DestinationPolicy",
     "DispatchOut",
     "DispatchRequest",
+    "EmittedEvent",
     "SystemResolver",
     "WebhookCreate",
     "WebhookCreated",

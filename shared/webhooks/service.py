@@ -126,10 +126,21 @@ def _clip(text: str | None, limit: int = _MAX_ERROR_CHARS) -> str | None:
     return cleaned[:limit]
 
 
-def event_id(emitted: Deferred) -> str | None:
-    """The id of the event ``WebhookService.emit`` queued, None if no webhook was subscribed."""
-    row = emitted.one()
-    return None if row is None else str(row["event_id"])
+class EmittedEvent:
+    """What ``WebhookService.emit`` queued. Its statement is sent without waiting; asking for the
+    event's id waits for the answer (so ask only when the id is needed)."""
+
+    __slots__ = ("_answer",)
+
+    def __init__(self, answer: Deferred) -> None:
+        self._answer = answer
+
+    @property
+    def event_id(self) -> str | None:
+        """The event's id (the ``webhook-id`` receivers see), None if no webhook was subscribed
+        and nothing was written."""
+        row = self._answer.one()
+        return None if row is None else str(row["event_id"])
 
 
 class WebhookService:
@@ -211,14 +222,13 @@ class WebhookService:
                                         next_cursor=next_cursor)
 
     # -- the outbox ----------------------------------------------------------------------------
-    def emit(self, tx: Tx, *, org_id: str, event: WebhookEvent | str, data: Mapping[str, Any]) -> Deferred:
+    def emit(self, tx: Tx, *, org_id: str, event: WebhookEvent | str, data: Mapping[str, Any]) -> EmittedEvent:
         """Queue ``event`` for every active webhook of ``org_id`` subscribed to it, in ``tx``.
 
         Call it inside the transaction that makes the change the event reports: the event and
         its deliveries commit or roll back with it. One statement, held back until the
-        transaction's next statement or its commit (``Tx.defer``); ``event_id`` of what this
-        returns reads the event id (the ``webhook-id`` receivers see), None when no webhook was
-        subscribed and nothing was written. ``data`` must be JSON-serialisable (datetimes and
+        transaction's next statement or its commit (``Tx.defer``); the ``event_id`` of what this
+        returns reads the event id. ``data`` must be JSON-serialisable (datetimes and
         other scalars become strings). An unknown event type is a programming error
         (``ValueError``).
         """
@@ -226,8 +236,8 @@ class WebhookService:
         new_event = new_id("msg")
         delivery_prefix = "whd_" + new_event.removeprefix("msg_")[:10]
         # Payloads leave the platform: the redaction rule holds for them as for logs.
-        return tx.defer(_Q.emit, org_id, event_type, new_event, org_id, event_type,
-                        json.dumps(redact(dict(data)), default=str), delivery_prefix, org_id)
+        return EmittedEvent(tx.defer(_Q.emit, org_id, event_type, new_event, org_id, event_type,
+                                     json.dumps(redact(dict(data)), default=str), delivery_prefix, org_id))
 
     # -- delivery ------------------------------------------------------------------------------
     def _lease_seconds(self, batch: int) -> float:

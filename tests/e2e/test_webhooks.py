@@ -29,7 +29,6 @@ from shared.composition import Container, build_container
 from shared.kernel.ids import id_time
 from shared.webhooks.destinations import DestinationPolicy
 from shared.webhooks.service import RetrySchedule, WebhookDispatcher, WebhookService
-from shared.webhooks.service import event_id as emitted_event
 
 # -- a real receiver -----------------------------------------------------------------------------
 
@@ -103,7 +102,7 @@ def emit(container: Container, org_id: str, event: str = "run.completed", data: 
          ) -> str | None:
     with container.db.transaction() as tx:
         emitted = container.webhooks.emit(tx, org_id=org_id, event=event, data=data or {"run_id": "run_123"})
-    return emitted_event(emitted)
+    return emitted.event_id
 
 
 def make_hook(admin: Client, org_id: str, url: str, events: list[str] | None = None) -> dict[str, Any]:
@@ -355,10 +354,10 @@ def test_an_event_exists_only_if_its_cause_committed(container, make_org):
 
     def cause_that_rolls_back() -> None:
         with container.db.transaction() as tx:
-            emitted.append(emitted_event(container.webhooks.emit(tx, org_id=org_id, event="run.failed",
-                                                                 data={"run_id": "r"})))
-            emitted.append(emitted_event(container.webhooks.emit(tx, org_id=org_id, event="run.completed",
-                                                                 data={"run_id": "r"})))
+            emitted.append(container.webhooks.emit(tx, org_id=org_id, event="run.failed",
+                                                   data={"run_id": "r"}).event_id)
+            emitted.append(container.webhooks.emit(tx, org_id=org_id, event="run.completed",
+                                                   data={"run_id": "r"}).event_id)
             raise RuntimeError("the cause rolls back")
 
     with pytest.raises(RuntimeError):
