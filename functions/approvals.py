@@ -4,7 +4,7 @@ the data plane's side (a run parks at gated calls, reads decisions, claims an ap
 from __future__ import annotations
 
 from functions.operation import ADMIN, ANY_MEMBER, Call, operation
-from functions.tasks import _LEASE, _lease_token
+from functions.tasks import LEASE_HEADERS, lease_token
 from shared.approvals import (
     ApprovalListQuery,
     ApprovalOut,
@@ -78,10 +78,10 @@ def await_approval(call: Call) -> AwaitApprovalOut:
 
 
 @operation("GET", "/tasks/{task_id}/approvals", summary="Decisions of the task's run", tags=["data plane"],
-           dataplane=True, response=TaskDecisions, headers=_LEASE,
+           dataplane=True, response=TaskDecisions, headers=LEASE_HEADERS,
            errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST})
 def task_approvals(call: Call) -> TaskDecisions:
-    return call.services.approvals.task_decisions(call.caller, call.params["task_id"], _lease_token(call))
+    return call.services.approvals.task_decisions(call.caller, call.params["task_id"], lease_token(call))
 
 
 @operation("POST", "/tasks/{task_id}/approvals/{approval_id}/execution", summary="Claim an approved execution",

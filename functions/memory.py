@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.operation import ADMIN, ANY_MEMBER, Call, Reply, operation
-from functions.tasks import _LEASE, _lease_token
+from functions.tasks import LEASE_HEADERS, lease_token
 from shared.identity import PUBLISHERS
 from shared.kernel.errors import ErrorCode
 from shared.memory import (
@@ -83,14 +83,14 @@ def forget_subject(call: Call) -> Forgotten:
 
 # -- the data plane: a leased task's memory (the run's org and manifest decide what it gets) --
 def _scope(call: Call) -> RunMemoryScope:
-    scope: RunMemoryScope = call.services.runs.memory_scope(call.caller, call.params["task_id"], _lease_token(call))
+    scope: RunMemoryScope = call.services.runs.memory_scope(call.caller, call.params["task_id"], lease_token(call))
     return scope
 
 
 @operation("POST", "/tasks/{task_id}/memory/context", summary="Load a run's memory context", tags=["data plane"],
            dataplane=True, body=ContextRequest, response=MemoryContext, idempotent=False,
            errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 404: ErrorCode.NOT_FOUND, 409: ErrorCode.LEASE_LOST},
-           headers=_LEASE)
+           headers=LEASE_HEADERS)
 def load_run_memory(call: Call) -> MemoryContext:
     scope = _scope(call)
     body: ContextRequest = call.body
@@ -101,7 +101,7 @@ def load_run_memory(call: Call) -> MemoryContext:
 @operation("POST", "/tasks/{task_id}/memory", summary="Store what a run learned", tags=["data plane"],
            dataplane=True, body=RunLearned, response=StoredOut, status=201, idempotent=False,
            errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 404: ErrorCode.NOT_FOUND, 409: ErrorCode.LEASE_LOST},
-           headers=_LEASE)
+           headers=LEASE_HEADERS)
 def store_run_memory(call: Call) -> StoredOut:
     scope = _scope(call)
     return call.services.memory.learn(scope.org_id, agent=scope.agent, run_id=scope.run_id, levels=scope.levels,

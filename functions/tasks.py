@@ -24,10 +24,12 @@ from shared.runs import (
 
 LEASE_HEADER = "X-Lease-Token"
 _MIB = 1024 * 1024
-_LEASE = {LEASE_HEADER: "The task's lease token (required)."}
+#: ``headers=`` of every data-plane operation that takes the lease in a header.
+LEASE_HEADERS = {LEASE_HEADER: "The task's lease token (required)."}
 
 
-def _lease_token(call: Call) -> str:
+def lease_token(call: Call) -> str:
+    """The lease token a data-plane call sends in its header (400 lease_token_required without one)."""
     token = call.request.headers.get(LEASE_HEADER, "").strip()
     if not token or len(token) > 200:
         raise BadRequest(f"send the task's lease token in the {LEASE_HEADER} header",
@@ -73,27 +75,27 @@ def complete_run(call: Call) -> Reply:
 
 @operation("PUT", "/tasks/{task_id}/checkpoints/{checkpoint_id}", summary="Store a run checkpoint",
            tags=["data plane"], dataplane=True, body=CheckpointIn, status=204, max_body=64 * _MIB,
-           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=_LEASE)
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=LEASE_HEADERS)
 def put_checkpoint(call: Call) -> Reply:
-    call.services.runs.put_checkpoint(call.caller, call.params["task_id"], _lease_token(call),
+    call.services.runs.put_checkpoint(call.caller, call.params["task_id"], lease_token(call),
                                       call.params["checkpoint_id"], call.body)
     return Reply(status=204)
 
 
 @operation("PUT", "/tasks/{task_id}/checkpoints/{checkpoint_id}/writes", summary="Store a checkpoint's pending writes",
            tags=["data plane"], dataplane=True, body=CheckpointWritesIn, status=204, max_body=64 * _MIB,
-           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=_LEASE)
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=LEASE_HEADERS)
 def put_checkpoint_writes(call: Call) -> Reply:
-    call.services.runs.put_writes(call.caller, call.params["task_id"], _lease_token(call),
+    call.services.runs.put_writes(call.caller, call.params["task_id"], lease_token(call),
                                   call.params["checkpoint_id"], call.body)
     return Reply(status=204)
 
 
 @operation("GET", "/tasks/{task_id}/checkpoints", summary="List a run's checkpoints", tags=["data plane"],
            dataplane=True, query=CheckpointQuery, response=CheckpointList,
-           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=_LEASE)
+           errors={400: ErrorCode.LEASE_TOKEN_REQUIRED, 409: ErrorCode.LEASE_LOST}, headers=LEASE_HEADERS)
 def list_checkpoints(call: Call) -> CheckpointList:
     q: CheckpointQuery = call.query
-    return call.services.runs.list_checkpoints(call.caller, call.params["task_id"], _lease_token(call),
+    return call.services.runs.list_checkpoints(call.caller, call.params["task_id"], lease_token(call),
                                                checkpoint_ns=q.checkpoint_ns, checkpoint_id=q.checkpoint_id,
                                                before=q.before, limit=q.limit)
