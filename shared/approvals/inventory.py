@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from shared.approvals.models import ResourceOut
 from shared.audit import AuditLog
@@ -21,7 +21,19 @@ _Q = Queries("shared.approvals")
 DAYS_PER_MONTH = Decimal(365) / Decimal(12)
 
 
-def resources_of_focus(text: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class FocusResource:
+    """One resource as a FOCUS export describes it, with its monthly cost."""
+
+    resource_id: str
+    name: str | None
+    service: str | None
+    region: str | None
+    resource_type: str | None
+    monthly_cost_micros: int
+
+
+def resources_of_focus(text: str) -> list[FocusResource]:
     """One resource per ``ResourceId`` of a FOCUS 1.0 CSV: its name, service, region, and its
     monthly cost (its billed cost over the days the data covers, scaled to a month), micro-dollars."""
     reader = csv.DictReader(io.StringIO(text))
@@ -30,7 +42,7 @@ def resources_of_focus(text: str) -> list[dict[str, Any]]:
         raise Unprocessable("not a FOCUS 1.0 CSV", details=[
             {"path": "focus_csv", "message": f"needs the columns {', '.join(sorted(needed))}"}])
     cost: dict[str, Decimal] = defaultdict(Decimal)
-    info: dict[str, dict[str, Any]] = {}
+    info: dict[str, dict[str, str | None]] = {}
     days: set[str] = set()
     for number, row in enumerate(reader, start=2):
         resource = (row.get("ResourceId") or "").strip()
@@ -48,8 +60,8 @@ def resources_of_focus(text: str) -> list[dict[str, Any]]:
         info[resource] = {"name": value("ResourceName"), "service": value("ServiceName"),
                           "region": value("RegionId"), "resource_type": value("ResourceType")}
     span = Decimal(max(1, len(days)))
-    return [{"resource_id": r[:500], **info[r],
-             "monthly_cost_micros": int((cost[r] / span * DAYS_PER_MONTH * 1_000_000).to_integral_value())}
+    return [FocusResource(resource_id=r[:500], **info[r],
+                          monthly_cost_micros=int((cost[r] / span * DAYS_PER_MONTH * 1_000_000).to_integral_value()))
             for r in sorted(cost)]
 
 
@@ -76,8 +88,8 @@ class Inventory:
                 {"path": "focus_csv", "message": "too many resources"}])
         with self.db.transaction() as tx:
             for r in resources:
-                tx.execute(_Q.upsert_resource, org_id, r["resource_id"], r["name"], r["service"], r["region"],
-                           None, r["monthly_cost_micros"])
+                tx.execute(_Q.upsert_resource, org_id, r.resource_id, r.name, r.service, r.region, None,
+                           r.monthly_cost_micros)
             self.audit.append(tx, org_id=org_id, actor=principal.actor, action="cloud_resources.imported",
                               target=org_id, details={"resources": len(resources)})
         return self.page(org_id, limit=200, cursor=None)
