@@ -274,6 +274,62 @@ def test_string_literals_skip_docstrings_and_join_f_strings() -> None:
     assert sorted(text for _, text in string_literals(tree) if looks_like_sql(text)) == ["SELECT {} FROM runs"]
 
 
+# -- typed seams: contexts return models -------------------------------------------
+
+# A row or an untyped mapping returned by a context's public function is a seam where a renamed
+# column becomes a runtime error elsewhere. These return JSON documents on purpose:
+JSON_RETURNS = {
+    "shared.approvals.ports.ResourceOutcome.as_json",  # the outcome as the approval stores it
+    "shared.audit.service.as_jsonb_returns",  # any JSON value, as a jsonb column hands it back
+    "shared.catalog.manifest.manifest_json_schema",  # a JSON Schema document
+    "shared.catalog.rows.cursor_value",  # a sort key's JSON value inside a cursor
+    "shared.deployments.service.config_problems",  # an error's details (path, message)
+    "shared.runs.service.input_problems",  # an error's details (path, message)
+    "shared.notifications.slack.approval_message",  # a Slack Block Kit message body
+}
+_UNTYPED_RETURN = re.compile(r"\bRow\b|\bDeferred\b|dict\[str, (?:Any|object)\]|Mapping\[str, Any\]|^Any$|list\[dict")
+
+
+def untyped_returns(path: Path, module: str) -> Iterator[str]:
+    """``module.[Class.]function`` of each public function in ``path`` whose return annotation is a
+    row, a deferred answer, an untyped mapping or Any."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    scopes: list[tuple[str, list[ast.stmt]]] = [(module, tree.body)]
+    scopes += [(f"{module}.{node.name}", node.body) for node in tree.body
+               if isinstance(node, ast.ClassDef) and not node.name.startswith("_")]
+    for prefix, body in scopes:
+        for node in body:
+            if (isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and node.returns is not None
+                    and _UNTYPED_RETURN.search(ast.unparse(node.returns))):
+                yield f"{prefix}.{node.name}"
+
+
+def test_contexts_return_models_not_rows() -> None:
+    found = set()
+    for ctx in _contexts():
+        for path in sorted((SHARED / ctx).rglob("*.py")):
+            if "adapters" not in path.parts:
+                module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+                found |= set(untyped_returns(path, module))
+    assert found - JSON_RETURNS == set(), "return a model (pydantic or a dataclass), not a row or a dict"
+    assert JSON_RETURNS - found == set(), "an allowed JSON return is gone: take it off JSON_RETURNS"
+
+
+def test_untyped_returns_sees_rows_mappings_and_any(tmp_path: Path) -> None:
+    code = tmp_path / "m.py"
+    code.write_text("from typing import Any\n"
+                    "def a() -> Row: ...\n"
+                    "def b() -> dict[str, Any]: ...\n"
+                    "class S:\n"
+                    "    def c(self) -> list[Row]: ...\n"
+                    "    def d(self) -> Deferred: ...\n"
+                    "    def e(self) -> Page[RunOut]: ...\n"
+                    "    def _f(self) -> Row: ...\n"
+                    "def g() -> Any: ...\n"
+                    "def h() -> RunOut | None: ...\n")
+    assert sorted(untyped_returns(code, "m")) == ["m.S.c", "m.S.d", "m.a", "m.b", "m.g"]
+
+
 # -- no library internals -----------------------------------------------------
 
 # Underscore names that are their library's documented public API.
