@@ -43,6 +43,8 @@ import rfc8785
 from langgraph.config import get_config
 from langgraph.types import Command, interrupt
 
+from shared.kernel.errors import ErrorCode
+
 _log = logging.getLogger(__name__)
 
 REMEDIATION_CONSTRAINT = "requires-human-approval-for-remediation"
@@ -206,7 +208,7 @@ class ApprovalGate:
             claim = self.desk.claim(approval_id, call_hash)
         except Exception as exc:
             code = getattr(exc, "code", "")
-            if code in ("stale_approval", "not_approved"):
+            if code in (ErrorCode.STALE_APPROVAL, ErrorCode.NOT_APPROVED):
                 self.on_log(f"Gated call {name} refused: {code}", {"tool": name, "approval_id": approval_id,
                                                                    "call_hash": call_hash})
                 return {"executed": False, "status": code}

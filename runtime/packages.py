@@ -32,6 +32,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from shared.kernel.errors import ErrorCode
 from shared.kernel.package_archive import PackageError, extract_package
 
 _MARK = ".installed.json"
@@ -163,7 +164,7 @@ class PackageCache:
             try:
                 project = extract_package(data, staging / "src", expected_sha256=sha256)
             except PackageError as exc:
-                if exc.code == "package_digest_mismatch":
+                if exc.code == ErrorCode.PACKAGE_DIGEST_MISMATCH:
                     raise PackageUnavailable(f"package sha256:{sha256} refused: the fetched bytes do not match its "
                                              f"digest ({exc})") from exc
                 raise PackageUnavailable(f"package sha256:{sha256} refused: {exc}") from exc

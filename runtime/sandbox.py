@@ -455,7 +455,7 @@ class SandboxExecutor:
                 if refusal:
                     run.log.write(RUN_STEP, f"Tool call refused by the runner: {refusal}", level="error",
                                   fields={"tool": name})
-                    return {"ok": False, "code": "tool_refused", "error": refusal}
+                    return {"ok": False, "code": protocol.Refusal.TOOL_REFUSED, "error": refusal}
                 run.tool_calls += 1
                 return {"ok": True}
             if op in ("put_checkpoint", "put_writes", "list_checkpoints"):
@@ -463,14 +463,15 @@ class SandboxExecutor:
             if op in ("decisions", "claim", "record"):
                 return self._desk(run, op, message)
         except Exception as exc:  # noqa: BLE001 - the child sees the failure as its call's error
-            return {"ok": False, "code": str(getattr(exc, "code", "error")), "error": f"{type(exc).__name__}: {exc}"}
-        return {"ok": False, "code": "unknown_request", "error": f"unknown request {str(op)[:40]!r}"}
+            return {"ok": False, "code": str(getattr(exc, "code", protocol.Refusal.FAILED)),
+                    "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": False, "code": protocol.Refusal.UNKNOWN_REQUEST, "error": f"unknown request {str(op)[:40]!r}"}
 
     @staticmethod
     def _checkpoint(run: _Run, op: str, message: dict[str, Any]) -> dict[str, Any]:
         store = run.checkpoints
         if store is None:
-            return {"ok": False, "code": "no_checkpoints", "error": "this run has no checkpoint store"}
+            return {"ok": False, "code": protocol.Refusal.NO_CHECKPOINTS, "error": "this run has no checkpoint store"}
         if op == "list_checkpoints":
             found = store.list_checkpoints(checkpoint_ns=str(message.get("checkpoint_ns", "")),
                                            checkpoint_id=message.get("checkpoint_id"), before=message.get("before"),
@@ -478,7 +479,7 @@ class SandboxExecutor:
             return {"ok": True, "checkpoints": found}
         body = message.get("body")
         if not isinstance(body, dict):
-            return {"ok": False, "code": "bad_request", "error": "body must be an object"}
+            return {"ok": False, "code": protocol.Refusal.BAD_REQUEST, "error": "body must be an object"}
         getattr(store, op)(str(message.get("checkpoint_id")), body)
         return {"ok": True}
 
@@ -486,7 +487,7 @@ class SandboxExecutor:
     def _desk(run: _Run, op: str, message: dict[str, Any]) -> dict[str, Any]:
         desk = run.approvals
         if desk is None:
-            return {"ok": False, "code": "no_approvals", "error": "this run has no approvals"}
+            return {"ok": False, "code": protocol.Refusal.NO_APPROVALS, "error": "this run has no approvals"}
         if op == "decisions":
             return {"ok": True, "decisions": desk.decisions()}
         if op == "claim":

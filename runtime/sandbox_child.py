@@ -56,7 +56,8 @@ class Channel:
             protocol.send(self.sock, {"op": op, **fields})
             reply = protocol.receive(self.sock)
         if not reply.get("ok"):
-            raise RemoteError(str(reply.get("code", "refused")), str(reply.get("error", "refused by the runner")))
+            raise RemoteError(str(reply.get("code", protocol.Refusal.REFUSED)),
+                              str(reply.get("error", "refused by the runner")))
         return reply
 
 

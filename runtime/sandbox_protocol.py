@@ -9,6 +9,7 @@ would unpickle what the child sends, which the parent must never do.
 
 from __future__ import annotations
 
+import enum
 import json
 import socket
 import struct
@@ -16,6 +17,20 @@ from typing import Any
 
 MAX_FRAME = 32 * 1024 * 1024
 _HEADER = struct.Struct(">I")
+
+
+class Refusal(enum.StrEnum):
+    """Why the parent refused a request of the child (a reply's ``code`` when not ``ok``). A
+    refusal that passes on the control plane's answer carries the API's own ``ErrorCode`` instead
+    (``stale_approval``, ``lease_lost``, ...)."""
+
+    TOOL_REFUSED = "tool_refused"  # the tool is not granted to this deployment (default deny)
+    UNKNOWN_REQUEST = "unknown_request"  # an ``op`` the protocol does not have
+    NO_CHECKPOINTS = "no_checkpoints"  # the run has no checkpoint store
+    NO_APPROVALS = "no_approvals"  # the run has no approvals desk
+    BAD_REQUEST = "bad_request"  # a request whose fields are not what the op takes
+    FAILED = "error"  # the request failed in the parent without a code of its own
+    REFUSED = "refused"  # (child side) a reply that said not ok and gave no code
 
 
 class ProtocolError(Exception):

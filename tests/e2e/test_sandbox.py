@@ -132,6 +132,17 @@ def test_no_network_without_the_permission(executor, projects, agent_files) -> N
         assert granted.status == "succeeded" and granted.outputs == {"result": "connected"}, granted
 
 
+def test_requests_outside_the_protocol_are_refused_with_their_reason(executor, projects, agent_files) -> None:
+    outcome, log = run(executor, projects, agent_files, "forge_requests")
+    assert outcome.status == "succeeded", outcome
+    # An unknown op, a checkpoint and the approvals of a run that has neither (this executor is
+    # given no stores), and a tool the deployment was never granted.
+    assert outcome.outputs == {"result": "unknown_request,no_checkpoints,no_approvals,tool_refused"}
+    assert any("Tool call refused by the runner" in line.message for line in log.lines)
+    assert_no_leak(outcome, log)
+    assert_still_serving(executor, projects, agent_files)
+
+
 def test_memory_past_its_limit(executor, projects, agent_files) -> None:
     outcome, _ = run(executor, projects, agent_files, "memory", memory="256Mi")
     assert outcome.status == "failed" and "memory limit exceeded" in str(outcome.error), outcome

@@ -71,6 +71,20 @@ GRAPH = textwrap.dedent('''
         elif what == "sleep":
             time.sleep(float(arg))
             result = "slept"
+        elif what == "forge_requests":
+            # Find the child's end of the pipe and ask the runner for what the protocol has not.
+            import gc
+            from runtime.sandbox_child import Channel, RemoteError
+            channel = next(o for o in gc.get_objects() if isinstance(o, Channel))
+            codes = []
+            for op, fields in (("read_the_key", {}), ("put_checkpoint", {"checkpoint_id": "x", "body": 5}),
+                               ("decisions", {}), ("tool", {"name": "shell.exec"})):
+                try:
+                    channel.call(op, **fields)
+                    codes.append("granted")
+                except RemoteError as exc:
+                    codes.append(exc.code)
+            result = ",".join(codes)
         elif what == "spin":
             end = time.monotonic() + float(arg)
             while time.monotonic() < end:
