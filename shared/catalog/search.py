@@ -21,7 +21,7 @@ from shared.catalog.rows import catalog_item_of, cursor_value
 from shared.kernel.db.database import Database, Row, Tx
 from shared.kernel.db.queries import Queries
 from shared.kernel.errors import BadRequest, ErrorCode, Unprocessable
-from shared.kernel.pagination import Page, decode_cursor, next_page
+from shared.kernel.pagination import Page, cursor_sort_value, decode_cursor, next_page
 
 # ts_rank weights for D, C, B, A: publisher name, description, tags+category, names.
 RANK_WEIGHTS = [0.1, 0.2, 0.4, 1.0]
@@ -195,11 +195,13 @@ class CatalogSearcher:
         values: list[Any] = [None] * len(keys)
         after_id = None
         if plan.after is not None:
-            values = plan.after["k"]
-            if not isinstance(values, list) or len(values) != len(keys):
+            found = plan.after["k"]
+            if not isinstance(found, list) or len(found) != len(keys):
                 raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
-            after_id = plan.after["id"]
-            if not isinstance(after_id, str):
+            # Each value as its statement casts it, and the id as text: a 400 rather than a cast error.
+            values = [cursor_sort_value(value, sql_type) for value, (_, sql_type) in zip(found, keys, strict=True)]
+            after_id = cursor_sort_value(plan.after["id"], "text")
+            if after_id is None:
                 raise BadRequest("the cursor is not valid", code=ErrorCode.INVALID_CURSOR)
         tsquery = tsquery_text(groups) if groups is not None else None
         return [RANK_WEIGHTS, tsquery, params.category, params.category, params.pricing_model,

@@ -1,16 +1,20 @@
 """Keyset pagination for every list endpoint: opaque cursors (base64url JSON of the last item's
-sort key), the two positions lists sort by (``Keyset``, newest first by ``(time, id)``, which most
-lists use; ``ByKey``, ascending by one unique text key), and ``cut_page``/``next_page``, the one
-step that cuts a page from ``limit + 1`` rows and says whether another follows."""
+sort key), the positions lists sort by (``Keyset``, newest first by ``(time, id)``, which most
+lists use; ``ByKey``, ascending by one unique text key; ``BySeq``, newest first by a growing
+integer), ``cursor_sort_value`` for a list sorted by several typed keys (the catalog search), and
+``cut_page``/``next_page``, the one step that cuts a page from ``limit + 1`` rows and says whether
+another follows."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,6 +54,52 @@ def _text(value: Any) -> str:
     except UnicodeEncodeError as exc:
         raise _invalid() from exc
     return value
+
+
+_INT_RANGE = {"integer": 2**31, "bigint": 2**63}
+
+
+def cursor_sort_value(value: Any, sql_type: str) -> Any:
+    """A sort-key value a cursor carries, checked against the SQL type its statement casts it to
+    (``float8``, ``numeric`` as decimal text, ``integer``, ``bigint``, ``timestamptz`` as ISO 8601
+    with an offset, ``text``): a value the cast would refuse is a 400, never a server error. None
+    (a NULL sort key) passes."""
+    if value is None:
+        return None
+    if sql_type == "text":
+        return _text(value)
+    if sql_type == "timestamptz":
+        try:
+            at = datetime.fromisoformat(_text(value))
+        except (ValueError, OverflowError) as exc:
+            raise _invalid() from exc
+        if at.tzinfo is None:
+            raise _invalid()
+        try:
+            return at.astimezone(UTC).isoformat()
+        except OverflowError as exc:
+            raise _invalid() from exc
+    if isinstance(value, bool):
+        raise _invalid()
+    if sql_type in _INT_RANGE:
+        if not isinstance(value, int) or not -_INT_RANGE[sql_type] <= value < _INT_RANGE[sql_type]:
+            raise _invalid()
+        return value
+    if sql_type == "float8":
+        if not isinstance(value, int | float) or not math.isfinite(value) or abs(value) > 1e300:
+            raise _invalid()
+        return float(value)
+    if sql_type == "numeric":
+        if not isinstance(value, str | int):
+            raise _invalid()
+        try:
+            number = Decimal(_text(value) if isinstance(value, str) else value)
+        except (InvalidOperation, ValueError) as exc:
+            raise _invalid() from exc
+        if not number.is_finite() or abs(number.adjusted()) > 100:
+            raise _invalid()
+        return str(number)
+    raise ValueError(f"no cursor check for SQL type {sql_type!r}")  # a programming error
 
 
 def encode_cursor(key: dict[str, Any]) -> str:

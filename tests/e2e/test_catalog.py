@@ -232,6 +232,25 @@ def test_cursor_misuse_is_a_400(publisher, shopper):
     assert resp.status == 400, resp
 
 
+@pytest.mark.parametrize(("sort", "field", "value"), [
+    ("relevance", "k", ["a lot"]), ("relevance", "k", [1e400]), ("relevance", "k", [True]),
+    ("newest", "k", ["not a date"]), ("newest", "k", ["2026-01-01T00:00:00"]), ("newest", "k", [5]),
+    ("installs", "k", [2**70]), ("installs", "k", [1.5]), ("installs", "k", ["7"]),
+    ("rating", "k", ["NaN", 3]), ("rating", "k", ["4.5", "many"]), ("rating", "k", [["4"], 1]),
+    ("newest", "id", "agt\u0000x"), ("newest", "id", 12), ("newest", "id", None),
+])
+def test_a_cursor_whose_sort_values_are_forged_is_a_400(publisher, shopper, sort, field, value):
+    word = unique_word()
+    for _ in range(3):
+        publisher(description=f"{word} forged")
+    cursor = search(shopper, q=word, limit=1, sort=sort)["next_cursor"]
+    forged = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    forged[field] = value
+    tampered = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode()
+    resp = shopper.get("/agents", query_string={"q": word, "limit": 1, "sort": sort, "cursor": tampered})
+    assert resp.status == 400 and resp.body["error"]["code"] == "invalid_cursor", resp
+
+
 # -- reviews -------------------------------------------------------------------------------------
 
 

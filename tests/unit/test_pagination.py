@@ -14,7 +14,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.kernel.errors import BadRequest, ErrorCode
-from shared.kernel.pagination import ByKey, BySeq, Keyset, cut_page, decode_cursor, encode_cursor, next_page
+from shared.kernel.pagination import (
+    ByKey,
+    BySeq,
+    Keyset,
+    cursor_sort_value,
+    cut_page,
+    decode_cursor,
+    encode_cursor,
+    next_page,
+)
 
 
 def _raw(value: Any) -> str:
@@ -148,3 +157,22 @@ def test_paging_by_seq_returns_each_item_once(seqs, limit):
         if cursor is None:
             break
     assert seen == ordered
+
+
+@pytest.mark.parametrize(("value", "sql_type"), [
+    ("x", "float8"), (float("inf"), "float8"), (True, "float8"), (2**31, "integer"), (1.0, "bigint"),
+    ("1", "bigint"), ("many", "numeric"), ("NaN", "numeric"), (1.5, "numeric"), ("1e999", "numeric"),
+    ("yesterday", "timestamptz"), ("2026-01-01T00:00:00", "timestamptz"), (5, "timestamptz"),
+    ("a\x00", "text"), (3, "text"),
+])
+def test_a_forged_sort_value_is_invalid(value, sql_type):
+    _refused(lambda: cursor_sort_value(value, sql_type))
+
+
+@pytest.mark.parametrize(("value", "sql_type", "expected"), [
+    (0.25, "float8", 0.25), (3, "float8", 3.0), (2**62, "bigint", 2**62), ("4.50", "numeric", "4.50"),
+    ("2026-01-01T01:00:00+01:00", "timestamptz", "2026-01-01T00:00:00+00:00"), ("agt_1", "text", "agt_1"),
+    (None, "bigint", None),
+])
+def test_a_sort_value_the_statement_takes_passes(value, sql_type, expected):
+    assert cursor_sort_value(value, sql_type) == expected
