@@ -16,20 +16,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from support.cli import MARKETPLACE
 from support.client_cli import start_platform, stop_platform
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- walkthrough:"
-BUILTIN_MANIFEST = ROOT / "agents" / "cost-anomaly" / "manifest.yaml"
-
-#: The walkthrough installs the built-in agent with no config: that needs issue 19 item 2 (the
-#: agent's config defaults to its shipped sample). The test runs by itself once the manifest requires nothing.
-needs_default_config = pytest.mark.skipif(
-    bool(yaml.safe_load(BUILTIN_MANIFEST.read_text())["config"].get("required")),
-    reason="the built-in agent still requires a config (issue 19 item 2 not merged)")
-
 
 def walkthrough_commands() -> list[str]:
     """The command lines of the README's walkthrough block."""
@@ -56,7 +47,6 @@ def test_the_readme_has_at_most_five_cli_commands_after_up() -> None:
 
 
 @pytest.mark.embedded_postgres
-@needs_default_config
 def test_the_readme_walkthrough_ends_with_a_finished_run_and_its_report() -> None:
     platform = start_platform("marketplace-readme-")
     try:
