@@ -10,9 +10,7 @@ from shared.kernel.errors import ErrorCode
 
 
 def _deployments(call: Call) -> DeploymentService:
-    # Typed here until ``Call.services`` is the typed container.
-    service: DeploymentService = call.services.deployments
-    return service
+    return call.services.deployments
 
 
 @operation("POST", "/dataplanes/register", summary="Register a data plane", tags=["data plane"], dataplane=True,

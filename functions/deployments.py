@@ -40,9 +40,7 @@ class BundleQuery(BaseModel):
 
 
 def _deployments(call: Call) -> DeploymentService:
-    # Typed here until ``Call.services`` is the typed container.
-    service: DeploymentService = call.services.deployments
-    return service
+    return call.services.deployments
 
 
 @operation("POST", "/orgs/{org_id}/install", summary="Install an agent", tags=["deployments"], roles=DEPLOYERS,

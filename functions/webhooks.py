@@ -17,9 +17,7 @@ from shared.webhooks import (
 
 
 def _webhooks(call: Call) -> WebhookService:
-    # Typed here until ``Call.services`` is the typed container.
-    service: WebhookService = call.services.webhooks
-    return service
+    return call.services.webhooks
 
 
 # Replayable with Idempotency-Key: the stored response, secret included, rests sealed (see

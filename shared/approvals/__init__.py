@@ -1,6 +1,7 @@
 """The approvals context's public API: human decisions on gated actions, bound to the exact action."""
 
 from shared.approvals.canonical import action_hash, canonical_action
+from shared.approvals.inventory import Inventory
 from shared.approvals.models import (
     ApprovalListQuery,
     ApprovalOut,
@@ -38,6 +39,7 @@ __all__ = [
     "ExecutionClaimOut",
     "ExecutionResultIn",
     "FocusImportIn",
+    "Inventory",
     "PolicyIn",
     "PolicyOut",
     "ProposedAction",
