@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from functions.operation import Call, operation
 from shared.kernel.errors import ErrorCode, NotFound
-from shared.runs import Delivery
+from shared.runs import Delivery, DispatchReason
 
 
 class DispatchIn(BaseModel):
@@ -30,7 +30,7 @@ class DispatchIn(BaseModel):
 
 class DispatchOut(BaseModel):
     outcome: Literal["started", "dropped"]
-    reason: str
+    reason: DispatchReason
     execution: str | None = None
 
 

@@ -10,6 +10,7 @@ leased for a lost answer is delivered again once its lease expires.
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import time
@@ -20,12 +21,22 @@ from typing import Any
 
 import httpx
 
+from shared.kernel.errors import ErrorCode
+
 _log = logging.getLogger(__name__)
 
 USER_AGENT = "agent-marketplace-dataplane/1"
 LEASE_HEADER = "X-Lease-Token"
 MAX_LOG_LINES_PER_CALL = 500
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ClientCode(enum.StrEnum):
+    """The codes this client gives an error the control plane did not describe itself (every other
+    code is the API's own ``ErrorCode``)."""
+
+    UNREACHABLE = "unreachable"  # no answer at all (status 0): connection refused, reset, timed out
+    HTTP_ERROR = "http_error"  # an error status without the API's JSON error body (a proxy's page)
 
 
 class ControlPlaneError(Exception):
@@ -149,7 +160,8 @@ class DataPlaneClient:
                 resp = self._http.request(method, path, json=json, params=params, headers=headers,
                                           timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
             except httpx.TransportError as exc:
-                error: ControlPlaneError = ControlPlaneError(0, "unreachable", f"{method} {path}: {exc}")
+                error: ControlPlaneError = ControlPlaneError(0, ClientCode.UNREACHABLE,
+                                                                      f"{method} {path}: {exc}")
             else:
                 if resp.status_code < 400:
                     return resp
@@ -300,8 +312,8 @@ def _error_of(resp: httpx.Response) -> ControlPlaneError:
         error = resp.json()["error"]
         code, message, details = str(error["code"]), str(error["message"]), error.get("details") or []
     except (ValueError, KeyError, TypeError):
-        code, message, details = "http_error", resp.text[:500], []
-    if resp.status_code == 409 and code == "lease_lost":
+        code, message, details = ClientCode.HTTP_ERROR, resp.text[:500], []
+    if resp.status_code == 409 and code == ErrorCode.LEASE_LOST:
         return LeaseLostError(resp.status_code, code, message, details=details)
     if resp.status_code == 401:
         return CredentialRejected(resp.status_code, code, message, details=details)

@@ -1,6 +1,6 @@
 """The runs context's public API: other contexts, operations and the data plane import from here only."""
 
-from shared.runs.dispatch import Delivery, DispatchService
+from shared.runs.dispatch import Delivery, DispatchReason, DispatchService
 from shared.runs.models import (
     CheckpointIn,
     CheckpointList,
@@ -41,6 +41,7 @@ __all__ = [
     "CompleteIn",
     "CompletionOut",
     "Delivery",
+    "DispatchReason",
     "DispatchService",
     "HeartbeatIn",
     "HeartbeatOut",

@@ -18,6 +18,7 @@ carries a Google-signed OIDC token for the dispatch service account, audience th
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from dataclasses import dataclass
@@ -44,12 +45,23 @@ class Delivery:
     attempt: int
 
 
+class DispatchReason(enum.StrEnum):
+    """Why a push started its job, or was dropped (acknowledged without starting one)."""
+
+    DUE = "due"  # the delivery is the task's next attempt and it is due: the job started
+    UNKNOWN_TASK = "unknown_task"  # no such task, and too old to be one whose transaction has not committed
+    TASK_FINISHED = "task_finished"  # the task reached a final state already
+    LEASE_HELD = "lease_held"  # a worker holds the task's lease, which has not expired
+    STALE_DELIVERY = "stale_delivery"  # a push of an attempt other than the next one (a duplicate)
+    DEPLOYMENT_NOT_PUSHED = "deployment_not_pushed"  # the deployment is not a runnable SaaS job
+
+
 @dataclass(frozen=True)
 class DispatchResult:
     """What the dispatch did with one push."""
 
     outcome: Literal["started", "dropped"]
-    reason: str
+    reason: DispatchReason
     execution: str | None = None
 
 
@@ -77,25 +89,25 @@ class DispatchService:
                 if made is not None and time.time() - made < self.visibility_grace_seconds:
                     # Pushed before its transaction committed: Cloud Tasks retries with backoff.
                     raise Unavailable("the task is not visible yet", code=ErrorCode.TASK_NOT_VISIBLE)
-                return self._dropped(delivery, "unknown_task")
+                return self._dropped(delivery, DispatchReason.UNKNOWN_TASK)
             if row["state"] in _FINAL:
-                return self._dropped(delivery, "task_finished")
+                return self._dropped(delivery, DispatchReason.TASK_FINISHED)
             if row["state"] == "leased" and not row["due"]:
-                return self._dropped(delivery, "lease_held")
+                return self._dropped(delivery, DispatchReason.LEASE_HELD)
             if delivery.attempt != int(row["attempt"]) + 1:
-                return self._dropped(delivery, "stale_delivery")
+                return self._dropped(delivery, DispatchReason.STALE_DELIVERY)
             deployment_id = row["deployment_id"]
             deployment = self.deployments.runnable(tx, deployment_id) if deployment_id is not None else None
         if deployment is None or deployment.deployment_type != "saas" or not deployment.job_may_run:
-            return self._dropped(delivery, "deployment_not_pushed")
+            return self._dropped(delivery, DispatchReason.DEPLOYMENT_NOT_PUSHED)
         try:
             execution = self.launcher.start_execution(deployment.id)
         except Exception as exc:
             _log.warning("could not start the job for task %s", delivery.task_id, exc_info=True)
             raise Unavailable("could not start the deployment's job; the push will be retried",
                               code=ErrorCode.JOB_START_FAILED) from exc
-        return DispatchResult("started", "due", execution)
+        return DispatchResult("started", DispatchReason.DUE, execution)
 
-    def _dropped(self, delivery: Delivery, reason: str) -> DispatchResult:
+    def _dropped(self, delivery: Delivery, reason: DispatchReason) -> DispatchResult:
         _log.info("push for task %s attempt %d dropped: %s", delivery.task_id, delivery.attempt, reason)
         return DispatchResult("dropped", reason)
