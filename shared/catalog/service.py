@@ -220,15 +220,15 @@ class CatalogService:
         self._installs = installs
 
     # -- access ------------------------------------------------------------------------
-    def _publisher_role(self, principal: Principal, org_id: str) -> Role:
-        """The caller's role in ``org_id`` when it may publish in the org's name (identity decides)."""
-        return self.orgs.authorize(principal, org_id, PUBLISHERS, doing="publish agents in the organisation's name")
+    def _publisher_role(self, principal: Principal, org_id: str, *, unknown: str = ORG_NOT_FOUND) -> Role:
+        """The caller's role in ``org_id`` when it may publish in the org's name (identity decides;
+        a non-member gets the 404 ``unknown``)."""
+        return self.orgs.authorize(principal, org_id, PUBLISHERS, doing="publish agents in the organisation's name",
+                                   unknown=unknown)
 
     def _privileged(self, principal: Principal | None, listing: AgentListing) -> bool:
         """May ``principal`` see this listing whatever its status (publisher member or platform admin)?"""
-        if principal is None:
-            return False
-        return principal.platform_admin or self.orgs.role_of(principal, listing.publisher_org_id) is not None
+        return self.orgs.sees_everything_of(principal, listing.publisher_org_id)
 
     @staticmethod
     def _find(tx: Tx, agent_id: str, *, lock: bool = False, by_name: bool = True) -> AgentListing | None:
@@ -298,9 +298,9 @@ class CatalogService:
         """A later version: a higher semver than every existing one, same ``name``; ``pending_review``."""
         with self.db.transaction() as tx:
             listing = self._find(tx, agent_id, lock=True)
-            if listing is None or self.orgs.role_of(principal, listing.publisher_org_id) is None:
+            if listing is None:
                 raise NotFound("agent not found")
-            self._publisher_role(principal, listing.publisher_org_id)
+            self._publisher_role(principal, listing.publisher_org_id, unknown="agent not found")
             if manifest.name != listing.name:
                 raise Unprocessable(
                     f"the manifest's name {manifest.name!r} does not match this agent ({listing.name!r}); "
@@ -368,9 +368,9 @@ class CatalogService:
         artifacts = self._require_artifacts()
         with self.db.read() as tx:
             listing = self._find(tx, agent_id)
-            if listing is None or self.orgs.role_of(principal, listing.publisher_org_id) is None:
+            if listing is None:
                 raise NotFound("agent not found")
-            self._publisher_role(principal, listing.publisher_org_id)
+            self._publisher_role(principal, listing.publisher_org_id, unknown="agent not found")
             state = tx.fetch_one(_Q.version_package_state, listing.id, version)
         if state is None:
             raise NotFound(f"version {version} not found")

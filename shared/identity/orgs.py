@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.audit import AuditLog
-from shared.identity.access import ORG_NOT_FOUND, Need, decide
+from shared.identity.access import ANY_MEMBER, ORG_NOT_FOUND, Need, decide
 from shared.identity.models import (
     ApiKeyCreated,
     ApiKeyOut,
@@ -87,6 +87,16 @@ class OrgService:
             raise denied
         assert role is not None
         return role
+
+    def sees_everything_of(self, principal: Principal | None, org_id: str) -> bool:
+        """Whether the caller may see what ``org_id`` has not made public (its unapproved
+        listings): a platform admin, or a member of the org in any role."""
+        if principal is None:
+            return False
+        if principal.platform_admin:
+            return True
+        role = self.role_of(principal, org_id)
+        return decide(principal, Need(roles=ANY_MEMBER, doing="see the organisation's own items"), role) is None
 
     # -- orgs ------------------------------------------------------------------------
     def create(self, principal: Principal, name: str) -> OrgOut:
