@@ -128,6 +128,11 @@ class OrgService:
         with self.db.read() as tx:
             return [MemberOut(**row) for row in tx.fetch_all(_Q.members_of_org, org_id)]
 
+    @classmethod
+    def members_with(cls, tx: Tx, org_id: str, roles: frozenset[Role]) -> list[MemberOut]:
+        """The members of ``org_id`` whose role is one of ``roles`` (who is told of an event)."""
+        return [member for member in cls.members_in(tx, org_id) if member.role in roles]
+
     def add_member(self, principal: Principal, org_id: str, email: str, role: Role) -> MemberOut:
         """Add a user by email (created if new) with ``role``."""
         with self.db.transaction() as tx:

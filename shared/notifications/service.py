@@ -130,7 +130,7 @@ class NotificationService:
         """One in-app notification per member of the org holding one of ``roles``, and the org's
         email (per recipient) and Slack (once) deliveries queued in the outbox."""
         now = self.clock()
-        recipients = [m for m in self.orgs.members_in(tx, org_id) if m.role in roles]
+        recipients = self.orgs.members_with(tx, org_id, roles)
         for m in recipients:
             tx.execute(_Q.insert_notification, new_id("ntf"), org_id, m.user_id, event, subject, body,
                        json.dumps(data, default=str), now)
