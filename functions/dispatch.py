@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.operation import Call, operation
-from shared.kernel.errors import ErrorCode, NotFound
+from shared.kernel.errors import ErrorCode
 from shared.runs import Delivery, DispatchReason
 
 
@@ -35,15 +35,14 @@ class DispatchOut(BaseModel):
 
 
 @operation("POST", "/internal/tasks/dispatch", summary="Start the job for a pushed task delivery",
-           tags=["internal"], auth=False, body=DispatchIn, response=DispatchOut, idempotent=False, push=True,
+           tags=["internal"], auth=False, body=DispatchIn, response=DispatchOut, idempotent=False,
+           push=lambda services: services.dispatch.auth if services.dispatch is not None else None,
            rate_limited=False,  # Cloud Tasks' pushes, paced by the queue's own rate
            errors={401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.FORBIDDEN, 404: ErrorCode.NOT_FOUND,
                    503: (ErrorCode.TASK_NOT_VISIBLE, ErrorCode.JOB_START_FAILED)})
 def dispatch_task(call: Call) -> DispatchOut:
     service = call.services.dispatch
-    if service is None:  # local mode, or gcp mode without Cloud Tasks: nothing pushes
-        raise NotFound("no operation at /internal/tasks/dispatch")
-    service.authenticate(call.request.headers.get("Authorization", ""))
+    assert service is not None  # the decorator answered 404 without it (push=)
     body: DispatchIn = call.body
     result = service.dispatch(Delivery(task_id=body.task_id, attempt=body.attempt))
     return DispatchOut(outcome=result.outcome, reason=result.reason, execution=result.execution)

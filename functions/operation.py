@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from functions import access_log
 from shared.identity import ADMIN as ADMIN  # noqa: PLC0414
 from shared.identity import ANY_MEMBER as ANY_MEMBER  # noqa: PLC0414
-from shared.identity import Need, Principal, Role, decide
+from shared.identity import Need, Principal, PushAuth, Role, decide
 from shared.kernel.errors import (
     AppError,
     BadRequest,
@@ -117,7 +117,9 @@ class Operation:
     # A body of bytes rather than JSON (``body`` is None): the media types it accepts, each with its
     # meaning; the operation reads ``Call.raw_body``. Another Content-Type is a 415.
     accepts: Mapping[str, str] = field(default_factory=dict)
-    push: bool = False
+    # A push target of a Google service: which ``PushAuth`` of the container admits its caller
+    # (None from it: nothing pushes in this mode, and the path is a 404).
+    push: Callable[[Container], PushAuth | None] | None = None
     # Also answered without a credential (the public catalog): a credential sent is still verified.
     anonymous: bool = False
     pattern: re.Pattern[str] = field(init=False)
@@ -213,7 +215,8 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
               errors: Mapping[int, ErrorCode | Iterable[ErrorCode]] | None = None,
               also: Mapping[int, str] | None = None,
               media: Mapping[str, Mapping[str, Any] | None] | None = None,
-              headers: Mapping[str, str] | None = None, push: bool = False, rate_limited: bool = True,
+              headers: Mapping[str, str] | None = None,
+              push: Callable[[Container], PushAuth | None] | None = None, rate_limited: bool = True,
               accepts: Mapping[str, str] | None = None,
               registry: Registry = REGISTRY) -> Callable[[Callable[[Call], Any]], Operation]:
     """Register an API operation and wrap it with the HTTP concerns.
@@ -224,8 +227,9 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
     event, for an event stream; None for opaque bytes); ``headers`` the request headers it
     reads (beyond Authorization and Idempotency-Key), with their meaning; ``accepts`` the media
     types of a body of bytes (not JSON; the operation reads ``Call.raw_body``); ``push`` marks a push target of a Google
-    service (Cloud Tasks, Cloud Scheduler): called at its function's own URL, it is not part of
-    the API and stays out of the OpenAPI document.
+    service (Cloud Tasks, Cloud Scheduler) by naming the container's ``PushAuth`` that admits its
+    caller (the decorator checks the OIDC token before reading the body; None: a 404): called at
+    its function's own URL, it is not part of the API and stays out of the OpenAPI document.
     """
     own_errors = {status: (codes,) if isinstance(codes, ErrorCode) else tuple(codes)
                   for status, codes in (errors or {}).items()}
@@ -505,12 +509,29 @@ def _make_handler(op: Operation) -> Callable[[flask.Request], flask.Response]:
     return handler
 
 
-def _handle(op: Operation, request: flask.Request, request_id: str, caller: list[Principal]) -> flask.Response:
+def _admit_pusher(op: Operation, services: Container, request: flask.Request) -> None:
+    """A push target's caller: the pushing service's OIDC token, checked before anything is read
+    (no ``PushAuth`` in this mode: nothing pushes, the path is a 404)."""
+    if op.push is None:
+        return
+    pusher = op.push(services)
+    if pusher is None:
+        raise NotFound(f"no operation at {request.path}")
+    pusher.check(request.headers.get("Authorization", ""))
+
+
+def _path_params(op: Operation, request: flask.Request) -> dict[str, str]:
+    """The path's parameters by name (a 404 when the path is not this operation's)."""
     match = op.pattern.match(request.path)
     if match is None:
         raise NotFound(f"no operation at {request.path}")
     params = match.groupdict()
     _refuse_unstorable(params, "path")
+    return params
+
+
+def _handle(op: Operation, request: flask.Request, request_id: str, caller: list[Principal]) -> flask.Response:
+    params = _path_params(op, request)
     services = get_container()
     principal = None
     role = None
@@ -524,6 +545,7 @@ def _handle(op: Operation, request: flask.Request, request_id: str, caller: list
         _rate_limit(op, services, request, principal)
         role = _authorize(op, services, principal, params)
     else:
+        _admit_pusher(op, services, request)
         _rate_limit(op, services, request, None)
     limit = op.max_body or services.settings.max_body_bytes
     raw, body = _read_body(op, request, limit)

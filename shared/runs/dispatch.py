@@ -76,10 +76,6 @@ class DispatchService:
         self.auth = auth
         self.visibility_grace_seconds = visibility_grace_seconds
 
-    def authenticate(self, authorization: str) -> None:
-        """Accept only a Google OIDC token of the tasks service account for this target."""
-        self.auth.check(authorization)
-
     def dispatch(self, delivery: Delivery) -> DispatchResult:
         """Start the job for ``delivery`` if it is the next one due, else say why not."""
         with self.db.read() as tx:
