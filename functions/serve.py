@@ -18,7 +18,6 @@ import contextlib
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.kernel.blas import pin_blas_threads
+from shared.kernel.net import bind_refused
 
 DEFAULT_THREADS = 64
 
@@ -53,13 +53,9 @@ class ServerError(RuntimeError):
 
 def check_free(host: str, port: int) -> None:
     """Refuse a port something already listens on, with a message that says so."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror} (is port {port} in use?)") from None
+    refused = bind_refused(host, port)
+    if refused is not None:
+        raise ServerError(f"cannot listen on {host}:{port}: {refused.strerror} (is port {port} in use?)")
 
 
 def _probe_host(host: str) -> str:

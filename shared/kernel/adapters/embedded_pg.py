@@ -16,7 +16,6 @@ import logging
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from shared.kernel.db.queries import Queries
-from shared.kernel.net import free_port
+from shared.kernel.net import bind_refused, free_port
 
 _log = logging.getLogger(__name__)
 _Q = Queries("shared.kernel.db")
@@ -279,15 +278,9 @@ class EmbeddedPostgres:
             port = int(lines[3])
         except (FileNotFoundError, PermissionError, IndexError, ValueError):
             return None
-        with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as probe:
-            # As PostgreSQL binds it: the killed server's connections linger in TIME_WAIT on this
-            # port, which only a listener (another server) should be able to refuse us.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((self.host, port))
-            except OSError:
-                return None
-        return port
+        # As PostgreSQL binds it: the killed server's connections linger in TIME_WAIT on this port,
+        # which only a listener (another server) should be able to refuse us.
+        return None if bind_refused(self.host, port) is not None else port
 
     def ensure_running(self) -> ServerInfo:
         """Start the server unless one already serves this data directory."""
