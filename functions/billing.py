@@ -54,10 +54,7 @@ def put_limits(call: Call) -> BillingLimitsOut:
            roles=ADMIN, body=FreezeIn, response=BillingLimitsOut)
 def freeze(call: Call) -> BillingLimitsOut:
     body: FreezeIn = call.body
-    # Frozen first (no new run starts), then every queued and running run is cancelled.
-    limits = _billing(call).set_frozen(call.caller, call.org_id, frozen=True, reason=body.reason)
-    call.services.runs.cancel_active(call.caller, call.org_id)
-    return limits
+    return _billing(call).freeze(call.caller, call.org_id, reason=body.reason)
 
 
 @operation("POST", "/orgs/{org_id}/billing/unfreeze", summary="Allow spend again", tags=["billing"],

@@ -301,10 +301,12 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
 
     runs = RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=run_events,
                       billing=billing)
-    # billing (issue 16): an org frozen for an unpaid invoice has its runs cancelled, as by the kill switch.
+    def cancel_runs(org_id: str, actor: str) -> object:
+        return runs.cancel_all(org_id, actor=actor)
+
+    billing.use_on_frozen(cancel_runs)  # the kill switch and an unpaid invoice's freeze stop the runs
     invoicing = Invoicing(db, audit, billing, payments, deployments=deployments, events=webhooks.emit,
-                          grace_days=settings.billing_payment_grace_days,
-                          on_frozen=lambda org_id, actor: runs.cancel_all(org_id, actor=actor))
+                          grace_days=settings.billing_payment_grace_days, on_frozen=cancel_runs)
     approvals = ApprovalService(db, audit, orgs, runs, events=webhooks.emit, resources=_cloud_resources(settings, db))
     notifications = _notifications(settings, db, audit, orgs, secrets=secrets, approvals=approvals)
     approvals.use_notifier(notifications)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from shared.audit import AuditLog
 from shared.billing.models import (
@@ -22,7 +22,7 @@ from shared.billing.models import (
     usd,
 )
 from shared.billing.ports import InvalidProviderSignature, PaymentProvider, ProviderLine
-from shared.billing.service import BillingEvents, BillingService
+from shared.billing.service import BillingEvents, BillingService, FrozenHook
 from shared.deployments import DeploymentService, InstalledSpan
 from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
@@ -58,14 +58,6 @@ def subscription_fee(monthly_micros: int, days: int, period_days: int) -> int:
     """A month's fee for ``days`` of its ``period_days`` days, pro rata, rounded down to the
     micro-dollar (never more than the price list says; a whole month is the monthly price)."""
     return monthly_micros * days // period_days
-
-
-class FrozenHook(Protocol):
-    """What follows a freeze by billing itself (the runs context cancels the org's runs)."""
-
-    def __call__(self, org_id: str, actor: str) -> object:
-        """The org ``org_id`` was frozen by ``actor``."""
-        ...
 
 
 class Invoicing:

@@ -51,6 +51,14 @@ class LedgerImbalance(ValueError):
     """A transaction whose entries do not sum to zero (the database refuses it too)."""
 
 
+class FrozenHook(Protocol):
+    """What follows a freeze (the runs context cancels the org's queued and running runs)."""
+
+    def __call__(self, org_id: str, actor: str) -> object:
+        """The org ``org_id`` was frozen by ``actor``."""
+        ...
+
+
 class BillingEvents(Protocol):
     """Where billing events are announced (webhooks), inside the transaction that records them."""
 
@@ -78,8 +86,13 @@ class BillingService:
         self.catalog = catalog
         self.events = events
         self.notifier: BillingNotifier | None = None
+        self.on_frozen: FrozenHook | None = None
         self._publishers: dict[str, str] = {}
         self._publishers_lock = threading.Lock()
+
+    def use_on_frozen(self, hook: FrozenHook) -> None:
+        """What a freeze sets off once it has committed (the root passes the runs' cancel-all)."""
+        self.on_frozen = hook
 
     def use_notifier(self, notifier: BillingNotifier) -> None:
         """Budget alerts are also notified to the org's admins (in-app, email, Slack)."""
@@ -257,7 +270,7 @@ class BillingService:
                    actor: str | None = None) -> BillingLimitsOut:
         """Freeze (the kill switch) or unfreeze an org's spend; audited, and announced when frozen.
 
-        Frozen, new runs are refused; the caller cancels the running ones (``RunService``)."""
+        Frozen, new runs are refused; ``freeze`` also stops the ones under way."""
         who = actor or (principal.actor if principal is not None else "system")
         with self.db.transaction() as tx:
             row = tx.fetch_one(_Q.put_frozen, org_id, frozen, reason if frozen else None)
@@ -267,6 +280,14 @@ class BillingService:
                 self.events(tx, org_id=org_id, event="billing.frozen", data={"org_id": org_id, "reason": reason})
             spend = tx.fetch_one(_Q.period_spend, org_id, period_of(datetime.now(UTC)))
         return _limits(org_id, row, spend)
+
+    def freeze(self, principal: Principal, org_id: str, *, reason: str) -> BillingLimitsOut:
+        """The kill switch: frozen first (no new run starts), then every queued, running or waiting
+        run of the org is cancelled (``FrozenHook``), on the admin's behalf."""
+        limits = self.set_frozen(principal, org_id, frozen=True, reason=reason)
+        if self.on_frozen is not None:
+            self.on_frozen(org_id, principal.actor)
+        return limits
 
     def reserve(self, tx: Tx, *, org_id: str, run_id: str, max_charge_micros: int | None) -> int | None:
         """At a run's creation, in its transaction: refuse it when the org is frozen or its maximum

@@ -755,14 +755,6 @@ class RunService:
             self.queue.request_cancel(run.task_id)
         return answer
 
-    def cancel_active(self, principal: Principal, org_id: str) -> list[str]:
-        """Cancel every queued or running run of ``org_id`` (the kill switch); their ids."""
-        with self.db.read() as tx:
-            rows = tx.fetch_all(_Q.active_runs_of_org, org_id)
-        for row in rows:
-            self.cancel(principal, row["agent_id"], row["id"])
-        return [row["id"] for row in rows]
-
     def cancel_all(self, org_id: str, *, actor: str) -> list[str]:
         """Cancel every queued, running or waiting run of ``org_id`` on the platform's behalf
         (``actor``: billing freezing an org whose invoice is unpaid); their ids. As ``cancel``:
