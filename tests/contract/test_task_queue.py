@@ -527,7 +527,7 @@ def test_asynchronous_acks_turn_synchronous_commit_off_once_per_statement(contai
     # As a row filter set_config ran once per row scanned (every row of a sequential scan);
     # as an InitPlan it is a one-time filter, and still turns the commit asynchronous.
     sql = _Sql.build(durable_acks=False).heartbeat
-    params = {"task": "task_none", "token": "token", "lease": 5}
+    params = (5, 5, "task_none", "token")  # lease seconds (twice), task id, lease token
     with container.db.connection() as conn:
         with conn.transaction(force_rollback=True):
             plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (COSTS OFF, VERBOSE) {sql}", params))

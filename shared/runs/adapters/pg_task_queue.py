@@ -7,9 +7,11 @@ wait for each other and never take the same row. Notifications only wake waiting
 what a claimer gets is always decided by that statement, and a poll every ``poll_interval``
 seconds covers a missed or delayed notification (and tasks whose delay or lease runs out).
 
-The queue's own statements (``task_queue.sql`` beside this module) run as prepared
-statements on the pool's autocommit connections: one round trip each. Wake-ups arrive on a
-connection of their own through psycopg's ``Connection.notifies()``.
+The queue's own statements (``task_queue.sql`` beside this module) run through the kernel's
+statement runner: single statements in ``Database.read()`` (autocommit, prepared: one round trip
+each), a failure's lock-then-update in ``Database.transaction()``; so server errors arrive as the
+kernel's ``QueryError``/``DatabaseUnavailable``. Wake-ups arrive on a connection of their own
+through psycopg's ``Connection.notifies()``.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
-from shared.kernel.db.database import ASYNC_COMMIT, Connect, Database
+from shared.kernel.db.database import ASYNC_COMMIT, Connect, Database, Row
 from shared.kernel.db.queries import Queries
 from shared.kernel.db.statements import Statements
 from shared.kernel.ids import new_id
@@ -204,10 +206,10 @@ class PgTaskQueue:
         self._closed = False
 
     # -- plumbing ----------------------------------------------------------
-    def _run(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """One prepared statement in its own (implicit) transaction: one round trip."""
-        with self.db.connection() as conn:
-            return _rows(conn.execute(sql, params, prepare=True))
+    def _run(self, sql: str, *args: Any) -> list[Row]:
+        """One statement in autocommit (``Database.read()``; prepared): one round trip."""
+        with self.db.read() as tx:
+            return tx.fetch_all(sql, *args)
 
     def _listen_source(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
         if self._listen_connect is not None:
@@ -235,7 +237,7 @@ class PgTaskQueue:
         params = (task_id, kind, json.dumps(payload), run_id, org_id, deployment_id, max_attempts,
                   available_at, self.channel, _notify_payload(deployment_id))
         if tx is None:
-            self._run(self._sql.enqueue, params)
+            self._run(self._sql.enqueue, *params)
         else:
             tx.defer(self._sql.enqueue, *params)  # sent with the caller's next statement or its commit
         return task_id
@@ -291,41 +293,47 @@ class PgTaskQueue:
 
     def _claim_once(self, deployment_id: str | None, worker_id: str, lease_seconds: int,
                     limit: int) -> list[ClaimedTask]:
-        sql = self._sql.claim_any if deployment_id is None else self._sql.claim_deployment
-        params = {"worker": worker_id, "lease": lease_seconds, "limit": limit, "deployment": deployment_id}
-        with self.db.connection() as conn:
+        args: tuple[Any, ...]
+        if deployment_id is None:
+            sql, args = self._sql.claim_any, (lease_seconds, lease_seconds, worker_id, limit)
+        else:
+            sql = self._sql.claim_deployment
+            args = (lease_seconds, lease_seconds, worker_id, deployment_id, limit)
+        with self.db.read() as tx:  # autocommit: each claim is its own transaction
             while True:
-                rows = _rows(conn.execute(sql, params, prepare=True))
+                rows = tx.fetch_all(sql, *args)
                 if not rows:
                     return []
                 # Rows whose lease expired past their last attempt, or whose cancel was
                 # requested, came back closed: claim again if nothing else was leased.
-                leased = [_claimed(fields) for state, *fields in rows if state == TaskState.LEASED]
+                leased = [_claimed(row) for row in rows if row["state"] == TaskState.LEASED]
                 if leased:
                     return leased
 
     def _seconds_until_due(self, deployment_id: str | None) -> float | None:
-        args = () if deployment_id is None else (deployment_id,)
-        rows = self._run(self._sql.next_due_any if deployment_id is None else self._sql.next_due_deployment, args)
-        due = rows[0][0] if rows else None
+        with self.db.read() as tx:
+            if deployment_id is None:
+                due = tx.fetch_val(self._sql.next_due_any)
+            else:
+                due = tx.fetch_val(self._sql.next_due_deployment, deployment_id)
         return None if due is None else float(due)
 
     def heartbeat(self, task_id: str, lease_token: str, lease_seconds: int) -> HeartbeatResult:
         """Extend the lease; ``ok`` False if the lease was lost."""
         if lease_seconds < 1:
             raise ValueError("lease_seconds must be at least 1")
-        rows = self._run(self._sql.heartbeat, {"task": task_id, "token": lease_token, "lease": lease_seconds})
+        rows = self._run(self._sql.heartbeat, lease_seconds, lease_seconds, task_id, lease_token)
         if not rows:
             info = self.get(task_id)
             return HeartbeatResult(ok=False, cancel_requested=bool(info and info.cancel_requested),
                                    lease_expires_at=None)
-        cancel_requested, expires_at = rows[0]
-        return HeartbeatResult(ok=True, cancel_requested=bool(cancel_requested),
-                               lease_expires_at=_from_epoch(expires_at))
+        row = rows[0]
+        return HeartbeatResult(ok=True, cancel_requested=bool(row["cancel_requested"]),
+                               lease_expires_at=_from_epoch(row["lease_expires_at"]))
 
     def complete(self, task_id: str, lease_token: str) -> bool:
         """Mark done if ``lease_token`` is still the task's lease."""
-        return bool(self._run(self._sql.complete, (task_id, lease_token)))
+        return bool(self._run(self._sql.complete, task_id, lease_token))
 
     def complete_in(self, tx: Statements, task_id: str, lease_token: str) -> None:
         """Mark done inside the caller's transaction, if ``lease_token`` is still the task's lease.
@@ -343,7 +351,7 @@ class PgTaskQueue:
             return set()
         ids = [task_id for task_id, _ in leases]
         tokens = [token for _, token in leases]
-        return {row[0] for row in self._run(self._sql.complete_many, {"ids": ids, "tokens": tokens})}
+        return {row["id"] for row in self._run(self._sql.complete_many, ids, tokens)}
 
     def fail(self, task_id: str, lease_token: str, error: str, retryable: bool) -> TaskState:
         """Record a failed attempt: retry after a backoff, or close the task."""
@@ -364,24 +372,24 @@ class PgTaskQueue:
 
     def request_cancel(self, task_id: str) -> TaskState | None:
         """Cancel a queued task now, or flag a leased one for its worker."""
-        rows = self._run(self._sql.request_cancel, (task_id,))
+        rows = self._run(self._sql.request_cancel, task_id)
         if rows:
-            return TaskState(rows[0][0])
+            return TaskState(rows[0]["state"])
         info = self.get(task_id)
         return None if info is None else info.state
 
     def get(self, task_id: str) -> TaskInfo | None:
         """The task's current state, or None."""
-        rows = self._run(self._sql.get, (task_id,))
+        rows = self._run(self._sql.get, task_id)
         if not rows:
             return None
-        (id_, kind, payload, run_id, org_id, deployment_id, state, attempt, max_attempts, available_at,
-         lease_owner, lease_expires_at, cancel_requested, last_error, created_at, finished_at) = rows[0]
-        return TaskInfo(id=id_, kind=kind, payload=_as_dict(payload), run_id=run_id, org_id=org_id,
-                        deployment_id=deployment_id, state=TaskState(state), attempt=attempt,
-                        max_attempts=max_attempts, available_at=available_at, lease_owner=lease_owner,
-                        lease_expires_at=lease_expires_at, cancel_requested=cancel_requested,
-                        last_error=last_error, created_at=created_at, finished_at=finished_at)
+        row = rows[0]
+        return TaskInfo(id=row["id"], kind=row["kind"], payload=_as_dict(row["payload"]), run_id=row["run_id"],
+                        org_id=row["org_id"], deployment_id=row["deployment_id"], state=TaskState(row["state"]),
+                        attempt=row["attempt"], max_attempts=row["max_attempts"], available_at=row["available_at"],
+                        lease_owner=row["lease_owner"], lease_expires_at=row["lease_expires_at"],
+                        cancel_requested=row["cancel_requested"], last_error=row["last_error"],
+                        created_at=row["created_at"], finished_at=row["finished_at"])
 
     def close(self) -> None:
         """Stop the listener (the pool belongs to the caller)."""
@@ -389,11 +397,7 @@ class PgTaskQueue:
             self._closed = True
             listener, self._listener = self._listener, None
         if listener is not None:
-            listener.stop(wake=lambda: self._run(_Q.notify, (self.channel, _WAKE_ALL)))
-
-
-def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
-    return cursor.fetchall() if cursor.description is not None else []
+            listener.stop(wake=lambda: self._run(_Q.notify, self.channel, _WAKE_ALL))
 
 
 def _notify_payload(deployment_id: str | None) -> str:
@@ -415,8 +419,7 @@ def _from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _claimed(fields: list[Any]) -> ClaimedTask:
-    id_, kind, payload, run_id, org_id, deployment_id, attempt, lease_token, expires_at = fields
-    return ClaimedTask(id=id_, kind=kind, payload=_as_dict(payload), run_id=run_id, org_id=org_id,
-                       deployment_id=deployment_id, attempt=attempt, lease_token=lease_token,
-                       lease_expires_at=_from_epoch(expires_at))
+def _claimed(row: Row) -> ClaimedTask:
+    return ClaimedTask(id=row["id"], kind=row["kind"], payload=_as_dict(row["payload"]), run_id=row["run_id"],
+                       org_id=row["org_id"], deployment_id=row["deployment_id"], attempt=row["attempt"],
+                       lease_token=row["lease_token"], lease_expires_at=_from_epoch(row["lease_expires_at"]))

@@ -1,5 +1,5 @@
--- The PostgreSQL task queue's statements (PgTaskQueue). Parameters are named (%(name)s) where a
--- statement uses one twice. {deployment_filter} and {ack} are filled from fixed text in code:
+-- The PostgreSQL task queue's statements (PgTaskQueue), run through the kernel's Tx: parameters
+-- are positional (%s), a value used twice is passed twice. {deployment_filter} and {ack} are filled from fixed text in code:
 -- the claimer's deployment condition, and the asynchronous-commit condition (ASYNC_COMMIT) that
 -- acknowledgements carry unless the queue was built with durable_acks.
 
@@ -14,7 +14,8 @@ WITH ins AS (
 SELECT pg_notify(%s, %s) FROM ins;
 
 -- name: claim
--- Lease up to %(limit)s due tasks. The candidates are an uncorrelated ARRAY(subquery) on purpose:
+-- Parameters: lease seconds, lease seconds, worker, [the deployment filter's], limit.
+-- Lease up to limit due tasks. The candidates are an uncorrelated ARRAY(subquery) on purpose:
 -- PostgreSQL evaluates it exactly once (an InitPlan), whereas a join against a LIMIT ... SKIP
 -- LOCKED subquery may be rescanned and lease more rows than it returns. The UPDATE then sees the
 -- rows as locked. A row whose lease expired after its last allowed attempt (queued rows always
@@ -26,13 +27,13 @@ UPDATE tasks AS t SET
     attempt = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN t.attempt
                    ELSE t.attempt + 1 END,
     available_at = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN NULL
-                        ELSE now() + make_interval(secs => %(lease)s) END,
+                        ELSE now() + make_interval(secs => %s) END,
     lease_expires_at = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN NULL
-                            ELSE now() + make_interval(secs => %(lease)s) END,
+                            ELSE now() + make_interval(secs => %s) END,
     lease_token = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN NULL
                        ELSE gen_random_uuid()::text END,
     lease_owner = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN t.lease_owner
-                       ELSE %(worker)s END,
+                       ELSE %s END,
     last_error = CASE WHEN NOT t.cancel_requested AND t.attempt >= t.max_attempts
                       THEN 'lease expired on the last attempt (' || t.attempt || ')'
                       ELSE t.last_error END,
@@ -41,17 +42,18 @@ WHERE t.id = ANY(ARRAY(
     SELECT id FROM tasks
     WHERE state IN ('queued', 'leased') AND available_at <= now() {deployment_filter}
     ORDER BY available_at
-    LIMIT %(limit)s
+    LIMIT %s
     FOR UPDATE SKIP LOCKED
 )) {ack}
 RETURNING t.state, t.id, t.kind, t.payload, t.run_id, t.org_id, t.deployment_id, t.attempt,
-          t.lease_token, extract(epoch FROM t.lease_expires_at)::float8;
+          t.lease_token, extract(epoch FROM t.lease_expires_at)::float8 AS lease_expires_at;
 
 -- name: heartbeat
-UPDATE tasks SET available_at = now() + make_interval(secs => %(lease)s),
-                 lease_expires_at = now() + make_interval(secs => %(lease)s)
-WHERE id = %(task)s AND lease_token = %(token)s AND state = 'leased' {ack}
-RETURNING cancel_requested, extract(epoch FROM lease_expires_at)::float8;
+-- Parameters: lease seconds, lease seconds, task id, lease token.
+UPDATE tasks SET available_at = now() + make_interval(secs => %s),
+                 lease_expires_at = now() + make_interval(secs => %s)
+WHERE id = %s AND lease_token = %s AND state = 'leased' {ack}
+RETURNING cancel_requested, extract(epoch FROM lease_expires_at)::float8 AS lease_expires_at;
 
 -- name: complete
 -- Positional: inside a caller's transaction it is held back with Tx.defer.
@@ -64,7 +66,7 @@ RETURNING id;
 -- Task ids and their lease tokens, in the same order.
 UPDATE tasks AS t SET state = 'done', available_at = NULL, lease_token = NULL, lease_expires_at = NULL,
                       finished_at = now()
-FROM unnest(%(ids)s::text[], %(tokens)s::text[]) AS c(id, token)
+FROM unnest(%s::text[], %s::text[]) AS c(id, token)
 WHERE t.id = c.id AND t.lease_token = c.token AND t.state = 'leased' {ack}
 RETURNING t.id;
 
@@ -120,8 +122,9 @@ ORDER BY available_at
 LIMIT %s;
 
 -- name: claim_deployment_filter
--- The claim's {deployment_filter} when a claimer serves one deployment.
-AND deployment_id = %(deployment)s
+-- The claim's {deployment_filter} when a claimer serves one deployment (its parameter comes
+-- between the worker and the limit).
+AND deployment_id = %s
 
 -- name: next_due_deployment_filter
 -- next_due's {deployment_filter} when a claimer serves one deployment.
