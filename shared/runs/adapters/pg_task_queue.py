@@ -59,7 +59,7 @@ _Q = Queries("shared.runs.adapters", "task_queue.sql")
 # hundred milliseconds of them, which at-least-once delivery already covers: a lost claim or
 # heartbeat is an expired lease, a lost completion or failure a redelivery. Enqueues always
 # commit synchronously (see ASYNC_COMMIT).
-_ASYNC_ACK = f"AND {ASYNC_COMMIT}"
+_ASYNC_ACK = _Q.async_ack.format(async_commit=ASYNC_COMMIT)
 
 
 @dataclass(frozen=True)

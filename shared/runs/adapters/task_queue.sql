@@ -1,5 +1,6 @@
 -- The PostgreSQL task queue's statements (PgTaskQueue), run through the kernel's Tx: parameters
--- are positional (%s), a value used twice is passed twice. {deployment_filter} and {ack} are filled from fixed text in code:
+-- are positional (%s), a value used twice is passed twice. {deployment_filter} and {ack} are
+-- filled from fixed text (the named blocks below):
 -- the claimer's deployment condition, and the asynchronous-commit condition (ASYNC_COMMIT) that
 -- acknowledgements carry unless the queue was built with durable_acks.
 
@@ -145,3 +146,8 @@ SELECT pg_notify(%s, %s)
 -- name: ping
 -- The LISTEN connection is still there (notifies() may just have timed out).
 SELECT 1;
+
+-- name: async_ack
+-- What fills {ack} unless the queue was built with durable_acks: the kernel's asynchronous-commit
+-- condition ({async_commit} is shared.kernel.db.database.ASYNC_COMMIT).
+AND {async_commit}
