@@ -46,7 +46,7 @@ from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unavailable, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import Keyset, Page, next_page
-from shared.runs import RunService, RunStatus
+from shared.runs import RemediationEntry, RunService, RunStatus
 
 _Q = Queries("shared.approvals")
 
@@ -380,9 +380,9 @@ class ApprovalService:
             return self._apply(principal, task_id, lease_token, platform)
         assert stale is not None
         with self.db.transaction() as tx:
-            self.runs.record_remediation(tx, run_id, {"approval_id": approval_id, "stale_approval": True,
-                                                      "tool": stale["tool"], "approved_hash": stale["action_hash"],
-                                                      "call_hash": call_hash})
+            self.runs.record_remediation(tx, run_id, RemediationEntry(
+                approval_id=approval_id, tool=stale["tool"], stale_approval=True, approved_hash=stale["action_hash"],
+                call_hash=call_hash))
             self.audit.append(tx, org_id=stale["org_id"], actor=principal.actor, action="approval.stale",
                               target=approval_id, details={"run_id": run_id, "approved_hash": stale["action_hash"],
                                                            "call_hash": call_hash})
@@ -437,8 +437,8 @@ class ApprovalService:
                 raise Conflict("this approval's execution was not claimed", code=ErrorCode.NOT_APPROVED)
             execution = {"outcome": outcome, "monthly_saving_micros": saving_micros, "executed_at": now.isoformat()}
             tx.execute(_Q.record_execution, now, json.dumps(execution), approval_id)
-            self.runs.record_remediation(tx, run_id, {"approval_id": approval_id, "tool": row["tool"],
-                                                      "outcome": outcome, "monthly_saving_micros": saving_micros})
+            self.runs.record_remediation(tx, run_id, RemediationEntry(
+                approval_id=approval_id, tool=row["tool"], outcome=outcome, monthly_saving_micros=saving_micros))
             self.audit.append(tx, org_id=row["org_id"], actor=principal.actor, action="approval.executed",
                               target=approval_id, details={"run_id": run_id, "outcome": outcome,
                                                            "monthly_saving_micros": saving_micros})

@@ -16,6 +16,7 @@ from shared.runs.models import (
     LogLineOut,
     LogPage,
     LogQuery,
+    RemediationEntry,  # for approvals
     RunCreate,
     RunCreated,
     RunListQuery,
@@ -50,6 +51,7 @@ __all__ = [
     "LogLineOut",
     "LogPage",
     "LogQuery",
+    "RemediationEntry",
     "RunCreate",
     "RunCreated",
     "RunListQuery",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -299,3 +300,21 @@ class RunMemoryScope(BaseModel):
     agent: str
     levels: list[int]
     namespaces: list[str]
+
+
+@dataclass(frozen=True)
+class RemediationEntry:
+    """One line of a run's remediation: what an approved action did, or a call refused because it
+    differed from the approved action (``stale_approval``)."""
+
+    approval_id: str
+    tool: str
+    outcome: dict[str, Any] | None = None  # what the action did (executed)
+    monthly_saving_micros: int | None = None  # (executed)
+    stale_approval: bool = False
+    approved_hash: str | None = None  # (stale) the action that was approved
+    call_hash: str | None = None  # (stale) the call that was made instead
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as the run stores and shows it (the fields of its kind only)."""
+        return {key: value for key, value in asdict(self).items() if value is not None and value is not False}

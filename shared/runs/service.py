@@ -59,6 +59,7 @@ from shared.runs.models import (
     LogLineIn,
     LogLineOut,
     LogPage,
+    RemediationEntry,
     RunCreated,
     RunListQuery,
     RunMemoryScope,  # for memory
@@ -808,9 +809,9 @@ class RunService:
         return self._checkpoint_run(tx, principal, task_id, lease_token)
 
     @staticmethod
-    def record_remediation(tx: Tx, run_id: str, entry: dict[str, Any]) -> None:
+    def record_remediation(tx: Tx, run_id: str, entry: RemediationEntry) -> None:
         """Add what an approved action did (or a refused stale call) to the run's remediation."""
-        tx.execute(_Q.add_remediation, json.dumps(entry), run_id)
+        tx.execute(_Q.add_remediation, json.dumps(entry.as_json()), run_id)
 
 def _unb64(data: str, path: str) -> bytes:
     try:

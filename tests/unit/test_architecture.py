@@ -286,6 +286,7 @@ JSON_RETURNS = {
     "shared.catalog.rows.cursor_value",  # a sort key's JSON value inside a cursor
     "shared.deployments.service.config_problems",  # an error's details (path, message)
     "shared.runs.service.input_problems",  # an error's details (path, message)
+    "shared.runs.models.RemediationEntry.as_json",  # the entry as the run's remediation stores it
     "shared.notifications.slack.approval_message",  # a Slack Block Kit message body
 }
 _UNTYPED_RETURN = re.compile(r"\bRow\b|\bDeferred\b|dict\[str, (?:Any|object)\]|Mapping\[str, Any\]|^Any$|list\[dict")
