@@ -30,7 +30,7 @@ from shared.memory import Embedder, MemoryService, MemoryStore  # memory (issue 
 from shared.memory.adapters.minilm_embedder import MiniLmEmbedder
 from shared.memory.adapters.pgvector_store import PgVectorStore
 from shared.notifications import EmailSender, NotificationService
-from shared.runs import DispatchService, RunService, TaskQueue
+from shared.runs import DispatchService, RunEvent, RunService, TaskQueue
 from shared.secrets import KeyEncryptionKey, SecretKeys
 from shared.webhooks import DestinationPolicy, SystemResolver, WebhookService
 
@@ -292,11 +292,11 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     # -- approvals (issue 15): run events reach webhooks and cancel a finished run's pending approvals.
     later: list[tuple[ApprovalService, NotificationService]] = []
 
-    def run_events(tx: Tx, *, org_id: str, event: str, data: dict[str, Any]) -> object:
-        answer = webhooks.emit(tx, org_id=org_id, event=event, data=data)
+    def run_events(tx: Tx, event: RunEvent) -> object:
+        answer = webhooks.emit(tx, org_id=event.org_id, event=event.type, data=event.payload())
         for approvals_of, notifications_of in later:
-            approvals_of.cancel_for_run(tx, org_id=org_id, event=event, data=data)
-            notifications_of.run_event(tx, org_id=org_id, event=event, data=data)
+            approvals_of.cancel_for_run(tx, event)
+            notifications_of.run_event(tx, event)
         return answer
 
     runs = RunService(db, audit, orgs, queue, catalog=catalog, deployments=deployments, events=run_events,

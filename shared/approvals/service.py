@@ -46,7 +46,7 @@ from shared.kernel.db.queries import Queries
 from shared.kernel.errors import Conflict, ErrorCode, Forbidden, NotFound, Unavailable, Unprocessable
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import Keyset, Page, next_page
-from shared.runs import RemediationEntry, RunService, RunStatus
+from shared.runs import RemediationEntry, RunEvent, RunEventType, RunService, RunStatus
 
 _Q = Queries("shared.approvals")
 
@@ -271,14 +271,14 @@ class ApprovalService:
                         "expires_at": row["expires_at"].isoformat()})
         return [r["id"] for r in rows]
 
-    def cancel_for_run(self, tx: Tx, *, org_id: str, event: str, data: Mapping[str, Any]) -> None:
-        """A run event (the runs context's ``RunEvents``): a cancelled or finished run's pending
+    def cancel_for_run(self, tx: Tx, event: RunEvent) -> None:
+        """A run event (the runs context's ``RunEvents``): a cancelled or failed run's pending
         approvals are cancelled with it."""
-        if event not in ("run.cancelled", "run.failed"):
+        if event.type not in (RunEventType.CANCELLED, RunEventType.FAILED):
             return
-        for row in tx.fetch_all(_Q.cancel_pending_of_run, self.clock(), "system:run-ended", data["run_id"]):
-            self.audit.append(tx, org_id=org_id, actor="system:run-ended", action="approval.cancelled",
-                              target=row["id"], details={"run_id": data["run_id"]})
+        for row in tx.fetch_all(_Q.cancel_pending_of_run, self.clock(), "system:run-ended", event.run_id):
+            self.audit.append(tx, org_id=event.org_id, actor="system:run-ended", action="approval.cancelled",
+                              target=row["id"], details={"run_id": event.run_id})
 
     # -- data plane ------------------------------------------------------------------------------
     def request(self, principal: Principal, agent_ref: str, run_id: str, body: AwaitApprovalIn) -> AwaitApprovalOut:

@@ -42,6 +42,7 @@ from shared.notifications.models import (
     SlackActionOut,
 )
 from shared.notifications.ports import DeliveryError, EmailSender, SlackDirectory, SlackPoster
+from shared.runs import RunEvent, RunEventType
 from shared.secrets import SecretKeys
 
 _log = logging.getLogger(__name__)
@@ -143,13 +144,12 @@ class NotificationService:
             message = slack.approval_message(data, event=event, text=f"*{subject}*\n{body}")
             tx.execute(_Q.insert_delivery, new_id("ndl"), org_id, "slack", "slack", event, json.dumps(message), now)
 
-    def run_event(self, tx: Tx, *, org_id: str, event: str, data: Mapping[str, Any]) -> None:
+    def run_event(self, tx: Tx, event: RunEvent) -> None:
         """A run event (the runs context's ``RunEvents``): ``run.remediated`` is notified."""
-        if event == "run.remediated":
-            metrics = data.get("metrics") or {}
-            self.approval_event(tx, org_id=org_id, event=event, approval={
-                "run_id": data.get("run_id"), "agent_id": data.get("agent_id"),
-                "monthly_saving_micros": metrics.get("monthly_saving_micros", 0)})
+        if event.type == RunEventType.REMEDIATED:
+            self.approval_event(tx, org_id=event.org_id, event=event.type.value, approval={
+                "run_id": event.run_id, "agent_id": event.agent_id,
+                "monthly_saving_micros": event.monthly_saving_micros})
 
     # -- in-app ----------------------------------------------------------------------------------
     @staticmethod

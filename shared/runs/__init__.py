@@ -19,6 +19,8 @@ from shared.runs.models import (
     RemediationEntry,  # for approvals
     RunCreate,
     RunCreated,
+    RunEvent,  # for webhooks, approvals and notifications (through the root)
+    RunEventType,
     RunListQuery,
     RunMemoryScope,  # for memory
     RunOut,
@@ -28,7 +30,7 @@ from shared.runs.models import (
     TaskQuery,
 )
 from shared.runs.report_page import REPORT_CSP, render_report_page
-from shared.runs.service import TASK_KIND, RunService, input_problems
+from shared.runs.service import TASK_KIND, RunEvents, RunService, input_problems
 from shared.runs.task_queue import TaskQueue
 
 __all__ = [
@@ -54,6 +56,9 @@ __all__ = [
     "RemediationEntry",
     "RunCreate",
     "RunCreated",
+    "RunEvent",
+    "RunEventType",
+    "RunEvents",
     "RunListQuery",
     "RunMemoryScope",
     "RunOut",

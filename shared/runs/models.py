@@ -302,6 +302,44 @@ class RunMemoryScope(BaseModel):
     namespaces: list[str]
 
 
+class RunEventType(StrEnum):
+    """What a run's final status is announced as (webhooks' event types, docs/WEBHOOKS.md)."""
+
+    COMPLETED = "run.completed"
+    FAILED = "run.failed"  # failed or dead
+    CANCELLED = "run.cancelled"
+    REMEDIATED = "run.remediated"
+
+    @classmethod
+    def of(cls, status: RunStatus) -> RunEventType:
+        """The event a run that ended in ``status`` announces."""
+        return {RunStatus.SUCCEEDED: cls.COMPLETED, RunStatus.CANCELLED: cls.CANCELLED,
+                RunStatus.REMEDIATED: cls.REMEDIATED}.get(status, cls.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """A run's final outcome, announced (``RunEvents``) inside the transaction that records it."""
+
+    type: RunEventType
+    org_id: str
+    run_id: str
+    agent_id: str
+    deployment_id: str
+    version: str
+    status: RunStatus
+    error: str | None
+    metrics: dict[str, Any] | None
+    finished_at: datetime
+    monthly_saving_micros: int = 0  # what the run's executed actions save a month (remediated)
+
+    def payload(self) -> dict[str, Any]:
+        """The event's data as webhooks deliver it (docs/WEBHOOKS.md)."""
+        return {"run_id": self.run_id, "agent_id": self.agent_id, "deployment_id": self.deployment_id,
+                "version": self.version, "status": self.status.value, "error": self.error, "metrics": self.metrics,
+                "finished_at": self.finished_at.isoformat()}
+
+
 @dataclass(frozen=True)
 class RemediationEntry:
     """One line of a run's remediation: what an approved action did, or a call refused because it

@@ -38,14 +38,18 @@ SELECT r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.status, r.task_
 FROM runs r WHERE r.id = %s AND r.agent_id = %s;
 
 -- name: run_state_for_update
--- What a data plane's call needs of a run of an agent, locked (a completion), and whether an
--- approved action of the run executed (its success is then ``remediated``): read under the lock,
--- nobody changes it before the completion commits.
+-- What a data plane's call needs of a run of an agent, locked (a completion), whether an
+-- approved action of the run executed (its success is then ``remediated``) and what the executed
+-- actions save a month: read under the lock, nobody changes them before the completion commits.
 SELECT r.id, r.org_id, r.agent_id, r.deployment_id, r.version, r.status, r.task_id, r.attempt,
        r.max_attempts, r.cancel_requested, r.lease_hash, r.completion_lease, r.completion,
-       EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(r.remediation, '[]'::jsonb)) e
-               WHERE e ? 'outcome' AND NOT coalesce((e -> 'outcome') ? 'error', false)) AS remediated
-FROM runs r WHERE r.id = %s AND r.agent_id = %s FOR UPDATE OF r;
+       x.executed > 0 AS remediated, x.saving AS remediation_saving_micros
+FROM runs r
+CROSS JOIN LATERAL (
+    SELECT count(*) AS executed, coalesce(sum((e ->> 'monthly_saving_micros')::bigint), 0) AS saving
+    FROM jsonb_array_elements(coalesce(r.remediation, '[]'::jsonb)) e
+    WHERE e ? 'outcome' AND NOT coalesce((e -> 'outcome') ? 'error', false)) x
+WHERE r.id = %s AND r.agent_id = %s FOR UPDATE OF r;
 
 -- name: run_state_by_id_for_update
 -- A run's state by its id alone, locked (the queue's verdict, the reconciliation).

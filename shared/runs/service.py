@@ -61,6 +61,8 @@ from shared.runs.models import (
     LogPage,
     RemediationEntry,
     RunCreated,
+    RunEvent,
+    RunEventType,
     RunListQuery,
     RunMemoryScope,  # for memory
     RunOut,
@@ -92,10 +94,11 @@ def authorize(principal: Principal, role: Role | None, action: RunAction, *, uns
 
 
 class RunEvents(Protocol):
-    """Where run outcomes are announced (webhooks), inside the transaction that records them."""
+    """Where run outcomes are announced (webhooks, approvals, notifications), inside the
+    transaction that records them."""
 
-    def __call__(self, tx: Tx, *, org_id: str, event: str, data: dict[str, Any]) -> object:
-        """Record ``event`` for ``org_id``; it commits or rolls back with the run's change."""
+    def __call__(self, tx: Tx, event: RunEvent) -> object:
+        """Record ``event``; it commits or rolls back with the run's change."""
         ...
 
 
@@ -117,6 +120,7 @@ class RunState:
     completion_lease: str | None
     completion: dict[str, Any] | None
     remediated: bool = False  # an approved action of it executed (read with the lock only)
+    remediation_saving_micros: int = 0  # what its executed actions save a month (read with the lock only)
 
     @classmethod
     def of(cls, row: Row) -> RunState:
@@ -125,7 +129,8 @@ class RunState:
                    version=row["version"], status=RunStatus(row["status"]), task_id=row["task_id"],
                    attempt=row["attempt"], max_attempts=row["max_attempts"], cancel_requested=row["cancel_requested"],
                    lease_hash=row["lease_hash"], completion_lease=row["completion_lease"],
-                   completion=row["completion"], remediated=bool(row.get("remediated")))
+                   completion=row["completion"], remediated=bool(row.get("remediated")),
+                   remediation_saving_micros=int(row.get("remediation_saving_micros") or 0))
 
 
 @dataclass(frozen=True)
@@ -171,11 +176,6 @@ def _json(value: dict[str, Any] | None) -> str | None:
 _BILLED_AS = {RunStatus.SUCCEEDED: Outcome.SUCCEEDED, RunStatus.FAILED: Outcome.FAILED,
               RunStatus.CANCELLED: Outcome.CANCELLED, RunStatus.DEAD: Outcome.PLATFORM_FAILURE,
               RunStatus.REMEDIATED: Outcome.SUCCEEDED}
-
-
-def _event_for(status: RunStatus) -> str:
-    return {RunStatus.SUCCEEDED: "run.completed", RunStatus.CANCELLED: "run.cancelled",
-            RunStatus.REMEDIATED: "run.remediated"}.get(status, "run.failed")
 
 
 class RunService:
@@ -583,10 +583,10 @@ class RunService:
         self.audit.append(tx, org_id=run.org_id, actor=actor, action=f"run.{status.value}", target=run.id,
                           details=details)
         if self.events is not None:
-            self.events(tx, org_id=run.org_id, event=_event_for(status), data={
-                "run_id": run.id, "agent_id": run.agent_id, "deployment_id": run.deployment_id,
-                "version": run.version, "status": status.value, "error": error, "metrics": metrics,
-                "finished_at": finished_at.isoformat()})
+            self.events(tx, RunEvent(type=RunEventType.of(status), org_id=run.org_id, run_id=run.id,
+                                     agent_id=run.agent_id, deployment_id=run.deployment_id, version=run.version,
+                                     status=status, error=error, metrics=metrics, finished_at=finished_at,
+                                     monthly_saving_micros=run.remediation_saving_micros))
         return row
 
     def _settle(self, task_id: str, lease_token: str, status: RunStatus, *, error: str,

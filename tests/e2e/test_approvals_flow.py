@@ -111,6 +111,11 @@ def test_approve_executes_once_and_the_run_ends_remediated(container, make_org, 
     for action in ("approval.requested", "approval.decided", "approval.executing", "approval.executed",
                    "run.awaiting_approval", "run.resume_enqueued", "run.remediated"):
         assert action in audit, action
+    # The run's remediated event reaches the approvers in-app, with what it saves.
+    remediated = [n for n in approver.get("/me/notifications").body["items"] if n["event"] == "run.remediated"]
+    assert [(n["data"]["run_id"], n["data"]["monthly_saving_micros"]) for n in remediated] == [
+        (run["id"], approval["monthly_saving_micros"])]
+    assert not [n for n in operator.get("/me/notifications").body["items"] if n["event"] == "run.remediated"]
 
 
 def test_reject_resumes_on_the_not_approved_path(container, make_org, anon, settings, member, focus, live_url):

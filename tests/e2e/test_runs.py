@@ -374,8 +374,8 @@ def test_reconcile_closes_a_run_whose_last_lease_expired(inst, anon, container):
 def test_events_are_emitted_once_in_the_completing_transaction(inst, anon, container):
     seen = []
 
-    def events(tx, *, org_id, event, data):
-        seen.append((org_id, event, data["run_id"], data["status"]))
+    def events(tx, event):
+        seen.append((event.org_id, event.type, event.run_id, event.status))
 
     service = RunService(container.db, container.audit, container.orgs, container.queue, catalog=container.catalog,
                          deployments=container.deployments, events=events)

@@ -287,6 +287,7 @@ JSON_RETURNS = {
     "shared.deployments.service.config_problems",  # an error's details (path, message)
     "shared.runs.service.input_problems",  # an error's details (path, message)
     "shared.runs.models.RemediationEntry.as_json",  # the entry as the run's remediation stores it
+    "shared.runs.models.RunEvent.payload",  # the event's data as webhooks deliver it
     "shared.notifications.slack.approval_message",  # a Slack Block Kit message body
 }
 _UNTYPED_RETURN = re.compile(r"\bRow\b|\bDeferred\b|dict\[str, (?:Any|object)\]|Mapping\[str, Any\]|^Any$|list\[dict")
