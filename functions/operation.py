@@ -106,6 +106,7 @@ class Operation:
     idempotent: bool
     fn: Callable[[Call], Any]
     memberships: bool = False  # authentication also loads every membership of a user
+    user: bool = False  # only a signed-in user, not an API key (403 user_required)
     rate_limited: bool = True  # counted against the caller's rate limit (docs/ARCHITECTURE.md)
     # What else it may answer, for its OpenAPI entry: error statuses and codes of its own (the
     # generic ones follow from the rest, see ``errors``), other success statuses with their
@@ -212,6 +213,7 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, max_body: int | None = None,
               idempotent: bool | None = None, name: str | None = None, memberships: bool = False,
+              user: bool = False,
               errors: Mapping[int, ErrorCode | Iterable[ErrorCode]] | None = None,
               also: Mapping[int, str] | None = None,
               media: Mapping[str, Mapping[str, Any] | None] | None = None,
@@ -246,7 +248,7 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
                        idempotent=(method.upper() == "POST" and auth) if idempotent is None else idempotent,
                        fn=fn, memberships=memberships, own_errors=own_errors, also=dict(also or {}),
                        media=dict(media or {}), headers=dict(headers or {}), accepts=dict(accepts or {}),
-                       push=push, rate_limited=rate_limited, anonymous=anonymous)
+                       push=push, rate_limited=rate_limited, anonymous=anonymous, user=user)
         op.handler = _make_handler(op)
         registry.add(op)
         return op
@@ -458,7 +460,7 @@ def _authorize(op: Operation, services: Container, principal: Principal, params:
     if op.roles is not None and org_id is not None:
         role = services.orgs.role_of(principal, org_id)
     need = Need(roles=op.roles if org_id is not None else None, platform_admin=op.platform_admin,
-                dataplane=op.dataplane, doing=f"{op.summary[:1].lower()}{op.summary[1:]}".rstrip("."))
+                dataplane=op.dataplane, user=op.user, doing=f"{op.summary[:1].lower()}{op.summary[1:]}".rstrip("."))
     denied = decide(principal, need, role)
     if denied is not None:
         raise denied

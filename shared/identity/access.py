@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.identity.models import Principal, Role
-from shared.kernel.errors import AppError, Forbidden, NotFound
+from shared.kernel.errors import AppError, ErrorCode, Forbidden, NotFound
 
 #: Read the org and what it holds: members, preferences, deployments, runs, its own listings.
 ANY_MEMBER = frozenset({Role.ADMIN, Role.DEVELOPER, Role.OPERATOR, Role.APPROVER, Role.VIEWER})
@@ -55,6 +55,8 @@ class Need:
     platform_admin: bool = False
     #: Only data-plane credentials may do it (and they may do nothing else).
     dataplane: bool = False
+    #: Only a signed-in user may do it, not an API key (what it addresses is the user's own).
+    user: bool = False
 
 
 def decide(principal: Principal, need: Need, role: Role | None = None) -> AppError | None:
@@ -69,6 +71,8 @@ def decide(principal: Principal, need: Need, role: Role | None = None) -> AppErr
         # Data-plane keys reach only the data-plane API, and only they reach it.
         return Forbidden("this operation is for data-plane credentials only" if need.dataplane
                          else "data-plane credentials may only call the data-plane API")
+    if need.user and principal.kind != "user":
+        return Forbidden(f"only a signed-in user may {need.doing}, not an API key", code=ErrorCode.USER_REQUIRED)
     if need.roles is None:
         return None
     if role is None:

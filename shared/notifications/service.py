@@ -27,7 +27,7 @@ from shared.audit import AuditLog
 from shared.identity import ADMIN, APPROVERS, OrgService, Principal, Role
 from shared.kernel.db.database import Database, Tx
 from shared.kernel.db.queries import Queries
-from shared.kernel.errors import AppError, BadRequest, Conflict, ErrorCode, Forbidden, NotFound, Unauthorized
+from shared.kernel.errors import AppError, BadRequest, Conflict, ErrorCode, NotFound, Unauthorized
 from shared.kernel.ids import new_id
 from shared.kernel.pagination import Keyset, Page, next_page
 from shared.kernel.redaction import redact_text
@@ -152,24 +152,17 @@ class NotificationService:
                 "monthly_saving_micros": event.monthly_saving_micros})
 
     # -- in-app ----------------------------------------------------------------------------------
-    @staticmethod
-    def _user(principal: Principal) -> str:
-        if principal.kind != "user":
-            raise Forbidden("notifications belong to users, not API keys", code=ErrorCode.USER_REQUIRED)
-        return principal.subject
-
-    def page(self, principal: Principal, query: NotificationQuery) -> Page[NotificationOut]:
-        """The caller's notifications, newest first."""
-        user_id = self._user(principal)
+    def page(self, user_id: str, query: NotificationQuery) -> Page[NotificationOut]:
+        """User ``user_id``'s notifications, newest first (that only the user reads them is the
+        operation's decision: ``user=True``, shared/identity/access.py)."""
         after = Keyset.after(query.cursor)
         with self.db.read() as tx:
             rows = tx.fetch_all(_Q.notifications_page, user_id, query.unread, *after.params, query.limit + 1)
         items, cursor = next_page(rows, query.limit, lambda r: Keyset.of(r["created_at"], r["id"]))
         return Page[NotificationOut](items=[NotificationOut(**r) for r in items], next_cursor=cursor)
 
-    def mark_read(self, principal: Principal, notification_id: str) -> NotificationOut:
-        """Mark one of the caller's notifications read (idempotent)."""
-        user_id = self._user(principal)
+    def mark_read(self, user_id: str, notification_id: str) -> NotificationOut:
+        """Mark one of user ``user_id``'s notifications read (idempotent); another's is not found."""
         with self.db.transaction() as tx:
             row = tx.fetch_one(_Q.mark_read, self.clock(), notification_id, user_id)
         if row is None:

@@ -54,6 +54,22 @@ def test_in_app_notifications_and_mark_read(container, make_org, anon, settings,
     assert decided and decided[0]["data"]["status"] == "approved"
 
 
+def test_notifications_are_a_signed_in_users_only(container, make_org, anon, settings, member):
+    """An org API key, even an admin's, is refused (403 user_required; a data-plane key 403 by the
+    data-plane rule first) before anything is read or changed: notifications are a person's."""
+    p = park(container, make_org, anon, settings, member)
+    [note] = [n for n in p.inst.admin.get("/me/notifications").body["items"]
+              if n["data"].get("approval_id") == p.approvals[0]["id"]]
+    org_key = p.inst.admin.post(f"/orgs/{p.inst.org_id}/api-keys", json={"name": "n", "role": "admin"}).body["key"]
+    for key, code in ((org_key, "user_required"), (p.inst.key, "forbidden")):
+        listed = anon.get("/me/notifications", token=key)
+        marked = anon.post(f"/me/notifications/{note['id']}/read", token=key)
+        for resp in (listed, marked):
+            assert resp.status == 403 and resp.body["error"]["code"] == code, resp
+    again = [n for n in p.inst.admin.get("/me/notifications").body["items"] if n["id"] == note["id"]]
+    assert again[0]["read_at"] is None  # nothing was marked
+
+
 def test_email_is_retried_after_a_refused_connection(container, make_org, anon, settings, member, monkeypatch):
     port = free_port()  # nothing listens yet: the first attempt is refused
     notifications = container.notifications

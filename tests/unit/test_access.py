@@ -17,7 +17,7 @@ from shared.identity import (
     Role,
     decide,
 )
-from shared.kernel.errors import Forbidden, NotFound
+from shared.kernel.errors import ErrorCode, Forbidden, NotFound
 
 USER = Principal(kind="user", subject="usr_1")
 PLATFORM_ADMIN = Principal(kind="user", subject="usr_2", platform_admin=True)
@@ -57,6 +57,14 @@ def test_data_plane_keys_reach_the_data_plane_api_only_and_only_they_do() -> Non
     assert isinstance(decide(DATAPLANE, Need()), Forbidden)
     # Checked before the org role: a data-plane key is refused, never told whether it is a member.
     assert isinstance(decide(DATAPLANE, Need(roles=ANY_MEMBER), None), Forbidden)
+
+
+def test_user_only_actions_refuse_every_api_key() -> None:
+    org_key = Principal(kind="api_key", subject="key_2", key_org_id="org_1", key_role=Role.ADMIN)
+    assert decide(USER, Need(user=True)) is None
+    denied = decide(org_key, Need(user=True, doing="list my notifications"))
+    assert isinstance(denied, Forbidden) and denied.code == ErrorCode.USER_REQUIRED
+    assert "list my notifications" in str(denied)
 
 
 @pytest.mark.parametrize(("roles", "granted"), [
