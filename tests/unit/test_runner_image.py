@@ -1,7 +1,7 @@
 """The runner image holds the data plane and nothing of the control plane.
 
-``byoc/Dockerfile`` installs ``byoc/runner-requirements.txt`` and then the project with
-``--no-deps``. These tests keep that list complete (every third-party module the data plane imports,
+``byoc/Dockerfile`` installs ``byoc/runner-requirements.txt`` and then, with ``--no-deps``, a package
+of the data plane's code alone (``byoc/runner-pyproject.toml`` over the files its build stage copies). These tests keep that list complete (every third-party module the data plane imports,
 found by walking its imports through the repository) and small (nothing the control plane alone
 needs, such as the embedded PostgreSQL or the HTTP server, reaches the image, even transitively).
 Docker cannot build here, so the files are checked, and the imports are run in a subprocess that
@@ -14,6 +14,7 @@ import ast
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -152,7 +153,7 @@ def test_the_image_installs_nothing_of_the_control_plane():
     runs = [" ".join(command.split()) for command in re.findall(r"^RUN (.*?[^\\])$", text.replace("\\\n", " "),
                                                                     flags=re.MULTILINE)]
     installs = [match.strip() for run in runs for match in re.findall(r"pip install ([^&]*)", run)]
-    assert installs == ["--upgrade pip", "-r byoc/runner-requirements.txt", "--no-deps ."], installs
+    assert installs == ["--upgrade pip", "-r byoc/runner-requirements.txt", "--no-deps ./runner"], installs
     assert not [run for run in runs if re.search(r"apt-get|apk add|postgres", run, flags=re.IGNORECASE)]
 
 
@@ -198,3 +199,99 @@ def test_the_built_in_agent_is_installed_with_its_data():
         assert (package / data).is_file()
     agent = tomllib.loads((REPO / "agents" / "cost-anomaly" / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert {"data/*.csv", "data/*.md", "data/*.json"} <= set(agent["package-data"]["cost_anomaly"])
+
+
+# -- the image's own code: what the build stage copies -----------------------------------------------
+
+def build_stage_copies() -> list[tuple[list[str], str]]:
+    """(sources, destination) of each COPY of the Dockerfile's build stage (before the second FROM)."""
+    text = (REPO / "byoc" / "Dockerfile").read_text().replace("\\\n", " ")
+    build = text.split("\nFROM ", 2)[1]
+    copies = []
+    for line in build.splitlines():
+        if line.startswith("COPY "):
+            *sources, destination = line.split()[1:]
+            assert not any(source.startswith("--") for source in sources), line
+            copies.append((sources, destination))
+    return copies
+
+
+def assemble(target: Path) -> Path:
+    """The build stage's /src, made from this checkout as the COPY lines make it (``__pycache__``
+    left out, as .dockerignore does)."""
+    for sources, destination in build_stage_copies():
+        for source in sources:
+            origin = REPO / source
+            if source.endswith("/"):
+                shutil.copytree(origin, target / destination, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                where = target / destination / origin.name if destination.endswith("/") else target / destination
+                where.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(origin, where)
+    return target / "runner"
+
+
+def test_the_dockerignore_admits_exactly_what_the_build_stage_copies():
+    lines = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    admitted = {line[1:] for line in lines if line.startswith("!")}
+    copied = {source for sources, _ in build_stage_copies() for source in sources}
+    assert admitted == copied
+    assert all((REPO / source).exists() for source in copied), copied
+
+
+def test_the_image_holds_the_data_planes_modules_and_no_other(tmp_path):
+    runner = assemble(tmp_path)
+    held = {".".join(path.relative_to(runner).with_suffix("").parts).removesuffix(".__init__")
+            for path in runner.rglob("*.py")}
+    repo, _ = data_plane_imports()
+    assert repo <= held, f"the image lacks {sorted(repo - held)}"
+    assert {name.partition(".")[0] for name in held} == set(DATA_PLANE) | {"shared"}
+    assert {name for name in held if name.partition(".")[0] == "shared"} == SHARED_ALLOW_LIST
+    # The package file finds every package of the tree, the built-in agent's data included.
+    config = tomllib.loads((runner / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert {f"{top}*" for top in (*DATA_PLANE, "shared")} == set(config["packages"]["find"]["include"])
+    for data in ("data/focus_sample.csv", "data/demo_focus.csv", "data/demo_anomalies.json"):
+        assert (runner / "cost_anomaly" / data).is_file()
+        assert any(Path(data).match(pattern) for pattern in config["package-data"]["*"]), data
+
+
+def test_the_data_plane_runs_from_the_image_tree_alone(tmp_path):
+    """The data plane and the built-in agent import and build from the copied tree: a module of
+    the repository that is not in it is refused, as are the packages the image does not install."""
+    runner = assemble(tmp_path)
+    allowed = closure({requirement.name for requirement in runner_requirements()})
+    blocked = sorted(top for top, dists in importlib.metadata.packages_distributions().items()
+                     if not {canonicalize_name(dist) for dist in dists} & allowed and top.isidentifier())
+    code = """if True:
+        import importlib.abc, importlib.machinery, sys
+        blocked, tree, ours = frozenset(sys.argv[1].split(",")), sys.argv[2], frozenset(sys.argv[3].split(","))
+
+        class Refuse(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                top = name.partition(".")[0]
+                if top in ours:  # the repository's packages come from the copied tree only
+                    spec = importlib.machinery.PathFinder.find_spec(name, path if path else [tree])
+                    if spec is None or not (spec.origin or "").startswith(tree):
+                        raise ModuleNotFoundError(f"not in the runner image: {name}", name=name)
+                    return spec
+                if top in blocked:
+                    raise ModuleNotFoundError(f"not in the runner image: {name}", name=name)
+                return None
+
+        sys.meta_path.insert(0, Refuse())
+        import jobs.agent_run, runtime.pool, runtime.runner
+        from runtime.executor import agent_tools, load_entrypoint
+        runtime.runner.configure_logging("WARNING")
+        load_entrypoint("cost_anomaly.graph:build_graph")().compile()
+        assert agent_tools("cost_anomaly.graph:build_graph")
+        import shared.kernel.package_archive
+        try:
+            import shared.identity
+        except ModuleNotFoundError:
+            print("ok")
+    """
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code, ",".join(blocked), str(runner), ",".join(PACKAGE_ROOTS)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
