@@ -4,6 +4,7 @@ from shared.approvals.canonical import action_hash, canonical_action
 from shared.approvals.inventory import Inventory
 from shared.approvals.models import (
     ApprovalListQuery,
+    ApprovalNotice,
     ApprovalOut,
     ApprovalStatus,
     AwaitApprovalIn,
@@ -27,6 +28,7 @@ from shared.approvals.service import PLATFORM_TOOLS, ApprovalNotifier, ApprovalS
 __all__ = [
     "PLATFORM_TOOLS",
     "ApprovalListQuery",
+    "ApprovalNotice",
     "ApprovalNotifier",
     "ApprovalOut",
     "ApprovalService",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -183,3 +184,27 @@ class ResourceQuery(BaseModel):
 class FocusImportIn(StrictModel):
     focus_csv: Annotated[str, StringConstraints(min_length=1, max_length=8_000_000)] = Field(
         description="A FOCUS 1.0 billing export (CSV text): each ResourceId becomes an inventory resource.")
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalNotice:
+    """What events, notifications and 409 bodies say of an approval (``as_json`` is their body);
+    a run's remediation is announced with it too (no approval: ``approval_id`` None)."""
+
+    approval_id: str | None
+    run_id: str
+    agent_id: str | None = None
+    tool: str | None = None
+    status: str | None = None
+    decided_by: str | None = None
+    decided_at: str | None = None  # ISO 8601
+    comment: str | None = None
+    action_hash: str | None = None
+    monthly_saving_micros: int | None = None
+    impact: dict[str, Any] | None = None  # (approval.requested)
+    expires_at: str | None = None  # ISO 8601 (approval.requested, approval.reminder)
+
+    def as_json(self) -> dict[str, Any]:
+        """Every field, but ``impact`` and ``expires_at`` only when the notice has them."""
+        return {field.name: getattr(self, field.name) for field in fields(self)
+                if field.name not in ("impact", "expires_at") or getattr(self, field.name) is not None}

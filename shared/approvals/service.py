@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ from shared.approvals.canonical import action_hash, canonical_action
 from shared.approvals.inventory import Inventory
 from shared.approvals.models import (
     ApprovalListQuery,
+    ApprovalNotice,
     ApprovalOut,
     ApprovalStatus,
     AwaitApprovalIn,
@@ -62,7 +64,7 @@ class ApprovalEvents(Protocol):
 class ApprovalNotifier(Protocol):
     """Who hears about approvals (in-app, email, Slack): the notifications context, wired by the root."""
 
-    def approval_event(self, tx: Tx, *, org_id: str, event: str, approval: Mapping[str, Any]) -> None:
+    def approval_event(self, tx: Tx, *, org_id: str, event: str, notice: ApprovalNotice) -> None:
         """Queue the notifications of ``event`` (``approval.requested``, ``approval.reminder``,
         ``approval.decided``, ``approval.expired``, ``run.remediated``) in ``tx``."""
         ...
@@ -81,15 +83,15 @@ def _out(row: Row, votes: list[Vote] | None = None) -> ApprovalOut:
                        votes=votes or [])
 
 
-def _summary(row: Row | ApprovalOut) -> dict[str, Any]:
+def _summary(row: Row | ApprovalOut) -> ApprovalNotice:
     """What events, notifications and 409 bodies say of an approval."""
     get = row.__getitem__ if isinstance(row, Mapping) else lambda k: getattr(row, k)
     decided_at = get("decided_at")
-    return {"approval_id": get("id"), "run_id": get("run_id"), "agent_id": get("agent_id"), "tool": get("tool"),
-            "status": str(get("status")), "decided_by": get("decided_by"),
-            "decided_at": decided_at.isoformat() if decided_at else None,
-            "comment": get("decision_comment"), "action_hash": get("action_hash"),
-            "monthly_saving_micros": get("monthly_saving_micros")}
+    return ApprovalNotice(approval_id=get("id"), run_id=get("run_id"), agent_id=get("agent_id"), tool=get("tool"),
+                          status=str(get("status")), decided_by=get("decided_by"),
+                          decided_at=decided_at.isoformat() if decided_at else None,
+                          comment=get("decision_comment"), action_hash=get("action_hash"),
+                          monthly_saving_micros=get("monthly_saving_micros"))
 
 
 class ApprovalService:
@@ -112,11 +114,11 @@ class ApprovalService:
         """Wire the notifications context (it sits above this one)."""
         self.notifier = notifier
 
-    def _announce(self, tx: Tx, org_id: str, event: str, summary: dict[str, Any], *, webhook: bool = True) -> None:
+    def _announce(self, tx: Tx, org_id: str, event: str, notice: ApprovalNotice, *, webhook: bool = True) -> None:
         if webhook and self.events is not None:
-            self.events(tx, org_id=org_id, event=event, data=summary)
+            self.events(tx, org_id=org_id, event=event, data=notice.as_json())
         if self.notifier is not None:
-            self.notifier.approval_event(tx, org_id=org_id, event=event, approval=summary)
+            self.notifier.approval_event(tx, org_id=org_id, event=event, notice=notice)
 
     # -- policy --------------------------------------------------------------------------------
     def policy(self, org_id: str, tx: Tx | None = None) -> PolicyOut:
@@ -193,7 +195,7 @@ class ApprovalService:
                 raise NotFound("approval not found")
             if row["status"] != ApprovalStatus.PENDING:
                 raise Conflict(f"this approval is {row['status']} already", code=ErrorCode.APPROVAL_DECIDED,
-                               details=[{"decision": _summary(row)}])
+                               details=[{"decision": _summary(row).as_json()}])
             if row["expires_at"] <= now:
                 self._expire(tx, row, now)
                 raise _decided_after_expiry(row, now)
@@ -203,7 +205,7 @@ class ApprovalService:
             voted = tx.fetch_one(_Q.insert_vote, approval_id, principal.actor, decision, comment)
             if voted is None:
                 raise Conflict("you decided this approval already", code=ErrorCode.ALREADY_VOTED,
-                               details=[{"decision": _summary(row)}])
+                               details=[{"decision": _summary(row).as_json()}])
             self.audit.append(tx, org_id=org_id, actor=principal.actor, action=f"approval.vote_{decision}",
                               target=approval_id, details={"run_id": row["run_id"], "comment": comment})
             approvals = int(tx.fetch_val(_Q.count_approvals, approval_id)) if decision == "approve" else 0
@@ -229,12 +231,12 @@ class ApprovalService:
         self.audit.append(tx, org_id=row["org_id"], actor=actor, action=action, target=row["id"],
                           details={"run_id": row["run_id"], "status": status.value, "tool": row["tool"],
                                    "action_hash": row["action_hash"], "comment": comment})
-        summary = {**_summary(row), "status": status.value, "decided_by": actor, "decided_at": now.isoformat(),
-                   "comment": comment}
+        notice = replace(_summary(row), status=status.value, decided_by=actor, decided_at=now.isoformat(),
+                         comment=comment)
         # approval.expired is a notification; to webhooks an expiry is a decision like the others.
-        self._announce(tx, row["org_id"], "approval.decided", summary)
+        self._announce(tx, row["org_id"], "approval.decided", notice)
         if status == ApprovalStatus.EXPIRED and self.notifier is not None:
-            self.notifier.approval_event(tx, org_id=row["org_id"], event="approval.expired", approval=summary)
+            self.notifier.approval_event(tx, org_id=row["org_id"], event="approval.expired", notice=notice)
         if int(tx.fetch_val(_Q.pending_left, row["run_id"])) == 0:
             self.runs.resume_in(tx, row["run_id"], actor=actor)
 
@@ -266,9 +268,10 @@ class ApprovalService:
                 self.audit.append(tx, org_id=row["org_id"], actor=SYSTEM_EXPIRY, action="approval.reminded",
                                   target=row["id"], details={"run_id": row["run_id"]})
                 if self.notifier is not None:
-                    self.notifier.approval_event(tx, org_id=row["org_id"], event="approval.reminder", approval={
-                        "approval_id": row["id"], "run_id": row["run_id"], "tool": row["tool"],
-                        "expires_at": row["expires_at"].isoformat()})
+                    self.notifier.approval_event(tx, org_id=row["org_id"], event="approval.reminder",
+                                                 notice=ApprovalNotice(approval_id=row["id"], run_id=row["run_id"],
+                                                                       tool=row["tool"],
+                                                                       expires_at=row["expires_at"].isoformat()))
         return [r["id"] for r in rows]
 
     def cancel_for_run(self, tx: Tx, event: RunEvent) -> None:
@@ -332,8 +335,8 @@ class ApprovalService:
             for row in rows:
                 if row["id"] in created:
                     self._announce(tx, run.org_id, "approval.requested",
-                                   {**_summary(row), "impact": row["impact"],
-                                    "expires_at": row["expires_at"].isoformat()})
+                                   replace(_summary(row), impact=row["impact"],
+                                           expires_at=row["expires_at"].isoformat()))
         return AwaitApprovalOut(run_id=run_id, status=RunStatus.AWAITING_APPROVAL.value,
                                 approvals=[_out(r) for r in rows if r["status"] == ApprovalStatus.PENDING])
 
@@ -364,7 +367,7 @@ class ApprovalService:
                 raise NotFound("approval not found")
             if row["status"] != ApprovalStatus.APPROVED:
                 raise Conflict(f"this approval is {row['status']}: the call may not execute",
-                               code=ErrorCode.NOT_APPROVED, details=[{"decision": _summary(row)}])
+                               code=ErrorCode.NOT_APPROVED, details=[{"decision": _summary(row).as_json()}])
             if row["action_hash"] != call_hash:
                 stale = row
             elif row["executed_at"] is not None:
@@ -452,6 +455,6 @@ class ApprovalService:
 
 
 def _decided_after_expiry(row: Row, now: datetime) -> Conflict:
-    summary = {**_summary(row), "status": ApprovalStatus.EXPIRED.value, "decided_by": SYSTEM_EXPIRY,
-               "decided_at": now.isoformat()}
-    return Conflict("this approval expired", code=ErrorCode.APPROVAL_DECIDED, details=[{"decision": summary}])
+    notice = replace(_summary(row), status=ApprovalStatus.EXPIRED.value, decided_by=SYSTEM_EXPIRY,
+                     decided_at=now.isoformat())
+    return Conflict("this approval expired", code=ErrorCode.APPROVAL_DECIDED, details=[{"decision": notice.as_json()}])

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
-from shared.approvals import ApprovalService
+from shared.approvals import ApprovalNotice, ApprovalService
 from shared.audit import AuditLog
 from shared.identity import ADMIN, APPROVERS, OrgService, Principal, Role
 from shared.kernel.db.database import Database, Tx
@@ -66,25 +66,25 @@ def _usd(micros: Any) -> str:
     return f"${int(micros or 0) / 1_000_000:,.2f}"
 
 
-def _text(event: str, a: Mapping[str, Any]) -> tuple[str, str]:
+def _text(event: str, a: ApprovalNotice) -> tuple[str, str]:
     """Subject and body of an event's notification."""
-    tool, run = a.get("tool", "an action"), a.get("run_id", "")
-    saving = _usd(a.get("monthly_saving_micros"))
+    tool, run = a.tool or "an action", a.run_id
+    saving = _usd(a.monthly_saving_micros)
     if event == "approval.requested":
-        impact = a.get("impact") or {}
+        impact = a.impact or {}
         what = impact.get("what") or impact.get("summary") or tool
         return (f"Approval needed: {tool}",
                 f"Run {run} asks to execute {tool}: {what}. Estimated monthly saving {saving}. "
-                f"Approval {a.get('approval_id')} expires at {a.get('expires_at')}.")
+                f"Approval {a.approval_id} expires at {a.expires_at}.")
     if event == "approval.reminder":
         return (f"Reminder: approval needed for {tool}",
-                f"Approval {a.get('approval_id')} for run {run} expires at {a.get('expires_at')}.")
+                f"Approval {a.approval_id} for run {run} expires at {a.expires_at}.")
     if event == "approval.decided":
-        return (f"Approval {a.get('status')}: {tool}",
-                f"Approval {a.get('approval_id')} for run {run} was {a.get('status')} by {a.get('decided_by')}.")
+        return (f"Approval {a.status}: {tool}",
+                f"Approval {a.approval_id} for run {run} was {a.status} by {a.decided_by}.")
     if event == "approval.expired":
         return (f"Approval expired: {tool}",
-                f"Approval {a.get('approval_id')} for run {run} expired without a decision; the action "
+                f"Approval {a.approval_id} for run {run} expired without a decision; the action "
                 "was not executed.")
     return (f"Run remediated: {run}",
             f"Run {run} ended remediated; estimated monthly saving {saving}.")
@@ -107,11 +107,11 @@ class NotificationService:
         self.clock = clock
 
     # -- events ----------------------------------------------------------------------------------
-    def approval_event(self, tx: Tx, *, org_id: str, event: str, approval: Mapping[str, Any]) -> None:
+    def approval_event(self, tx: Tx, *, org_id: str, event: str, notice: ApprovalNotice) -> None:
         """Notify the org's approvers and admins of ``event`` in ``tx`` (in-app now; email and
         Slack queued in the outbox)."""
-        data = {**approval, "org_id": org_id}
-        subject, body = _text(event, data)
+        data = {**notice.as_json(), "org_id": org_id}
+        subject, body = _text(event, notice)
         self._notify(tx, org_id=org_id, event=event, data=data, roles=APPROVERS, subject=subject, body=body)
 
     def billing_event(self, tx: Tx, *, org_id: str, event: str, data: Mapping[str, Any]) -> None:
@@ -147,9 +147,9 @@ class NotificationService:
     def run_event(self, tx: Tx, event: RunEvent) -> None:
         """A run event (the runs context's ``RunEvents``): ``run.remediated`` is notified."""
         if event.type == RunEventType.REMEDIATED:
-            self.approval_event(tx, org_id=event.org_id, event=event.type.value, approval={
-                "run_id": event.run_id, "agent_id": event.agent_id,
-                "monthly_saving_micros": event.monthly_saving_micros})
+            self.approval_event(tx, org_id=event.org_id, event=event.type.value, notice=ApprovalNotice(
+                approval_id=None, run_id=event.run_id, agent_id=event.agent_id,
+                monthly_saving_micros=event.monthly_saving_micros))
 
     # -- in-app ----------------------------------------------------------------------------------
     def page(self, user_id: str, query: NotificationQuery) -> Page[NotificationOut]:

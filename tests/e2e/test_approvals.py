@@ -230,6 +230,8 @@ def test_expiry_with_an_injected_clock_resumes_the_run(container, make_org, anon
     service = ApprovalService(container.db, container.audit, container.orgs, container.runs, clock=lambda: later)
     soon = ApprovalService(container.db, container.audit, container.orgs, container.runs,
                            clock=lambda: datetime.now(UTC) + timedelta(hours=61))
+    for clocked in (service, soon):  # as the root wires it: reminders and expiries are notified
+        clocked.use_notifier(container.notifications)
     reminded = soon.remind_due(limit=10_000)
     assert {a["id"] for a in p.approvals} <= set(reminded)
     assert not {a["id"] for a in p.approvals} & set(soon.remind_due(limit=10_000))  # once
@@ -241,6 +243,13 @@ def test_expiry_with_an_injected_clock_resumes_the_run(container, make_org, anon
     assert _run(p)["status"] == "queued"  # both expired: the run resumes on its not-approved path
     assert claim(anon, p.inst.key) is not None and claim(anon, p.inst.key, wait=0) is None
     assert "approval.expired" in _audit_actions(p) and "approval.reminded" in _audit_actions(p)
+    notes = p.inst.admin.get("/me/notifications?limit=100").body["items"]
+    for event, subject in (("approval.reminder", "Reminder: approval needed for"), ("approval.expired",
+                                                                                   "Approval expired:")):
+        mine = {n["data"]["approval_id"]: n for n in notes if n["event"] == event}
+        assert set(mine) == {a["id"] for a in p.approvals}, event
+        assert all(n["subject"].startswith(subject) and n["data"]["run_id"] == p.run["id"] and
+                   n["data"]["org_id"] == p.inst.org_id for n in mine.values())
 
 
 def test_cancelling_a_waiting_run_cancels_its_approvals(container, make_org, anon, settings, member):

@@ -280,6 +280,7 @@ def test_string_literals_skip_docstrings_and_join_f_strings() -> None:
 # A row or an untyped mapping returned by a context's public function is a seam where a renamed
 # column becomes a runtime error elsewhere. These return JSON documents on purpose:
 JSON_RETURNS = {
+    "shared.approvals.models.ApprovalNotice.as_json",  # the body of approval events and notifications
     "shared.approvals.ports.ResourceOutcome.as_json",  # the outcome as the approval stores it
     "shared.audit.service.as_jsonb_returns",  # any JSON value, as a jsonb column hands it back
     "shared.catalog.manifest.manifest_json_schema",  # a JSON Schema document
