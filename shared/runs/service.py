@@ -284,13 +284,13 @@ class RunService:
     # -- users -------------------------------------------------------------------------------------
     def create(self, principal: Principal, agent_ref: str, deployment_id: str, inputs: dict[str, Any], *,
                max_charge_micros: int | None = None) -> RunCreated:
-        """Create a queued run of a deployment and enqueue its task, in one transaction.
+        """Create a queued run of a deployment and enqueue its task, in one transaction (a batch:
+        no BEGIN or COMMIT, ``Database.batch``).
 
-        Two round trips: the caller's roles and the deployment are read together (the first
-        statements of the transaction), then the task, the run and the audit entry go out with
-        the COMMIT.
+        The caller's roles and the deployment are read together (the first statements of the
+        batch), then the task, the run and the audit entry go out with its end.
         """
-        with self.db.transaction() as tx:
+        with self.db.batch() as tx:
             # The deployment is looked up across orgs only to learn its org; the caller's role in
             # that org decides the rest. The roles travel with the deployment's read.
             roles = self.orgs.member_roles(tx, principal)
@@ -435,8 +435,8 @@ class RunService:
         # The run's UPDATE locks the run and re-checks its status, so a cancel or a completion
         # that committed first wins and the run is not started again. It and the read of the
         # deployment's config and grants (as they are now: a revoked grant applies at once) are
-        # held back and go out with the COMMIT: one round trip.
-        with self.db.transaction() as tx:
+        # held back and go out with the batch's end: one round trip, one implicit transaction.
+        with self.db.batch() as tx:
             started = tx.defer(self._start_run, task.attempt, lease_hash(task.lease_token), worker[:200], task.id,
                                task.run_id, task.deployment_id)
             grants = self.deployments.defer_runnable(tx, deployment_id)
@@ -506,7 +506,7 @@ class RunService:
             # task, the audit entry and the webhook payload all take it from here.
             report = report.model_copy(update={"error": redact_text(report.error)})
         token_hash = lease_hash(report.lease_token)
-        with self.db.transaction() as tx:
+        with self.db.batch() as tx:
             run = self._dataplane_run(tx, principal, agent_ref, run_id, lock=True)
             if run.completion_lease == token_hash:
                 assert run.completion is not None, "a recorded completion has its answer"

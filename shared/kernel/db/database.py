@@ -2,7 +2,7 @@
 
 psycopg's public API does all the protocol work: prepared statements (``prepare_threshold=0``:
 parsed once per connection, then one Bind/Execute each), pipeline mode (statements are sent without
-waiting for the answers of the ones before), ``psycopg_pool`` for the connections. Two choices
+waiting for the answers of the ones before), ``psycopg_pool`` for the connections. Three choices
 make the hot paths cheap:
 
 * **A transaction is one pipeline.** Connections stay in autocommit and a transaction sends its
@@ -12,6 +12,13 @@ make the hot paths cheap:
   sent without waiting, and the ``COMMIT`` goes out behind them: such a transaction commits in
   one round trip. After an error the server skips everything up to the next Sync, so neither the
   statements after a failed one nor the COMMIT run; the transaction is rolled back.
+* **A batch is a transaction without BEGIN and COMMIT** (``Database.batch()``, the run life
+  cycle's hot paths): PostgreSQL runs a pipeline's statements up to its Sync as one implicit
+  transaction, committed at the Sync. An exception in the block sends a ``ROLLBACK`` ahead of the
+  Sync (the server logs that no transaction block is open and rolls the implicit one back), so
+  it is as all-or-nothing as ``transaction()`` with two statements fewer (measured:
+  docs/BENCHMARKS.md). What PostgreSQL allows only in a transaction block (``LOCK TABLE``, ``SET
+  LOCAL``, savepoints) stays in ``transaction()``.
 * **Single-statement reads run in autocommit** (``Database.read()``): no BEGIN/COMMIT at all.
 
 Rows come back as dicts keyed by column name. Server-reported errors become the kernel's
@@ -47,7 +54,8 @@ _log = logging.getLogger(__name__)
 #: inside the statement, so it costs no round trip and never leaks into other transactions on a
 #: pooled connection. As an uncorrelated subquery it runs once per statement (a one-time filter),
 #: not once per row scanned. Only for writes that at-least-once delivery can afford to lose.
-ASYNC_COMMIT = Queries("shared.kernel.db").async_commit
+_Q_KERNEL = Queries("shared.kernel.db")
+ASYNC_COMMIT = _Q_KERNEL.async_commit
 
 #: How many prepared statements a connection keeps (psycopg evicts the least recently used).
 PREPARED_PER_CONNECTION = 256
@@ -161,11 +169,13 @@ class Tx:
     round trip in autocommit and ``defer`` is refused.
     """
 
-    __slots__ = ("_conn", "_pipeline")
+    __slots__ = ("_conn", "_implicit", "_pipeline")
 
-    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None, *,
+                 implicit: bool = False) -> None:
         self._conn = conn
         self._pipeline = pipeline
+        self._implicit = implicit  # Database.batch(): a Sync would end (commit) the transaction
 
     def _cursor(self, sql: str, args: Sequence[Any]) -> psycopg.Cursor[Row]:
         cursor = self._conn.cursor(row_factory=dict_row)
@@ -208,9 +218,15 @@ class Tx:
 
     def flush(self) -> None:
         """Wait for every statement sent so far (raising the first error among them)."""
-        if self._pipeline is not None:
-            with _query_errors():
-                self._pipeline.sync()
+        if self._pipeline is None:
+            return
+        if self._implicit:
+            # A Sync would commit a batch's implicit transaction: a statement's answer waits for
+            # every one before it instead (psycopg asks with a flush request, not a Sync).
+            self.fetch_val(_Q_KERNEL.batch_flush)
+            return
+        with _query_errors():
+            self._pipeline.sync()
 
     def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each parameter row."""
@@ -298,6 +314,41 @@ class Database:
                 if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     with contextlib.suppress(psycopg.Error):
                         conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Tx]:
+        """Run a block as one pipeline in one implicit transaction: no BEGIN and no COMMIT (two
+        statements fewer than ``transaction()``).
+
+        PostgreSQL runs every statement up to the pipeline's Sync, which the end of the block
+        sends, as one transaction: committed at the Sync, rolled back by any failed statement.
+        An exception in the block sends a ROLLBACK first (the server logs a warning that no
+        transaction block is open, and rolls back the implicit one). Only for plain statements:
+        what PostgreSQL allows only inside a transaction block (``LOCK TABLE``, ``SET LOCAL``,
+        savepoints, transaction control) belongs in ``transaction()``; ``set_config(..., true)``
+        works in both. ``Tx.flush`` waits without a Sync.
+        """
+        with self._checkout() as conn:
+            try:
+                with _query_errors(), conn.pipeline() as pipeline:
+                    try:
+                        yield Tx(conn, pipeline, implicit=True)
+                    except BaseException:
+                        if not conn.closed:
+                            with contextlib.suppress(psycopg.Error):
+                                conn.execute("ROLLBACK")  # before the Sync commits what was sent
+                        raise
+            except BaseException:
+                if not conn.closed:
+                    with contextlib.suppress(psycopg.Error):
+                        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                            conn.execute("ROLLBACK")
+                        # psycopg answers a ROLLBACK by forgetting the connection's prepared
+                        # statements and deallocating them all with the next statement it runs,
+                        # after preparing that one. A statement that is not prepared takes the
+                        # deallocation here, so none that psycopg still counts as prepared goes.
+                        conn.execute(_Q_KERNEL.batch_flush, prepare=False)
                 raise
 
     def read(self) -> _Read:

@@ -47,3 +47,7 @@ CREATE DATABASE {name};
 -- inside the statement: no round trip, no leak into later transactions of a pooled connection).
 -- An uncorrelated subquery, so it runs once per statement, not once per row.
 (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
+
+-- name: batch_flush
+-- Waits for every statement a batch sent before it (Database.batch: a Sync would commit).
+SELECT 1;
