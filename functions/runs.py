@@ -46,8 +46,10 @@ LOG_EVENT_SCHEMA: dict[str, Any] = {
 }
 
 
+# The caller's roles come with its authentication (one statement): the run's org is learnt from
+# the deployment, and the role check needs no statement of its own.
 @operation("POST", "/agents/{agent_id}/runs", summary="Start a run", tags=["runs"], body=RunCreate,
-           response=RunCreated, status=201,
+           response=RunCreated, status=201, memberships=True,
            errors={409: (ErrorCode.DEPLOYMENT_NOT_READY, ErrorCode.AGENT_SUSPENDED, ErrorCode.SPEND_FROZEN,
                          ErrorCode.BUDGET_EXCEEDED)})
 def create_run(call: Call) -> RunCreated:
