@@ -5,8 +5,10 @@
 -- completion inserts nothing and nothing follows. The metered amount is capped by the run's
 -- reservation (its per-run maximum) when it holds one; the developer gets 80 % of the charge
 -- rounded down, the platform the rest. The charge is added to the org's month and posted as one
--- balanced ledger transaction (customer debit = developer share + platform fee). One statement,
--- sent with the completion's COMMIT.
+-- balanced ledger transaction (customer debit = developer share + platform fee). The run has
+-- ended, so its reservation goes too (as ``release`` does): its month's row is changed once, by
+-- ``spent`` when the charge falls in the same month, else by ``unreserved``. One statement, sent
+-- with the completion's commit.
 WITH priced AS (
     SELECT least(%s::bigint, coalesce((SELECT cap_micros FROM billing_reservations WHERE run_id = %s),
                                       %s::bigint)) AS charge
@@ -21,10 +23,20 @@ WITH priced AS (
     FROM split
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id, org_id, developer_org_id, charge_micros, developer_micros, platform_micros, period
+), gone AS (
+    DELETE FROM billing_reservations WHERE run_id = %s RETURNING org_id, period, cap_micros
 ), spent AS (
     INSERT INTO billing_periods AS p (org_id, period, charged_micros)
     SELECT m.org_id, m.period, m.charge_micros FROM metered m
-    ON CONFLICT (org_id, period) DO UPDATE SET charged_micros = p.charged_micros + EXCLUDED.charged_micros
+    ON CONFLICT (org_id, period) DO UPDATE SET charged_micros = p.charged_micros + EXCLUDED.charged_micros,
+        reserved_micros = greatest(0, p.reserved_micros - coalesce(
+            (SELECT g.cap_micros FROM gone g WHERE g.org_id = p.org_id AND g.period = p.period), 0))
+    RETURNING p.org_id
+), unreserved AS (
+    UPDATE billing_periods p SET reserved_micros = greatest(0, p.reserved_micros - g.cap_micros)
+    FROM gone g
+    WHERE p.org_id = g.org_id AND p.period = g.period
+      AND NOT EXISTS (SELECT 1 FROM metered m WHERE m.org_id = g.org_id AND m.period = g.period)
     RETURNING p.org_id
 ), posted AS (
     INSERT INTO ledger_transactions (id, kind, org_id, run_id, memo)

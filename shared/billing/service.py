@@ -116,7 +116,8 @@ class BillingService:
     def charge_run(self, tx: Tx, *, run_id: str, org_id: str, agent_id: str, version: str,
                    pricing: PricingSpec, outcome: Outcome, records: int, cpu_seconds: float,
                    actor: str, cap_micros: int | None = None, at: datetime | None = None) -> Charge:
-        """Meter run ``run_id``'s outcome and post its charge in ``tx``, exactly once per run.
+        """Meter run ``run_id``'s outcome and post its charge in ``tx``, exactly once per run, and
+        end what the run held against the budget (``release``: the run has ended).
 
         One statement held back until the commit (``charge_run`` in queries.sql): a second call
         for the same run (a retried completion) inserts no usage row and so posts nothing. The
@@ -130,7 +131,7 @@ class BillingService:
         tx.defer(_Q.charge_run, metered, run_id, metered if cap_micros is None else min(metered, cap_micros),
                  run_id, org_id, agent_id, version, developer_org, charge.outcome.value, charge.records,
                  charge.cpu_ms, charge.base_micros, charge.records_micros, charge.cpu_micros, metered,
-                 period_of(moment), new_id("ltx"))
+                 period_of(moment), run_id, new_id("ltx"))
         self.audit.append(tx, org_id=org_id, actor=actor, action="billing.run_charged", target=run_id, details={
             "agent_id": agent_id, "outcome": charge.outcome.value, "records": charge.records,
             "cpu_ms": charge.cpu_ms, "metered_micros": metered,

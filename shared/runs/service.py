@@ -561,13 +561,14 @@ class RunService:
                                     outcome=_BILLED_AS[status], records=report.metrics.records_processed,
                                     cpu_seconds=report.metrics.cpu_seconds, actor=principal.actor)
         self._finish(tx, run, status, actor=principal.actor, error=error, outputs=report.outputs,
-                     metrics=metrics, completion_lease=token_hash, completion=answer)
+                     metrics=metrics, completion_lease=token_hash, completion=answer,
+                     released=self.billing is not None)  # the charge ended the reservation
         return answer
 
     def _finish(self, tx: Tx, run: RunState, status: RunStatus, *, actor: str, error: str | None = None,
                 outputs: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
                 completion_lease: str | None = None, completion: dict[str, Any] | None = None,
-                cancel_requested: bool = False, returning: bool = False) -> Deferred:
+                cancel_requested: bool = False, returning: bool = False, released: bool = False) -> Deferred:
         """Move a run to a final status: audited, announced, its checkpoints dropped. The writes
         are held back (``Tx.defer``); with ``returning`` the Deferred gives the run's row.
         ``completion_lease`` and ``completion`` are left as they are when None."""
@@ -575,7 +576,7 @@ class RunService:
         row = tx.defer(_Q.finish_run_returning if returning else _Q.finish_run, run.id, run.id, status.value, error,
                        _json(outputs), _json(metrics), finished_at, completion_lease, _json(completion),
                        cancel_requested, run.id)
-        if self.billing is not None:  # billing (issue 16): the run's reservation ends with it
+        if self.billing is not None and not released:  # billing (issue 16): the reservation ends with the run
             self.billing.release(tx, run.id)
         details: dict[str, Any] = {"attempt": run.attempt, "error": error}
         if metrics is not None:

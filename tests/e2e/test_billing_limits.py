@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from conftest import Client
@@ -13,6 +15,8 @@ from runs_support import claim, install_builtin, metrics, start_run
 
 from runtime.client import DataPlaneClient
 from runtime.usage import UsageHeartbeat, publish, withdraw
+from shared.billing import Outcome
+from shared.kernel.money import PricingSpec
 
 
 @pytest.fixture
@@ -192,3 +196,38 @@ def test_usage_per_agent_and_day_and_who_may_read_it(inst, anon, member, make_or
     bad = inst.admin.put(f"/orgs/{inst.org_id}/billing/limits", json={"monthly_budget_usd": "-5"})
     assert bad.status == 422
     assert inst.admin.get(f"/orgs/{inst.org_id}/billing/limits").body["monthly_budget_usd"] is None
+
+
+def _period_row(container, org_id, period):
+    with container.db.read() as tx:
+        return tx.fetch_one("SELECT charged_micros, reserved_micros FROM billing_periods WHERE org_id = %s "
+                            "AND period = %s", org_id, period)
+
+
+@pytest.mark.parametrize("months_later", [0, 1])
+def test_the_charge_ends_the_runs_reservation_in_its_own_month(container, inst, months_later):
+    """A run reserves its cap in the month it starts; its charge (in the same statement) is added
+    to the month it ends in and the reservation leaves the month that holds it, once, however
+    often the completion is retried."""
+
+    _limits(inst, monthly_budget_usd="10")
+    held = inst.admin.post(f"/agents/{inst.agent_id}/runs", json={"deployment_id": inst.deployment_id,
+                                                                   "max_charge_usd": "2"})
+    other = inst.admin.post(f"/agents/{inst.agent_id}/runs", json={"deployment_id": inst.deployment_id,
+                                                                    "max_charge_usd": "3"})
+    assert held.status == 201 and other.status == 201
+    now = datetime.now(UTC)
+    start = now.date().replace(day=1)
+    end = (start + timedelta(days=32)).replace(day=1) if months_later else start
+    assert _period_row(container, inst.org_id, start) == {"charged_micros": 0, "reserved_micros": 5_000_000}
+    pricing = PricingSpec(base_usd=Decimal("1.25"), per_record_usd=Decimal(0), per_cpu_hour_usd=Decimal(0))
+    for _ in range(2):  # a retried completion changes nothing more
+        with container.db.batch() as tx:
+            container.billing.charge_run(tx, run_id=held.body["run_id"], org_id=inst.org_id,
+                                         agent_id=inst.agent_id, version="1.0.1", pricing=pricing,
+                                         outcome=Outcome.SUCCEEDED, records=0, cpu_seconds=0, actor="test",
+                                         at=datetime.combine(end, now.timetz()) + timedelta(hours=1))
+    assert _period_row(container, inst.org_id, start)["reserved_micros"] == 3_000_000  # the other run's
+    assert _period_row(container, inst.org_id, end)["charged_micros"] == 1_250_000
+    if months_later:
+        assert _period_row(container, inst.org_id, start)["charged_micros"] == 0
