@@ -51,6 +51,10 @@ MANIFEST_FILE = "manifest.yaml"
 PackageKind = Literal["tar.gz", "zip"]
 
 _CHUNK = 1024 * 1024
+#: What reading a damaged zip member raises: a bad header or CRC-32, a short or corrupt deflate
+#: stream, and ``NotImplementedError``, which is how ``zipfile`` refuses a member packed with a
+#: compression method it does not implement (an unreadable package: a 422, like the others).
+_DAMAGED_ZIP = (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # The tar stream of a package within the limits: its files, plus a header and padding per member.
 _MAX_TAR_STREAM = MAX_UNPACKED_BYTES + 1024 * (MAX_PACKAGE_FILES + 2)
@@ -133,7 +137,7 @@ def extract_package(data: bytes, dest: Path, *, expected_sha256: str) -> Path:
     try:
         with _open(data, info.kind) as archive:
             _write_members(archive, base)
-    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, NotImplementedError) as exc:
+    except (*_DAMAGED_ZIP, tarfile.TarError) as exc:
         raise _not_archive(info.kind, exc) from None
     return base / info.root if info.root else base
 
@@ -398,7 +402,7 @@ class _ZipArchive(_Archive):
         try:
             with self._zip.open(info) as stream:
                 return _read_capped(stream, limit, path)
-        except (zipfile.BadZipFile, NotImplementedError, EOFError, OSError, zlib.error) as exc:
+        except (*_DAMAGED_ZIP, OSError) as exc:
             raise _not_archive("zip", exc) from None
 
     def verify(self) -> None:
@@ -412,7 +416,7 @@ class _ZipArchive(_Archive):
                 with self._zip.open(info) as stream:
                     while stream.read(_CHUNK):
                         pass
-        except (zipfile.BadZipFile, NotImplementedError, EOFError, OSError, zlib.error) as exc:
+        except (*_DAMAGED_ZIP, OSError) as exc:
             raise _not_archive("zip", exc) from None
 
     def contents(self) -> Iterator[tuple[_Member, bool, IO[bytes]]]:
@@ -425,7 +429,7 @@ class _ZipArchive(_Archive):
             try:
                 with self._zip.open(info) as stream:
                     yield member, bool((info.external_attr >> 16) & 0o111), stream
-            except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as exc:
+            except _DAMAGED_ZIP as exc:  # not OSError: writing what is yielded is the caller's
                 raise _not_archive("zip", exc) from None
 
     def close(self) -> None:

@@ -178,3 +178,25 @@ def test_a_damaged_zip_member_is_refused_at_inspection():
         archive.writestr("data.txt", b"CORRUPTME" * 100)
     damaged = buffer.getvalue().replace(b"CORRUPTME", b"XORRUPTME", 1)  # its CRC-32 no longer matches
     assert refused(damaged).code == ErrorCode.PACKAGE_NOT_ARCHIVE
+
+
+def test_a_zip_member_in_a_compression_method_zipfile_lacks_is_refused_not_crashed():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, content in packages.project_files(MANIFEST).items():
+            archive.writestr(name, content)
+        archive.writestr("data.txt", b"payload")
+    data = bytearray(buffer.getvalue())
+    # Method 99 (AE-x encryption) in data.txt's local header and its central directory entry:
+    # zipfile raises NotImplementedError when the member is read.
+    name = b"data.txt"
+    local = data.find(b"PK\x03\x04" + bytes(4))
+    while data[local + 30:local + 30 + len(name)] != name:
+        local = data.find(b"PK\x03\x04", local + 4)
+    central = data.find(b"PK\x01\x02")
+    while data[central + 46:central + 46 + len(name)] != name:
+        central = data.find(b"PK\x01\x02", central + 4)
+    data[local + 8:local + 10] = (99).to_bytes(2, "little")
+    data[central + 10:central + 12] = (99).to_bytes(2, "little")
+    error = refused(bytes(data))
+    assert error.code == ErrorCode.PACKAGE_NOT_ARCHIVE
