@@ -15,15 +15,13 @@ from shared.notifications import (
 
 
 @operation("GET", "/me/notifications", summary="List my notifications", tags=["notifications"],
-           query=NotificationQuery, response=Page[NotificationOut], user=True,
-           errors={403: ErrorCode.USER_REQUIRED})
+           query=NotificationQuery, response=Page[NotificationOut], user=True)
 def list_notifications(call: Call) -> Page[NotificationOut]:
     return call.services.notifications.page(call.caller.subject, call.query)
 
 
 @operation("POST", "/me/notifications/{notification_id}/read", summary="Mark a notification read",
-           tags=["notifications"], response=NotificationOut, idempotent=False, user=True,
-           errors={403: ErrorCode.USER_REQUIRED})
+           tags=["notifications"], response=NotificationOut, idempotent=False, user=True)
 def read_notification(call: Call) -> NotificationOut:
     return call.services.notifications.mark_read(call.caller.subject, call.params["notification_id"])
 

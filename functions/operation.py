@@ -235,6 +235,8 @@ def operation(method: str, path: str, *, summary: str, tags: Iterable[str] = (),
     """
     own_errors = {status: (codes,) if isinstance(codes, ErrorCode) else tuple(codes)
                   for status, codes in (errors or {}).items()}
+    if user:  # what decide() answers an API key (shared/identity/access.py)
+        own_errors[403] = tuple(dict.fromkeys((*own_errors.get(403, ()), ErrorCode.USER_REQUIRED)))
     if accepts and body is not None:
         raise RuntimeError(f"{method} {path}: a body is either JSON (body=) or bytes (accepts=), not both")
     if "{org_id}" in path and auth and roles is None:

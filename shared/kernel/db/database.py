@@ -54,8 +54,8 @@ _log = logging.getLogger(__name__)
 #: inside the statement, so it costs no round trip and never leaks into other transactions on a
 #: pooled connection. As an uncorrelated subquery it runs once per statement (a one-time filter),
 #: not once per row scanned. Only for writes that at-least-once delivery can afford to lose.
-_Q_KERNEL = Queries("shared.kernel.db")
-ASYNC_COMMIT = _Q_KERNEL.async_commit
+_Q = Queries("shared.kernel.db")
+ASYNC_COMMIT = _Q.async_commit
 
 #: How many prepared statements a connection keeps (psycopg evicts the least recently used).
 PREPARED_PER_CONNECTION = 256
@@ -223,7 +223,7 @@ class Tx:
         if self._implicit:
             # A Sync would commit a batch's implicit transaction: a statement's answer waits for
             # every one before it instead (psycopg asks with a flush request, not a Sync).
-            self.fetch_val(_Q_KERNEL.batch_flush)
+            self.fetch_val(_Q.batch_flush)
             return
         with _query_errors():
             self._pipeline.sync()
@@ -348,7 +348,7 @@ class Database:
                         # statements and deallocating them all with the next statement it runs,
                         # after preparing that one. A statement that is not prepared takes the
                         # deallocation here, so none that psycopg still counts as prepared goes.
-                        conn.execute(_Q_KERNEL.batch_flush, prepare=False)
+                        conn.execute(_Q.batch_flush, prepare=False)
                 raise
 
     def read(self) -> _Read:
